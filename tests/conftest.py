@@ -1,0 +1,29 @@
+"""Shared fixtures: every test session gets its own data, models and state folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the data, models and state folders at a fresh temporary folder for each test."""
+    for variable, sub in (("ZEAL_DATA_DIR", "data"), ("ZEAL_MODELS_DIR", "models"),
+                          ("ZEAL_STATE_DIR", "state")):
+        (tmp_path / sub).mkdir()
+        monkeypatch.setenv(variable, str(tmp_path / sub))
+    return tmp_path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep tests from fighting over the two cores and from touching analytics or the hub."""
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

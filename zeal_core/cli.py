@@ -1,0 +1,77 @@
+"""The command line: ``python -m zeal_core {data,train,evaluate,drift,retrain,monitor,bench} ... [--json]``.
+
+Each subcommand lives in ``zeal_core/commands/<name>.py`` and exposes ``register(subparsers, parent)``; its
+handler returns a JSON-ready dict. With ``--json`` exactly one JSON object goes to stdout and logs go to
+stderr; on error the exit code is non-zero and stderr gets a one-line reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from zeal_core.errors import ZealError
+from zeal_core.progress import ProgressEvent
+
+# Subcommand modules under zeal_core/commands, in help order.
+COMMAND_MODULES = ("data", "train", "evaluate", "drift", "retrain", "monitor", "bench")
+
+log = logging.getLogger("zeal_core")
+
+
+def stderr_progress(event: ProgressEvent) -> None:
+    """Log a progress event as one line on stderr (stdout stays clean for ``--json``)."""
+    fraction = event.fraction
+    share = f" {fraction:6.1%}" if fraction is not None else ""
+    print(f"[{event.stage}]{share} {event.message}".rstrip(), file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, one subparser per command module that is present."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    parser = argparse.ArgumentParser(prog="python -m zeal_core", description="Zeal Drift Lab command line")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"zeal_core.commands.{name}")
+        except ModuleNotFoundError as error:
+            if error.name != f"zeal_core.commands.{name}":
+                raise
+            continue
+        module.register(subparsers, parent)
+    return parser
+
+
+def _print_human(result: dict[str, Any]) -> None:
+    for key, value in result.items():
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value)
+        print(f"{key}: {value}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit code (0 ok, 2 user error, 130 interrupted)."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handler(args)
+    except ZealError as error:
+        if args.json:
+            print(json.dumps({"ok": False, "error": str(error)}))
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        _print_human(result)
+    return 0

@@ -1,0 +1,163 @@
+"""The one dataset object every source returns, and its on-disk uint8 cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from zeal_core.errors import DataError
+
+# Bump when the cache layout changes, so that old caches are rebuilt instead of misread.
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """Decoded images held in memory as one uint8 tensor, with labels and a fixed train/val split."""
+
+    name: str  # source name: "digits", "imagenette", or "folder:<folder name>"
+    images: torch.Tensor  # uint8, N x 3 x H x W, RGB, at the dataset's working size
+    labels: torch.Tensor  # int64, N, class index into class_names
+    is_val: torch.Tensor  # bool, N, True for the validation split
+    class_names: tuple[str, ...]  # human-readable class names, index = label
+    fingerprint: str  # sha256 hex of the content (images, labels, split, class names)
+    skipped: tuple[tuple[str, str], ...] = field(default=())  # (file, reason) of unreadable inputs
+
+    def __post_init__(self) -> None:
+        n = self.images.shape[0]
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise DataError(f"dataset {self.name}: images must be uint8 N x 3 x H x W, got "
+                            f"{self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.shape != (n,) or self.is_val.shape != (n,):
+            raise DataError(f"dataset {self.name}: labels and split must have one entry per image")
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes there are."""
+        return len(self.class_names)
+
+    @property
+    def image_size(self) -> int:
+        """The working size in pixels (images are square)."""
+        return int(self.images.shape[-1])
+
+    def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels of the ``"train"`` or ``"val"`` split (views, no copy for contiguous masks)."""
+        if which not in ("train", "val"):
+            raise DataError(f"unknown split {which!r}: use 'train' or 'val'")
+        mask = self.is_val if which == "val" else ~self.is_val
+        return self.images[mask], self.labels[mask]
+
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        """Images per class and split, e.g. ``{"tench": {"train": 963, "val": 387}}``."""
+        counts: dict[str, dict[str, int]] = {}
+        for index, name in enumerate(self.class_names):
+            in_class = self.labels == index
+            counts[name] = {
+                "train": int((in_class & ~self.is_val).sum()),
+                "val": int((in_class & self.is_val).sum()),
+            }
+        return counts
+
+    def info(self) -> dict:
+        """A JSON-ready summary: name, sizes, classes, fingerprint."""
+        return {
+            "dataset": self.name,
+            "num_images": int(self.images.shape[0]),
+            "num_train": int((~self.is_val).sum()),
+            "num_val": int(self.is_val.sum()),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "image_size": self.image_size,
+            "fingerprint": self.fingerprint,
+            "class_counts": self.class_counts(),
+            "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+        }
+
+
+def content_fingerprint(
+    images: torch.Tensor, labels: torch.Tensor, is_val: torch.Tensor, class_names: tuple[str, ...]
+) -> str:
+    """sha256 over the decoded content, so a cache or model can tell exactly which data it saw."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([CACHE_FORMAT, list(class_names), list(images.shape)]).encode())
+    digest.update(images.contiguous().numpy().tobytes())
+    digest.update(labels.to(torch.int64).contiguous().numpy().tobytes())
+    digest.update(is_val.to(torch.uint8).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_cache(dataset: ImageDataset, path: Path) -> None:
+    """Store a dataset as ``<path>.safetensors`` (tensors) plus ``<path>.json`` (names), atomically.
+
+    The JSON is written last and names the tensor file's fingerprint, so a cache is only valid when both
+    halves are there and agree.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors_path = path.with_suffix(".safetensors")
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{tensors_path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file(
+            {"images": dataset.images.contiguous(), "labels": dataset.labels.contiguous(),
+             "is_val": dataset.is_val.to(torch.uint8).contiguous()},
+            tmp,
+        )
+        os.replace(tmp, tensors_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    meta = {
+        "format": CACHE_FORMAT,
+        "name": dataset.name,
+        "class_names": list(dataset.class_names),
+        "fingerprint": dataset.fingerprint,
+        "skipped": [list(item) for item in dataset.skipped],
+    }
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
+
+
+def load_cache(path: Path) -> ImageDataset | None:
+    """Load a cache written by ``save_cache``; None when it is missing, stale or damaged (then rebuild)."""
+    meta_path, tensors_path = path.with_suffix(".json"), path.with_suffix(".safetensors")
+    if not meta_path.exists() or not tensors_path.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != CACHE_FORMAT:
+            return None
+        tensors = load_file(str(tensors_path))
+        return ImageDataset(
+            name=meta["name"],
+            images=tensors["images"],
+            labels=tensors["labels"],
+            is_val=tensors["is_val"].bool(),
+            class_names=tuple(meta["class_names"]),
+            fingerprint=meta["fingerprint"],
+            skipped=tuple(tuple(item) for item in meta.get("skipped", [])),
+        )
+    except (OSError, ValueError, KeyError, json.JSONDecodeError, SafetensorError, DataError):
+        return None

@@ -1,16 +1,20 @@
 """Data layer: every source (embedded digits, Imagenette-160, a user's image folder) returns an ImageDataset.
 
-Side effects (downloads, extraction, decoding to the uint8 cache, DVC) live here and nowhere else.
+Side effects (downloads, archive checks, decoding to the uint8 cache) live here and nowhere else.
 """
 
 from __future__ import annotations
 
 from zeal_core.data.dataset import ImageDataset
-from zeal_core.data.digits import load_digits_dataset
-from zeal_core.errors import DataError
-from zeal_core.progress import ProgressCallback
+from zeal_core.data.decode import decode_images
+from zeal_core.data.digits import DIGITS_SIZE, load_digits_dataset
+from zeal_core.data.folder import PREFIX as FOLDER_PREFIX
+from zeal_core.data.folder import is_folder_prepared, load_folder
+from zeal_core.data.imagenette import is_imagenette_prepared, load_imagenette, prepare_imagenette
+from zeal_core.errors import ConfigError, DataError
+from zeal_core.progress import CancelToken, ProgressCallback
 
-__all__ = ["ImageDataset", "list_datasets", "load_dataset", "prepare_dataset"]
+__all__ = ["ImageDataset", "decode_images", "is_prepared", "list_datasets", "load_dataset", "prepare_dataset"]
 
 
 def list_datasets() -> list[str]:
@@ -18,21 +22,80 @@ def list_datasets() -> list[str]:
     return ["digits", "imagenette"]
 
 
-def load_dataset(name: str, progress: ProgressCallback | None = None) -> ImageDataset:
-    """Load a prepared dataset by name; never downloads (use ``prepare_dataset`` for that).
+def _unknown(name: str) -> DataError:
+    return DataError(f"unknown dataset {name!r}: choose one of {list_datasets()} or folder:PATH")
+
+
+def _check_digits_size(image_size: int | None) -> None:
+    if image_size is not None and image_size != DIGITS_SIZE:
+        raise ConfigError(f"digits has a fixed size of {DIGITS_SIZE} px, not {image_size}")
+
+
+def load_dataset(
+    name: str, progress: ProgressCallback | None = None, *, image_size: int | None = None
+) -> ImageDataset:
+    """Load a dataset by name; never downloads (use ``prepare_dataset`` for that).
+
+    A ``folder:PATH`` dataset is decoded into its cache on first use (there is nothing to download).
 
     Args:
         name: ``"digits"``, ``"imagenette"`` or ``"folder:PATH"`` (one subfolder per class).
-        progress: Receives decode progress when a cache has to be built.
+        progress: Receives decode progress when a folder's cache has to be built.
+        image_size: Working size in pixels; default from ``params.yaml`` (160 Imagenette, 64 folders).
 
     Raises:
         DataError: The dataset is unknown, or not prepared yet (the message says how to prepare it).
     """
     if name == "digits":
+        _check_digits_size(image_size)
         return load_digits_dataset()
-    raise DataError(f"unknown dataset {name!r}: choose one of {list_datasets()} or folder:PATH")
+    if name == "imagenette":
+        return load_imagenette(image_size)
+    if name.startswith(FOLDER_PREFIX):
+        return load_folder(name, image_size, progress)
+    raise _unknown(name)
 
 
-def prepare_dataset(name: str, progress: ProgressCallback | None = None) -> ImageDataset:
-    """Make a dataset ready to load: download, verify, extract and decode as needed; idempotent."""
-    return load_dataset(name, progress=progress)
+def prepare_dataset(
+    name: str,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    *,
+    image_size: int | None = None,
+) -> ImageDataset:
+    """Make a dataset ready to load: download, verify, check and decode as needed; idempotent.
+
+    Args:
+        name: ``"digits"``, ``"imagenette"`` or ``"folder:PATH"``.
+        progress: Receives ``download``/``verify``/``decode``/``save`` events.
+        cancel: Checked between chunks and images.
+        image_size: Working size in pixels; default from ``params.yaml``.
+
+    Raises:
+        DataError: Unknown dataset, no network, wrong checksum, truncated download, unsafe archive, or no
+            readable image; nothing partial is left under ``data_dir()``.
+        Cancelled: ``cancel`` was set.
+    """
+    if name == "digits":
+        _check_digits_size(image_size)
+        return load_digits_dataset()
+    if name == "imagenette":
+        return prepare_imagenette(image_size, progress, cancel)
+    if name.startswith(FOLDER_PREFIX):
+        return load_folder(name, image_size, progress, cancel)
+    raise _unknown(name)
+
+
+def is_prepared(name: str, *, image_size: int | None = None) -> bool:
+    """True when ``load_dataset(name)`` would return at once from its cache (digits: always).
+
+    Raises:
+        DataError: Unknown dataset or missing folder.
+    """
+    if name == "digits":
+        return True
+    if name == "imagenette":
+        return is_imagenette_prepared(image_size)
+    if name.startswith(FOLDER_PREFIX):
+        return is_folder_prepared(name, image_size)
+    raise _unknown(name)

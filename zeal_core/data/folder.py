@@ -1,0 +1,184 @@
+"""A user's own image folder, ``folder:PATH``: one subfolder per class, like torchvision's ImageFolder.
+
+``PATH/<class>/**/<image>``, or ``PATH/train/<class>/...`` plus ``PATH/val/<class>/...`` for a fixed split.
+Without train/ and val/, a seeded stratified share of each class is held out for validation.
+
+Images are decoded once into ``data_dir()/folders/<name>-<path hash>-<size>-<listing hash>``; the listing
+hash covers every file's relative path, size and modification time, so the cache is rebuilt when the folder
+changes. Files that cannot be used are skipped and reported by name and reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zeal_core.data.dataset import ImageDataset, content_fingerprint, load_cache, save_cache
+from zeal_core.data.decode import DECODE_VERSION, IMAGE_EXTENSIONS, decode_slots
+from zeal_core.data.settings import FolderSettings, folder_settings
+from zeal_core.errors import DataError
+from zeal_core.paths import data_dir
+from zeal_core.progress import CancelToken, ProgressCallback, report
+
+PREFIX = "folder:"
+
+
+def folder_path(name: str) -> Path:
+    """The folder of a ``folder:PATH`` dataset name, resolved to an absolute path.
+
+    Raises:
+        DataError: No path after ``folder:``, or it is not an existing folder.
+    """
+    raw = name[len(PREFIX):] if name.startswith(PREFIX) else name
+    if not raw.strip():
+        raise DataError("folder dataset without a path: use folder:PATH, e.g. folder:~/pictures/pets")
+    path = Path(raw.strip()).expanduser().resolve()
+    if not path.is_dir():
+        raise DataError(f"image folder {path} does not exist or is not a folder: use folder:PATH with one "
+                        "subfolder per class")
+    return path
+
+
+def _visible_dirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _files_under(folder: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / f for f in sorted(files) if not f.startswith("."))
+    return found
+
+
+def scan_folder(root: Path) -> tuple[list[tuple[str, str, Path]], list[tuple[str, str]], bool]:
+    """List the images of a class folder tree.
+
+    Returns:
+        ``(split or "", class, path)`` per image file in sorted order; ``(file, reason)`` per file skipped
+        for its name ending; and whether the folder has its own train/ and val/ split.
+
+    Raises:
+        DataError: No class subfolders.
+    """
+    has_split = (root / "train").is_dir() and (root / "val").is_dir()
+    groups = [("train", root / "train"), ("val", root / "val")] if has_split else [("", root)]
+    images: list[tuple[str, str, Path]] = []
+    skipped: list[tuple[str, str]] = []
+    for split, base in groups:
+        for class_dir in _visible_dirs(base):
+            for file in _files_under(class_dir):
+                if file.suffix.lower() in IMAGE_EXTENSIONS:
+                    images.append((split, class_dir.name, file))
+                else:
+                    skipped.append((str(file.relative_to(root)),
+                                    f"not an image file name ending ({file.suffix or 'none'})"))
+    if not images and not skipped:
+        raise DataError(f"image folder {root} has no class subfolders with files: put one subfolder per "
+                        "class (e.g. cats/, dogs/) holding its images")
+    return images, skipped, has_split
+
+
+def _listing_key(root: Path, files: list[Path], settings: FolderSettings) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps([DECODE_VERSION, settings.image_size, settings.val_fraction,
+                              settings.split_seed]).encode())
+    for file in files:
+        try:
+            stat = file.stat()
+            digest.update(f"{file.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{file.relative_to(root)}\0missing\n".encode())
+    return digest.hexdigest()
+
+
+def folder_cache_path(root: Path, settings: FolderSettings, listing_key: str) -> Path:
+    """The cache path (no suffix) for one state of one folder at one working size."""
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", root.name)[:40] or "folder"
+    path_hash = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+    return data_dir() / "folders" / f"{readable}-{path_hash}-{settings.image_size}-{listing_key[:16]}"
+
+
+def stratified_val_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Seeded per-class hold-out: about ``fraction`` of each class (at least one if it has two or more)."""
+    rng = np.random.default_rng(seed)
+    is_val = np.zeros(labels.shape[0], dtype=bool)
+    if fraction <= 0.0:
+        return is_val
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if members.size < 2:
+            continue
+        n_val = min(members.size - 1, max(1, round(fraction * members.size)))
+        is_val[rng.permutation(members)[:n_val]] = True
+    return is_val
+
+
+def is_folder_prepared(name: str, image_size: int | None = None) -> bool:
+    """True when the cache for the folder's current files exists."""
+    root = folder_path(name)
+    settings = folder_settings(image_size)
+    images, _, _ = scan_folder(root)
+    path = folder_cache_path(root, settings, _listing_key(root, [p for _, _, p in images], settings))
+    return path.with_suffix(".json").is_file() and path.with_suffix(".safetensors").is_file()
+
+
+def load_folder(
+    name: str,
+    image_size: int | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> ImageDataset:
+    """Load ``folder:PATH``, decoding it into the cache first when the folder changed or is new.
+
+    Args:
+        name: ``folder:PATH`` (or just the path).
+        image_size: Working size in pixels (default from params, 64).
+        progress: Receives ``decode`` events.
+        cancel: Checked between images.
+
+    Raises:
+        DataError: Missing folder, no class subfolders, or no readable image at all.
+    """
+    root = folder_path(name)
+    settings = folder_settings(image_size)
+    images, name_skips, has_split = scan_folder(root)
+    cache = folder_cache_path(root, settings, _listing_key(root, [p for _, _, p in images], settings))
+    cached = load_cache(cache)
+    if cached is not None:
+        report(progress, "cached", 1, 1, f"{root} already decoded")
+        return cached
+    items = ((slot, str(path.relative_to(root)), path) for slot, (_, _, path) in enumerate(images))
+    result = decode_slots(items, len(images), settings.image_size, progress=progress, cancel=cancel)
+    skipped = tuple(sorted(name_skips + list(result.skipped)))
+    if result.images.shape[0] == 0:
+        first = f" (first problem: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise DataError(f"no readable image in {root}{first}: use JPEG, PNG, BMP, GIF, WebP or TIFF files")
+    kept = [images[slot] for slot in result.kept.tolist()]
+    class_names = tuple(sorted({class_name for _, class_name, _ in images}))
+    labels_np = np.array([class_names.index(c) for _, c, _ in kept], dtype=np.int64)
+    if has_split:
+        is_val_np = np.array([split == "val" for split, _, _ in kept], dtype=bool)
+    else:
+        is_val_np = stratified_val_mask(labels_np, settings.val_fraction, settings.split_seed)
+    labels, is_val = torch.from_numpy(labels_np), torch.from_numpy(is_val_np)
+    dataset = ImageDataset(
+        name=f"{PREFIX}{root}",
+        images=result.images,
+        labels=labels,
+        is_val=is_val,
+        class_names=class_names,
+        fingerprint=content_fingerprint(result.images, labels, is_val, class_names),
+        skipped=skipped,
+    )
+    save_cache(dataset, cache)
+    for stale in cache.parent.glob(f"{cache.name.rsplit('-', 1)[0]}-*"):  # older states of this folder
+        if stale.with_suffix("") != cache:
+            stale.unlink(missing_ok=True)
+    return dataset

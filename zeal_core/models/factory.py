@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -11,6 +13,8 @@ from torch import nn
 # ImageNet channel statistics, in [0, 1] units: timm's resnet18 default normalisation.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,10 +38,48 @@ class ModelConfig:
 
 
 def create_model(config: ModelConfig) -> nn.Module:
-    """A fresh timm network for ``config`` (random weights; see ``zeal_core.train`` for pretrained)."""
+    """A fresh timm network for ``config``.
+
+    With ``config.pretrained`` the timm hub ImageNet weights are tried first; where the hub cannot be reached
+    (offline, ``HF_HUB_OFFLINE=1``, no cached copy) a warning is logged and the network starts from random
+    weights. Use ``build_model`` to get that warning back as a value (training shows it to the user).
+
+    Raises:
+        ModelError: ``config.arch`` is not a timm model name.
+    """
+    return build_model(config)[0]
+
+
+def build_model(config: ModelConfig) -> tuple[nn.Module, str | None]:
+    """Like ``create_model``, but also returns the pretrained fallback warning (None when there is none).
+
+    Raises:
+        ModelError: ``config.arch`` is not a timm model name.
+    """
     import timm
 
-    return timm.create_model(config.arch, pretrained=False, num_classes=config.num_classes)
+    from zeal_core.errors import ModelError
+
+    if not timm.is_model(config.arch):
+        raise ModelError(f"unknown model architecture {config.arch!r}: use a timm model name such as "
+                         "'resnet18' (see timm.list_models())")
+    if config.pretrained:
+        try:
+            return timm.create_model(config.arch, pretrained=True, num_classes=config.num_classes), None
+        except Exception as error:  # hub unreachable, offline mode, missing cache: all mean "no weights"
+            warning = pretrained_fallback_message(config.arch, error)
+            log.warning(warning)
+            return timm.create_model(config.arch, pretrained=False, num_classes=config.num_classes), warning
+    return timm.create_model(config.arch, pretrained=False, num_classes=config.num_classes), None
+
+
+def pretrained_fallback_message(arch: str, error: BaseException) -> str:
+    """The user-facing line shown when pretrained weights could not be fetched."""
+    offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") else ""
+    reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    return (f"pretrained weights for {arch} could not be loaded from the timm hub{offline}: {reason}; "
+            "training from scratch instead (to use them, connect to the internet or put them in the "
+            "Hugging Face cache, then train again)")
 
 
 def prepare_batch(images: torch.Tensor, config: ModelConfig, device: torch.device | str,

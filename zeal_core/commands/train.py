@@ -1,0 +1,94 @@
+"""``train``: train a model on a dataset and register it as a new version.
+
+Runs on one device, or on several processes started by ``torchrun`` (e.g.
+``torchrun --nproc_per_node 2 -m zeal_core train --dataset digits``): each process joins the group,
+rank 0 alone writes the model and prints the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+
+from zeal_core.train import OPTIMIZERS, default_config, reference_config
+
+
+def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    """Add the ``train`` command."""
+    train = subparsers.add_parser("train", parents=[parent], help="train a model and register it",
+                                  description="Train a timm model on a dataset and save it as a new version.")
+    train.add_argument("--dataset", default="digits", help="digits, imagenette or folder:PATH")
+    train.add_argument("--recipe", choices=("default", "reference"), default="default",
+                       help="default: the fast per-dataset recipe; reference: the original project's "
+                            "AdamW 224 px recipe")
+    train.add_argument("--epochs", type=int, help="passes over the training split")
+    train.add_argument("--image-size", type=int, help="model input side in px")
+    train.add_argument("--batch-size", type=int, help="images per step (per process)")
+    train.add_argument("--lr", type=float, help="peak learning rate")
+    train.add_argument("--optimizer", choices=OPTIMIZERS,
+                       help="sgd (Nesterov, one-cycle) or adamw (lr 1e-3, weight decay 0.01 unless --lr)")
+    train.add_argument("--arch", help="timm model name (default resnet18)")
+    train.add_argument("--pretrained", action="store_true",
+                       help="start from timm hub ImageNet weights (falls back to scratch offline)")
+    train.add_argument("--seed", type=int, help="random seed")
+    train.add_argument("--max-seconds", type=float, help="stop after this much training time")
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    train.add_argument("--activate", action="store_true",
+                       help="make the new version the active one (done anyway when none is active)")
+    train.set_defaults(handler=_train)
+
+
+def _config_from_args(args: argparse.Namespace):
+    config = reference_config() if args.recipe == "reference" else default_config(args.dataset)
+    if args.optimizer == "adamw" and config.optimizer != "adamw":
+        config = replace(config, optimizer="adamw", lr=1e-3, weight_decay=0.01)
+    elif args.optimizer == "sgd" and config.optimizer != "sgd":
+        base = default_config(args.dataset)
+        config = replace(config, optimizer="sgd", lr=base.lr, weight_decay=base.weight_decay,
+                         schedule=base.schedule)
+    overrides = {"epochs": args.epochs, "image_size": args.image_size, "batch_size": args.batch_size,
+                 "lr": args.lr, "arch": args.arch, "seed": args.seed, "max_seconds": args.max_seconds}
+    config = replace(config, **{name: value for name, value in overrides.items() if value is not None})
+    if args.pretrained:
+        config = replace(config, pretrained=True)
+    return config
+
+
+def _train(args: argparse.Namespace) -> dict:
+    from zeal_core import distributed
+    from zeal_core.cli import stderr_progress
+    from zeal_core.models.registry import ModelRegistry
+    from zeal_core.train import train_and_register
+
+    config = _config_from_args(args)
+    config.validate()
+    distributed.init_from_env()
+    main = distributed.is_main_process()
+    if not main:
+        # Only rank 0 prints; the other ranks' results are the same card.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until the process ends
+    registry = ModelRegistry()
+    try:
+        card = train_and_register(args.dataset, config, device=args.device,
+                                  progress=stderr_progress if main else None, registry=registry)
+    finally:
+        distributed.cleanup()
+    activated = False
+    if main and (args.activate or registry.get_active() is None):
+        registry.set_active(card.version)
+        activated = True
+    return {
+        "version": card.version,
+        "dataset": card.dataset,
+        "val_accuracy": card.metrics.get("val_accuracy"),
+        "seconds": round(float(card.metrics.get("seconds", 0.0)), 3),
+        "train_seconds": round(float(card.metrics.get("train_seconds", 0.0)), 3),
+        "images_per_s": round(float(card.metrics.get("images_per_s", 0.0)), 1),
+        "epochs": card.metrics.get("epochs_run"),
+        "device": card.metrics.get("device"),
+        "world_size": card.metrics.get("world_size"),
+        "active": activated,
+        "notes": card.notes,
+    }

@@ -1,0 +1,410 @@
+"""The model registry: versioned models as safetensors weights plus a JSON card, in ``models/``.
+
+Layout (one pair per version, nothing else is needed)::
+
+    models/<version>.safetensors   the weights (safetensors: tensors only, never pickle)
+    models/<version>.json          the ModelCard, with the weights' sha256
+    models/active.json             {"version": ...}, the version the app uses by default
+
+Writes are atomic: each file is written to a hidden temp file in the same folder, flushed, and moved into
+place with ``os.replace``; the card is written last. A version exists only when its card exists and its
+weights match the card's sha256, so a process killed at any point leaves either no new version or a
+complete one (a stray temp file or weights without a card are ignored by ``list``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import tempfile
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save_file
+from torch import nn
+
+from zeal_core import paths
+from zeal_core.errors import ConfigError, ModelError
+from zeal_core.models.factory import ModelConfig, create_model
+
+log = logging.getLogger(__name__)
+
+# Bump when the card layout changes incompatibly.
+CARD_FORMAT = 1
+ACTIVE_FILE = "active.json"
+# A safetensors file starts with an 8-byte little-endian header length and then a JSON header "{...".
+_MAX_HEADER_BYTES = 100_000_000
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything known about one model version (stored as ``models/<version>.json``)."""
+
+    version: str  # safe id, e.g. "digits-resnet18-20261128T071500-3fa2"
+    model_config: ModelConfig  # how to rebuild the network before loading the weights
+    dataset: str  # dataset name it was trained on ("digits", "imagenette", "folder:PATH")
+    dataset_fingerprint: str  # sha256 of that dataset's content
+    recipe: dict[str, Any]  # training settings (TrainConfig.to_dict() or an adaptation's settings)
+    parent: str | None  # version it was derived from (fine-tuning, adaptation), None for a fresh model
+    strategy: str | None  # how it was derived from the parent ("finetune", "bn-adapt", ...), None if fresh
+    drift_spec: str | None  # drift-spec text it was adapted to, None if none
+    metrics: dict[str, Any]  # e.g. val_accuracy, per-class accuracy, history, before/after numbers
+    created: str  # ISO 8601 UTC time of saving
+    notes: str = ""  # free text (warnings such as the pretrained fallback go here too)
+    weights_sha256: str = ""  # sha256 hex of the weights file, checked before every load
+    format: int = CARD_FORMAT  # card layout version
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "format": self.format,
+            "version": self.version,
+            "model_config": self.model_config.to_dict(),
+            "dataset": self.dataset,
+            "dataset_fingerprint": self.dataset_fingerprint,
+            "recipe": self.recipe,
+            "parent": self.parent,
+            "strategy": self.strategy,
+            "drift_spec": self.drift_spec,
+            "metrics": self.metrics,
+            "created": self.created,
+            "notes": self.notes,
+            "weights_sha256": self.weights_sha256,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelCard:
+        """Inverse of ``to_dict``; unknown keys are ignored.
+
+        Raises:
+            ModelError: A required field is missing or of the wrong kind.
+        """
+        try:
+            return cls(
+                version=paths.safe_name(values["version"], "model version"),
+                model_config=ModelConfig.from_dict(values["model_config"]),
+                dataset=str(values["dataset"]),
+                dataset_fingerprint=str(values.get("dataset_fingerprint", "")),
+                recipe=dict(values.get("recipe") or {}),
+                parent=values.get("parent"),
+                strategy=values.get("strategy"),
+                drift_spec=values.get("drift_spec"),
+                metrics=dict(values.get("metrics") or {}),
+                created=str(values["created"]),
+                notes=str(values.get("notes", "")),
+                weights_sha256=str(values.get("weights_sha256", "")),
+                format=int(values.get("format", CARD_FORMAT)),
+            )
+        except (KeyError, TypeError, ValueError, ConfigError) as error:
+            raise ModelError(f"model card is damaged ({type(error).__name__}: {error}): delete it and its "
+                             "weights, or train the model again") from error
+
+    def to_json(self) -> str:
+        """The card as JSON text (what the ``.json`` file holds)."""
+        return json.dumps(self.to_dict(), indent=1, sort_keys=False, default=_json_default)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelCard:
+        """Inverse of ``to_json``."""
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ModelError(f"model card is not valid JSON ({error})") from error
+        if not isinstance(values, dict):
+            raise ModelError("model card is not a JSON object")
+        return cls.from_dict(values)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    return str(value)
+
+
+def _slug(text: str) -> str:
+    """A file-name-safe fragment: runs of other characters become '-'."""
+    slug = re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-._")
+    return slug[:40] or "model"
+
+
+def new_version_id(dataset: str, arch: str, when: datetime | None = None) -> str:
+    """A fresh, safe, time-sortable id such as ``digits-resnet18-20261128T071500-3fa2``."""
+    when = when or datetime.now(UTC)
+    name = f"{_slug(dataset)}-{_slug(arch)}-{when:%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
+    return paths.safe_name(name, "model version")
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 hex of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(temp_path)``, then move the temp file onto ``path`` (same folder: an atomic move)."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as file:
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_safetensors_bytes(data: bytes, source: str) -> None:
+    """Raise ``ModelError`` unless ``data`` looks like a safetensors file (checked before any parsing).
+
+    A pickle (``torch.save``) file starts with 0x80 or a zip header; a safetensors file starts with an
+    8-byte header length followed by ``{``.
+    """
+    if len(data) < 10:
+        raise ModelError(f"model file {source} is too short to be a safetensors file: it is damaged; "
+                         "delete the version and train it again")
+    header_length = int.from_bytes(data[:8], "little")
+    if header_length <= 0 or header_length > min(_MAX_HEADER_BYTES, len(data) - 8) or data[8:9] != b"{":
+        raise ModelError(f"model file {source} is not a safetensors file (pickle and other formats are "
+                         "never loaded): delete it, or export the weights with safetensors.torch.save_file")
+
+
+class ModelRegistry:
+    """Versioned models in one folder; see the module docstring for the layout and the atomicity rules.
+
+    Args:
+        root: The folder; default ``zeal_core.paths.models_dir()`` (``ZEAL_MODELS_DIR`` or ``models/``).
+    """
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else paths.models_dir()
+        # Verified weights, by (path, size, mtime_ns) -> sha256, so list() does not rehash unchanged files.
+        self._hash_cache: dict[tuple[str, int, int], str] = {}
+
+    # Paths -----------------------------------------------------------------------------------------------
+
+    def weights_path(self, version: str) -> Path:
+        """``<root>/<version>.safetensors``."""
+        return self.root / f"{paths.safe_name(version, 'model version')}.safetensors"
+
+    def card_path(self, version: str) -> Path:
+        """``<root>/<version>.json``."""
+        return self.root / f"{paths.safe_name(version, 'model version')}.json"
+
+    # Writing ---------------------------------------------------------------------------------------------
+
+    def save(
+        self,
+        model: nn.Module,
+        *,
+        model_config: ModelConfig,
+        dataset: str,
+        dataset_fingerprint: str,
+        recipe: dict[str, Any],
+        metrics: dict[str, Any],
+        parent: str | None = None,
+        strategy: str | None = None,
+        drift_spec: str | None = None,
+        notes: str = "",
+    ) -> ModelCard:
+        """Store ``model`` as a new version (weights first, card last, each atomically) and return its card.
+
+        Raises:
+            ModelError: The parent is not a safe version name, or the weights cannot be written.
+        """
+        if parent is not None:
+            paths.safe_name(parent, "parent model version")
+        self.root.mkdir(parents=True, exist_ok=True)
+        version = new_version_id(dataset, model_config.arch)
+        while self.card_path(version).exists() or self.weights_path(version).exists():
+            version = new_version_id(dataset, model_config.arch)
+        state = {name: tensor.detach().to("cpu").contiguous().clone()
+                 for name, tensor in model.state_dict().items()}
+        weights_path = self.weights_path(version)
+        try:
+            _atomic_write(weights_path, lambda tmp: save_file(state, str(tmp), metadata={"version": version}))
+        except (OSError, SafetensorError, ValueError) as error:
+            raise ModelError(f"could not write model weights to {weights_path}: {error}; check the folder "
+                             "is writable and has free space") from error
+        card = ModelCard(
+            version=version,
+            model_config=replace(model_config),
+            dataset=dataset,
+            dataset_fingerprint=dataset_fingerprint,
+            recipe=dict(recipe),
+            parent=parent,
+            strategy=strategy,
+            drift_spec=drift_spec,
+            metrics=dict(metrics),
+            created=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            notes=notes,
+            weights_sha256=file_sha256(weights_path),
+        )
+        self._write_card(card)
+        return card
+
+    def _write_card(self, card: ModelCard) -> None:
+        """Write the card (the step that makes a version visible)."""
+        text = card.to_json()
+        _atomic_write(self.card_path(card.version), lambda tmp: tmp.write_text(text))
+
+    def delete(self, version: str) -> None:
+        """Remove a version: the card first (so it vanishes at once), then its weights.
+
+        Raises:
+            ModelError: There is no such version.
+        """
+        card_path, weights_path = self.card_path(version), self.weights_path(version)
+        if not card_path.exists() and not weights_path.exists():
+            raise ModelError(f"no model version {version!r} in {self.root}: see `python -m zeal_core "
+                             "evaluate --help` or the Models page for the versions there are")
+        card_path.unlink(missing_ok=True)
+        weights_path.unlink(missing_ok=True)
+        if self.get_active() is None:
+            (self.root / ACTIVE_FILE).unlink(missing_ok=True)
+
+    # Reading ---------------------------------------------------------------------------------------------
+
+    def _verified_sha(self, path: Path) -> str:
+        status = path.stat()
+        key = (str(path), status.st_size, status.st_mtime_ns)
+        if key not in self._hash_cache:
+            self._hash_cache[key] = file_sha256(path)
+        return self._hash_cache[key]
+
+    def _read_card(self, version: str) -> ModelCard:
+        card_path = self.card_path(version)
+        if not card_path.exists():
+            raise ModelError(f"no model version {version!r} in {self.root}: train one with `python -m "
+                             "zeal_core train --dataset digits`, or pick one from `list()`")
+        try:
+            card = ModelCard.from_json(card_path.read_text())
+        except OSError as error:
+            raise ModelError(f"model card {card_path} cannot be read: {error}") from error
+        except ModelError as error:
+            raise ModelError(f"model card {card_path}: {error}") from error
+        if card.version != version:
+            raise ModelError(f"model card {card_path} names version {card.version!r}, not {version!r}: "
+                             "the file was renamed; rename it back or delete it")
+        return card
+
+    def card(self, version: str) -> ModelCard:
+        """The card of a valid version (its weights present and matching).
+
+        Raises:
+            ModelError: The version is missing, its card is damaged, or its weights are missing or changed.
+        """
+        card = self._read_card(version)
+        weights_path = self.weights_path(version)
+        if not weights_path.exists():
+            raise ModelError(f"model version {version!r} has no weights file {weights_path}: it was only "
+                             "partly written or deleted; delete the version and train it again")
+        if card.weights_sha256 and self._verified_sha(weights_path) != card.weights_sha256:
+            raise ModelError(f"model weights {weights_path} do not match the sha256 in their card (changed "
+                             "or damaged): delete the version and train it again")
+        return card
+
+    def load(self, version: str, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelCard]:
+        """The model in eval mode on ``device``, and its card. Only safetensors is ever read.
+
+        Raises:
+            ModelError: Missing or invalid version, a weights file that is not safetensors, or weights that
+                do not fit the card's model config.
+        """
+        from zeal_core.device import resolve_device
+
+        card = self._read_card(version)
+        weights_path = self.weights_path(version)
+        try:
+            data = weights_path.read_bytes()
+        except FileNotFoundError as error:
+            raise ModelError(f"model version {version!r} has no weights file {weights_path}: it was only "
+                             "partly written or deleted; delete the version and train it again") from error
+        # Hash and parse the same bytes, so the file cannot change between the check and the load.
+        if card.weights_sha256 and hashlib.sha256(data).hexdigest() != card.weights_sha256:
+            raise ModelError(f"model weights {weights_path} do not match the sha256 in their card (changed "
+                             "or damaged): delete the version and train it again")
+        check_safetensors_bytes(data, str(weights_path))
+        try:
+            state = load_safetensors_bytes(data)
+        except (SafetensorError, ValueError) as error:
+            raise ModelError(f"model file {weights_path} is not a readable safetensors file ({error}): "
+                             "delete the version and train it again") from error
+        # The card's weights replace any pretrained ones, so never fetch from the hub here.
+        model = create_model(replace(card.model_config, pretrained=False))
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            first_line = str(error).strip().splitlines()[0]
+            raise ModelError(f"model weights {weights_path} do not fit {card.model_config.arch} with "
+                             f"{card.model_config.num_classes} classes ({first_line}): the card and weights "
+                             "disagree; delete the version") from error
+        model.to(resolve_device(device))
+        model.eval()
+        return model, card
+
+    def list(self) -> list[ModelCard]:
+        """Valid versions, newest first. Damaged or half-written versions are skipped (and logged)."""
+        if not self.root.is_dir():
+            return []
+        cards = []
+        for card_path in self.root.glob("*.json"):
+            version = card_path.stem
+            if card_path.name == ACTIVE_FILE or card_path.name.startswith("."):
+                continue
+            try:
+                cards.append(self.card(version))
+            except (ModelError, ConfigError, OSError) as error:
+                log.debug("skipping model %s: %s", card_path, error)
+        cards.sort(key=lambda card: (card.created, card.version), reverse=True)
+        return cards
+
+    def versions(self) -> list[str]:
+        """Ids of the valid versions, newest first."""
+        return [card.version for card in self.list()]
+
+    def latest(self, dataset: str | None = None) -> ModelCard | None:
+        """The newest valid version (for ``dataset`` when given), or None."""
+        for card in self.list():
+            if dataset is None or card.dataset == dataset:
+                return card
+        return None
+
+    # The active version ----------------------------------------------------------------------------------
+
+    def get_active(self) -> str | None:
+        """The active version id, or None when none is set or it is no longer valid."""
+        path = self.root / ACTIVE_FILE
+        try:
+            version = json.loads(path.read_text()).get("version")
+            self.card(version)
+        except (OSError, ValueError, AttributeError, TypeError, ModelError, ConfigError):
+            return None
+        return version
+
+    def set_active(self, version: str) -> None:
+        """Make ``version`` the active one (atomic write of ``active.json``).
+
+        Raises:
+            ModelError: The version is missing or invalid.
+        """
+        self.card(version)
+        self.root.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"version": version})
+        _atomic_write(self.root / ACTIVE_FILE, lambda tmp: tmp.write_text(text))

@@ -54,3 +54,39 @@ def safe_name(name: str, what: str = "name") -> str:
             f"invalid {what} {name!r}: use 1-128 letters, digits, '.', '_' or '-' (no '/' or '..')"
         )
     return name
+
+
+# Age (s) after which a hidden temp file is taken as left by a killed process. A live writer touches its
+# temp file at least every 30 s (the download timeout) and the other writers finish in seconds.
+STALE_TEMP_S = 600.0
+
+
+def remove_stale_temp_files(folder: Path, name: str, max_age_s: float = STALE_TEMP_S) -> list[Path]:
+    """Delete ``folder/.<name>.*`` temp files older than ``max_age_s``: what a SIGKILL left mid-write.
+
+    Writers create ``.<final name>.<random>.tmp`` (or ``.part``) next to their target and rename it into
+    place; a killed process cannot clean up, so the next writer of the same target does. Younger files may
+    belong to a writer still running and are kept.
+
+    Args:
+        folder: The target's folder.
+        name: The target's file name, or a glob such as ``*.safetensors``.
+        max_age_s: Minimum age in seconds (modification time).
+
+    Returns:
+        The files removed.
+    """
+    import time
+
+    removed = []
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    for path in folder.glob(f".{name}.*"):
+        try:
+            if path.suffix in (".tmp", ".part") and path.is_file() and now - path.stat().st_mtime > max_age_s:
+                path.unlink()
+                removed.append(path)
+        except OSError:  # another process removed or renamed it first
+            continue
+    return removed

@@ -14,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from zeal_core.errors import DataError
+from zeal_core.paths import remove_stale_temp_files
 
 # Bump when the cache layout changes, so that old caches are rebuilt instead of misread.
 CACHE_FORMAT = 1
@@ -116,21 +117,16 @@ def save_cache(dataset: ImageDataset, path: Path) -> None:
 
     The JSON is written last and names the tensor file's fingerprint, so a cache is only valid when both
     halves are there and agree.
+
+    Raises:
+        DataError: The cache cannot be written (full disk, no permission); nothing new is left behind and
+            an older cache at ``path`` stays as it was.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors_path = path.with_suffix(".safetensors")
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{tensors_path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(
-            {"images": dataset.images.contiguous(), "labels": dataset.labels.contiguous(),
-             "is_val": dataset.is_val.to(torch.uint8).contiguous()},
-            tmp,
-        )
-        os.replace(tmp, tensors_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    meta_path = path.with_suffix(".json")
+    for target in (tensors_path, meta_path):  # temp files of a save that was killed
+        remove_stale_temp_files(path.parent, target.name)
     meta = {
         "format": CACHE_FORMAT,
         "name": dataset.name,
@@ -138,7 +134,26 @@ def save_cache(dataset: ImageDataset, path: Path) -> None:
         "fingerprint": dataset.fingerprint,
         "skipped": [list(item) for item in dataset.skipped],
     }
-    atomic_write_bytes(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
+    had_tensors = tensors_path.exists()
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{tensors_path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        try:
+            save_file(
+                {"images": dataset.images.contiguous(), "labels": dataset.labels.contiguous(),
+                 "is_val": dataset.is_val.to(torch.uint8).contiguous()},
+                tmp,
+            )
+            os.replace(tmp, tensors_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
+    except (OSError, SafetensorError) as error:
+        if not had_tensors:  # tensors without their JSON are never read: do not keep them
+            tensors_path.unlink(missing_ok=True)
+        raise DataError(f"could not write the dataset cache {tensors_path}: {error}. Free some disk space "
+                        f"in {path.parent} (or point ZEAL_DATA_DIR elsewhere) and load it again.") from None
 
 
 def load_cache(path: Path) -> ImageDataset | None:

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 
 from zeal_core.errors import ConfigError, DataError
+from zeal_core.paths import remove_stale_temp_files
 from zeal_core.progress import CancelToken, ProgressCallback, check_cancel, report
 
 CHUNK_BYTES = 1024 * 1024  # read and hash 1 MiB at a time
@@ -87,6 +88,7 @@ def download_file(
     """
     url = resolve_url(url)
     destination.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(destination.parent, destination.name)  # left by a download that was killed
     handle, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.",
                                         suffix=".part")
     tmp = Path(tmp_name)

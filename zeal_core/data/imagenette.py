@@ -159,7 +159,9 @@ def read_archive(
             result = decode_slots(members_in_archive_order(), len(entries), image_size,
                                   progress=progress, cancel=cancel)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
-        raise DataError(f"cannot read archive {path}: {error}. It is damaged: delete it and run "
+        # tarfile lists one reason per compression method on separate lines; keep the message on one line.
+        reason = "; ".join(line.strip(" -") for line in str(error).splitlines() if line.strip(" -"))
+        raise DataError(f"cannot read archive {path}: {reason}. It is damaged: delete it and run "
                         f"`{PREPARE_COMMAND}` again.") from None
     if result.images.shape[0] == 0:
         raise DataError(f"no image in {path} could be decoded (first problem: {result.skipped[0]})")

@@ -17,6 +17,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 log = logging.getLogger(__name__)
 
 
+# Most output classes a model card may ask for (ImageNet-21k has about 21,800).
+MAX_CLASSES = 100_000
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a network before loading its weights."""
@@ -33,8 +37,20 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
         """Inverse of ``to_dict``; unknown keys are ignored so older cards still load."""
+        if not isinstance(values, dict):
+            raise TypeError(f"model_config must be a JSON object, not {type(values).__name__}")
         known = {name: values[name] for name in cls.__dataclass_fields__ if name in values}
-        return cls(**known)
+        config = cls(**known)
+        # A card may come from elsewhere: bound what it asks to build (a huge head is a memory bomb).
+        if not isinstance(config.arch, str) or not config.arch:
+            raise ValueError(f"model_config.arch must be a timm model name, not {config.arch!r}")
+        for name, low, high in (("num_classes", 1, MAX_CLASSES), ("image_size", 8, 1024)):
+            value = getattr(config, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"model_config.{name} must be an integer in [{low}, {high}], not {value!r}")
+        if not isinstance(config.pretrained, bool):
+            raise ValueError(f"model_config.pretrained must be true or false, not {config.pretrained!r}")
+        return config
 
 
 def create_model(config: ModelConfig) -> nn.Module:

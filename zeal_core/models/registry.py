@@ -95,9 +95,9 @@ class ModelCard:
                 dataset=str(values["dataset"]),
                 dataset_fingerprint=str(values.get("dataset_fingerprint", "")),
                 recipe=dict(values.get("recipe") or {}),
-                parent=values.get("parent"),
-                strategy=values.get("strategy"),
-                drift_spec=values.get("drift_spec"),
+                parent=_optional_safe_name(values.get("parent"), "parent model version"),
+                strategy=_optional_text(values.get("strategy"), "strategy"),
+                drift_spec=_optional_text(values.get("drift_spec"), "drift_spec"),
                 metrics=dict(values.get("metrics") or {}),
                 created=str(values["created"]),
                 notes=str(values.get("notes", "")),
@@ -122,6 +122,18 @@ class ModelCard:
         if not isinstance(values, dict):
             raise ModelError("model card is not a JSON object")
         return cls.from_dict(values)
+
+
+def _optional_safe_name(value: Any, what: str) -> str | None:
+    """None, or a safe name (a card's parent becomes a path when its lineage is followed)."""
+    return None if value is None else paths.safe_name(value, what)
+
+
+def _optional_text(value: Any, what: str) -> str | None:
+    """None, or a string (a card from elsewhere may hold any JSON value in these fields)."""
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"{what} must be text or null, not {type(value).__name__}")
 
 
 def _json_default(value: Any) -> Any:
@@ -231,6 +243,7 @@ class ModelRegistry:
         if parent is not None:
             paths.safe_name(parent, "parent model version")
         self.root.mkdir(parents=True, exist_ok=True)
+        self.remove_leftovers()
         version = new_version_id(dataset, model_config.arch)
         while self.card_path(version).exists() or self.weights_path(version).exists():
             version = new_version_id(dataset, model_config.arch)
@@ -256,8 +269,37 @@ class ModelRegistry:
             notes=notes,
             weights_sha256=file_sha256(weights_path),
         )
-        self._write_card(card)
+        try:
+            self._write_card(card)
+        except OSError as error:
+            # Without its card the weights are unreachable: remove them so nothing half-written stays.
+            weights_path.unlink(missing_ok=True)
+            raise ModelError(f"could not write model card {self.card_path(version)}: {error}; check the "
+                             "folder is writable and has free space, then save again") from error
         return card
+
+    def remove_leftovers(self, max_age_s: float = paths.STALE_TEMP_S) -> list[Path]:
+        """Delete what a killed save left: temp files, and weights without a card, older than ``max_age_s``.
+
+        Neither is ever visible as a version; this only frees their disk space. Younger files may belong to
+        a save still running in another process and are kept.
+
+        Returns:
+            The files removed.
+        """
+        import time
+
+        removed = [*paths.remove_stale_temp_files(self.root, "*.safetensors", max_age_s),
+                   *paths.remove_stale_temp_files(self.root, "*.json", max_age_s)]
+        now = time.time()
+        for weights in self.root.glob("*.safetensors"):
+            try:
+                if not weights.with_suffix(".json").exists() and now - weights.stat().st_mtime > max_age_s:
+                    weights.unlink()
+                    removed.append(weights)
+            except OSError:
+                continue
+        return removed
 
     def _write_card(self, card: ModelCard) -> None:
         """Write the card (the step that makes a version visible)."""

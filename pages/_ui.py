@@ -1,0 +1,371 @@
+"""Shared Streamlit helpers for the pages: progress adapter, cached loaders, job polling, session keys.
+
+This module and the page scripts are the only places that import streamlit; everything they show comes from
+``zeal_core``. Heavy objects (datasets, models, fitted detectors) are cached read-only with
+``st.cache_resource`` and shared by every user of the server; per-user choices live in ``st.session_state``.
+Cache keys include the data and models folders so that two servers (or two tests) never share stale objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+import streamlit as st
+
+from zeal_core.errors import ZealError
+from zeal_core.paths import data_dir, models_dir, state_dir
+from zeal_core.progress import ProgressEvent
+
+# Session-state keys shared between pages (one place, so pages agree on the spelling).
+KEY_DATASET = "dataset"  # chosen dataset name, e.g. "digits" (set by the Data page)
+KEY_DRIFT_SPEC = "zeal_drift_spec"  # the Drift Lab's current DriftSpec text, read by Retrain and Monitor
+KEY_JOB_PREFIX = "zeal_job_"  # + purpose ("train", "retrain", "monitor"): the id of the job this user watches
+
+DEFAULT_DATASET = "digits"
+POLL_SECONDS = 1.0  # how often a running job's progress is re-read from disk
+
+
+def optional_module(name: str) -> ModuleType | None:
+    """Import a ``zeal_core`` module, or None when that part of the library is not installed yet."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name and name.startswith(error.name):
+            return None
+        raise
+
+
+def require(name: str, what: str) -> ModuleType:
+    """Import ``name`` or show a friendly note and stop the page (a part of the library is missing)."""
+    module = optional_module(name)
+    if module is None:
+        st.info(f"{what} needs `{name}`, which is not available in this installation yet.")
+        st.stop()
+    return module
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Show a ``ZealError`` (bad spec, missing model, unreadable data) as a message and stop this run.
+
+    The messages name the value and the fix, so users see them in full; other exceptions are bugs and
+    reach Streamlit's own error display.
+    """
+    try:
+        yield
+    except ZealError as error:
+        st.error(str(error))
+        st.stop()
+
+
+class StreamlitProgress:
+    """A ``ProgressCallback`` that draws ``ProgressEvent``s as one ``st.progress`` bar with a caption."""
+
+    def __init__(self, label: str = "Working…") -> None:
+        self._bar = st.progress(0.0, text=label)
+        self._label = label
+
+    def __call__(self, event: ProgressEvent) -> None:
+        fraction = event.fraction
+        text = f"{self._label} [{event.stage}] {event.message}".strip()
+        self._bar.progress(fraction if fraction is not None else 0.0, text=text)
+
+    def done(self, text: str = "Done") -> None:
+        """Fill the bar and show a closing caption."""
+        self._bar.progress(1.0, text=text)
+
+
+# ----------------------------------------------------------------------------------------------- loaders
+
+
+def folders_key() -> str:
+    """Part of every cache key: the folders in use (tests and servers may point them elsewhere)."""
+    return f"{data_dir()}|{models_dir()}|{state_dir()}"
+
+
+@st.cache_resource(show_spinner="Loading the dataset…", max_entries=4)
+def _load_dataset(name: str, folders: str) -> Any:
+    from zeal_core.data import load_dataset
+
+    return load_dataset(name)
+
+
+def load_dataset_cached(name: str) -> Any:
+    """The ``ImageDataset`` called ``name``, shared read-only by every session."""
+    return _load_dataset(name, folders_key())
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=6)
+def _load_model(version: str, folders: str) -> tuple[Any, Any]:
+    from zeal_core.models.registry import ModelRegistry
+
+    return ModelRegistry().load(version, device=str(device()))
+
+
+def load_model_cached(version: str) -> tuple[Any, Any]:
+    """``(model in eval mode, ModelCard)`` for ``version``, shared read-only (never train it in place)."""
+    return _load_model(version, folders_key())
+
+
+@st.cache_resource
+def device() -> Any:
+    """The compute device pages hand to the library (a GPU when there is one)."""
+    from zeal_core.device import resolve_device
+
+    return resolve_device("auto")
+
+
+def device_text() -> str:
+    """A short description of the device, e.g. ``cpu (2 threads)``."""
+    from zeal_core.device import describe_device
+
+    return describe_device(device())
+
+
+def registry() -> Any | None:
+    """A ``ModelRegistry`` over the models folder, or None while the registry module is missing."""
+    module = optional_module("zeal_core.models.registry")
+    return module.ModelRegistry() if module else None
+
+
+def dataset_name() -> str:
+    """This user's dataset choice (default: the embedded digits)."""
+    return st.session_state.get(KEY_DATASET, DEFAULT_DATASET)
+
+
+def active_version() -> str | None:
+    """The server's active model version, if it still exists in the registry."""
+    models = registry()
+    if models is None:
+        return None
+    version = models.get_active()
+    if version is None:
+        return None
+    try:
+        models.card(version)
+    except Exception:  # a deleted or damaged version: behave as if there were none
+        return None
+    return version
+
+
+def active_card() -> Any | None:
+    """The active version's ``ModelCard``, or None."""
+    version = active_version()
+    models = registry()
+    return models.card(version) if version and models else None
+
+
+# -------------------------------------------------------------------------------------------------- jobs
+
+
+def job_queue() -> Any | None:
+    """The shared ``JobQueue`` (one job at a time for the whole server), or None while jobs are missing."""
+    module = optional_module("zeal_core.jobs")
+    return module.JobQueue() if module else None
+
+
+def find_job(kind: str, statuses: tuple[str, ...] = ("queued", "running")) -> Any | None:
+    """The newest job of ``kind`` whose status is in ``statuses`` (e.g. a train job already under way)."""
+    queue = job_queue()
+    if queue is None:
+        return None
+    jobs = [job for job in queue.list() if job.kind == kind and job.status in statuses]
+    return max(jobs, key=lambda job: job.created) if jobs else None
+
+
+def submit_job(kind: str, params: dict[str, Any]) -> Any:
+    """Queue a job, start the worker if needed, and remember its id for this user."""
+    queue = job_queue()
+    job = queue.submit(kind, params)
+    queue.ensure_worker()
+    st.session_state[KEY_JOB_PREFIX + kind] = job.id
+    return job
+
+
+def watched_job(kind: str) -> Any | None:
+    """The job of ``kind`` this user started (or, failing that, one of that kind still running)."""
+    queue = job_queue()
+    if queue is None:
+        return None
+    job_id = st.session_state.get(KEY_JOB_PREFIX + kind)
+    if job_id:
+        try:
+            return queue.get(job_id)
+        except Exception:  # removed from disk: forget it
+            st.session_state.pop(KEY_JOB_PREFIX + kind, None)
+    return find_job(kind)
+
+
+def job_is_finished(job: Any) -> bool:
+    """True once a job is done, failed or cancelled."""
+    return job.status in ("done", "failed", "cancelled")
+
+
+def show_job(job: Any, on_done: Callable[[Any], None] | None = None) -> None:
+    """Draw a job's status and progress; call ``on_done(job)`` once, when it has just finished."""
+    label = f"{job.kind} job `{job.id}`: {job.status}"
+    if job.status in ("queued", "running"):
+        st.progress(float(job.progress or 0.0), text=f"{label} — {job.message or 'starting…'}")
+    elif job.status == "done":
+        st.success(label)
+    elif job.status == "failed":
+        st.error(f"{label}: {job.error or job.message}")
+    else:
+        st.warning(label)
+    seen_key = f"zeal_job_seen_{job.id}"
+    if job_is_finished(job) and on_done is not None and not st.session_state.get(seen_key):
+        st.session_state[seen_key] = True
+        on_done(job)
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def poll_job(kind: str) -> None:
+    """While this user's ``kind`` job is live, redraw its progress every second; rerun the page once it ends.
+
+    Pages draw a finished job's results in the main script, so nothing is redrawn every second after that.
+    """
+    job = watched_job(kind)
+    if job is None:
+        return
+    show_job(job)
+    if job.is_final:
+        st.rerun()
+
+
+def sidebar_status() -> None:
+    """Dataset, active model version and device, in the sidebar of every page."""
+    with st.sidebar:
+        st.caption("Status")
+        version = active_version()
+        st.markdown(
+            f"**Dataset:** {dataset_name()}  \n"
+            f"**Model:** {version or 'none yet'}  \n"
+            f"**Device:** {device_text()}"
+        )
+
+
+# ------------------------------------------------------------------------------------------- first run
+
+TRAIN_BUTTON_LABEL = "Train the default digits model (~1 min on CPU)"
+
+
+def activate_job_result(job: Any) -> str | None:
+    """Make the model version a finished train/retrain job produced the active one; returns the version."""
+    version = (job.result or {}).get("version") if job.status == "done" else None
+    models = registry()
+    if version and models is not None:
+        models.set_active(version)
+    return version
+
+
+def first_run_panel() -> bool:
+    """When there is no model yet, offer (or show the progress of) training the default one.
+
+    Returns:
+        True when a model is active and the caller can go on; False when the caller should stop.
+    """
+    if active_version() is not None:
+        return True
+    models = registry()
+    if models is None or job_queue() is None:
+        st.info("No model yet, and the training library is not available in this installation yet.")
+        return False
+    st.subheader("No model yet")
+    job = watched_job("train")
+    if job is not None and job.status == "done":
+        activate_job_result(job)
+        st.session_state.pop(KEY_JOB_PREFIX + "train", None)
+        st.rerun()
+    if job is not None and not job.is_final:
+        st.write("Training the default digits model in the background; the lab opens when it is done. "
+                 "You can keep browsing meanwhile.")
+        poll_job("train")
+        return False
+    if job is not None:  # failed or cancelled: say why, then offer again
+        show_job(job)
+        st.session_state.pop(KEY_JOB_PREFIX + "train", None)
+    latest = models.latest()
+    if latest is not None:
+        # Models exist but none is active (e.g. the active one was deleted): offer the newest.
+        if st.button(f"Use the newest model, {latest.version}", type="primary"):
+            models.set_active(latest.version)
+            st.rerun()
+        return False
+    st.write("The lab needs a classifier to probe. A small ResNet-18 on the embedded handwritten digits "
+             "trains in the background, with progress here; you can keep browsing meanwhile.")
+    if st.button(TRAIN_BUTTON_LABEL, type="primary", key="first_run_train"):
+        running = find_job("train")  # another user may have started one a moment ago: watch that one
+        if running is not None:
+            st.session_state[KEY_JOB_PREFIX + "train"] = running.id
+        else:
+            submit_job("train", {"dataset": DEFAULT_DATASET})
+        st.rerun()
+    return False
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+@st.cache_data(show_spinner="Evaluating…", max_entries=16)
+def _evaluate_version(version: str, dataset: str, folders: str) -> dict[str, Any]:
+    from zeal_core.evaluate import evaluate
+
+    model, card = load_model_cached(version)
+    data = load_dataset_cached(dataset)
+    images, labels = data.split("val")
+    result = evaluate(model, card.model_config, images, labels, device(), class_names=data.class_names)
+    values = result.to_dict()
+    values["per_class_accuracy"] = [values["per_class_accuracy"].get(name) for name in data.class_names]
+    values["class_names"] = list(data.class_names)
+    return values
+
+
+def evaluate_cached(version: str, dataset: str) -> dict[str, Any]:
+    """Validation accuracy, per-class accuracy and confusion matrix of ``version`` on ``dataset``."""
+    return _evaluate_version(version, dataset, folders_key())
+
+
+def card_accuracy(card: Any) -> float | None:
+    """A card's clean validation accuracy (the training metrics call it ``val_accuracy``)."""
+    metrics = card.metrics or {}
+    value = metrics.get("val_accuracy", metrics.get("accuracy"))
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def cards_frame(cards: list[Any]) -> Any:
+    """A table of model cards: version, dataset, accuracy, parent, strategy, drift spec, created."""
+    import pandas as pd
+
+    rows = [{
+        "version": card.version,
+        "dataset": card.dataset,
+        "accuracy": card_accuracy(card),
+        "parent": card.parent or "",
+        "strategy": card.strategy or "",
+        "drift spec": card.drift_spec or "",
+        "created": card.created,
+    } for card in cards]
+    return pd.DataFrame(rows, columns=["version", "dataset", "accuracy", "parent", "strategy", "drift spec",
+                                       "created"])
+
+
+def _leave_pages_directory_mode() -> None:
+    """Make sure ``app.py``'s ``st.navigation`` is in charge, even on a fresh server's very first run.
+
+    A folder called ``pages/`` next to the main script makes Streamlit run the first request of a new server
+    process in its old multipage mode, which executes a page file directly (no page config, no sidebar
+    status) until ``st.navigation`` has run once. Every page imports this module, so the first such run
+    switches the mode off and starts again through ``app.py``; later runs are unaffected.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_leave_pages_directory_mode()

@@ -1,0 +1,30 @@
+"""Home: what is loaded (dataset, model version, device) and what to do next."""
+
+import streamlit as st
+
+from pages._ui import active_card, card_accuracy, dataset_name, device_text, first_run_panel
+
+st.title("Zeal Drift Lab")
+st.write("See, measure and fix data drift in an image classifier: corrupt the data, watch the detectors "
+         "react, then retrain and check that the accuracy comes back.")
+
+card = active_card()
+left, middle, right = st.columns(3)
+left.metric("Dataset", dataset_name())
+middle.metric("Active model", card.version if card else "none yet")
+right.metric("Device", device_text())
+
+if first_run_panel():
+    accuracy = card_accuracy(card)
+    if accuracy is not None:
+        st.caption(f"Model {card.version} was trained on {card.dataset}; clean validation accuracy "
+                   f"{accuracy:.1%}.")
+    st.subheader("What next")
+    for path, label, icon in (
+        ("pages/drift_lab.py", "Drift Lab: corrupt the data and watch the detectors", "science"),
+        ("pages/retrain.py", "Retrain: adapt the model to the drift", "autorenew"),
+        ("pages/monitor.py", "Monitor: a simulated production stream with alarms", "monitoring"),
+        ("pages/upload.py", "Your own images: test a batch against the reference", "upload"),
+        ("pages/model.py", "Model: train, pick a version, see the confusion matrix", "model_training"),
+    ):
+        st.page_link(path, label=label, icon=f":material/{icon}:")

@@ -1,0 +1,190 @@
+"""An AppTest per page, over one small digits model trained once for this module."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from pages._ui import KEY_DRIFT_SPEC, KEY_JOB_PREFIX
+from tests.conftest import ROOT
+from zeal_core.corruptions import DriftSpec
+
+TIMEOUT_S = 180  # s per script run; the CPU is shared and a cold Drift Lab computes embeddings
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isolated_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One set of data, models and state folders for the whole module (overrides the per-test one)."""
+    root = tmp_path_factory.mktemp("app_pages")
+    with pytest.MonkeyPatch.context() as patch:
+        for variable, sub in (("ZEAL_DATA_DIR", "data"), ("ZEAL_MODELS_DIR", "models"),
+                              ("ZEAL_STATE_DIR", "state")):
+            (root / sub).mkdir()
+            patch.setenv(variable, str(root / sub))
+        yield root
+
+
+@pytest.fixture(scope="module")
+def version(isolated_dirs: Path) -> str:
+    """A digits model trained for two short epochs (well above chance), registered and made active."""
+    from zeal_core.models.registry import ModelRegistry
+    from zeal_core.train import default_config, train_and_register
+
+    registry = ModelRegistry()
+    card = train_and_register("digits", replace(default_config("digits"), epochs=2), device="cpu",
+                              registry=registry)
+    registry.set_active(card.version)
+    return card.version
+
+
+def page(name: str, **query: str) -> AppTest:
+    """The app (absolute path to app.py), run once, then switched to ``pages/<name>.py`` and run there."""
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT_S)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception
+    return at.switch_page(f"pages/{name}.py").run()
+
+
+def detector_frame(at: AppTest):
+    """The Drift Lab's detector table (index: detector name)."""
+    return at.table[0].value
+
+
+def test_home_shows_the_active_model(version: str) -> None:
+    at = page("home")
+    assert not at.exception
+    assert any(metric.value == version for metric in at.metric)
+    assert not any("No model yet" in element.value for element in at.subheader)
+
+
+def test_model_page_lists_versions_and_shows_confusion_matrix(version: str) -> None:
+    at = page("model")
+    assert not at.exception
+    assert at.selectbox(key="model_version").value == version
+    accuracy = next(m for m in at.metric if m.label == "Validation accuracy")
+    assert accuracy.value.endswith("%") and 0 <= float(accuracy.value[:-1]) <= 100
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 1  # the confusion heatmap (and the training history)
+
+
+def test_drift_lab_severity_slider_moves_p_values_and_url(version: str) -> None:
+    at = page("drift_lab", spec="gaussian_noise:0.25@1", n="100")
+    assert not at.exception
+    assert at.multiselect(key="lab_corruptions").value == ["gaussian_noise"]
+    clean = detector_frame(at)
+    assert set(clean.columns) >= {"p-value", "decision", "effect size", "statistic"}
+    at.slider(key="lab_severity_gaussian_noise").set_value(5.0).run()
+    assert not at.exception
+    drifted = detector_frame(at)
+    assert list(drifted.index) == list(clean.index)
+    clean_p = clean["p-value"].astype(float)
+    drifted_p = drifted["p-value"].astype(float)
+    # Severity 5 noise on every image moves the features: the smallest p-value drops and a detector fires.
+    assert drifted_p.min() < clean_p.min()
+    assert (drifted["decision"] == "drift").any()
+    # The canonical spec text (fraction 1 is implied) is shared with the other pages and put in the URL.
+    assert at.session_state[KEY_DRIFT_SPEC] == "gaussian_noise:5"
+    assert at.query_params["spec"] in ("gaussian_noise:5", ["gaussian_noise:5"])
+    accuracies = {m.label: m.value for m in at.metric}
+    assert float(accuracies["Accuracy, drifted"][:-1]) < float(accuracies["Accuracy, clean"][:-1])
+
+
+def test_drift_lab_with_no_corruption_is_clean(version: str) -> None:
+    at = page("drift_lab", n="100")
+    at.multiselect(key="lab_corruptions").set_value([]).run()
+    assert not at.exception
+    assert at.session_state[KEY_DRIFT_SPEC] == "clean"
+    accuracies = {m.label: m.value for m in at.metric}
+    assert accuracies["Accuracy, drifted"] != "" and "Accuracy, clean" in accuracies
+
+
+def test_retrain_button_makes_a_new_version_with_lineage(version: str) -> None:
+    from zeal_core.models.registry import ModelRegistry
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT_S)
+    at.session_state[KEY_DRIFT_SPEC] = "gaussian_noise:3@1"  # as if the Drift Lab had set it
+    at.run().switch_page("pages/retrain.py").run()
+    assert not at.exception
+    at.selectbox(key="retrain_strategy").set_value("bn-adapt")
+    at.button[0].click().run()  # the form's submit button
+    assert not at.exception
+    job_id = at.session_state[KEY_JOB_PREFIX + "retrain"]
+    deadline = time.monotonic() + 240
+    from zeal_core.jobs import JobQueue
+
+    while not JobQueue().get(job_id).is_final and time.monotonic() < deadline:
+        time.sleep(1.0)
+    job = JobQueue().get(job_id)
+    assert job.status == "done", job.error
+    at.run()
+    assert not at.exception
+    new_version = job.result["version"]
+    card = ModelRegistry().card(new_version)
+    assert card.parent == version and card.strategy == "bn-adapt"
+    assert card.drift_spec == DriftSpec.parse("gaussian_noise:3@1").text
+    assert any(new_version in element.value for element in at.markdown)
+    make_active = next(b for b in at.button if b.label == f"Make {new_version} active")
+    make_active.click().run()
+    assert ModelRegistry().get_active() == new_version
+    ModelRegistry().set_active(version)  # leave the module's model active for the other tests
+
+
+def png_bytes(seed: int, size: int = 32) -> bytes:
+    """A small random grey image as PNG bytes."""
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(size, size), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert("RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_upload_tests_images_and_lists_skipped_files(version: str) -> None:
+    at = page("upload")
+    assert not at.exception
+    files = [(f"noise_{i}.png", png_bytes(i), "image/png") for i in range(40)]
+    files.append(("notes.txt", b"not an image", "text/plain"))
+    at.file_uploader(key="upload_files").set_value(files).run()
+    assert not at.exception
+    assert any(metric.label == "Images tested" and metric.value == "40" for metric in at.metric)
+    skipped = next(frame.value for frame in at.dataframe if "reason" in frame.value.columns)
+    assert list(skipped["file"]) == ["notes.txt"] and skipped["reason"].iloc[0]
+    results = at.table[0].value
+    # Random noise looks nothing like handwritten digits: the detectors flag it.
+    assert (results["decision"] == "drift").any()
+
+
+def test_monitor_runs_a_sudden_drift_stream_with_the_policy(version: str) -> None:
+    from zeal_core.jobs import JobQueue
+
+    at = page("monitor")
+    assert not at.exception
+    at.number_input(key="monitor_before").set_value(3)
+    at.number_input(key="monitor_after").set_value(6)
+    at.slider(key="monitor_severity").set_value(5.0)
+    at.select_slider(key="monitor_batch").set_value(32)
+    at.number_input(key="monitor_k").set_value(2)
+    at.selectbox(key="monitor_strategy").set_value("bn-adapt")
+    at.run()
+    assert not at.exception
+    schedule = next(code.value for code in at.code)
+    assert schedule == "clean*3,gaussian_noise:5*6"
+    at.button(key="monitor_run").click().run()
+    job_id = at.session_state[KEY_JOB_PREFIX + "monitor"]
+    job = JobQueue().wait(job_id, timeout_s=300)
+    assert job.status == "done", job.error
+    at.run()
+    assert not at.exception
+    metrics = {metric.label: metric.value for metric in at.metric}
+    summary = job.result["summary"]
+    assert metrics["Alarms"] == str(summary["alarms"]) and summary["alarms"] >= 1
+    assert metrics["Retrains"] == str(summary["retrains"])
+    assert len(at.get("plotly_chart")) == 1  # p-values and accuracy over time

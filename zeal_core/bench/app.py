@@ -1,0 +1,186 @@
+"""Benchmark the app in a real browser: first render after server start, and slider-change latency.
+
+Usage: ``python -m zeal_core bench app [--json] [--steps 6]`` (or ``python -m zeal_core.bench.app``)
+
+Starts ``streamlit run app.py`` on 127.0.0.1 with its own temporary data, models and state folders (a small
+digits model is trained into them first, outside the timings), then drives Debian's Chromium with Playwright:
+
+- ``server_ready_s``: from process start to the health endpoint answering;
+- ``first_render_s``: from process start to the Home page fully drawn in the browser (target <= 5 s);
+- ``drift_lab_cold_s``: first Drift Lab view (embeddings, detector fits, PCA, severity curves);
+- ``slider_new_spec_s``: one severity step to a spec not seen before -> new p-values and plot (median);
+- ``slider_cached_s``: the same steps back down, every result cached (median; target <= 1.5 s).
+
+Numbers are wall-clock seconds on this machine; on a shared CPU they are pessimistic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]  # the project root, where app.py is
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TIMEOUT_S = 300.0  # s allowed for any one wait
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _seed_model(models_dir: Path) -> str:
+    from zeal_core.models.registry import ModelRegistry
+    from zeal_core.train import default_config, train_and_register
+
+    registry = ModelRegistry(models_dir)
+    card = train_and_register("digits", replace(default_config("digits"), epochs=2), device="cpu",
+                              registry=registry)
+    registry.set_active(card.version)
+    return card.version
+
+
+def _wait_idle(page: Any, settle_s: float = 0.3) -> None:
+    """Until the app's script has not been running for ``settle_s`` seconds."""
+    deadline = time.monotonic() + TIMEOUT_S
+    quiet_since = None
+    while time.monotonic() < deadline:
+        if page.locator('[data-testid="stApp"][data-test-script-state="running"]').count():
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= settle_s:
+            return
+        time.sleep(0.05)
+    raise TimeoutError("the app kept running")
+
+
+def _p_values(page: Any) -> str:
+    return page.locator('[data-testid="stTable"] tbody').first.inner_text()
+
+
+def run(steps: int = 6, port: int = 0) -> dict[str, Any]:
+    """Run the whole benchmark; returns the timings (seconds) and the setup."""
+    from playwright.sync_api import sync_playwright
+
+    work = Path(tempfile.mkdtemp(prefix="zeal-bench-app-"))
+    env = dict(os.environ)
+    for variable, sub in (("ZEAL_DATA_DIR", "data"), ("ZEAL_MODELS_DIR", "models"),
+                          ("ZEAL_STATE_DIR", "state")):
+        (work / sub).mkdir()
+        env[variable] = str(work / sub)
+        os.environ[variable] = str(work / sub)
+    version = _seed_model(work / "models")
+    port = port or _free_port()
+    url = f"http://127.0.0.1:{port}"
+    results: dict[str, Any] = {"model": version, "cpu_count": os.cpu_count(), "steps": steps}
+    start = time.monotonic()
+    with open(work / "streamlit.log", "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(TIMEOUT_S * 1000)
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
+                        if response.read().strip() == b"ok":
+                            break
+                except OSError:
+                    time.sleep(0.05)
+                if server.poll() is not None:
+                    raise RuntimeError(f"streamlit exited; see {work / 'streamlit.log'}")
+            results["server_ready_s"] = time.monotonic() - start
+            page.goto(f"{url}/home")
+            page.get_by_text("What next").wait_for()
+            _wait_idle(page)
+            results["first_render_s"] = time.monotonic() - start
+
+            begin = time.monotonic()
+            page.goto(f"{url}/drift_lab?spec=gaussian_noise:1@1&n=200&seed=0")
+            page.locator('[data-testid="stTable"]').first.wait_for()
+            page.locator(".js-plotly-plot").nth(1).wait_for()  # the severity curves are drawn last
+            _wait_idle(page)
+            results["drift_lab_cold_s"] = time.monotonic() - begin
+            results["projection"] = "umap" if page.get_by_text("UMAP").count() else "pca"
+
+            slider = page.locator('input[type="range"][aria-label="gaussian_noise severity"]')
+
+            def step(key: str) -> float:
+                before = _p_values(page)
+                slider.focus()
+                begin = time.monotonic()
+                page.keyboard.press(key)
+                while _p_values(page) == before and time.monotonic() - begin < TIMEOUT_S:
+                    time.sleep(0.02)
+                _wait_idle(page, settle_s=0.05)
+                return time.monotonic() - begin - 0.05
+
+            up = [step("ArrowRight") for _ in range(steps)]
+            down = [step("ArrowLeft") for _ in range(steps)]
+            results["slider_new_spec_s"] = statistics.median(up)
+            results["slider_cached_s"] = statistics.median(down)
+            results["slider_new_spec_all_s"] = [round(t, 3) for t in up]
+            results["slider_cached_all_s"] = [round(t, 3) for t in down]
+            browser.close()
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    results["targets"] = {"first_render_s": 5.0, "slider_cached_s": 1.5}
+    return results
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, default=6, help="severity slider steps to time (each way)")
+    parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+
+
+def _handler(args: argparse.Namespace) -> dict[str, Any]:
+    return run(steps=args.steps, port=args.port)
+
+
+def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    """Add ``bench app`` to the ``bench`` command."""
+    sub = actions.add_parser("app", parents=[parent], help="app first render and slider latency (Chromium)")
+    _add_arguments(sub)
+    sub.set_defaults(handler=_handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: ``python -m zeal_core.bench.app``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_arguments(parser)
+    args = parser.parse_args(argv)
+    results = _handler(args)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for key, value in results.items():
+            print(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

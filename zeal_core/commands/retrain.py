@@ -1,0 +1,70 @@
+"""``retrain``: adapt a model to a drift with a strategy and save the result as a new version."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from zeal_core.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    """Add the ``retrain`` command."""
+    from zeal_core.retrain import list_strategies, strategy_info
+
+    strategies = "; ".join(f"{name}: {strategy_info(name).description}" for name in list_strategies())
+    command = subparsers.add_parser(
+        "retrain", parents=[parent], help="adapt a model to a drift (bn-adapt, tent, finetune, retrain)",
+        description=f"Strategies: {strategies}.")
+    command.add_argument("--model", default="active", help="parent version, or 'active' / 'latest'")
+    command.add_argument("--strategy", default="bn-adapt", choices=list_strategies())
+    command.add_argument("--drift", required=True, help="drift spec, e.g. gaussian_noise:3 or contrast:4@0.5")
+    command.add_argument("--dataset", default=None, help="dataset name (default: the model's)")
+    command.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    command.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                         help="strategy option (repeatable), e.g. --option epochs=2; VALUE is JSON or text")
+    command.add_argument("--background", action="store_true",
+                         help="queue it as a job (see the app's Jobs panel) and return the job id at once")
+    command.set_defaults(handler=_retrain)
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``["epochs=2", "lr=0.001"]`` -> ``{"epochs": 2, "lr": 0.001}`` (values read as JSON, else text)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"option {pair!r} must look like KEY=VALUE, e.g. epochs=2")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
+def _retrain(args: argparse.Namespace) -> dict:
+    from zeal_core.cli import stderr_progress
+
+    options = parse_options(args.option)
+    if args.background:
+        from zeal_core.jobs import JobQueue
+
+        params = {"model": args.model, "strategy": args.strategy, "drift": args.drift,
+                  "dataset": args.dataset, "device": args.device, "options": options}
+        job = JobQueue().submit("retrain", params)
+        return {"job": job.id, "status": job.status, "log": job.log_path}
+    from zeal_core.retrain import adapt
+
+    card = adapt(args.strategy, args.model, args.dataset, args.drift, device=args.device,
+                 progress=stderr_progress, options=options or None)
+    metrics = card.metrics
+    return {
+        "version": card.version, "parent": card.parent, "strategy": card.strategy,
+        "drift_spec": card.drift_spec,
+        "clean_before": metrics["clean_before"], "clean_after": metrics["clean_after"],
+        "drifted_before": metrics["drifted_before"], "drifted_after": metrics["drifted_after"],
+        "recovered_share": metrics["recovered_share"], "seconds": metrics["seconds"],
+        "cpu_seconds": metrics.get("cpu_seconds"),
+        "details": metrics.get("details", {}),
+    }

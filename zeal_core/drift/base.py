@@ -1,0 +1,284 @@
+"""What every batch drift detector shares: the result type, input checks, the base class and the registry.
+
+A detector is fitted once on a reference set and then tests any number of samples against it. Inputs are
+2-D arrays (rows are items): penultimate-layer features for ``input_kind == "features"`` detectors, softmax
+outputs for ``input_kind == "probs"`` detectors. Detectors register themselves by name, like timm's
+``register_model``/``create_model``.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from zeal_core.errors import ConfigError
+
+# Kinds of input a detector reads from an ``Embeddings`` object.
+INPUT_KINDS = ("features", "probs")
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """The outcome of one two-sample test."""
+
+    detector: str  # registry name of the detector, e.g. "mmd"
+    statistic: float  # the test statistic (its meaning depends on the detector; see docs/detectors.md)
+    p_value: float  # in (0, 1]; small means the sample is unlikely to come from the reference distribution
+    is_drift: bool  # p_value < alpha
+    effect_size: float  # how large the difference is, on a detector-specific scale (docs/detectors.md)
+    runtime_s: float  # seconds spent in ``test`` (wall clock)
+    details: dict[str, Any] = field(default_factory=dict)  # detector-specific extras, JSON-ready
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (numpy scalars and arrays turned into Python numbers and lists)."""
+        return _json_ready(asdict(self))
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def check_alpha(alpha: float) -> float:
+    """Return ``alpha`` as a float if it lies in (0, 1), else raise ConfigError."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        raise ConfigError(f"alpha must be a number in (0, 1), got {alpha!r}") from None
+    if not 0.0 < value < 1.0:
+        raise ConfigError(f"alpha must be in (0, 1), got {alpha!r}: use e.g. 0.05")
+    return value
+
+
+def as_matrix(data: Any, what: str, min_rows: int = 2) -> np.ndarray:
+    """Check a detector input and return it as a float64 2-D array (always a copy; never the caller's array).
+
+    Args:
+        data: Array-like, one row per item (a torch tensor works too).
+        what: Name used in error messages, e.g. "reference" or "sample".
+        min_rows: Fewest rows allowed (two-sample tests need at least 2).
+
+    Raises:
+        ConfigError: The input is not 2-D, has too few rows or no columns, or holds NaN/inf.
+    """
+    if hasattr(data, "detach"):  # a torch tensor, possibly on a GPU
+        data = data.detach().cpu().numpy()
+    try:
+        array = np.array(data, dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{what} must be a numeric 2-D array (items x dims): {error}") from None
+    if array.ndim != 2:
+        raise ConfigError(
+            f"{what} must be 2-D (items x dims), got shape {array.shape}: reshape a single feature "
+            f"vector to (N, 1) or stack items as rows"
+        )
+    if array.shape[0] < min_rows:
+        raise ConfigError(f"{what} has {array.shape[0]} item(s); a two-sample test needs at least {min_rows}")
+    if array.shape[1] < 1:
+        raise ConfigError(f"{what} has no columns (shape {array.shape})")
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).any(axis=1).sum())
+        raise ConfigError(
+            f"{what} holds NaN or inf in {bad} of {array.shape[0]} rows: drop or fix those items"
+        )
+    return array
+
+
+_BLAS_CONTROLLER: Any = None
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Run numpy/scipy/sklearn BLAS calls on one thread inside the block.
+
+    Detector matrices are small (hundreds to a few thousand rows x <= 512 columns), so BLAS threads gain
+    little; on a shared CPU OpenBLAS's spinning threads made a 225 x 512 PCA take 8 s instead of 0.15 s.
+    Torch (MMD) keeps its own thread pool. The controller is built once (building one per call costs ~20 ms).
+    """
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_CONTROLLER = ThreadpoolController()
+    with _BLAS_CONTROLLER.limit(limits=1, user_api="blas"):
+        yield
+
+
+class DriftDetector(abc.ABC):
+    """Base class: subclasses set ``name``, ``input_kind``, ``description`` and implement ``_fit``/``_test``.
+
+    ``fit`` keeps a private read-only copy of the reference, so neither the caller nor ``test`` can change it.
+    ``test`` is deterministic for a given ``seed`` (each call starts its random generator afresh).
+    """
+
+    name: ClassVar[str] = ""
+    input_kind: ClassVar[str] = "features"
+    description: ClassVar[str] = ""
+
+    def __init__(self, alpha: float = 0.05, seed: int = 0) -> None:
+        """Args:
+        alpha: Significance level: ``is_drift`` is ``p_value < alpha``.
+        seed: Seed for permutations, PCA and cross-validation splits.
+        """
+        self.alpha = check_alpha(alpha)
+        self.seed = int(seed)
+        self._reference: np.ndarray | None = None
+
+    @property
+    def reference(self) -> np.ndarray:
+        """The fitted reference (read-only)."""
+        if self._reference is None:
+            raise ConfigError(f"detector {self.name!r} is not fitted: call fit(reference) first")
+        return self._reference
+
+    @property
+    def is_fitted(self) -> bool:
+        """True once ``fit`` has run."""
+        return self._reference is not None
+
+    def fit(self, reference: Any) -> DriftDetector:
+        """Remember the reference set (a read-only copy) and precompute what tests need; returns self."""
+        array = as_matrix(reference, "reference")
+        array.setflags(write=False)
+        with single_threaded_blas():
+            self._fit(array)
+        self._reference = array
+        return self
+
+    def test(self, sample: Any) -> DriftResult:
+        """Test whether ``sample`` comes from the reference distribution.
+
+        Raises:
+            ConfigError: Not fitted, or the sample's shape or values are unusable.
+        """
+        reference = self.reference
+        array = as_matrix(sample, "sample")
+        if array.shape[1] != reference.shape[1]:
+            raise ConfigError(
+                f"sample has {array.shape[1]} dims but the reference of detector {self.name!r} has "
+                f"{reference.shape[1]}: use the same model and input kind ({self.input_kind}) for both"
+            )
+        array.setflags(write=False)
+        start = time.perf_counter()
+        with single_threaded_blas():
+            statistic, p_value, effect_size, details = self._test(array)
+        runtime = time.perf_counter() - start
+        p_value = float(min(max(p_value, 0.0), 1.0))
+        return DriftResult(
+            detector=self.name,
+            statistic=float(statistic),
+            p_value=p_value,
+            is_drift=bool(p_value < self.alpha),
+            effect_size=float(effect_size),
+            runtime_s=runtime,
+            details={"n_reference": int(reference.shape[0]), "n_sample": int(array.shape[0]),
+                     "alpha": self.alpha, **details},
+        )
+
+    @abc.abstractmethod
+    def _fit(self, reference: np.ndarray) -> None:
+        """Precompute from the (read-only) reference."""
+
+    @abc.abstractmethod
+    def _test(self, sample: np.ndarray) -> tuple[float, float, float, dict[str, Any]]:
+        """Return (statistic, p_value, effect_size, details) for a checked, read-only sample."""
+
+
+@dataclass(frozen=True)
+class DetectorInfo:
+    """What a selectbox or ``--help`` shows about a detector."""
+
+    name: str  # registry name
+    input_kind: str  # "features" or "probs"
+    description: str  # one line
+
+
+_REGISTRY: dict[str, type[DriftDetector]] = {}
+
+
+def register_detector(cls: type[DriftDetector]) -> type[DriftDetector]:
+    """Class decorator: add a detector to the registry under ``cls.name``."""
+    if not cls.name or cls.input_kind not in INPUT_KINDS:
+        raise TypeError(f"{cls.__name__} needs a name and an input_kind in {INPUT_KINDS}")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise TypeError(f"detector name {cls.name!r} is registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_detectors() -> list[str]:
+    """Names of all registered detectors, in registration order."""
+    return list(_REGISTRY)
+
+
+def _lookup(name: str) -> type[DriftDetector]:
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown detector {name!r}: choose one of {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def detector_info(name: str) -> DetectorInfo:
+    """One-line description and input kind of a registered detector."""
+    cls = _lookup(name)
+    return DetectorInfo(name=cls.name, input_kind=cls.input_kind, description=cls.description)
+
+
+def create_detector(name: str, alpha: float = 0.05, **options: Any) -> DriftDetector:
+    """Build an unfitted detector by name.
+
+    Args:
+        name: A name from ``list_detectors()``.
+        alpha: Significance level.
+        **options: Detector-specific options (see docs/detectors.md), e.g. ``num_permutations`` for mmd.
+
+    Raises:
+        ConfigError: Unknown name (the message lists the known ones) or an unknown or invalid option.
+    """
+    cls = _lookup(name)
+    try:
+        return cls(alpha=alpha, **options)
+    except TypeError as error:
+        raise ConfigError(f"invalid option for detector {name!r}: {error}") from None
+
+
+def check_int(value: Any, what: str, low: int, high: int | None = None) -> int:
+    """Return ``value`` as an int in [low, high], else raise ConfigError naming ``what``."""
+    whole_float = isinstance(value, float) and value.is_integer()
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer))) and not whole_float:
+        raise ConfigError(f"{what} must be an integer, got {value!r}")
+    number = int(value)
+    if number < low or (high is not None and number > high):
+        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ConfigError(f"{what} must be {bound}, got {value!r}")
+    return number
+
+
+def bonferroni(p_values: np.ndarray) -> float:
+    """Bonferroni-combined p-value of several tests: min(1, k * min p)."""
+    return float(min(1.0, len(p_values) * float(np.min(p_values))))
+
+
+def timed(function: Callable[[], Any]) -> tuple[Any, float]:
+    """Run ``function`` and return (its result, seconds taken)."""
+    start = time.perf_counter()
+    result = function()
+    return result, time.perf_counter() - start
+
+
+def finite_or_nan(value: float) -> float:
+    """``value`` if finite, else NaN (for statistics that can overflow)."""
+    return value if math.isfinite(value) else float("nan")

@@ -1,0 +1,136 @@
+"""Classifier two-sample test (C2ST, Lopez-Paz & Oquab 2017) that also ranks the most drift-typical items.
+
+A logistic regression learns to tell reference items (label 0) from sample items (label 1) on PCA-reduced,
+standardised features.
+
+The test uses one seeded, stratified 50/50 split: a model fitted on one half scores the other half, and the
+p-value is the one-sided Mann-Whitney U test (exact for small halves) that held-out sample scores exceed
+held-out reference scores; the statistic is that held-out AUC. Given the fitted model the held-out scores
+are exchangeable under no drift, so the test is exactly valid. Two k-fold variants were tried and measured
+on digits features (100 clean-vs-clean trials): one AUC over all out-of-fold scores was far too
+conservative (0 alarms), and a stratified rank-sum over folds was anti-conservative (17 % false alarms at
+n = 10, 8 % at n = 50), because folds share training data.
+
+The ranking of drift-typical items uses k-fold cross-fitting, so every sample item gets a score from a
+model that never saw it, standardised against the reference scores of its own fold; the cross-fitted AUC is
+reported as ``details["cv_auc"]`` (descriptive only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
+from sklearn.preprocessing import StandardScaler
+
+from zeal_core.drift.base import DriftDetector, check_int, register_detector
+from zeal_core.errors import ConfigError
+
+
+@register_detector
+class ClassifierDetector(DriftDetector):
+    """C2ST with cross-fitted logistic regression on PCA features."""
+
+    name = "c2st"
+    input_kind = "features"
+    description = "classifier two-sample test: held-out AUC of reference-vs-sample logistic regression"
+
+    def __init__(self, alpha: float = 0.05, seed: int = 0, pca_dims: int | None = 32, folds: int = 5,
+                 regularization: float = 1.0, top_k: int = 20) -> None:
+        """Args:
+        alpha: Significance level.
+        seed: Seed for the PCA solver and the fold split.
+        pca_dims: Components of a PCA fitted on the reference; None or 0 uses the raw features.
+        folds: k of the k-fold cross-fitting (reduced automatically for tiny samples, at least 2).
+        regularization: Inverse L2 strength C of the logistic regression.
+        top_k: How many sample positions ``details["most_drifted"]`` lists.
+        """
+        super().__init__(alpha=alpha, seed=seed)
+        self.pca_dims = None if not pca_dims else check_int(pca_dims, "pca_dims", 1)
+        self.folds = check_int(folds, "folds", 2, 50)
+        is_number = isinstance(regularization, (int, float)) and np.isfinite(regularization)
+        if not (is_number and regularization > 0):
+            raise ConfigError(f"regularization must be a positive number, got {regularization!r}")
+        self.regularization = float(regularization)
+        self.top_k = check_int(top_k, "top_k", 1)
+        self._pca: PCA | None = None
+        self._reduced_reference: np.ndarray | None = None
+
+    def _fit(self, reference: np.ndarray) -> None:
+        self._pca = None
+        reduced = reference
+        if self.pca_dims is not None and reference.shape[1] > self.pca_dims:
+            components = min(self.pca_dims, reference.shape[0], reference.shape[1])
+            self._pca = PCA(n_components=components, random_state=self.seed).fit(reference)
+            reduced = self._pca.transform(reference)
+        reduced = np.array(reduced, dtype=np.float64)
+        reduced.setflags(write=False)
+        self._reduced_reference = reduced
+
+    def out_of_fold_scores(self, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Held-out classifier scores (log-odds of "sample") and the fold of every pooled row.
+
+        Returns:
+            (reference scores, sample scores, fold index per pooled row: reference rows first).
+        """
+        assert self._reduced_reference is not None
+        reduced = self._pca.transform(sample) if self._pca is not None else sample
+        pooled = np.concatenate([self._reduced_reference, reduced])
+        labels = np.r_[np.zeros(len(self._reduced_reference)), np.ones(len(reduced))].astype(int)
+        folds = max(2, min(self.folds, len(reduced), len(self._reduced_reference)))
+        scores = np.empty(len(pooled))
+        fold_of = np.empty(len(pooled), dtype=np.int64)
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.seed)
+        for fold, (train, held_out) in enumerate(splitter.split(pooled, labels)):
+            fold_of[held_out] = fold
+            scores[held_out] = self._classifier(pooled[train], labels[train])(pooled[held_out])
+        n_reference = len(self._reduced_reference)
+        return scores[:n_reference], scores[n_reference:], fold_of
+
+    def _classifier(self, features: np.ndarray, labels: np.ndarray) -> Any:
+        scaler = StandardScaler().fit(features)
+        model = LogisticRegression(C=self.regularization, class_weight="balanced", max_iter=200)
+        model.fit(scaler.transform(features), labels)
+        return lambda rows: model.decision_function(scaler.transform(rows))
+
+    def holdout_test(self, sample: np.ndarray) -> tuple[float, float, int]:
+        """(held-out AUC, one-sided Mann-Whitney p-value, held-out sample items) of one 50/50 split."""
+        assert self._reduced_reference is not None
+        reduced = self._pca.transform(sample) if self._pca is not None else sample
+        pooled = np.concatenate([self._reduced_reference, reduced])
+        labels = np.r_[np.zeros(len(self._reduced_reference)), np.ones(len(reduced))].astype(int)
+        splitter = StratifiedShuffleSplit(n_splits=1, test_size=0.5, random_state=self.seed)
+        train, held_out = next(splitter.split(pooled, labels))
+        scores = self._classifier(pooled[train], labels[train])(pooled[held_out])
+        held_labels = labels[held_out]
+        test = stats.mannwhitneyu(scores[held_labels == 1], scores[held_labels == 0], alternative="greater")
+        pairs = int((held_labels == 1).sum()) * int((held_labels == 0).sum())
+        return float(test.statistic) / pairs, float(test.pvalue), int((held_labels == 1).sum())
+
+    def _test(self, sample: np.ndarray) -> tuple[float, float, float, dict[str, Any]]:
+        auc, p_value, held_out = self.holdout_test(sample)
+        reference_scores, sample_scores, fold_of = self.out_of_fold_scores(sample)
+        reference_folds, sample_folds = fold_of[: len(reference_scores)], fold_of[len(reference_scores):]
+        u_total = pairs = 0.0
+        standardised = np.empty(len(sample_scores))
+        for fold in np.unique(fold_of):
+            fold_reference = reference_scores[reference_folds == fold]
+            in_fold = sample_folds == fold
+            fold_sample = sample_scores[in_fold]
+            u_total += float(stats.mannwhitneyu(fold_sample, fold_reference).statistic)
+            pairs += len(fold_reference) * len(fold_sample)
+            spread = float(fold_reference.std()) or 1.0
+            standardised[in_fold] = (fold_sample - fold_reference.mean()) / spread
+        ranking = np.argsort(-standardised, kind="stable")[: self.top_k]
+        return auc, p_value, auc - 0.5, {
+            "auc": auc,
+            "held_out_sample_items": held_out,
+            "cv_auc": u_total / pairs,
+            "folds": len(np.unique(fold_of)),
+            "most_drifted": ranking.tolist(),
+            "most_drifted_scores": standardised[ranking].round(4).tolist(),
+        }

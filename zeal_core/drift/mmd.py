@@ -1,0 +1,198 @@
+"""Maximum Mean Discrepancy with an RBF kernel and a fast, vectorised permutation test (torch, CPU or GPU).
+
+The statistic is the unbiased MMD² estimate of Gretton et al. (2012), the same estimator frouros' ``MMD``
+computes. The kernel matrix of the pooled sample Z = [reference; sample] (N = n + m rows) is computed once.
+For a split of Z given by an indicator vector u (1 on the rows taken as "reference", 0 elsewhere) and the row
+sums r = K·1, total S = 1ᵀK1, every term of the unbiased MMD² is a function of two numbers:
+
+    Q = uᵀKu (sum of K over reference x reference),  L = uᵀr (sum over reference x all)
+    sum over ref x sample = L - Q,    sum over sample x sample = S - 2L + Q
+
+so B permutations stack their indicators into a B x N matrix U and need one matrix product U·K (B·N² flops)
+plus a row-wise dot product. Row 0 of U is the observed split, so the observed and permuted statistics are
+computed by exactly the same arithmetic. p = (b + 1) / (B + 1), b = permutations with a statistic >= observed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from zeal_core.device import resolve_device
+from zeal_core.drift.base import DriftDetector, check_int, register_detector
+from zeal_core.errors import ConfigError
+
+# Largest pooled sample used to estimate the median-heuristic bandwidth; beyond this a seeded subsample of
+# rows is used (the median of ~2 million pairwise distances is already very stable).
+MEDIAN_MAX_ROWS = 2048
+# Elements of the B x N indicator block processed at once (float32: 4 bytes each -> ~128 MB per block).
+PERMUTATION_BLOCK_ELEMENTS = 32_000_000
+
+
+def squared_distances(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """Pairwise squared Euclidean distances (||a||² + ||b||² - 2 a·b, clamped at 0 against rounding)."""
+    left_norms = (left * left).sum(1, keepdim=True)
+    right_norms = (right * right).sum(1, keepdim=True)
+    distances = left_norms + right_norms.T - 2.0 * (left @ right.T)
+    return distances.clamp_(min=0.0)
+
+
+def median_bandwidth(pooled: torch.Tensor, seed: int = 0) -> float:
+    """Median heuristic: sigma = median pairwise Euclidean distance between distinct rows of ``pooled``.
+
+    The kernel is then k(a, b) = exp(-||a - b||² / (2 sigma²)), frouros' ``rbf_kernel`` convention.
+    Computed on the pooled reference + sample, which does not change under permutations of the pool, so the
+    permutation test stays exact.
+    """
+    rows = pooled
+    if rows.shape[0] > MEDIAN_MAX_ROWS:
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        keep = torch.randperm(rows.shape[0], generator=generator)[:MEDIAN_MAX_ROWS].to(rows.device)
+        rows = rows[keep]
+    distances = squared_distances(rows, rows)
+    upper = torch.ones_like(distances, dtype=torch.bool).triu_(diagonal=1)
+    median_sq = float(distances[upper].median())
+    if median_sq <= 0.0:
+        # More than half the pairs coincide (e.g. many duplicate rows): fall back to the mean distance.
+        median_sq = float(distances[upper].mean())
+    if median_sq <= 0.0:
+        return 1.0  # all rows identical: any bandwidth gives MMD = 0
+    return float(np.sqrt(median_sq))
+
+
+def rbf_kernel_matrix(pooled: torch.Tensor, sigma: float) -> torch.Tensor:
+    """K[i, j] = exp(-||z_i - z_j||² / (2 sigma²)) over the pooled rows (N x N)."""
+    kernel = squared_distances(pooled, pooled)
+    kernel.mul_(-0.5 / sigma**2).exp_()
+    kernel.fill_diagonal_(1.0)  # exact diagonal (rounding can leave 1 - 1e-7)
+    return kernel
+
+
+def mmd2_unbiased(kernel: torch.Tensor, n_reference: int) -> float:
+    """Unbiased MMD² (float64) of a pooled kernel matrix; its first ``n_reference`` rows are the reference."""
+    kernel = kernel.double()
+    n, m = n_reference, kernel.shape[0] - n_reference
+    k_xx = kernel[:n, :n].sum() - kernel[:n, :n].diagonal().sum()
+    k_yy = kernel[n:, n:].sum() - kernel[n:, n:].diagonal().sum()
+    k_xy = kernel[:n, n:].sum()
+    return float(k_xx / (n * (n - 1)) + k_yy / (m * (m - 1)) - 2.0 * k_xy / (n * m))
+
+
+def split_mmd2(kernel: torch.Tensor, indicators: torch.Tensor, row_sums: torch.Tensor | None = None,
+               grand_total: float | None = None) -> torch.Tensor:
+    """Unbiased MMD² of every split given by the rows of ``indicators`` (B x N, 1 = reference side).
+
+    Each row must hold the same number n of ones. One B x N by N x N product; float64 result (B).
+    """
+    total = kernel.shape[0]
+    n = round(float(indicators[0].sum()))
+    m = total - n
+    if row_sums is None:
+        row_sums = kernel.double().sum(1)
+    if grand_total is None:
+        grand_total = float(row_sums.sum())
+    within = ((indicators @ kernel) * indicators).sum(1).double()  # Q = uᵀKu per row
+    linear = indicators.double() @ row_sums  # L = uᵀr per row
+    k_xx = (within - n) / (n * (n - 1))
+    k_yy = (grand_total - 2.0 * linear + within - m) / (m * (m - 1))
+    k_xy = (linear - within) / (n * m)
+    return k_xx + k_yy - 2.0 * k_xy
+
+
+def permutation_mmd2(kernel: torch.Tensor, n_reference: int, num_permutations: int,
+                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unbiased MMD² of the observed split and of ``num_permutations`` random re-splits, vectorised.
+
+    Args:
+        kernel: N x N pooled kernel matrix (float32, any device), reference rows first, unit diagonal.
+        n_reference: Rows of the pool that form the reference (the rest is the sample).
+        num_permutations: B, the number of random re-splits.
+        seed: Seed for the permutations (a fresh generator per call, so results repeat).
+
+    Returns:
+        (observed statistic, B permuted statistics), float64 tensors on the kernel's device.
+    """
+    device = kernel.device
+    total = kernel.shape[0]
+    n = n_reference
+    row_sums = kernel.double().sum(1)
+    grand_total = float(row_sums.sum())
+    generator = torch.Generator(device=device).manual_seed(seed)
+    block = max(1, PERMUTATION_BLOCK_ELEMENTS // total)
+    statistics = []
+    remaining = num_permutations + 1  # row 0: the observed split
+    first = True
+    while remaining > 0:
+        rows = min(block, remaining)
+        indicators = torch.zeros(rows, total, device=device, dtype=kernel.dtype)
+        # Random subset of positions per row: the k smallest of N uniform draws, k = the smaller side
+        # (cheaper top-k); when that is the sample side, the reference indicator is its complement.
+        smaller = min(n, total - n)
+        draws = torch.rand(rows, total, device=device, generator=generator)
+        chosen = draws.topk(smaller, dim=1, largest=False).indices
+        indicators.scatter_(1, chosen, 1.0)
+        if smaller != n:
+            indicators = 1.0 - indicators
+        if first:
+            indicators[0].zero_()
+            indicators[0, :n] = 1.0
+            first = False
+        statistics.append(split_mmd2(kernel, indicators, row_sums, grand_total))
+        remaining -= rows
+    values = torch.cat(statistics)
+    return values[0], values[1:]
+
+
+@register_detector
+class MMDDetector(DriftDetector):
+    """MMD two-sample test on features with a permutation p-value."""
+
+    name = "mmd"
+    input_kind = "features"
+    description = "kernel MMD (RBF, median bandwidth) with a vectorised permutation test"
+
+    def __init__(self, alpha: float = 0.05, seed: int = 0, num_permutations: int = 1000,
+                 bandwidth: float | str = "median", device: str = "cpu") -> None:
+        """Args:
+        alpha: Significance level.
+        seed: Seed for the permutations (and the bandwidth subsample for very large pools).
+        num_permutations: B, random re-splits of the pool (p-value resolution 1 / (B + 1)).
+        bandwidth: "median" (median heuristic on the pooled sample) or a fixed sigma > 0, feature units.
+        device: "cpu", "cuda", "cuda:N" or "auto".
+        """
+        super().__init__(alpha=alpha, seed=seed)
+        self.num_permutations = check_int(num_permutations, "num_permutations", 1, 1_000_000)
+        if isinstance(bandwidth, str):
+            if bandwidth != "median":
+                raise ConfigError(f"bandwidth must be 'median' or a positive number, got {bandwidth!r}")
+        elif not (isinstance(bandwidth, (int, float)) and np.isfinite(bandwidth) and bandwidth > 0):
+            raise ConfigError(f"bandwidth must be 'median' or a positive number, got {bandwidth!r}")
+        self.bandwidth = bandwidth
+        self.device = resolve_device(device)
+        self._reference_tensor: torch.Tensor | None = None
+
+    def _fit(self, reference: np.ndarray) -> None:
+        # float32 copy on the device, made once per fit; only ever read.
+        self._reference_tensor = torch.tensor(reference, dtype=torch.float32, device=self.device)
+
+    def _test(self, sample: np.ndarray) -> tuple[float, float, float, dict[str, Any]]:
+        assert self._reference_tensor is not None
+        with torch.inference_mode():
+            sample_tensor = torch.tensor(sample, dtype=torch.float32, device=self.device)
+            pooled = torch.cat([self._reference_tensor, sample_tensor])
+            n_reference = self._reference_tensor.shape[0]
+            sigma = (median_bandwidth(pooled, self.seed) if self.bandwidth == "median"
+                     else float(self.bandwidth))
+            kernel = rbf_kernel_matrix(pooled, sigma)
+            observed, permuted = permutation_mmd2(kernel, n_reference, self.num_permutations, self.seed)
+            exceed = int((permuted >= observed).sum())
+            statistic = mmd2_unbiased(kernel, n_reference)
+        p_value = (exceed + 1) / (self.num_permutations + 1)
+        return statistic, p_value, float(np.sqrt(max(statistic, 0.0))), {
+            "sigma": sigma,
+            "num_permutations": self.num_permutations,
+            "permutations_exceeding": exceed,
+            "device": str(self.device),
+        }

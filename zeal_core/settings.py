@@ -1,0 +1,129 @@
+"""App-wide settings read once from the environment: demo mode, sample sizes and the compute device.
+
+The demo mode (``ZEAL_DEMO=1``) is for small shared hosts such as Streamlit Community Cloud (about 2.7 GB of
+memory, a couple of CPU cores, no GPU): it starts on the embedded digits dataset, keeps samples small and
+runs on the CPU. Every value can also be set on its own:
+
+- ``ZEAL_DEMO``: ``1``/``true``/``yes``/``on`` turns the demo mode on (default off).
+- ``ZEAL_DEFAULT_N``: images per drift sample the pages start with.
+- ``ZEAL_MAX_N``: the largest sample a page lets a user ask for.
+- ``ZEAL_MAX_EPOCHS``: the most training epochs a page lets a user ask for.
+- ``ZEAL_DEVICE``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+- ``ZEAL_DEFAULT_DATASET``: the dataset the pages open with.
+- ``ZEAL_TORCH_THREADS``: CPU threads torch may use (0 = torch's own choice).
+
+Pages call ``get_settings()`` (cached for the life of the process); tests call ``load_settings(env)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from zeal_core.errors import ConfigError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+# (normal, demo) defaults. Demo values keep one page's work to a few seconds on two CPU cores and well
+# under 1 GB of memory: a 200-image sample of 32 px digits is about 0.6 MB of uint8 and 0.4 MB of features.
+DEFAULT_N = (500, 200)  # images per drift sample
+MAX_N = (5000, 1000)  # images; the cap a page's slider offers
+MAX_EPOCHS = (30, 3)  # training epochs a page may ask for
+DEVICE = ("auto", "cpu")  # compute device
+DEFAULT_DATASET = ("digits", "digits")  # the embedded dataset needs no download in either mode
+TORCH_THREADS = (0, 2)  # CPU threads for torch; 0 leaves torch's own choice
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """Process-wide knobs for the app and long-running work."""
+
+    demo: bool  # demo mode: small, CPU-only, starts on digits (ZEAL_DEMO)
+    default_n: int  # images per drift sample a page starts with (ZEAL_DEFAULT_N)
+    max_n: int  # largest sample a page offers (ZEAL_MAX_N); default_n <= max_n
+    max_epochs: int  # most training epochs a page offers (ZEAL_MAX_EPOCHS)
+    device: str  # "auto", "cpu", "cuda" or "cuda:N" (ZEAL_DEVICE)
+    default_dataset: str  # dataset the pages open with (ZEAL_DEFAULT_DATASET)
+    torch_threads: int  # CPU threads for torch, 0 = torch's choice (ZEAL_TORCH_THREADS)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (for an "about" panel or a benchmark's header)."""
+        return asdict(self)
+
+    def clamp_n(self, n: int) -> int:
+        """``n`` limited to ``[1, max_n]``, for a sample size typed by a user."""
+        return max(1, min(int(n), self.max_n))
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"environment variable {name}={env[name]!r}: use 1 or 0 (true/false, yes/no, on/off)")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(
+            f"environment variable {name}={text!r}: use a whole number in {low}..{high}"
+        ) from None
+    if not low <= value <= high:
+        raise ConfigError(f"environment variable {name}={value}: use a whole number in {low}..{high}")
+    return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> AppSettings:
+    """Read the settings from ``environ`` (default ``os.environ``), filling in mode-dependent defaults.
+
+    Raises:
+        ConfigError: A variable holds a value that is not allowed (the message names it and the fix).
+    """
+    env = os.environ if environ is None else environ
+    demo = _flag(env, "ZEAL_DEMO")
+    pick = 1 if demo else 0
+    max_n = _int(env, "ZEAL_MAX_N", MAX_N[pick], 10, 1_000_000)
+    default_n = _int(env, "ZEAL_DEFAULT_N", min(DEFAULT_N[pick], max_n), 10, 1_000_000)
+    if default_n > max_n:
+        raise ConfigError(f"ZEAL_DEFAULT_N={default_n} is larger than ZEAL_MAX_N={max_n}: lower the first "
+                          "or raise the second")
+    device = env.get("ZEAL_DEVICE", "").strip().lower() or DEVICE[pick]
+    if not _DEVICE.match(device):
+        raise ConfigError(f"environment variable ZEAL_DEVICE={device!r}: use auto, cpu, cuda or cuda:N")
+    dataset = env.get("ZEAL_DEFAULT_DATASET", "").strip() or DEFAULT_DATASET[pick]
+    return AppSettings(
+        demo=demo,
+        default_n=default_n,
+        max_n=max_n,
+        max_epochs=_int(env, "ZEAL_MAX_EPOCHS", MAX_EPOCHS[pick], 1, 1000),
+        device=device,
+        default_dataset=dataset,
+        torch_threads=_int(env, "ZEAL_TORCH_THREADS", TORCH_THREADS[pick], 0, 1024),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> AppSettings:
+    """The process's settings, read from the environment on first use and then kept."""
+    return load_settings()
+
+
+def apply_torch_threads(settings: AppSettings | None = None) -> None:
+    """Limit torch's CPU threads as the settings say (no-op for 0); call once at app start."""
+    chosen = settings or get_settings()
+    if chosen.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(chosen.torch_threads)

@@ -106,7 +106,7 @@ with left:
     columns = st.columns(2)
     corruption = columns[0].selectbox("Corruption", names, key="monitor_corruption",
                                       index=names.index("gaussian_noise") if "gaussian_noise" in names else 0)
-    severity = columns[1].slider("Severity", 0.5, 5.0, 3.0, step=0.5, key="monitor_severity")
+    severity = columns[1].slider("Severity", 0.5, 5.0, 5.0, step=0.5, key="monitor_severity")
     before = columns[0].number_input("Clean batches first", 1, 200, 8, key="monitor_before")
     after = columns[1].number_input("Drifted batches", 1, 400, 12, key="monitor_after")
     preset_text = schedule_text(preset if preset != "custom" else "sudden", corruption, severity, int(before),

@@ -73,7 +73,7 @@ class TrickleServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(outer.body)))
                 self.end_headers()

@@ -1,4 +1,4 @@
-"""A retrain job whose worker is SIGKILLed: the job is marked failed, the registry stays valid, the next job runs.
+"""A SIGKILLed retrain job: it is marked failed, the registry stays valid, and the next job runs.
 
 The parent model is an untrained tiny timm ResNet (``test_resnet``) at 16 px on digits, saved straight into
 the per-test registry, so the test needs no training run of its own.
@@ -55,9 +55,10 @@ def test_killed_retrain_job_fails_cleanly_and_the_next_retrain_job_runs() -> Non
 
     failed = _wait_until(lambda: (job := queue.get(victim.id)).status == "failed" and job)
     assert failed.error == DEAD_WORKER_MESSAGE and failed.finished is not None
-    assert queue.get(follower.id).status == "queued"  # nothing was lost with the worker
-    # The next page render calls ensure_worker (pages/_ui.py); a new worker picks up the queued job.
-    assert queue.ensure_worker()
+    assert queue.get(follower.id).status in ("queued", "running", "done")  # not lost with the worker
+    # Every page render calls ensure_worker (pages/_ui.py): a new worker picks up the queued job. (A second
+    # worker started by the back-to-back submits may already be waiting for the lock and take it first.)
+    queue.ensure_worker()
     done = queue.wait(follower.id, TIMEOUT_S)
     assert done.status == "done", done.error
     assert sorted(_valid_versions()) == sorted([parent, done.result["version"]])

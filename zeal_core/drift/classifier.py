@@ -44,7 +44,7 @@ class ClassifierDetector(DriftDetector):
         """Args:
         alpha: Significance level.
         seed: Seed for the PCA solver and the fold split.
-        pca_dims: Components of a PCA fitted on the reference; None or 0 uses the raw features.
+        pca_dims: Components of a PCA of the pooled reference + sample; None or 0 uses the raw features.
         folds: k of the k-fold cross-fitting (reduced automatically for tiny samples, at least 2).
         regularization: Inverse L2 strength C of the logistic regression.
         top_k: How many sample positions ``details["most_drifted"]`` lists.
@@ -57,19 +57,27 @@ class ClassifierDetector(DriftDetector):
             raise ConfigError(f"regularization must be a positive number, got {regularization!r}")
         self.regularization = float(regularization)
         self.top_k = check_int(top_k, "top_k", 1)
-        self._pca: PCA | None = None
         self._reduced_reference: np.ndarray | None = None
 
     def _fit(self, reference: np.ndarray) -> None:
-        self._pca = None
-        reduced = reference
-        if self.pca_dims is not None and reference.shape[1] > self.pca_dims:
-            components = min(self.pca_dims, reference.shape[0], reference.shape[1])
-            self._pca = PCA(n_components=components, random_state=self.seed).fit(reference)
-            reduced = self._pca.transform(reference)
-        reduced = np.array(reduced, dtype=np.float64)
-        reduced.setflags(write=False)
-        self._reduced_reference = reduced
+        reference = np.array(reference, dtype=np.float64)
+        reference.setflags(write=False)
+        self._reduced_reference = reference
+
+    def _pooled(self, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled rows (reference first) on a PCA of the pool, and their labels (1 = sample).
+
+        The PCA is fitted on the pool, not the reference alone: a reference-only basis overfits the reference
+        (more variance along its top components than new data has), which a classifier learns to separate
+        even without drift. A basis symmetric in the pool keeps the labels exchangeable under no drift.
+        """
+        assert self._reduced_reference is not None
+        pooled = np.concatenate([self._reduced_reference, np.asarray(sample, dtype=np.float64)])
+        if self.pca_dims is not None and pooled.shape[1] > self.pca_dims:
+            components = min(self.pca_dims, pooled.shape[0], pooled.shape[1])
+            pooled = PCA(n_components=components, random_state=self.seed).fit_transform(pooled)
+        labels = np.r_[np.zeros(len(self._reduced_reference)), np.ones(len(sample))].astype(int)
+        return pooled, labels
 
     def out_of_fold_scores(self, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Held-out classifier scores (log-odds of "sample") and the fold of every pooled row.
@@ -77,11 +85,8 @@ class ClassifierDetector(DriftDetector):
         Returns:
             (reference scores, sample scores, fold index per pooled row: reference rows first).
         """
-        assert self._reduced_reference is not None
-        reduced = self._pca.transform(sample) if self._pca is not None else sample
-        pooled = np.concatenate([self._reduced_reference, reduced])
-        labels = np.r_[np.zeros(len(self._reduced_reference)), np.ones(len(reduced))].astype(int)
-        folds = max(2, min(self.folds, len(reduced), len(self._reduced_reference)))
+        pooled, labels = self._pooled(sample)
+        folds = max(2, min(self.folds, len(sample), len(self._reduced_reference)))
         scores = np.empty(len(pooled))
         fold_of = np.empty(len(pooled), dtype=np.int64)
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.seed)
@@ -99,10 +104,7 @@ class ClassifierDetector(DriftDetector):
 
     def holdout_test(self, sample: np.ndarray) -> tuple[float, float, int]:
         """(held-out AUC, one-sided Mann-Whitney p-value, held-out sample items) of one 50/50 split."""
-        assert self._reduced_reference is not None
-        reduced = self._pca.transform(sample) if self._pca is not None else sample
-        pooled = np.concatenate([self._reduced_reference, reduced])
-        labels = np.r_[np.zeros(len(self._reduced_reference)), np.ones(len(reduced))].astype(int)
+        pooled, labels = self._pooled(sample)
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=0.5, random_state=self.seed)
         train, held_out = next(splitter.split(pooled, labels))
         scores = self._classifier(pooled[train], labels[train])(pooled[held_out])

@@ -18,6 +18,8 @@ PAGES = [
 page = st.navigation(PAGES)
 
 from pages._ui import sidebar_status  # noqa: E402
+from zeal_core.settings import apply_torch_threads  # noqa: E402
 
+apply_torch_threads()  # ZEAL_TORCH_THREADS / demo mode: keep torch within a small host's cores
 sidebar_status()
 page.run()

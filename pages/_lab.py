@@ -26,10 +26,12 @@ PAIRS = 6  # clean/drifted image pairs shown
 def sample_sizes(dataset: str) -> list[int]:
     """Sample sizes offered for ``dataset`` (reference and sample are disjoint halves of its val split)."""
     from zeal_core.embed import part_positions
+    from zeal_core.settings import get_settings
 
     half = len(part_positions(int(load_dataset_cached(dataset).is_val.sum()), "sample"))
-    sizes = [size for size in (50, 100, 200, 300, 500, 1000) if size <= half]
-    return sizes or [half]
+    largest = min(half, get_settings().max_n)  # the demo mode caps samples for a small shared host
+    sizes = [size for size in (50, 100, 200, 300, 500, 1000) if size <= largest]
+    return sizes or [largest]
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -13,6 +13,7 @@ import streamlit as st
 
 from pages import _lab
 from pages._ui import KEY_DRIFT_SPEC, active_card, first_run_panel, require, user_errors
+from zeal_core.settings import get_settings
 
 corruptions = require("zeal_core.corruptions", "The Drift Lab")
 require("zeal_core.embed", "The Drift Lab")
@@ -50,7 +51,8 @@ def load_url_state() -> None:
         st.session_state[f"lab_severity_{name}"] = float(min(max(snapped, 0.0), 5.0))
     st.session_state["lab_fraction"] = float(min(max(spec.fraction, 0.0), 1.0)) if steps else 1.0
     n = params.get("n", "")
-    default_n = 200 if 200 in SAMPLE_SIZES else SAMPLE_SIZES[-1]
+    wanted = get_settings().default_n
+    default_n = max([size for size in SAMPLE_SIZES if size <= wanted], default=SAMPLE_SIZES[0])
     st.session_state["lab_n"] = int(n) if n.isdigit() and int(n) in SAMPLE_SIZES else default_n
     seed = params.get("seed", "0")
     st.session_state["lab_seed"] = int(seed) if seed.isdigit() and int(seed) <= 10_000 else 0

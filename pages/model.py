@@ -20,6 +20,7 @@ from pages._ui import (
     submit_job,
     watched_job,
 )
+from zeal_core.settings import get_settings
 
 require("zeal_core.models.registry", "The Model page")
 st.title("Model")
@@ -61,7 +62,9 @@ def curves_figure(history, title: str = "Training curves") -> go.Figure:
 st.subheader("Train a new version")
 with st.form("train_form", border=True):
     columns = st.columns(3)
-    epochs = columns[0].number_input("Epochs", min_value=1, max_value=100, value=3, step=1)
+    max_epochs = get_settings().max_epochs  # the demo mode keeps training short on a shared host
+    epochs = columns[0].number_input("Epochs", min_value=1, max_value=max_epochs, value=min(3, max_epochs),
+                                     step=1)
     seed = columns[1].number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1)
     make_active = columns[2].checkbox("Make it active when done", value=True)
     start = st.form_submit_button(f"Train on {dataset_name()}", type="primary",

@@ -24,8 +24,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 USERS = 5
 START_SEVERITY = 0.5  # every session opens the Drift Lab here
 STEP = 0.25  # the slider's step
-ROUNDS = 2  # slider moves per user; each one is a timed drift check
-CHECK_TIMEOUT_S = 90.0
+ROUNDS = 1  # slider moves per user; each one is a timed drift check
+CHECK_TIMEOUT_S = 150.0  # s; five checks and a retrain share two CPU cores
 
 
 def _busy(page) -> bool:
@@ -69,13 +69,12 @@ def test_five_sessions_move_sliders_while_a_retrain_runs(server: str, tmp_path_f
             health: list[float] = []
             for round_index in range(ROUNDS):
                 started = []
-                for user, page in enumerate(users):  # user k moves k + 1 steps (+ round): all different
-                    steps = user + 1 + round_index
+                for user, page in enumerate(users):  # user k moves k + 2 steps (+ round): all different
+                    steps = user + 2 + round_index
                     targets[user] += steps * STEP
                     slider = page.locator('input[type="range"][aria-label="gaussian_noise severity"]')
-                    slider.focus()
                     for _ in range(steps):
-                        page.keyboard.press("ArrowRight")
+                        slider.press("ArrowRight")
                     started.append(time.perf_counter())
                 finished = [0.0] * USERS
                 deadline = time.monotonic() + CHECK_TIMEOUT_S * 2
@@ -86,7 +85,9 @@ def test_five_sessions_move_sliders_while_a_retrain_runs(server: str, tmp_path_f
                                 and not _busy(page):
                             finished[user] = time.perf_counter()
                     time.sleep(0.2)
-                assert all(finished), f"drift checks not finished: {finished}"
+                state = [(page.url, page.locator('input[aria-label="gaussian_noise severity"]').input_value(),
+                          _busy(page)) for page in users]
+                assert all(finished), f"drift checks not finished: {finished}, targets {targets}, {state}"
                 timings += [end - start for start, end in zip(started, finished, strict=True)]
 
             answers = []

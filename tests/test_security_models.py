@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zeal_core.errors import ConfigError, ModelError
+from zeal_core.errors import ConfigError, DataError, ModelError
 from zeal_core.models import ModelConfig, create_model
 from zeal_core.models.registry import ModelRegistry
 
@@ -164,6 +164,23 @@ def test_folder_dataset_cache_name_stays_inside_data_dir(tmp_path: Path) -> None
     cache = folder_cache_path(odd, folder_settings(16), "0" * 64)
     assert cache.parent == data_dir() / "folders"
     assert re.fullmatch(r"[A-Za-z0-9._-]+", cache.name)
+
+
+def test_folder_datasets_stay_inside_the_allowed_roots(tmp_path: Path, monkeypatch) -> None:
+    from zeal_core import data
+
+    allowed = tmp_path / "shared"
+    (allowed / "pets" / "cats").mkdir(parents=True)
+    (tmp_path / "private" / "keys").mkdir(parents=True)
+    monkeypatch.setenv("ZEAL_FOLDER_ROOTS", str(allowed))
+    for name in (f"folder:{tmp_path / 'private'}", f"folder:{allowed}/../private", "folder:/etc"):
+        with pytest.raises(DataError, match=r"outside the folders this server may read .*ZEAL_FOLDER_ROOTS"):
+            data.load_dataset(name)
+    (allowed / "pets" / "escape").symlink_to(tmp_path / "private", target_is_directory=True)
+    with pytest.raises(DataError, match="outside"):
+        data.load_dataset(f"folder:{allowed / 'pets' / 'escape'}")  # resolved before the check
+    with pytest.raises(DataError, match=r"no class subfolders|no readable image"):
+        data.load_dataset(f"folder:{allowed / 'pets'}")  # inside: allowed (and merely empty)
 
 
 def test_no_module_unpickles() -> None:

@@ -27,18 +27,34 @@ from zeal_core.paths import data_dir
 from zeal_core.progress import CancelToken, ProgressCallback, report
 
 PREFIX = "folder:"
+ROOTS_VARIABLE = "ZEAL_FOLDER_ROOTS"  # environment variable: the folders a shared server may read
+
+
+def allowed_folder_roots() -> list[Path]:
+    """Folders that ``folder:PATH`` datasets must lie in (``ZEAL_FOLDER_ROOTS``, ``os.pathsep``-separated).
+
+    Unset or empty: any folder (a local install). A shared server sets it, so that a user cannot make it
+    read, cache and show images from elsewhere on its disk.
+    """
+    value = os.environ.get(ROOTS_VARIABLE, "")
+    return [Path(part).expanduser().resolve() for part in value.split(os.pathsep) if part.strip()]
 
 
 def folder_path(name: str) -> Path:
     """The folder of a ``folder:PATH`` dataset name, resolved to an absolute path.
 
     Raises:
-        DataError: No path after ``folder:``, or it is not an existing folder.
+        DataError: No path after ``folder:``, it is not an existing folder, or it lies outside
+            ``ZEAL_FOLDER_ROOTS`` when that is set.
     """
     raw = name[len(PREFIX):] if name.startswith(PREFIX) else name
     if not raw.strip():
         raise DataError("folder dataset without a path: use folder:PATH, e.g. folder:~/pictures/pets")
     path = Path(raw.strip()).expanduser().resolve()
+    allowed = allowed_folder_roots()
+    if allowed and not any(path == root or root in path.parents for root in allowed):
+        raise DataError(f"image folder {path} is outside the folders this server may read "
+                        f"({', '.join(map(str, allowed))}, set by {ROOTS_VARIABLE}): put the images there")
     if not path.is_dir():
         raise DataError(f"image folder {path} does not exist or is not a folder: use folder:PATH with one "
                         "subfolder per class")

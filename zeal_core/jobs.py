@@ -388,8 +388,13 @@ class JobQueue:
         with _try_lock(self.lock_path) as locked:
             return not locked
 
-    def reap_dead(self) -> list[Job]:
-        """Mark failed every job still "running" although no worker holds the lock; returns those jobs."""
+    def reap_dead(self, start_next: bool = True) -> list[Job]:
+        """Mark failed every job still "running" although no worker holds the lock; returns those jobs.
+
+        Args:
+            start_next: Start a worker for jobs still queued behind a dead one (else they would wait for
+                the next submit or page render).
+        """
         _reap_children()
         reaped = []
         with _try_lock(self.lock_path) as locked:
@@ -402,6 +407,8 @@ class JobQueue:
                     self._write(dead)
                     _append_log(Path(job.log_path), f"{_now()} {DEAD_WORKER_MESSAGE}")
                     reaped.append(dead)
+        if reaped and start_next:
+            self.ensure_worker()
         return reaped
 
     def ensure_worker(self) -> bool:
@@ -410,7 +417,7 @@ class JobQueue:
         Returns:
             True if a new worker process was started.
         """
-        self.reap_dead()
+        self.reap_dead(start_next=False)
         if not any(job.status == "queued" for job in self._read_all()):
             return False
         if self.worker_running():

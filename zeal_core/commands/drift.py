@@ -42,13 +42,21 @@ def parse_detector_names(text: str) -> list[str]:
 
 def _drift(args: argparse.Namespace) -> dict:
     from zeal_core.commands.evaluate import resolve_version
+    from zeal_core.corruptions import DriftSpec
     from zeal_core.data import load_dataset
     from zeal_core.drift import run_detectors
     from zeal_core.embed import embed_sample, part_positions
+    from zeal_core.errors import ConfigError
     from zeal_core.models.registry import ModelRegistry
 
     start = time.perf_counter()
+    # Check every cheap argument before loading a model or embedding anything, so a typo fails at once.
     names = parse_detector_names(args.detector)
+    DriftSpec.parse(args.drift)
+    if args.n < 2:
+        raise ConfigError(f"--n {args.n}: a two-sample test needs at least 2 drifted images")
+    if not 0.0 < args.alpha < 1.0:
+        raise ConfigError(f"--alpha {args.alpha}: use a significance level between 0 and 1, e.g. 0.05")
     registry = ModelRegistry()
     version = resolve_version(registry, args.model)
     card = registry.card(version)

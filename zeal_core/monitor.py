@@ -340,10 +340,9 @@ def simulate(
         Cancelled: ``cancel`` was set.
     """
     from zeal_core.corruptions import DriftSpec
-    from zeal_core.data import load_dataset
     from zeal_core.drift import create_detector, create_stream_detector
     from zeal_core.models.registry import ModelRegistry
-    from zeal_core.retrain import adapt, resolve_version, strategy_info
+    from zeal_core.retrain import adapt, load_model_for_dataset, strategy_info
 
     wall_start = time.perf_counter()
     config = config or MonitorConfig()
@@ -352,15 +351,8 @@ def simulate(
     device = resolve_device(device)
     if config.strategy is not None:
         strategy_info(config.strategy)  # fail before any work on an unknown name
-    start_version = resolve_version(registry, version)
-    original, card = registry.load(start_version, device=device)
+    start_version, original, card, dataset = load_model_for_dataset(registry, version, dataset_name, device)
     model_config = card.model_config
-    dataset = load_dataset(dataset_name or card.dataset)
-    if dataset.num_classes != model_config.num_classes:
-        from zeal_core.errors import ModelError
-
-        raise ModelError(f"model {start_version} has {model_config.num_classes} classes but dataset "
-                         f"{dataset.name} has {dataset.num_classes}: pick a model trained on {dataset.name}")
     val_images, val_labels = dataset.split("val")
     n_val = val_images.shape[0]
     if config.reference_size + config.batch_size > n_val:

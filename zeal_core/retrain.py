@@ -469,23 +469,25 @@ def recovered_share(clean_before: float, drifted_before: float, drifted_after: f
     return (drifted_after - drifted_before) / lost
 
 
-def resolve_version(registry: Any, version: str) -> str:
-    """Turn ``"active"`` or ``"latest"`` into a version id; other names pass through.
+def load_model_for_dataset(registry: Any, version: str, dataset_name: str | None,
+                           device: torch.device) -> tuple[str, nn.Module, Any, Any]:
+    """Resolve ``version`` (``active``/``latest`` allowed), load it and its dataset, and check they fit.
+
+    Returns:
+        (version id, model in eval mode, its card, the dataset: ``dataset_name`` or its training set).
 
     Raises:
-        ModelError: There is no active or no saved model yet.
+        ModelError: No such model, or its class count differs from the dataset's.
     """
-    if version == "active":
-        active = registry.get_active()
-        if active is None:
-            raise ModelError("no active model: train one (python -m zeal_core train) or pass --model ID")
-        return active
-    if version == "latest":
-        card = registry.latest()
-        if card is None:
-            raise ModelError("no saved model yet: train one first (python -m zeal_core train)")
-        return card.version
-    return version
+    from zeal_core.data import load_dataset
+
+    resolved = registry.resolve(version)
+    model, card = registry.load(resolved, device=device)
+    dataset = load_dataset(dataset_name or card.dataset)
+    if dataset.num_classes != card.model_config.num_classes:
+        raise ModelError(f"model {resolved} has {card.model_config.num_classes} classes but dataset "
+                         f"{dataset.name} has {dataset.num_classes}: pick a model trained on {dataset.name}")
+    return resolved, model, card, dataset
 
 
 def adapt(
@@ -528,7 +530,6 @@ def adapt(
         Cancelled: ``cancel`` was set.
     """
     from zeal_core.corruptions import DriftSpec
-    from zeal_core.data import load_dataset
     from zeal_core.models.registry import ModelRegistry
 
     info = strategy_info(name)
@@ -536,14 +537,10 @@ def adapt(
     registry = registry if registry is not None else ModelRegistry()
     drift = drift_spec if isinstance(drift_spec, DriftSpec) else DriftSpec.parse(str(drift_spec))
     device = resolve_device(device)
-    version = resolve_version(registry, parent_version)
-    report(progress, "load", 0, 1, f"loading {version}")
-    model, parent_card = registry.load(version, device=device)
+    report(progress, "load", 0, 1, f"loading {parent_version}")
+    version, model, parent_card, dataset = load_model_for_dataset(registry, parent_version, dataset_name,
+                                                                  device)
     model_config = parent_card.model_config
-    dataset = load_dataset(dataset_name or parent_card.dataset)
-    if dataset.num_classes != model_config.num_classes:
-        raise ModelError(f"model {version} has {model_config.num_classes} classes but dataset {dataset.name} "
-                         f"has {dataset.num_classes}: pick a model trained on {dataset.name}")
     val_images, val_labels = dataset.split("val")
     drifted_val = drift.apply(val_images, seed=EVAL_SEED)
 

@@ -41,7 +41,6 @@ def parse_detector_names(text: str) -> list[str]:
 
 
 def _drift(args: argparse.Namespace) -> dict:
-    from zeal_core.commands.evaluate import resolve_version
     from zeal_core.corruptions import DriftSpec
     from zeal_core.data import load_dataset
     from zeal_core.drift import run_detectors
@@ -58,7 +57,7 @@ def _drift(args: argparse.Namespace) -> dict:
     if not 0.0 < args.alpha < 1.0:
         raise ConfigError(f"--alpha {args.alpha}: use a significance level between 0 and 1, e.g. 0.05")
     registry = ModelRegistry()
-    version = resolve_version(registry, args.model)
+    version = registry.resolve(args.model)
     card = registry.card(version)
     dataset = load_dataset(args.dataset or card.dataset)
     split_size = int(dataset.split(args.split)[1].shape[0])

@@ -21,26 +21,6 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     evaluate.set_defaults(handler=_evaluate)
 
 
-def resolve_version(registry, name: str) -> str:
-    """``active`` / ``latest`` / an id -> a version id.
-
-    Raises:
-        ModelError: There is no active or no model at all.
-    """
-    from zeal_core.errors import ModelError
-
-    if name == "active":
-        version = registry.get_active() or getattr(registry.latest(), "version", None)
-    elif name == "latest":
-        version = getattr(registry.latest(), "version", None)
-    else:
-        return name
-    if version is None:
-        raise ModelError(f"no model in {registry.root}: train one with `python -m zeal_core train "
-                         "--dataset digits`")
-    return version
-
-
 def _evaluate(args: argparse.Namespace) -> dict:
     from zeal_core.data import load_dataset
     from zeal_core.device import resolve_device
@@ -50,7 +30,7 @@ def _evaluate(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     device = resolve_device(args.device)
     registry = ModelRegistry()
-    model, card = registry.load(resolve_version(registry, args.model), device=device)
+    model, card = registry.load(registry.resolve(args.model), device=device)
     dataset = load_dataset(args.dataset or card.dataset)
     images, labels = dataset.split(args.split)
     if args.drift:

@@ -421,6 +421,21 @@ class ModelRegistry:
         """Ids of the valid versions, newest first."""
         return [card.version for card in self.list()]
 
+    def resolve(self, name: str) -> str:
+        """``"active"`` (falling back to the newest), ``"latest"`` or a version id -> a version id.
+
+        Raises:
+            ModelError: ``active``/``latest`` was asked for but there is no model yet.
+        """
+        if name not in ("active", "latest"):
+            return name
+        newest = self.latest()
+        version = (self.get_active() if name == "active" else None) or (newest.version if newest else None)
+        if version is None:
+            raise ModelError(f"no model in {self.root}: train one with `python -m zeal_core train "
+                             "--dataset digits`")
+        return version
+
     def latest(self, dataset: str | None = None) -> ModelCard | None:
         """The newest valid version (for ``dataset`` when given), or None."""
         for card in self.list():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -290,3 +291,30 @@ def test_clean_drift_spec_returns_an_equal_copy(images: torch.Tensor) -> None:
     out = DriftSpec.clean().apply(images)
     assert torch.equal(out, images) and out.data_ptr() != images.data_ptr()
     assert not DriftSpec.clean().affected_mask(4).any()
+
+
+def test_single_torch_thread_blocks_run_one_at_a_time_and_restore_the_count() -> None:
+    import threading
+    import time
+
+    from zeal_core.corruptions._ops import single_torch_thread
+
+    before = torch.get_num_threads()
+    spans: list[tuple[float, float]] = []
+
+    def session() -> None:
+        with single_torch_thread():
+            start = time.perf_counter()
+            assert torch.get_num_threads() == 1
+            time.sleep(0.05)
+            spans.append((start, time.perf_counter()))
+
+    sessions = [threading.Thread(target=session) for _ in range(3)]
+    for thread in sessions:
+        thread.start()
+    for thread in sessions:
+        thread.join(5)
+    spans.sort()
+    assert len(spans) == 3
+    assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans))
+    assert torch.get_num_threads() == before

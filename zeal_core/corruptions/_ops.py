@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -226,3 +228,23 @@ def normal(shape: Sequence[int], mean: float, std: float, generator: torch.Gener
            device: torch.device) -> torch.Tensor:
     """Normal float32 samples from the seeded generator."""
     return torch.randn(tuple(shape), generator=generator, device=device) * std + mean
+
+
+# Serialises ``single_torch_thread`` blocks: torch's thread count may be process-wide, and two overlapping
+# save/restore pairs could otherwise leave the process on one thread for good.
+_single_thread_lock = threading.Lock()
+
+
+@contextmanager
+def single_torch_thread() -> Iterator[None]:
+    """Run torch on one CPU thread inside the block (for work made of many tiny ops), then restore it.
+
+    Blocks in different threads (app sessions) run one at a time, so each restores what it saved.
+    """
+    with _single_thread_lock:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)

@@ -6,6 +6,7 @@ zoom factors are relative already and are used as they are.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -13,8 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from zeal_core.corruptions._ops import (
+    _filter_matrix,
     blend_levels,
     fft_filter,
+    gaussian_kernel1d,
     level_params,
     motion_kernels,
     reference_grid,
@@ -62,35 +65,80 @@ def defocus_blur(images: torch.Tensor, severity: float, generator: torch.Generat
     return fft_filter(images, kernel, mode="reflect")
 
 
+@functools.lru_cache(maxsize=32)
+def _resize_matrix(source: int, target: int, device: str) -> torch.Tensor:
+    """target x source matrix of ``resize`` along one axis (bilinear, antialiased when shrinking)."""
+    identity = torch.eye(source, dtype=torch.float32).view(1, 1, source, source)
+    return resize(identity, (target, source))[0, 0].to(device)
+
+
+def _glass_filters(size: int, grid: int, sigma: float,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first, last) matrices along one axis: resize to the 224 px grid then blur; blur then resize back.
+
+    Resizing and blurring are both linear along each axis, so each pair is one matrix and one product.
+    """
+    taps = gaussian_kernel1d(sigma, 4.0, torch.device("cpu"))
+    blur = _filter_matrix(grid, tuple(float(t) for t in taps.double()), "replicate", str(device))
+    if size == grid:
+        return blur, blur
+    return blur @ _resize_matrix(size, grid, str(device)), _resize_matrix(grid, size, str(device)) @ blur
+
+
 def _glass_level(images: torch.Tensor, level: int, generator: torch.Generator) -> torch.Tensor:
-    scale = spatial_scale(images)
-    if scale < 1.0:
-        # pixel swaps cannot shrink below one pixel: below 224 px, corrupt on the 224 px grid and resize back
-        grid = reference_grid(images)
-        return resize(_glass_level(resize(images, grid), level, generator), tuple(images.shape[-2:]))
     sigma, max_delta, iterations = GLASS[level - 1]
-    n, c, h, w = images.shape
+    n, c, height, width = images.shape
+    scale = spatial_scale(images)
+    # pixel swaps cannot shrink below one pixel: below 224 px, corrupt on the 224 px grid and resize back
+    # (the resizes are folded into the two blurs' matrices)
+    h, w = reference_grid(images) if scale < 1.0 else (height, width)
+    scale = max(scale, 1.0)
+    first_h, last_h = _glass_filters(height, h, sigma * scale, images.device)
+    first_w, last_w = _glass_filters(width, w, sigma * scale, images.device)
     delta = max_delta * scale
     # blur, then quantise to uint8 as ImageNet-C does between the two blurs
-    out = torch.floor(_gaussian_filter(images, sigma * scale) * 255.0) / 255.0
-    rows = torch.arange(h, device=images.device).view(1, h, 1)
-    cols = torch.arange(w, device=images.device).view(1, 1, w)
+    out = torch.floor((first_h @ (images @ first_w.T)).mul_(255.0)).div_(255.0)
+    rows = torch.arange(h, device=images.device, dtype=torch.float32).view(1, h, 1)
+    cols = torch.arange(w, device=images.device, dtype=torch.float32).view(1, 1, w)
     flat = out.reshape(n, c, h * w)
     carry = GLASS_CARRY_SHARE if max_delta >= 2 else 0.0
 
-    def hop(values: torch.Tensor) -> torch.Tensor:
-        # every pixel takes the value of a random neighbour at offset in [-delta, delta) in each direction
-        dy = torch.floor(uniform((n, h, w), -delta, delta, generator, images.device)).long()
-        dx = torch.floor(uniform((n, h, w), -delta, delta, generator, images.device)).long()
-        source = (rows + dy).clamp_(0, h - 1) * w + (cols + dx).clamp_(0, w - 1)
-        return torch.gather(values, 2, source.view(n, 1, h * w).expand(n, c, h * w))
+    # offsets are floor(uniform[-delta, delta)): for a whole delta, the 2 delta values -delta ... delta - 1
+    whole = delta == int(delta)
+    span = int(2 * delta)
 
+    def hop() -> torch.Tensor:
+        # every pixel takes the value of a random neighbour at offset in [-delta, delta) in each direction:
+        # the flat source index of every pixel (n x h*w); index arithmetic in float32 (exact below 2^24,
+        # and several times faster than int64 on CPU), converted once
+        if whole:  # one draw gives both offsets, uniform over the span x span choices (half the RNG work)
+            draw = torch.rand((n, h, w), generator=generator, device=images.device).mul_(span)
+            dy = draw.floor()
+            dx = draw.sub_(dy).mul_(span).floor_()  # the draw's next base-`span` digit
+            dy, dx = dy.sub_(delta), dx.sub_(delta)
+        else:
+            dy = uniform((n, h, w), -delta, delta, generator, images.device).floor_()
+            dx = uniform((n, h, w), -delta, delta, generator, images.device).floor_()
+        source = dy.add_(rows).clamp_(0, h - 1).mul_(w).add_(dx.add_(cols).clamp_(0, w - 1))
+        return source.view(n, h * w)  # float32 flat indices
+
+    # the hops only move pixels, so they are composed as index maps (one int per pixel, not per channel)
+    # and the pixels are gathered once at the end; same draws, same order, same result as hopping values
+    source: torch.Tensor | None = None  # output pixel -> pixel of ``out`` it ends up with
+    identity = torch.arange(h * w, device=images.device, dtype=torch.float32).view(1, h * w)
     for _ in range(iterations):
-        flat = hop(flat)
+        step = hop()
         if carry:
-            carried = uniform((n, 1, h * w), 0.0, 1.0, generator, images.device) < carry
-            flat = torch.where(carried, hop(flat), flat)
-    return _gaussian_filter(flat.view(n, c, h, w), sigma * scale)
+            # 0 for the carried share (draw < carry), 1 for the rest; a 0/1 lerp weight is exact and much
+            # faster than where() against the broadcast identity
+            stays = torch.rand((n, h * w), generator=generator, device=images.device)
+            stays = stays.add_(1.0 - carry).floor_()
+            step = step.gather(1, torch.lerp(hop(), identity, stays).long())
+        step = step.long()
+        source = step if source is None else source.gather(1, step)
+    if source is not None:
+        flat = torch.gather(flat, 2, source.view(n, 1, h * w).expand(n, c, h * w))
+    return last_h @ (flat.view(n, c, h, w) @ last_w.T)
 
 
 @register_corruption("blur", "frosted glass: blur plus random local pixel shuffles")

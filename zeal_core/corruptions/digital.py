@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 
 import numpy as np
@@ -142,12 +144,40 @@ def _nearest_indices(big: int, small: int) -> torch.Tensor:
 
 
 def _pil_per_image(images: torch.Tensor, transform: Callable[[Image.Image], Image.Image]) -> torch.Tensor:
-    """Run a PIL transform on every image of a uint8 CPU batch (N x 3 x H x W) of the same size."""
-    pixels = np.ascontiguousarray(images.numpy().transpose(0, 2, 3, 1))
+    """Run a PIL transform on every image of a uint8 CPU batch (N x 3 x H x W) of the same size.
+
+    Images are split into one contiguous run per torch thread and run in a thread pool: libjpeg and numpy's
+    copies release the GIL, so the runs overlap. Each image is moved to and from PIL's H x W x 3 layout on its
+    own (a small copy that stays in cache; transposing the whole batch at once is several times slower).
+    """
+    pixels = images.contiguous().numpy()
     out = np.empty_like(pixels)
-    for index, image in enumerate(pixels):
-        out[index] = np.asarray(transform(Image.fromarray(image)))
-    return torch.from_numpy(out.transpose(0, 3, 1, 2).copy())
+
+    def run(start: int, stop: int) -> None:
+        for index in range(start, stop):
+            image = Image.fromarray(np.ascontiguousarray(pixels[index].transpose(1, 2, 0)))
+            out[index] = np.asarray(transform(image)).transpose(2, 0, 1)
+
+    _in_thread_pool(run, pixels.shape[0])
+    return torch.from_numpy(out)
+
+
+def _in_thread_pool(run: Callable[[int, int], None], count: int) -> None:
+    """Call ``run(start, stop)`` on one contiguous share of ``range(count)`` per torch thread, in parallel."""
+    workers = max(1, min(torch.get_num_threads(), count))
+    bounds = [count * part // workers for part in range(workers + 1)]
+    if workers == 1:
+        run(0, count)
+        return
+    futures = [_pool().submit(run, start, stop) for start, stop in itertools.pairwise(bounds)]
+    for future in futures:
+        future.result()
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    """A shared pool for the PIL paths (threads, not processes: the work is in C that releases the GIL)."""
+    return ThreadPoolExecutor(max_workers=max(2, torch.get_num_threads()), thread_name_prefix="zeal-pil")
 
 
 def _pixelate_sizes(images: torch.Tensor, severity: float) -> tuple[int, int]:
@@ -156,7 +186,70 @@ def _pixelate_sizes(images: torch.Tensor, severity: float) -> tuple[int, int]:
     return max(1, int(h * factor)), max(1, int(w * factor))
 
 
-@register_corruption("digital", "blocky: box down-sampling, nearest up-sampling", random=False)
+_PIL_PRECISION_BITS = 22  # PIL's fixed-point resampling coefficients (32 - 8 - 2 bits)
+_PIXELATE_CHUNK = 32  # images per step of the uint8 path (keeps each step's arrays in cache)
+
+
+@functools.lru_cache(maxsize=64)
+def _box_mean_table(length: int) -> torch.Tensor:
+    """uint8 mean of ``length`` pixels for every possible sum, rounded as PIL does.
+
+    PIL's coefficient is ``k = round(2^22 / length)`` and its result ``(sum * k + 2^21) >> 22``.
+    """
+    sums = torch.arange(255 * length + 1, dtype=torch.int64)
+    weight = int(0.5 + (1.0 / length) * (1 << _PIL_PRECISION_BITS))
+    return ((sums * weight + (1 << (_PIL_PRECISION_BITS - 1))) >> _PIL_PRECISION_BITS).to(torch.uint8)
+
+
+def _box_rows(planes: torch.Tensor, small: int) -> torch.Tensor:
+    """PIL's BOX down-sampling along H of uint8 planes (M x H x W), with PIL's fixed-point rounding."""
+    start, stop = _box_windows(planes.shape[1], small, torch.device("cpu"))
+    lengths = stop - start
+    out = torch.empty(planes.shape[0], small, planes.shape[2], dtype=torch.uint8)
+    for length in lengths.unique().tolist():
+        rows = torch.nonzero(lengths == length).flatten()
+        first = start[rows]
+        total = planes.index_select(1, first).to(torch.int32)
+        for offset in range(1, length):
+            total += planes.index_select(1, first + offset)
+        means = _box_mean_table(length).index_select(0, total.view(-1)).view(total.shape)
+        out.index_copy_(1, rows, means)
+    return out
+
+
+def _pixelate_uint8(images: torch.Tensor, severity: float) -> torch.Tensor:
+    """uint8 CPU path with the reference's pixels: PIL's BOX down (horizontal, then vertical), NEAREST up.
+
+    The whole chunk is one tall single-channel image for PIL's horizontal passes; the vertical passes run in
+    torch on contiguous rows. Chunks go to one thread per torch thread: PIL's resampling holds the GIL but
+    the torch steps do not, so the two overlap.
+    """
+    small_h, small_w = _pixelate_sizes(images, severity)
+    n, c, h, w = images.shape
+    if (small_h, small_w) == (h, w):
+        return images.clone()
+    pixels = images.contiguous()
+    out = torch.empty_like(pixels)
+    rows_up = _nearest_indices(h, small_h)
+
+    def run(start: int, stop: int) -> None:
+        for first in range(start, stop, _PIXELATE_CHUNK):
+            last = min(first + _PIXELATE_CHUNK, stop)
+            planes = (last - first) * c
+            tall = Image.fromarray(pixels[first:last].numpy().reshape(planes * h, w))
+            narrow = np.array(tall.resize((small_w, planes * h), Image.Resampling.BOX))
+            small = _box_rows(torch.from_numpy(narrow).view(planes, h, small_w), small_h)
+            wide = Image.fromarray(small.numpy().reshape(planes * small_h, small_w))
+            wide = np.array(wide.resize((w, planes * small_h), Image.Resampling.NEAREST))
+            torch.index_select(torch.from_numpy(wide).view(planes, small_h, w), 1, rows_up,
+                               out=out[first:last].view(planes, h, w))
+
+    _in_thread_pool(run, n)
+    return out
+
+
+@register_corruption("digital", "blocky: box down-sampling, nearest up-sampling", random=False,
+                     uint8_cpu=_pixelate_uint8)
 def pixelate(images: torch.Tensor, severity: float, generator: torch.Generator) -> torch.Tensor:
     small_h, small_w = _pixelate_sizes(images, severity)
     h, w = images.shape[-2:]
@@ -234,24 +327,60 @@ def _jpeg_quality(severity: float) -> float:
 
 
 def _jpeg_pil(images: torch.Tensor, severity: float) -> torch.Tensor:
-    """uint8 CPU path: a real JPEG round trip through PIL (what the reference does), tables set by quality."""
+    """uint8 CPU path: a real JPEG round trip (what the reference does), tables set by quality.
+
+    PIL (libjpeg) encodes; torchvision's libjpeg decoder decodes straight to C x H x W. One thread per torch
+    thread takes a share of the images (the decoder releases the GIL, so one thread decodes while another
+    encodes). Both use the same libjpeg defaults (islow IDCT, fancy up-sampling), so the pixels are PIL's.
+    """
     quality = _jpeg_quality(max(severity, 1.0))
     if quality == int(quality):  # libjpeg's own tables for integer qualities (the reference's call)
         options: dict = {"quality": int(quality)}
     else:  # in between: the tables of the interpolated quality
         options = {"qtables": [_quant_table(base, quality, torch.device("cpu")).int().flatten().tolist()
                                for base in (_LUMA_TABLE, _CHROMA_TABLE)], "subsampling": "4:2:0"}
+    decode = _jpeg_decoder()
+    if decode is None:
+        def round_trip(image: Image.Image) -> Image.Image:
+            buffer = BytesIO()
+            image.save(buffer, "JPEG", **options)
+            buffer.seek(0)
+            return Image.open(buffer)
 
-    def round_trip(image: Image.Image) -> Image.Image:
-        buffer = BytesIO()
-        image.save(buffer, "JPEG", **options)
-        buffer.seek(0)
-        return Image.open(buffer)
+        compressed = _pil_per_image(images, round_trip)
+    else:
+        planes = images.contiguous().numpy()
+        compressed = torch.empty_like(images)
 
-    compressed = _pil_per_image(images, round_trip)
+        def run(start: int, stop: int) -> None:
+            for first in range(start, stop, _JPEG_CHUNK):
+                last = min(first + _JPEG_CHUNK, stop)
+                encoded = []
+                for image in planes[first:last]:
+                    buffer = BytesIO()
+                    # RGB from three planes: cheaper than transposing the image to H x W x 3 first
+                    rgb = Image.merge("RGB", [Image.fromarray(plane) for plane in image])
+                    rgb.save(buffer, "JPEG", **options)
+                    encoded.append(torch.frombuffer(buffer.getbuffer(), dtype=torch.uint8))
+                torch.stack(decode(encoded), out=compressed[first:last])
+
+        _in_thread_pool(run, planes.shape[0])
     if severity >= 1.0:
         return compressed
     return torch.lerp(images.float(), compressed.float(), severity).round_().to(torch.uint8)
+
+
+_JPEG_CHUNK = 32  # images encoded, then decoded in one call (a short run keeps the threads interleaved)
+
+
+@functools.lru_cache(maxsize=1)
+def _jpeg_decoder() -> Callable[[list[torch.Tensor]], list[torch.Tensor]] | None:
+    """torchvision's batched JPEG decoder, or None when torchvision is not installed (PIL decodes then)."""
+    try:
+        from torchvision.io import decode_jpeg
+    except ImportError:  # pragma: no cover - torchvision comes with timm
+        return None
+    return decode_jpeg
 
 
 @register_corruption("digital", "JPEG compression artefacts (blocks, ringing, colour bleeding)", random=False,

@@ -23,6 +23,7 @@ from zeal_core.corruptions._ops import (
     normal,
     reference_grid,
     resize,
+    single_torch_thread,
     spatial_scale,
     uniform,
 )
@@ -143,27 +144,34 @@ def fog(images: torch.Tensor, severity: float, generator: torch.Generator) -> to
 
 
 def _dilate(mask: torch.Tensor, square: bool) -> torch.Tensor:
-    """One step of binary dilation (3 x 3 square or cross) of a bool mask by OR-ing shifted copies."""
-    w = mask.shape[-1]
-    padded = F.pad(mask, (1, 1, 1, 1))
-    vertical = padded[..., :-2, 1:-1] | padded[..., 2:, 1:-1] | mask
-    if square:
-        padded = F.pad(vertical, (1, 1, 0, 0))
-        return padded[..., :w] | padded[..., 2:] | vertical
-    return padded[..., 1:-1, :w] | padded[..., 1:-1, 2:] | vertical
+    """One step of binary dilation (3 x 3 square or cross) of a bool mask by OR-ing shifted copies in place.
+
+    Outside the image counts as False. In-place ORs on slices: fewer, cheaper ops than padding.
+    """
+    vertical = mask.clone()
+    vertical[..., 1:, :] |= mask[..., :-1, :]
+    vertical[..., :-1, :] |= mask[..., 1:, :]
+    source = vertical if square else mask
+    out = vertical.clone() if square else vertical
+    out[..., 1:] |= source[..., :-1]
+    out[..., :-1] |= source[..., 1:]
+    return out
 
 
 def _distance_to_rim(rim: torch.Tensor, cap: float) -> torch.Tensor:
     """Distance (px, capped) from every pixel to the nearest rim pixel (bool mask), by repeated dilation.
 
-    Alternating square and cross dilations give octagonal distances, close to Euclidean.
+    Alternating square and cross dilations give octagonal distances, close to Euclidean. The distance is
+    the number of steps a pixel was not reached yet: steps minus the steps it was reached.
     """
     reached = rim
-    distance = torch.zeros(rim.shape, dtype=torch.uint8, device=rim.device)
-    for step in range(math.ceil(cap)):
-        distance += ~reached
-        reached = _dilate(reached, square=step % 2 == 0)
-    return distance.float().clamp_(max=cap)
+    steps = math.ceil(cap)
+    reached_steps = torch.zeros(rim.shape, dtype=torch.uint8, device=rim.device)
+    for step in range(steps):
+        reached_steps += reached
+        if step < steps - 1:
+            reached = _dilate(reached, square=step % 2 == 0)
+    return (steps - reached_steps.float()).clamp_(max=cap)
 
 
 def _filter3x3(images: torch.Tensor, kernel: tuple[tuple[float, ...], ...]) -> torch.Tensor:
@@ -220,4 +228,9 @@ def _spatter_level(images: torch.Tensor, level: int, generator: torch.Generator)
 
 @register_corruption("weather", "water drops (1-3) or mud (4-5) on the lens")
 def spatter(images: torch.Tensor, severity: float, generator: torch.Generator) -> torch.Tensor:
-    return blend_levels(_spatter_level, images, severity, generator)
+    if images.device.type != "cpu":
+        return blend_levels(_spatter_level, images, severity, generator)
+    # hundreds of small single-channel mask ops per chunk: with zeal_core's OMP_WAIT_POLICY=PASSIVE every
+    # parallel op wakes a sleeping thread, which costs more than the op; one thread is ~1.6x faster here
+    with single_torch_thread():
+        return blend_levels(_spatter_level, images, severity, generator)

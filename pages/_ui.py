@@ -200,11 +200,6 @@ def watched_job(kind: str) -> Any | None:
     return find_job(kind)
 
 
-def job_is_finished(job: Any) -> bool:
-    """True once a job is done, failed or cancelled."""
-    return job.status in ("done", "failed", "cancelled")
-
-
 def show_job(job: Any, on_done: Callable[[Any], None] | None = None) -> None:
     """Draw a job's status and progress; call ``on_done(job)`` once, when it has just finished."""
     label = f"{job.kind} job `{job.id}`: {job.status}"
@@ -217,7 +212,7 @@ def show_job(job: Any, on_done: Callable[[Any], None] | None = None) -> None:
     else:
         st.warning(label)
     seen_key = f"zeal_job_seen_{job.id}"
-    if job_is_finished(job) and on_done is not None and not st.session_state.get(seen_key):
+    if job.is_final and on_done is not None and not st.session_state.get(seen_key):
         st.session_state[seen_key] = True
         on_done(job)
 
@@ -234,6 +229,20 @@ def poll_job(kind: str) -> None:
     show_job(job)
     if job.is_final:
         st.rerun()
+
+
+def ended_job(kind: str, idle_caption: str) -> Any | None:
+    """This user's ``kind`` job: a caption when there is none, live progress while it runs, and once it has
+    ended its status, returning it so the page can draw the results (None until then)."""
+    job = watched_job(kind)
+    if job is None:
+        st.caption(idle_caption)
+        return None
+    if not job.is_final:
+        poll_job(kind)
+        return None
+    show_job(job)
+    return job
 
 
 def sidebar_status() -> None:

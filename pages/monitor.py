@@ -6,15 +6,13 @@ from plotly.subplots import make_subplots
 
 from pages._ui import (
     active_version,
+    ended_job,
     first_run_panel,
     job_queue,
-    poll_job,
     registry,
     require,
-    show_job,
     submit_job,
     user_errors,
-    watched_job,
 )
 
 monitor = require("zeal_core.monitor", "The Monitor page")
@@ -148,12 +146,6 @@ if st.button("Run the stream", type="primary", key="monitor_run", disabled=job_q
     st.rerun()
 
 
-job = watched_job("monitor")
-if job is None:
-    st.caption("Press Run to simulate the stream (it runs in the background).")
-elif not job.is_final:
-    poll_job("monitor")
-else:
-    show_job(job)
-    if job.status == "done" and job.result:
-        show_result(job.result)
+job = ended_job("monitor", "Press Run to simulate the stream (it runs in the background).")
+if job is not None and job.status == "done" and job.result:
+    show_result(job.result)

@@ -7,15 +7,13 @@ from pages._ui import (
     KEY_DRIFT_SPEC,
     active_version,
     cards_frame,
+    ended_job,
     first_run_panel,
     job_queue,
-    poll_job,
     registry,
     require,
-    show_job,
     submit_job,
     user_errors,
-    watched_job,
 )
 
 retrain = require("zeal_core.retrain", "The Retrain page")
@@ -78,13 +76,8 @@ if submitted:
         st.rerun()
 
 
-job = watched_job("retrain")
-if job is None:
-    st.caption("No retrain job yet.")
-elif not job.is_final:
-    poll_job("retrain")
-else:
-    show_job(job)
+job = ended_job("retrain", "No retrain job yet.")
+if job is not None:
     version = (job.result or {}).get("version") if job.status == "done" else None
     if version:
         new_card = models.card(version)

@@ -10,47 +10,22 @@ from __future__ import annotations
 import io
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
+from zeal_core.bench.app import CHROMIUM as CHROMIUM_PATH
+from zeal_core.bench.app import CHROMIUM_ARGS, seed_model, start_app, stop_app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM = Path(CHROMIUM_PATH)
 SERVER_START_S = 90  # s; the first start imports torch, timm and plotly on a shared CPU
 PAGE_TIMEOUT_MS = 120_000  # ms for one page to finish its work (a cold Drift Lab computes embeddings)
 PAGES = ["home", "data", "model", "drift_lab", "retrain", "monitor", "upload"]
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def seed_model(models_dir: Path, epochs: int | None = 2) -> str:
-    """Train a digits model into ``models_dir`` (``epochs=None``: the default recipe), make it active."""
-    from zeal_core.models.registry import ModelRegistry
-    from zeal_core.train import default_config, train_and_register
-
-    registry = ModelRegistry(models_dir)
-    config = default_config("digits")
-    card = train_and_register("digits", replace(config, epochs=epochs or config.epochs), device="cpu",
-                              registry=registry)
-    registry.set_active(card.version)
-    return card.version
 
 
 @pytest.fixture(scope="module")
@@ -66,33 +41,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         env[variable] = str(root / sub)
     # A quick model for the checks; the default recipe when screenshots are wanted (they go in the README).
     seed_model(root / "models", epochs=None if os.environ.get("ZEAL_SCREENSHOTS") else 2)
-    port = free_port()
-    log_path = root / "streamlit.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not start; its log:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+        process, url = start_app(env, root / "streamlit.log", timeout_s=SERVER_START_S)
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    try:
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_app(process)
 
 
 @pytest.fixture(scope="module")

@@ -37,21 +37,60 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 TIMEOUT_S = 300.0  # s allowed for any one wait
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def _seed_model(models_dir: Path) -> str:
+def seed_model(models_dir: Path, epochs: int | None = 2) -> str:
+    """Train a digits model into ``models_dir`` (``epochs=None``: the default recipe), make it active."""
     from zeal_core.models.registry import ModelRegistry
     from zeal_core.train import default_config, train_and_register
 
     registry = ModelRegistry(models_dir)
-    card = train_and_register("digits", replace(default_config("digits"), epochs=2), device="cpu",
+    config = default_config("digits")
+    card = train_and_register("digits", replace(config, epochs=epochs or config.epochs), device="cpu",
                               registry=registry)
     registry.set_active(card.version)
     return card.version
+
+
+def start_app(env: dict[str, str], log_path: Path, port: int = 0,
+              timeout_s: float = TIMEOUT_S) -> tuple[subprocess.Popen, str]:
+    """``streamlit run app.py`` on 127.0.0.1; returns (process, base URL) once its health check answers.
+
+    Raises:
+        RuntimeError: The server exited or did not answer in ``timeout_s`` (the message ends with its log).
+    """
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
+                if response.read().strip() == b"ok":
+                    return process, url
+        except OSError:
+            time.sleep(0.05)
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_app(process)
+            raise RuntimeError(f"streamlit did not start; its log:\n{log_path.read_text()[-3000:]}")
+
+
+def stop_app(process: subprocess.Popen) -> None:
+    """Terminate a server from ``start_app`` (kill it if it does not stop within 15 s)."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 def _wait_idle(page: Any, settle_s: float = 0.3) -> None:
@@ -84,32 +123,17 @@ def run(steps: int = 6, port: int = 0) -> dict[str, Any]:
         (work / sub).mkdir()
         env[variable] = str(work / sub)
         os.environ[variable] = str(work / sub)
-    version = _seed_model(work / "models")
-    port = port or _free_port()
-    url = f"http://127.0.0.1:{port}"
+    version = seed_model(work / "models")
     results: dict[str, Any] = {"model": version, "cpu_count": os.cpu_count(), "steps": steps}
     start = time.monotonic()
-    with open(work / "streamlit.log", "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server, url = start_app(env, work / "streamlit.log", port)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(TIMEOUT_S * 1000)
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=1) as response:
-                        if response.read().strip() == b"ok":
-                            break
-                except OSError:
-                    time.sleep(0.05)
-                if server.poll() is not None:
-                    raise RuntimeError(f"streamlit exited; see {work / 'streamlit.log'}")
             results["server_ready_s"] = time.monotonic() - start
-            page.goto(f"{url}/home")
+            page.goto(f"{url}/")  # Home, the default page, lives at the root
             page.get_by_text("What next").wait_for()
             _wait_idle(page)
             results["first_render_s"] = time.monotonic() - start
@@ -142,11 +166,7 @@ def run(steps: int = 6, port: int = 0) -> dict[str, Any]:
             results["slider_cached_all_s"] = [round(t, 3) for t in down]
             browser.close()
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_app(server)
     results["targets"] = {"first_render_s": 5.0, "slider_cached_s": 1.5}
     return results
 

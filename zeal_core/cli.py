@@ -56,7 +56,8 @@ def _print_human(result: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the process exit code (0 ok, 2 user error, 130 interrupted)."""
+    """Run one command; returns the process exit code (0 ok, 1 a check found problems, 2 user error,
+    130 interrupted)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -74,4 +75,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, default=str))
     else:
         _print_human(result)
-    return 0
+    return 1 if result.get("ok") is False else 0  # a check that ran and found problems (e.g. bench load)

@@ -224,7 +224,7 @@ def run_grid(features: dict[Any, Any], detectors: Sequence[str], sizes: Sequence
                 detection[name].setdefault(label, {})[size] = hits[name] / max(trials, 1)
         report(progress, "grid", step + 1, len(used), f"size {size} done")
     return {"sizes": used, "skipped_sizes": [size for size in sizes if size not in used],
-            "reference_size": (total + 1) // 2, "null_trials": null_trials, "trials": trials,
+            "reference_size": (total + 1) // 2, "null_trials": null_trials, "trials": trials, "alpha": alpha,
             "false_positive_rate": false_positive, "detection_rate": detection,
             "detector_seconds": {name: round(value, 2) for name, value in timing.items()}}
 
@@ -234,10 +234,14 @@ def grid_markdown(grid: dict[str, Any]) -> str:
     sizes = grid["sizes"]
     head = "| detector | " + " | ".join(f"n={size}" for size in sizes) + " |"
     rule = "|---" * (len(sizes) + 1) + "|"
-    lines = [f"False-positive rate, clean vs clean ({grid['null_trials']} trials per size; "
-             f"reference n={grid['reference_size']}):", "", head, rule]
+    alpha, null_trials = grid.get("alpha", 0.05), grid["null_trials"]
+    # Binomial standard error of a calibrated detector's rate: how far a cell may stray from alpha by chance.
+    spread = (alpha * (1 - alpha) / max(null_trials, 1)) ** 0.5
+    lines = [f"False-positive rate at alpha {alpha:g}, clean vs clean ({null_trials} trials per size, so a "
+             f"calibrated detector's rate has a standard error of {spread:.3f}; reference "
+             f"n={grid['reference_size']}):", "", head, rule]
     for name, rates in grid["false_positive_rate"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{rates[size]:.2f}" for size in sizes) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{rates[size]:.3f}" for size in sizes) + " |")
     drifts = sorted({label for rates in grid["detection_rate"].values() for label in rates})
     for label in drifts:
         lines += ["", f"Detection rate, {label} ({grid['trials']} trials):", "", head, rule]

@@ -1,0 +1,368 @@
+"""Many users at once: concurrent Chromium sessions on one app server, with retrain jobs running beside them.
+
+Usage: ``python -m zeal_core bench load [--sessions 5] [--steps 4] [--burst 3] [--retrains 2] [--json]``
+(exit code 1 when a check failed; the reasons are in ``problems``)
+
+Starts ``streamlit run app.py`` with its own temporary data, models and state folders (a small digits model
+is trained into them first), then drives Debian's Chromium with Playwright, one browser context (its own
+cookies, its own Streamlit session) per user:
+
+- each of ``sessions`` users opens the Drift Lab on a corruption and seed of its own, then moves its
+  severity slider ``steps`` times, one key press at a time, and times each *drift check*: from the key press
+  to the page showing the new spec's results with the script idle;
+- then presses the key ``burst`` times without waiting (a fast drag) and checks that the page settles on
+  the slider's final value, never on an intermediate one (a stale answer);
+- meanwhile one more user clicks Retrain ``retrains`` times on the Retrain page (the jobs must queue and run
+  one after another in the worker process), and a thread polls the server's health endpoint.
+
+Afterwards every user's page must show its own spec, and its drifted accuracy must equal the one computed
+in this process for that spec; the registry must list every new version, each loadable and a child of the
+seeded model. The result holds the correctness checks (``ok`` and ``problems``) and the timings: p50/p95/max
+of a drift check under load, of a health check, and the same drift check measured alone (a baseline, after
+the load, in the same server and browser).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from zeal_core.bench.app import CHROMIUM, CHROMIUM_ARGS, seed_model, start_app, stop_app
+
+# Cheap corruptions, one per user, so that every user's answers differ from the others'.
+CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "contrast", "brightness", "saturate",
+               "jpeg_compression", "pixelate")
+START_SEVERITY = 1.0  # severity each user starts from; a key press moves the slider by 0.25
+SEVERITY_STEP = 0.25  # the Drift Lab's slider step
+WAIT_S = 600.0  # s allowed for any one wait (a loaded 2-core machine is slow, a hung one is a failure)
+HEALTH_EVERY_S = 0.25  # s between health probes
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The ``share`` quantile (0-1) by linear interpolation; NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    position = share * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """Count, p50, p95 and max of some timings (seconds, rounded to ms)."""
+    return {"count": len(values), "p50_s": round(percentile(values, 0.5), 3),
+            "p95_s": round(percentile(values, 0.95), 3), "max_s": round(max(values, default=float("nan")), 3)}
+
+
+def spec_text(corruption: str, severity: float) -> str:
+    """The Drift Lab's spec text for one corruption on every image (fraction 1 is left out)."""
+    return f"{corruption}:{severity:g}"
+
+
+class HealthProbe(threading.Thread):
+    """Polls ``/_stcore/health`` in the background and keeps every answer's latency (a failure counts)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url = f"{url}/_stcore/health"
+        self.latencies: list[float] = []
+        self.failures = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            begin = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=30) as response:
+                    response.read()
+                self.latencies.append(time.monotonic() - begin)
+            except OSError:
+                self.failures += 1
+            self.stopped.wait(HEALTH_EVERY_S)
+
+
+async def _script_idle(page: Any, settle_s: float = 0.3) -> None:
+    """Until the app's script has not been running for ``settle_s`` seconds."""
+    deadline = time.monotonic() + WAIT_S
+    quiet_since = None
+    running = page.locator('[data-testid="stApp"][data-test-script-state="running"]')
+    while time.monotonic() < deadline:
+        if await running.count():
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= settle_s:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"the app kept running for {WAIT_S:.0f} s")
+
+
+async def _shown_spec(page: Any) -> str:
+    """The spec the Drift Lab's results are for (the code span under "Drift spec")."""
+    box = page.locator('[data-testid="stMarkdownContainer"]', has_text="Drift spec").locator("code").first
+    return (await box.inner_text()).strip() if await box.count() else ""
+
+
+async def _drifted_accuracy(page: Any) -> str:
+    metric = page.locator('[data-testid="stMetric"]', has_text="Accuracy, drifted")
+    return (await metric.locator('[data-testid="stMetricValue"]').inner_text()).strip()
+
+
+async def _wait_for_spec(page: Any, expected: str) -> None:
+    """Until the page shows the results for ``expected`` and its script is idle."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        if await _shown_spec(page) == expected:
+            await _script_idle(page, settle_s=0.05)
+            if await _shown_spec(page) == expected:  # a queued rerun may have replaced it meanwhile
+                return
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"the Drift Lab did not show {expected!r} within {WAIT_S:.0f} s "
+                       f"(it shows {await _shown_spec(page)!r})")
+
+
+async def _slider_value(page: Any, corruption: str) -> float:
+    slider = page.locator(f'input[type="range"][aria-label="{corruption} severity"]')
+    return float(await slider.input_value())
+
+
+async def _user(browser: Any, url: str, user: int, corruption: str, n: int, steps: int, burst: int,
+                record: dict[str, Any]) -> None:
+    """One Drift Lab user: open, ``steps`` timed single steps, then a burst of ``burst`` key presses."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    page.set_default_timeout(WAIT_S * 1000)
+    severity = START_SEVERITY
+    begin = time.monotonic()
+    await page.goto(f"{url}/drift_lab?spec={spec_text(corruption, severity)}&n={n}&seed={user}")
+    await _wait_for_spec(page, spec_text(corruption, severity))
+    record["cold_s"] = time.monotonic() - begin
+    slider = page.locator(f'input[type="range"][aria-label="{corruption} severity"]')
+    for _ in range(steps):
+        severity += SEVERITY_STEP
+        await slider.focus()
+        begin = time.monotonic()
+        await page.keyboard.press("ArrowRight")
+        await _wait_for_spec(page, spec_text(corruption, severity))
+        record["checks_s"].append(time.monotonic() - begin)
+    await slider.focus()
+    for _ in range(burst):  # a fast drag: every press asks for a rerun while the last one still runs
+        await page.keyboard.press("ArrowRight")
+        severity += SEVERITY_STEP
+    await _script_idle(page, settle_s=2.0)
+    record["final_slider"] = await _slider_value(page, corruption)
+    record["expected_spec"] = spec_text(corruption, severity)
+    record["shown_spec"] = await _shown_spec(page)
+    if record["shown_spec"] != record["expected_spec"]:  # stale; give it one more chance to catch up
+        try:
+            await _wait_for_spec(page, record["expected_spec"])
+            record["caught_up_late"] = True
+        except TimeoutError:
+            pass
+        record["shown_spec"] = await _shown_spec(page)
+    record["shown_accuracy"] = await _drifted_accuracy(page)
+    record["url"] = page.url
+    record["exceptions"] = await page.locator('[data-testid="stException"]').count()
+    record["page"] = page
+
+
+async def _retrainer(browser: Any, url: str, retrains: int, record: dict[str, Any]) -> None:
+    """One Retrain-page user who clicks Retrain ``retrains`` times (the jobs queue behind each other)."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    page.set_default_timeout(WAIT_S * 1000)
+    await page.goto(f"{url}/retrain")
+    button = page.get_by_role("button", name="Retrain", exact=True)
+    for _ in range(retrains):
+        await button.wait_for()
+        await _script_idle(page)
+        await button.click()
+        await _script_idle(page)
+    record["clicked"] = retrains
+    await context.close()
+
+
+async def _drive(url: str, sessions: int, steps: int, burst: int, retrains: int, n: int) -> dict[str, Any]:
+    from playwright.async_api import async_playwright
+
+    users = [{"user": index, "corruption": CORRUPTIONS[index % len(CORRUPTIONS)], "checks_s": []}
+             for index in range(sessions)]
+    retrainer: dict[str, Any] = {}
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        tasks = [_user(browser, url, record["user"], record["corruption"], n, steps, burst, record)
+                 for record in users]
+        if retrains:
+            tasks.append(_retrainer(browser, url, retrains, retrainer))
+        begin = time.monotonic()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        load_s = time.monotonic() - begin
+        errors = [f"{type(outcome).__name__}: {outcome}" for outcome in outcomes
+                  if isinstance(outcome, BaseException)]
+
+        # Baseline: the same kind of drift check by one user alone, in the same server and browser.
+        alone: list[float] = []
+        first = next((record for record in users if "page" in record), None)
+        if first is not None:
+            page = first["page"]
+            slider = page.locator(f'input[type="range"][aria-label="{first["corruption"]} severity"]')
+            severity = await _slider_value(page, first["corruption"])
+            for _ in range(steps):
+                severity += SEVERITY_STEP
+                await slider.focus()
+                begin = time.monotonic()
+                await page.keyboard.press("ArrowRight")
+                await _wait_for_spec(page, spec_text(first["corruption"], severity))
+                alone.append(time.monotonic() - begin)
+        await browser.close()
+    for record in users:
+        record.pop("page", None)
+    return {"users": users, "retrainer": retrainer, "errors": errors, "load_s": load_s, "alone_s": alone}
+
+
+def _expected_accuracy(version: str, corruption: str, severity: float, n: int, seed: int) -> str:
+    """The drifted accuracy the Drift Lab should show for this user's final spec, computed here."""
+    import numpy as np
+
+    from zeal_core.embed import embed_sample
+
+    embedded = embed_sample(version, "digits", spec_text(corruption, severity), n, seed=seed, split="val",
+                            device="cpu", part="sample")
+    return f"{float(np.mean(np.asarray(embedded.preds) == np.asarray(embedded.labels))):.1%}"
+
+
+def _check_jobs_and_registry(seeded: str, retrains: int, wait_s: float) -> tuple[dict[str, Any], list[str]]:
+    """Wait for the retrain jobs, then check they ran one at a time and the registry is whole."""
+    from zeal_core.jobs import JobQueue
+    from zeal_core.models.registry import ModelRegistry
+
+    problems: list[str] = []
+    queue = JobQueue()
+    deadline = time.monotonic() + wait_s
+    jobs = [job for job in queue.list() if job.kind == "retrain"]
+    while time.monotonic() < deadline and (len(jobs) < retrains or not all(job.is_final for job in jobs)):
+        time.sleep(0.5)
+        jobs = [job for job in queue.list() if job.kind == "retrain"]
+    if len(jobs) != retrains:
+        problems.append(f"{len(jobs)} retrain jobs found, {retrains} clicked")
+    for job in jobs:
+        if job.status != "done":
+            problems.append(f"job {job.id} ended {job.status}: {job.error}")
+    ordered = sorted((job for job in jobs if job.started and job.finished), key=lambda job: job.started)
+    for earlier, later in itertools.pairwise(ordered):
+        if later.started < earlier.finished:  # ISO 8601 UTC text sorts as time
+            problems.append(f"jobs {earlier.id} and {later.id} ran at the same time")
+    registry = ModelRegistry()
+    new_versions = [card for card in registry.list() if card.version != seeded]
+    produced = {(job.result or {}).get("version") for job in jobs if job.status == "done"}
+    if {card.version for card in new_versions} != produced:
+        problems.append(f"registry holds {[c.version for c in new_versions]}, jobs made {sorted(produced)}")
+    for card in new_versions:
+        if card.parent != seeded:
+            problems.append(f"{card.version} has parent {card.parent}, not {seeded}")
+        try:
+            registry.load(card.version)
+        except Exception as error:  # any failure to load means the registry is not consistent
+            problems.append(f"{card.version} does not load: {error}")
+    info = {"jobs": [{"id": job.id, "status": job.status, "started": job.started, "finished": job.finished}
+                     for job in jobs], "versions": len(registry.list())}
+    return info, problems
+
+
+def run(sessions: int = 5, steps: int = 4, burst: int = 3, retrains: int = 2, n: int = 100,
+        port: int = 0) -> dict[str, Any]:
+    """Run the load scenario; returns correctness checks (``ok``, ``problems``) and timings (seconds)."""
+    work = Path(tempfile.mkdtemp(prefix="zeal-bench-load-"))
+    folders = {variable: str(work / sub) for variable, sub in (
+        ("ZEAL_DATA_DIR", "data"), ("ZEAL_MODELS_DIR", "models"), ("ZEAL_STATE_DIR", "state"))}
+    saved = {variable: os.environ.get(variable) for variable in folders}
+    for folder in folders.values():
+        Path(folder).mkdir()
+    os.environ.update(folders)  # this process checks the registry and jobs in the same folders
+    try:
+        return _run_in(work, dict(os.environ), sessions, steps, burst, retrains, n, port)
+    finally:
+        for variable, value in saved.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
+
+
+def _run_in(work: Path, env: dict[str, str], sessions: int, steps: int, burst: int, retrains: int, n: int,
+            port: int) -> dict[str, Any]:
+    seeded = seed_model(work / "models")
+    server, url = start_app(env, work / "streamlit.log", port)
+    probe = HealthProbe(url)
+    probe.start()
+    try:
+        driven = asyncio.run(_drive(url, sessions, steps, burst, retrains, n))
+    finally:
+        probe.stopped.set()
+        probe.join()
+    try:
+        jobs, problems = _check_jobs_and_registry(seeded, retrains, WAIT_S)
+    finally:
+        stop_app(server)
+    problems = list(driven["errors"]) + problems
+    for record in driven["users"]:
+        name = f"user {record['user']} ({record['corruption']})"
+        if "shown_spec" not in record:
+            problems.append(f"{name} did not finish")
+            continue
+        if record["shown_spec"] != record["expected_spec"]:
+            problems.append(f"{name} shows {record['shown_spec']!r}, its slider asks for "
+                            f"{record['expected_spec']!r} (a stale answer)")
+        severity = float(record["expected_spec"].split(":")[1])
+        expected = _expected_accuracy(seeded, record["corruption"], severity, n, record["user"])
+        record["expected_accuracy"] = expected
+        if record["shown_accuracy"] != expected:
+            problems.append(f"{name} shows drifted accuracy {record['shown_accuracy']}, expected {expected}")
+        if record["exceptions"]:
+            problems.append(f"{name} shows {record['exceptions']} exception(s)")
+    if probe.failures:
+        problems.append(f"{probe.failures} health checks failed")
+    checks = [value for record in driven["users"] for value in record["checks_s"]]
+    return {
+        "ok": not problems, "problems": problems, "sessions": sessions, "steps": steps, "burst": burst,
+        "retrains": retrains, "n": n, "cpu_count": os.cpu_count(), "model": seeded,
+        "load_s": round(driven["load_s"], 1),
+        "drift_check_under_load": summary(checks),
+        "drift_check_alone": summary(driven["alone_s"]),
+        "cold_view": summary([record["cold_s"] for record in driven["users"] if "cold_s" in record]),
+        "health": summary(probe.latencies) | {"failures": probe.failures},
+        "jobs": jobs,
+        "users": [{key: value for key, value in record.items() if key != "checks_s"}
+                  | {"checks_s": [round(value, 3) for value in record["checks_s"]]}
+                  for record in driven["users"]],
+    }
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sessions", type=int, default=5, help="concurrent Drift Lab users")
+    parser.add_argument("--steps", type=int, default=4, help="timed slider steps per user")
+    parser.add_argument("--burst", type=int, default=3, help="key presses in the final fast drag")
+    parser.add_argument("--retrains", type=int, default=2, help="Retrain clicks by one more user")
+    parser.add_argument("--n", type=int, default=100, help="Drift Lab sample size")
+    parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+
+
+def _handler(args: argparse.Namespace) -> dict[str, Any]:
+    return run(sessions=args.sessions, steps=args.steps, burst=args.burst, retrains=args.retrains, n=args.n,
+               port=args.port)
+
+
+def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    """Add ``bench load`` to the ``bench`` command."""
+    sub = actions.add_parser("load", parents=[parent], help="concurrent browser sessions + retrain jobs")
+    _add_arguments(sub)
+    sub.set_defaults(handler=_handler)

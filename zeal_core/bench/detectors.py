@@ -26,7 +26,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -339,6 +339,14 @@ def umap_speed(points: int = 1000, dims: int = 512) -> dict[str, Any]:
             "numba_cache": projection.warm_status()["numba_cache"]}
 
 
+def _optional(measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``measure()``, or why it was skipped when a package it needs is missing (a lean GPU image, say)."""
+    try:
+        return measure()
+    except ImportError as error:
+        return {"skipped": f"{error.name or error} is not installed"}
+
+
 # Entry points -----------------------------------------------------------------------------------------------
 
 
@@ -369,8 +377,9 @@ def bench_detectors(args: argparse.Namespace, progress: ProgressCallback | None 
         speed: dict[str, Any] = {"mmd_cpu": mmd_speed("cpu")}
         if torch.cuda.is_available():
             speed["mmd_cuda"] = mmd_speed("cuda")
-        speed["frouros"] = frouros_speed(args.frouros_n, permutations=args.frouros_permutations)
-        speed["umap"] = umap_speed()
+        speed["frouros"] = _optional(lambda: frouros_speed(args.frouros_n,
+                                                           permutations=args.frouros_permutations))
+        speed["umap"] = _optional(umap_speed)
         output["speed"] = speed
     output["seconds"] = round(time.perf_counter() - start, 1)
     return output

@@ -65,3 +65,16 @@ def test_bench_grid_on_synthetic_features() -> None:
     args = parser.parse_args(["--sizes", "10,20", "--detectors", "mmd,ks", "--skip-speed"])
     assert args.sizes == (10, 20) and args.detectors == ("mmd", "ks") and info["dims"] == 64
     assert np.isfinite(features[None].features).all()
+    assert "standard error of 0.109" in table  # sqrt(0.05 * 0.95 / 4): how far a cell may stray by chance
+
+
+def test_bench_speed_parts_are_skipped_without_their_package() -> None:
+    from zeal_core.bench.detectors import _optional
+
+    def needs_missing_package() -> dict:
+        import zeal_missing_package  # noqa: F401
+
+        return {"seconds": 1.0}
+
+    assert _optional(lambda: {"seconds": 1.0}) == {"seconds": 1.0}
+    assert _optional(needs_missing_package) == {"skipped": "zeal_missing_package is not installed"}

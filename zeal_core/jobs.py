@@ -40,6 +40,7 @@ from zeal_core import paths
 from zeal_core.data.dataset import atomic_write_bytes
 from zeal_core.errors import Cancelled, ConfigError, ZealError
 from zeal_core.progress import CancelToken, ProgressCallback, ProgressEvent
+from zeal_core.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +110,14 @@ class JobKind:
     run: JobRunner  # (params, progress, cancel) -> JSON-ready result dict
 
 
-_KINDS: dict[str, JobKind] = {}
+_KINDS: Registry[JobKind] = Registry("job kind")
 
 
 def register_job_kind(name: str, description: str) -> Callable[[JobRunner], JobRunner]:
     """Decorator: make ``function(params, progress, cancel) -> dict`` runnable as jobs of kind ``name``."""
 
     def decorate(function: JobRunner) -> JobRunner:
-        _KINDS[name] = JobKind(name=name, description=description, run=function)
+        _KINDS.add(name, JobKind(name=name, description=description, run=function))
         return function
 
     return decorate
@@ -124,7 +125,7 @@ def register_job_kind(name: str, description: str) -> Callable[[JobRunner], JobR
 
 def list_job_kinds() -> list[str]:
     """Names of the registered job kinds."""
-    return sorted(_KINDS)
+    return sorted(_KINDS.names())
 
 
 def job_kind_info(name: str) -> JobKind:
@@ -133,9 +134,7 @@ def job_kind_info(name: str) -> JobKind:
     Raises:
         ConfigError: No such kind.
     """
-    if name not in _KINDS:
-        raise ConfigError(f"unknown job kind {name!r}: choose one of {list_job_kinds()}")
-    return _KINDS[name]
+    return _KINDS.get(name)
 
 
 def _card_summary(card: Any) -> dict[str, Any]:

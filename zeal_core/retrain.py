@@ -35,6 +35,7 @@ from zeal_core.errors import ConfigError, ModelError
 from zeal_core.evaluate import evaluate
 from zeal_core.models.factory import ModelConfig, prepare_batch
 from zeal_core.progress import CancelToken, ProgressCallback, check_cancel, report
+from zeal_core.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ class StrategyInfo:
     run: StrategyFunction  # (model, model_config, context, options) -> (model, info)
 
 
-_STRATEGIES: dict[str, StrategyInfo] = {}
+_STRATEGIES: Registry[StrategyInfo] = Registry("strategy")
 
 
 def register_strategy(name: str, description: str, *, needs_labels: bool,
@@ -136,7 +137,7 @@ def register_strategy(name: str, description: str, *, needs_labels: bool,
     """Decorator: add ``function(model, model_config, context, options) -> (model, info)`` as ``name``."""
 
     def decorate(function: StrategyFunction) -> StrategyFunction:
-        _STRATEGIES[name] = StrategyInfo(name, description, needs_labels, options, function)
+        _STRATEGIES.add(name, StrategyInfo(name, description, needs_labels, options, function))
         return function
 
     return decorate
@@ -144,7 +145,7 @@ def register_strategy(name: str, description: str, *, needs_labels: bool,
 
 def list_strategies() -> list[str]:
     """Names of the registered strategies, cheapest first."""
-    return list(_STRATEGIES)
+    return _STRATEGIES.names()
 
 
 def strategy_info(name: str) -> StrategyInfo:
@@ -153,9 +154,7 @@ def strategy_info(name: str) -> StrategyInfo:
     Raises:
         ConfigError: No such strategy.
     """
-    if name not in _STRATEGIES:
-        raise ConfigError(f"unknown strategy {name!r}: choose one of {list_strategies()}")
-    return _STRATEGIES[name]
+    return _STRATEGIES.get(name)
 
 
 # ---------------------------------------------------------------------------------------------------------

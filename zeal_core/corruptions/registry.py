@@ -10,6 +10,7 @@ import torch
 
 from zeal_core.corruptions._ops import CorruptionFn
 from zeal_core.errors import ConfigError
+from zeal_core.registry import Registry
 
 MAX_SEVERITY = 5.0  # ImageNet-C's strongest level
 # images per chunk: on CPU a few images keep every intermediate in cache (2-4x faster than whole batches);
@@ -43,7 +44,7 @@ class _Entry:
     uint8_cpu: Uint8Fn | None = None  # optional faster path for uint8 batches on the CPU (e.g. via PIL)
 
 
-_REGISTRY: dict[str, _Entry] = {}
+_REGISTRY: Registry[_Entry] = Registry("corruption")
 # (uint8 N x 3 x H x W CPU images, severity in (0, 5]) -> uint8 images
 Uint8Fn = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -62,9 +63,7 @@ def register_corruption(
 
     def decorator(function: CorruptionFn) -> CorruptionFn:
         name = function.__name__
-        if name in _REGISTRY:
-            raise ConfigError(f"corruption {name!r} is registered twice: rename one of them")
-        _REGISTRY[name] = _Entry(CorruptionInfo(name, family, description, random), function, uint8_cpu)
+        _REGISTRY.add(name, _Entry(CorruptionInfo(name, family, description, random), function, uint8_cpu))
         return function
 
     return decorator
@@ -76,21 +75,13 @@ def list_corruptions() -> list[str]:
     return sorted(_REGISTRY, key=lambda name: (rank.get(name, len(rank)), name))
 
 
-def _entry(name: str) -> _Entry:
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        known = ", ".join(_REGISTRY)
-        raise ConfigError(f"unknown corruption {name!r}: use one of {known}") from None
-
-
 def corruption_info(name: str) -> CorruptionInfo:
     """Metadata of one corruption.
 
     Raises:
         ConfigError: the name is not registered.
     """
-    return _entry(name).info
+    return _REGISTRY.get(name).info
 
 
 def check_severity(severity: float, name: str = "") -> float:
@@ -137,7 +128,7 @@ def apply(images: torch.Tensor, name: str, severity: float, seed: int = 0) -> to
     Raises:
         ConfigError: unknown name, severity outside [0, 5] or NaN, or a tensor that is not N x 3 x H x W.
     """
-    entry = _entry(name)
+    entry = _REGISTRY.get(name)
     level = check_severity(severity, name)
     _check_images(images)
     if level == 0.0 or images.shape[0] == 0:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from zeal_core.errors import ConfigError
+from zeal_core.registry import Registry
 
 # Kinds of input a detector reads from an ``Embeddings`` object.
 INPUT_KINDS = ("features", "probs")
@@ -207,33 +208,24 @@ class DetectorInfo:
     description: str  # one line
 
 
-_REGISTRY: dict[str, type[DriftDetector]] = {}
+_REGISTRY: Registry[type[DriftDetector]] = Registry("detector")
 
 
 def register_detector(cls: type[DriftDetector]) -> type[DriftDetector]:
     """Class decorator: add a detector to the registry under ``cls.name``."""
     if not cls.name or cls.input_kind not in INPUT_KINDS:
         raise TypeError(f"{cls.__name__} needs a name and an input_kind in {INPUT_KINDS}")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise TypeError(f"detector name {cls.name!r} is registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return _REGISTRY.add(cls.name, cls)
 
 
 def list_detectors() -> list[str]:
     """Names of all registered detectors, in registration order."""
-    return list(_REGISTRY)
-
-
-def _lookup(name: str) -> type[DriftDetector]:
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown detector {name!r}: choose one of {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
+    return _REGISTRY.names()
 
 
 def detector_info(name: str) -> DetectorInfo:
     """One-line description and input kind of a registered detector."""
-    cls = _lookup(name)
+    cls = _REGISTRY.get(name)
     return DetectorInfo(name=cls.name, input_kind=cls.input_kind, description=cls.description)
 
 
@@ -248,7 +240,7 @@ def create_detector(name: str, alpha: float = 0.05, **options: Any) -> DriftDete
     Raises:
         ConfigError: Unknown name (the message lists the known ones) or an unknown or invalid option.
     """
-    cls = _lookup(name)
+    cls = _REGISTRY.get(name)
     try:
         return cls(alpha=alpha, **options)
     except TypeError as error:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from zeal_core.errors import ConfigError
+from zeal_core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -143,31 +144,27 @@ def _adwin(delta: float = 0.002, clock: int = 1, min_window: int = 5, min_instan
 
 
 # name -> (factory, one-line description)
-_STREAM_REGISTRY: dict[str, tuple[Callable[..., StreamDetector], str]] = {
-    "page_hinkley": (_page_hinkley, "Page-Hinkley: cumulative excess over the running mean (frouros)"),
-    "cusum": (_cusum, "CUSUM: one-sided cumulative sum of excess over the running mean (frouros)"),
-    "adwin": (_adwin, "ADWIN: adaptive window; alarms when sub-window means differ (frouros; values >= 0)"),
-}
+_STREAM_REGISTRY: Registry[tuple[Callable[..., StreamDetector], str]] = Registry("stream detector")
+for _name, _factory, _description in (
+    ("page_hinkley", _page_hinkley, "Page-Hinkley: cumulative excess over the running mean (frouros)"),
+    ("cusum", _cusum, "CUSUM: one-sided cumulative sum of excess over the running mean (frouros)"),
+    ("adwin", _adwin, "ADWIN: adaptive window; alarms when sub-window means differ (frouros; values >= 0)"),
+):
+    _STREAM_REGISTRY.add(_name, (_factory, _description))
 
 
 def list_stream_detectors() -> list[str]:
     """Names of the streaming detectors."""
-    return list(_STREAM_REGISTRY)
+    return _STREAM_REGISTRY.names()
 
 
 def stream_detector_info(name: str) -> StreamDetectorInfo:
     """Description and default options of a streaming detector."""
     import inspect
 
-    factory, description = _lookup(name)
+    factory, description = _STREAM_REGISTRY.get(name)
     defaults = {key: parameter.default for key, parameter in inspect.signature(factory).parameters.items()}
     return StreamDetectorInfo(name=name, description=description, defaults=defaults)
-
-
-def _lookup(name: str) -> tuple[Callable[..., StreamDetector], str]:
-    if name not in _STREAM_REGISTRY:
-        raise ConfigError(f"unknown stream detector {name!r}: choose one of {', '.join(_STREAM_REGISTRY)}")
-    return _STREAM_REGISTRY[name]
 
 
 def create_stream_detector(name: str, **options: Any) -> StreamDetector:
@@ -176,7 +173,7 @@ def create_stream_detector(name: str, **options: Any) -> StreamDetector:
     Raises:
         ConfigError: Unknown name or option, or an option frouros rejects (e.g. a negative threshold).
     """
-    factory, _ = _lookup(name)
+    factory, _ = _STREAM_REGISTRY.get(name)
     try:
         return factory(**options)
     except (TypeError, ValueError) as error:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -23,6 +25,7 @@ from zeal_core.progress import ProgressEvent
 # Session-state keys shared between pages (one place, so pages agree on the spelling).
 KEY_DATASET = "dataset"  # chosen dataset name, e.g. "digits" (set by the Data page)
 KEY_DRIFT_SPEC = "zeal_drift_spec"  # the Drift Lab's current DriftSpec text, read by Retrain and Monitor
+KEY_THROUGH_APP = "zeal_through_app"  # True once a run of this session has gone through app.py
 KEY_JOB_PREFIX = "zeal_job_"  # + purpose ("train", "retrain", "monitor"): the id of the job this user watches
 
 DEFAULT_DATASET = "digits"
@@ -362,19 +365,40 @@ def cards_frame(cards: list[Any]) -> Any:
                                        "created"])
 
 
-def _leave_pages_directory_mode() -> None:
-    """Make sure ``app.py``'s ``st.navigation`` is in charge, even on a fresh server's very first run.
+# Per script thread: True while app.py's ``page.run()`` runs this thread's page (see ensure_app_navigation).
+_RUN = threading.local()
 
-    A folder called ``pages/`` next to the main script makes Streamlit run the first request of a new server
-    process in its old multipage mode, which executes a page file directly (no page config, no sidebar
-    status) until ``st.navigation`` has run once. Every page imports this module, so the first such run
-    switches the mode off and starts again through ``app.py``; later runs are unaffected.
+
+@contextlib.contextmanager
+def running_through_app() -> Iterator[None]:
+    """Wrap ``page.run()`` in app.py: marks the page run by this thread, and the session, as started there."""
+    st.session_state[KEY_THROUGH_APP] = True
+    _RUN.through_app = True
+    try:
+        yield
+    finally:
+        _RUN.through_app = False
+
+
+def ensure_app_navigation() -> None:
+    """Start the run again through app.py when Streamlit ran this page file directly.
+
+    A folder called ``pages/`` next to the main script makes a new server process run its first requests in
+    Streamlit's old multipage mode: the requested page file runs without app.py (no page config, no sidebar
+    status, every file in pages/ listed as a page) until a run has called ``st.navigation``. Such a run
+    switches that mode off and reruns; that happens only on a session's first run, so no widget event
+    is lost (AppTest starts every run in that mode: after its first run through app.py, pages run as they
+    are). Every page calls this right after its imports. It must never run inside an import: the rerun
+    would abort the import, and every session importing the same module at that moment would fail with
+    "cannot import name '_lab' from 'pages'" (seen with five users at once).
     """
+    if getattr(_RUN, "through_app", False) or st.session_state.get(KEY_THROUGH_APP):
+        return
     from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
-_leave_pages_directory_mode()
+    context = get_script_run_ctx()
+    if context is None or Path(context.main_script_path).name != "app.py":
+        return  # a page run as the main script (AppTest.from_file on a page): no app.py to go through
+    PagesManager.uses_pages_directory = False
+    st.rerun()

@@ -12,8 +12,17 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages import _lab
-from pages._ui import KEY_DRIFT_SPEC, active_card, first_run_panel, require, user_errors
+from pages._ui import (
+    KEY_DRIFT_SPEC,
+    active_card,
+    ensure_app_navigation,
+    first_run_panel,
+    require,
+    user_errors,
+)
 from zeal_core.settings import get_settings
+
+ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
 
 corruptions = require("zeal_core.corruptions", "The Drift Lab")
 require("zeal_core.embed", "The Drift Lab")

@@ -2,7 +2,16 @@
 
 import streamlit as st
 
-from pages._ui import active_card, card_accuracy, dataset_name, device_text, first_run_panel
+from pages._ui import (
+    active_card,
+    card_accuracy,
+    dataset_name,
+    device_text,
+    ensure_app_navigation,
+    first_run_panel,
+)
+
+ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
 
 st.title("Zeal Drift Lab")
 st.write("See, measure and fix data drift in an image classifier: corrupt the data, watch the detectors "

@@ -12,6 +12,7 @@ from pages._ui import (
     active_version,
     cards_frame,
     dataset_name,
+    ensure_app_navigation,
     evaluate_cached,
     job_queue,
     registry,
@@ -21,6 +22,8 @@ from pages._ui import (
     watched_job,
 )
 from zeal_core.settings import get_settings
+
+ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
 
 require("zeal_core.models.registry", "The Model page")
 st.title("Model")

@@ -7,6 +7,7 @@ from plotly.subplots import make_subplots
 from pages._ui import (
     active_version,
     ended_job,
+    ensure_app_navigation,
     first_run_panel,
     job_queue,
     registry,
@@ -14,6 +15,8 @@ from pages._ui import (
     submit_job,
     user_errors,
 )
+
+ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
 
 monitor = require("zeal_core.monitor", "The Monitor page")
 corruptions = require("zeal_core.corruptions", "The Monitor page")

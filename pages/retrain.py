@@ -8,6 +8,7 @@ from pages._ui import (
     active_version,
     cards_frame,
     ended_job,
+    ensure_app_navigation,
     first_run_panel,
     job_queue,
     registry,
@@ -15,6 +16,8 @@ from pages._ui import (
     submit_job,
     user_errors,
 )
+
+ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
 
 retrain = require("zeal_core.retrain", "The Retrain page")
 corruptions = require("zeal_core.corruptions", "The Retrain page")

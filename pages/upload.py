@@ -8,12 +8,15 @@ from pages._ui import (
     StreamlitProgress,
     active_card,
     device,
+    ensure_app_navigation,
     first_run_panel,
     load_dataset_cached,
     load_model_cached,
     require,
     user_errors,
 )
+
+ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
 
 data_module = require("zeal_core.data", "The upload page")
 embed = require("zeal_core.embed", "The upload page")

@@ -125,6 +125,8 @@ def test_drift_lab_retrain_and_every_page(browser_page, server: str,
     page.get_by_text("Detectors flagging drift").wait_for()
     page.locator('[data-testid="stTable"]').first.wait_for()
     wait_idle(page)
+    # The first request of a fresh server: it must have gone through app.py (sidebar status, our pages only).
+    assert page.locator('[data-testid="stSidebar"]').get_by_text("Device:").count() > 0
     before = p_values(page)
     assert before and all(value for value in before)
     slider = page.locator('input[type="range"][aria-label="gaussian_noise severity"]')

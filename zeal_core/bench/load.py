@@ -15,7 +15,9 @@ cookies, its own Streamlit session) per user:
 - meanwhile one more user clicks Retrain ``retrains`` times on the Retrain page (the jobs must queue and run
   one after another in the worker process), and a thread polls the server's health endpoint.
 
-Afterwards every user's page must show its own spec, and its drifted accuracy must equal the one computed
+Every user arrives at the same moment on a fresh server, the case that once made most of them fail with
+"cannot import name '_lab' from 'pages'" (see ``pages._ui.ensure_app_navigation``). Afterwards every user's
+page must show app.py's sidebar and its own spec, and its drifted accuracy must equal the one computed
 in this process for that spec; the registry must list every new version, each loadable and a child of the
 seeded model. The result holds the correctness checks (``ok`` and ``problems``) and the timings: p50/p95/max
 of a drift check under load, of a health check, and the same drift check measured alone (a baseline, after
@@ -146,6 +148,8 @@ async def _user(browser: Any, url: str, user: int, corruption: str, n: int, step
     await page.goto(f"{url}/drift_lab?spec={spec_text(corruption, severity)}&n={n}&seed={user}")
     await _wait_for_spec(page, spec_text(corruption, severity))
     record["cold_s"] = time.monotonic() - begin
+    # app.py's sidebar status: absent when a fresh server ran the page file on its own (old pages/ mode).
+    record["through_app"] = await page.locator('[data-testid="stSidebar"]').get_by_text("Device:").count() > 0
     slider = page.locator(f'input[type="range"][aria-label="{corruption} severity"]')
     for _ in range(steps):
         severity += SEVERITY_STEP
@@ -327,6 +331,8 @@ def _run_in(work: Path, env: dict[str, str], sessions: int, steps: int, burst: i
         record["expected_accuracy"] = expected
         if record["shown_accuracy"] != expected:
             problems.append(f"{name} shows drifted accuracy {record['shown_accuracy']}, expected {expected}")
+        if not record["through_app"]:
+            problems.append(f"{name}: the Drift Lab ran without app.py (no sidebar status)")
         if record["exceptions"]:
             problems.append(f"{name} shows {record['exceptions']} exception(s)")
     if probe.failures:

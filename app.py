@@ -17,10 +17,10 @@ PAGES = [
 # st.navigation first: it takes over from Streamlit's old pages/-folder mode before pages._ui is imported.
 page = st.navigation(PAGES)
 
-from pages._ui import running_through_app, sidebar_status  # noqa: E402
+from pages._ui import mark_session_through_app, sidebar_status  # noqa: E402
 from zeal_core.settings import apply_torch_threads  # noqa: E402
 
 apply_torch_threads()  # ZEAL_TORCH_THREADS / demo mode: keep torch within a small host's cores
 sidebar_status()
-with running_through_app():  # the page's ensure_app_navigation() sees that this run came through here
-    page.run()
+mark_session_through_app()  # the page's ensure_app_navigation() needs no rerun for this session
+page.run()

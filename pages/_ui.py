@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -365,19 +364,9 @@ def cards_frame(cards: list[Any]) -> Any:
                                        "created"])
 
 
-# Per script thread: True while app.py's ``page.run()`` runs this thread's page (see ensure_app_navigation).
-_RUN = threading.local()
-
-
-@contextlib.contextmanager
-def running_through_app() -> Iterator[None]:
-    """Wrap ``page.run()`` in app.py: marks the page run by this thread, and the session, as started there."""
+def mark_session_through_app() -> None:
+    """Called by app.py before ``page.run()``: this session's runs go through app.py's ``st.navigation``."""
     st.session_state[KEY_THROUGH_APP] = True
-    _RUN.through_app = True
-    try:
-        yield
-    finally:
-        _RUN.through_app = False
 
 
 def ensure_app_navigation() -> None:
@@ -392,7 +381,7 @@ def ensure_app_navigation() -> None:
     would abort the import, and every session importing the same module at that moment would fail with
     "cannot import name '_lab' from 'pages'" (seen with five users at once).
     """
-    if getattr(_RUN, "through_app", False) or st.session_state.get(KEY_THROUGH_APP):
+    if st.session_state.get(KEY_THROUGH_APP):
         return
     from streamlit.runtime.pages_manager import PagesManager
     from streamlit.runtime.scriptrunner import get_script_run_ctx

@@ -46,6 +46,7 @@ START_SEVERITY = 1.0  # severity each user starts from; a key press moves the sl
 SEVERITY_STEP = 0.25  # the Drift Lab's slider step
 WAIT_S = 600.0  # s allowed for any one wait (a loaded 2-core machine is slow, a hung one is a failure)
 HEALTH_EVERY_S = 0.25  # s between health probes
+CLICK_WAIT_S = 120.0  # s for a Retrain click to show up as a queued job
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -179,19 +180,38 @@ async def _user(browser: Any, url: str, user: int, corruption: str, n: int, step
     record["page"] = page
 
 
+def _retrain_jobs() -> int:
+    """Retrain jobs in the server's job folder (this process points at the same state folder)."""
+    from zeal_core.jobs import JobQueue
+
+    return sum(job.kind == "retrain" for job in JobQueue().list())
+
+
 async def _retrainer(browser: Any, url: str, retrains: int, record: dict[str, Any]) -> None:
-    """One Retrain-page user who clicks Retrain ``retrains`` times (the jobs queue behind each other)."""
+    """One Retrain-page user who clicks Retrain ``retrains`` times (the jobs queue behind each other).
+
+    Each click waits until its job is on disk before the next: two clicks within one script run count once
+    in Streamlit (the second interrupts the run the first started), as a double-click should. A click that
+    made no job within ``CLICK_WAIT_S`` is repeated and counted in ``click_retries``.
+    """
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     page.set_default_timeout(WAIT_S * 1000)
     await page.goto(f"{url}/retrain")
     button = page.get_by_role("button", name="Retrain", exact=True)
-    for _ in range(retrains):
+    record["click_retries"] = 0
+    for index in range(retrains):
         await button.wait_for()
         await _script_idle(page)
-        await button.click()
-        await _script_idle(page)
-    record["clicked"] = retrains
+        for _attempt in range(3):
+            await button.click()
+            deadline = time.monotonic() + CLICK_WAIT_S
+            while _retrain_jobs() <= index and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            if _retrain_jobs() > index:
+                break
+            record["click_retries"] += 1
+    record["clicked"] = retrains + record["click_retries"]
     await context.close()
 
 
@@ -347,6 +367,7 @@ def _run_in(work: Path, env: dict[str, str], sessions: int, steps: int, burst: i
         "cold_view": summary([record["cold_s"] for record in driven["users"] if "cold_s" in record]),
         "health": summary(probe.latencies) | {"failures": probe.failures},
         "jobs": jobs,
+        "retrainer": driven["retrainer"],
         "users": [{key: value for key, value in record.items() if key != "checks_s"}
                   | {"checks_s": [round(value, 3) for value in record["checks_s"]]}
                   for record in driven["users"]],

@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import ROOT
 from zeal_core.bench.app import CHROMIUM as CHROMIUM_PATH
 from zeal_core.bench.app import CHROMIUM_ARGS, seed_model, start_app, stop_app
+from zeal_core.bench.app import wait_idle as bench_wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -74,17 +75,7 @@ def screenshots_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def wait_idle(page, settle_s: float = 1.0) -> None:
     """Wait until the app's script has not been running for ``settle_s`` seconds."""
-    deadline = time.monotonic() + PAGE_TIMEOUT_MS / 1000
-    quiet_since = None
-    while time.monotonic() < deadline:
-        running = page.locator('[data-testid="stApp"][data-test-script-state="running"]').count() > 0
-        if running:
-            quiet_since = None
-        elif quiet_since is None:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since >= settle_s:
-            return
-        time.sleep(0.2)
+    bench_wait_idle(page, settle_s=settle_s, timeout_s=PAGE_TIMEOUT_MS / 1000)
 
 
 def save_screenshot(page, folder: Path, name: str, max_height: int = 3200) -> Path:

@@ -93,9 +93,13 @@ def stop_app(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def _wait_idle(page: Any, settle_s: float = 0.3) -> None:
-    """Until the app's script has not been running for ``settle_s`` seconds."""
-    deadline = time.monotonic() + TIMEOUT_S
+def wait_idle(page: Any, settle_s: float = 0.3, timeout_s: float = TIMEOUT_S) -> None:
+    """Until the app's script has not been running for ``settle_s`` seconds (a Playwright sync page).
+
+    Raises:
+        TimeoutError: The script kept running for ``timeout_s`` seconds.
+    """
+    deadline = time.monotonic() + timeout_s
     quiet_since = None
     while time.monotonic() < deadline:
         if page.locator('[data-testid="stApp"][data-test-script-state="running"]').count():
@@ -135,14 +139,14 @@ def run(steps: int = 6, port: int = 0) -> dict[str, Any]:
             results["server_ready_s"] = time.monotonic() - start
             page.goto(f"{url}/")  # Home, the default page, lives at the root
             page.get_by_text("What next").wait_for()
-            _wait_idle(page)
+            wait_idle(page)
             results["first_render_s"] = time.monotonic() - start
 
             begin = time.monotonic()
             page.goto(f"{url}/drift_lab?spec=gaussian_noise:1@1&n=200&seed=0")
             page.locator('[data-testid="stTable"]').first.wait_for()
             page.locator(".js-plotly-plot").nth(1).wait_for()  # the severity curves are drawn last
-            _wait_idle(page)
+            wait_idle(page)
             results["drift_lab_cold_s"] = time.monotonic() - begin
             results["projection"] = "umap" if page.get_by_text("UMAP").count() else "pca"
 
@@ -155,7 +159,7 @@ def run(steps: int = 6, port: int = 0) -> dict[str, Any]:
                 page.keyboard.press(key)
                 while _p_values(page) == before and time.monotonic() - begin < TIMEOUT_S:
                     time.sleep(0.02)
-                _wait_idle(page, settle_s=0.05)
+                wait_idle(page, settle_s=0.05)
                 return time.monotonic() - begin - 0.05
 
             up = [step("ArrowRight") for _ in range(steps)]

@@ -121,9 +121,18 @@ async def _drifted_accuracy(page: Any) -> str:
 
 
 async def _wait_for_spec(page: Any, expected: str) -> None:
-    """Until the page shows the results for ``expected`` and its script is idle."""
+    """Until the page shows the results for ``expected`` and its script is idle.
+
+    Raises:
+        RuntimeError: The page shows an exception instead (at once, not after ``WAIT_S``).
+        TimeoutError: Neither within ``WAIT_S`` seconds.
+    """
     deadline = time.monotonic() + WAIT_S
+    error = page.locator('[data-testid="stException"]')
     while time.monotonic() < deadline:
+        if await error.count():
+            text = " ".join((await error.first.inner_text()).split())
+            raise RuntimeError(f"the Drift Lab shows an exception instead of {expected!r}: {text[:300]}")
         if await _shown_spec(page) == expected:
             await _script_idle(page, settle_s=0.05)
             if await _shown_spec(page) == expected:  # a queued rerun may have replaced it meanwhile

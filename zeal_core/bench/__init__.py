@@ -1,4 +1,41 @@
 """Benchmark actions for ``python -m zeal_core bench <action>``: one module per action.
 
 Add ``zeal_core/bench/<name>.py`` exposing ``register(actions, parent)`` (see ``zeal_core.commands.bench``).
+A module that can also run on its own (``python -m zeal_core.bench.<name>``) calls ``script_main``.
 """
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def script_main(description: str, add_arguments: Callable[[argparse.ArgumentParser], None],
+                handler: Callable[[argparse.Namespace], dict[str, Any]],
+                show: Callable[[dict[str, Any]], None], argv: Sequence[str] | None = None,
+                prog: str | None = None) -> int:
+    """Entry point of ``python -m zeal_core.bench.<name>``: the action's options plus ``--json``.
+
+    Args:
+        description: The ``--help`` text.
+        add_arguments: Adds the action's options (the same function its ``register`` uses).
+        handler: Runs the benchmark; returns a JSON-ready dict.
+        show: Prints the result for people when ``--json`` is not given.
+        argv: Arguments (default: the command line).
+        prog: Program name for ``--help``.
+
+    Returns:
+        The exit code, 0.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    result = handler(args)
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        show(result)
+    return 0

@@ -17,7 +17,6 @@ Numbers are wall-clock seconds on this machine; on a shared CPU they are pessimi
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -29,6 +28,8 @@ import urllib.request
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from zeal_core.bench import script_main
 
 ROOT = Path(__file__).resolve().parents[2]  # the project root, where app.py is
 CHROMIUM = "/usr/bin/chromium"
@@ -191,19 +192,14 @@ def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParse
     sub.set_defaults(handler=_handler)
 
 
+def _show(results: dict[str, Any]) -> None:
+    for key, value in results.items():
+        print(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: ``python -m zeal_core.bench.app``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_arguments(parser)
-    args = parser.parse_args(argv)
-    results = _handler(args)
-    if args.json:
-        print(json.dumps(results))
-    else:
-        for key, value in results.items():
-            print(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
-    return 0
+    return script_main(__doc__.splitlines()[0], _add_arguments, _handler, _show, argv)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from zeal_core.bench import script_main
 from zeal_core.corruptions import apply, list_corruptions
 from zeal_core.corruptions.metrics import ssim
 from zeal_core.device import describe_device, resolve_device
@@ -272,13 +272,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m zeal_core.bench.corruptions``: the markdown tables on stdout (``--json`` for the dict)."""
-    parser = argparse.ArgumentParser(prog="python -m zeal_core.bench.corruptions", description=__doc__)
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    _add_arguments(parser)
-    args = parser.parse_args(argv)
-    result = _handler(args)
-    print(json.dumps(result, default=str) if args.json else result["markdown"])
-    return 0
+    return script_main(__doc__, _add_arguments, _handler, lambda result: print(result["markdown"]), argv,
+                       prog="python -m zeal_core.bench.corruptions")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from zeal_core.bench import script_main
 from zeal_core.progress import ProgressCallback, report
 
 SIZES = (10, 20, 50, 100, 200, 500, 1000)  # sample sizes of the Failing Loudly tables
@@ -392,17 +393,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return bench_detectors(args, progress=stderr_progress)
 
 
+def _show(result: dict[str, Any]) -> None:
+    if "table" in result:
+        print(result["table"], file=sys.stderr)
+    print(json.dumps(result, default=str, indent=1))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m zeal_core.bench.detectors [options]``: prints the markdown table, then the JSON."""
-    parser = argparse.ArgumentParser(prog="python -m zeal_core.bench.detectors", description=__doc__)
-    parser.add_argument("--json", action="store_true", help="print only the JSON object")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    result = run(args)
-    if not args.json and "table" in result:
-        print(result["table"], file=sys.stderr)
-    print(json.dumps(result, default=str, indent=None if args.json else 1))
-    return 0
+    return script_main(__doc__, add_arguments, run, _show, argv, prog="python -m zeal_core.bench.detectors")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +40,10 @@ CACHE_SIZE = 64
 MODEL_CACHE_SIZE = 2
 
 
+# Fields of Embeddings that hold one row per item (besides ``extra``).
+_ROW_FIELDS = ("features", "probs", "preds", "labels", "indices", "affected", "logits")
+
+
 @dataclass(frozen=True)
 class Embeddings:
     """What a model sees in a set of images. Arrays are read-only (they may be shared through the cache)."""
@@ -51,15 +55,16 @@ class Embeddings:
     indices: np.ndarray  # int64, N positions of the items in their split (for thumbnails and tracing)
     spec: str = "clean"  # canonical drift-spec text applied before embedding
     affected: np.ndarray | None = None  # bool, N: True where the drift spec corrupted the image
+    logits: np.ndarray | None = None  # float32, N x C raw classifier outputs (probs = softmax(logits))
+    extra: dict[str, np.ndarray] = field(default_factory=dict)  # name -> N-row array of other signals
 
     def __post_init__(self) -> None:
         n = self.features.shape[0]
-        for name in ("probs", "preds", "labels", "indices", "affected"):
-            value = getattr(self, name)
+        arrays = {name: getattr(self, name) for name in _ROW_FIELDS}
+        arrays.update({f"extra[{key!r}]": value for key, value in self.extra.items()})
+        for name, value in arrays.items():
             if value is not None and value.shape[0] != n:
                 raise ConfigError(f"Embeddings.{name} has {value.shape[0]} rows, features have {n}")
-        for name in ("features", "probs", "preds", "labels", "indices", "affected"):
-            value = getattr(self, name)
             if isinstance(value, np.ndarray):
                 value.setflags(write=False)
 
@@ -80,9 +85,17 @@ class Embeddings:
         def pick(array: np.ndarray | None) -> np.ndarray | None:
             return None if array is None else array[rows].copy()
 
-        return Embeddings(features=self.features[rows].copy(), probs=self.probs[rows].copy(),
-                          preds=self.preds[rows].copy(), labels=pick(self.labels),
-                          indices=self.indices[rows].copy(), spec=self.spec, affected=pick(self.affected))
+        picked = {name: pick(getattr(self, name)) for name in _ROW_FIELDS}
+        return Embeddings(**picked, spec=self.spec,
+                          extra={key: value[rows].copy() for key, value in self.extra.items()})
+
+    def without_labels(self) -> Embeddings:
+        """The same items with ``labels`` None: what label-free code (estimators, diagnosis) receives."""
+        return replace(self, labels=None)
+
+    def with_extra(self, **signals: np.ndarray) -> Embeddings:
+        """The same items with more per-image signals in ``extra`` (e.g. a second model's softmax)."""
+        return replace(self, extra={**self.extra, **signals})
 
 
 def compute_embeddings(model: nn.Module, model_config: ModelConfig, images: torch.Tensor,
@@ -107,19 +120,20 @@ def compute_embeddings(model: nn.Module, model_config: ModelConfig, images: torc
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     device = resolve_device(device)
     model.eval()
-    features, probs = [], []
+    features, logits = [], []
     use_bf16 = device.type == "cuda"
     with torch.inference_mode():
         for start in range(0, images.shape[0], batch_size):
             batch = prepare_batch(images[start:start + batch_size], model_config, device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                batch_features, logits = extract_features(model, batch)
+                batch_features, batch_logits = extract_features(model, batch)
             features.append(batch_features.float().cpu())
-            probs.append(torch.softmax(logits.float(), dim=1).cpu())
+            logits.append(batch_logits.float().cpu())
     n = images.shape[0]
     feature_array = (torch.cat(features).numpy() if features
                      else np.zeros((0, getattr(model, "num_features", 0)), np.float32))
-    prob_array = torch.cat(probs).numpy() if probs else np.zeros((0, model_config.num_classes), np.float32)
+    logit_tensor = torch.cat(logits) if logits else torch.zeros((0, model_config.num_classes))
+    prob_array = torch.softmax(logit_tensor, dim=1).numpy()
     label_array = None
     if labels is not None:
         label_array = (labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor)
@@ -127,7 +141,8 @@ def compute_embeddings(model: nn.Module, model_config: ModelConfig, images: torc
     return Embeddings(features=feature_array.astype(np.float32, copy=False),
                       probs=prob_array.astype(np.float32, copy=False),
                       preds=prob_array.argmax(1).astype(np.int64) if n else np.zeros(0, np.int64),
-                      labels=label_array, indices=np.arange(n, dtype=np.int64))
+                      labels=label_array, indices=np.arange(n, dtype=np.int64),
+                      logits=logit_tensor.numpy().astype(np.float32, copy=False))
 
 
 def part_positions(split_size: int, part: str) -> np.ndarray:
@@ -231,9 +246,8 @@ def embed_sample(version: str, dataset: str | ImageDataset, spec: Any = None, n:
         chosen = drift_spec.apply(chosen, seed=int(seed))
     result = compute_embeddings(model, card.model_config, chosen, torch_device, labels=labels[positions],
                                 batch_size=batch_size)
-    result = Embeddings(features=result.features, probs=result.probs, preds=result.preds,
-                        labels=result.labels, indices=positions, spec=drift_spec.text,
-                        affected=affected if affected is not None else np.zeros(len(positions), bool))
+    result = replace(result, indices=positions, spec=drift_spec.text,
+                     affected=affected if affected is not None else np.zeros(len(positions), bool))
     with _LOCK:
         _CACHE[key] = result
         while len(_CACHE) > CACHE_SIZE:

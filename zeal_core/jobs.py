@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from zeal_core import paths
-from zeal_core.data.dataset import atomic_write_bytes
 from zeal_core.errors import Cancelled, ConfigError, ZealError
+from zeal_core.fileio import atomic_write_bytes
+from zeal_core.plugins import Registry
 from zeal_core.progress import CancelToken, ProgressCallback, ProgressEvent
-from zeal_core.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ from torch import nn
 
 from zeal_core.device import resolve_device
 from zeal_core.errors import ConfigError
+from zeal_core.jsonable import to_jsonable
 from zeal_core.models.factory import ModelConfig, extract_features, prepare_batch
 from zeal_core.progress import CancelToken, ProgressCallback, check_cancel, report
 
@@ -439,7 +440,7 @@ def simulate(
             events.append(RetrainEvent(
                 batch_index=index, strategy=config.strategy, parent=deployed_version, version=new_version,
                 drift_spec=spec_text, adapt_images=int(adapt_images.shape[0]) if unlabeled else 0,
-                seconds=seconds, metrics=_plain(new_card.metrics)))
+                seconds=seconds, metrics=to_jsonable(new_card.metrics)))
             log.info("monitor: batch %d -> %s retrain %s -> %s (%.1f s)", index, config.strategy,
                      deployed_version, new_version, seconds)
             deployed_version, last_retrain, retrained = new_version, index, True
@@ -458,13 +459,3 @@ def simulate(
     return MonitorResult(version=start_version, dataset=dataset.name, schedule=schedule.text,
                          config=config.to_dict(), batches=tuple(records), retrains=tuple(events),
                          seconds=time.perf_counter() - wall_start)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    if isinstance(value, (np.generic,)):
-        return value.item()
-    return value

@@ -42,6 +42,8 @@ import torch
 import yaml
 
 from zeal_core.errors import ConfigError, ZealError
+from zeal_core.fileio import atomic_write_text
+from zeal_core.jsonable import json_default
 from zeal_core.paths import safe_name
 from zeal_core.progress import CancelToken, ProgressCallback, check_cancel, report
 
@@ -506,23 +508,8 @@ def detector_table(
 # Files: JSON, CSV, plots and the Markdown report.
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write a small text file atomically (a reader never sees half of it)."""
-    from zeal_core.data.dataset import atomic_write_bytes
-
-    atomic_write_bytes(path, text.encode())
-
-
 def _write_json(path: Path, value: Any) -> None:
-    _write_text(path, json.dumps(value, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -530,7 +517,7 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]])
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    _write_text(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
 
 
 def machine_description(device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -705,7 +692,7 @@ def write_report(paths: StagePaths, params: PipelineParams) -> Path:
         "```",
         "",
     ]
-    _write_text(paths.report_md, "\n".join(lines))
+    atomic_write_text(paths.report_md, "\n".join(lines))
     return paths.report_md
 
 
@@ -911,7 +898,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ZealError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(json.dumps(result, default=_json_default))
+    print(json.dumps(result, default=json_default))
     return 0
 
 

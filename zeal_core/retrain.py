@@ -33,9 +33,10 @@ from torch import nn
 from zeal_core.device import resolve_device
 from zeal_core.errors import ConfigError, ModelError
 from zeal_core.evaluate import evaluate
+from zeal_core.jsonable import to_jsonable
 from zeal_core.models.factory import ModelConfig, prepare_batch
+from zeal_core.plugins import Registry
 from zeal_core.progress import CancelToken, ProgressCallback, check_cancel, report
-from zeal_core.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -582,7 +583,7 @@ def adapt(
         "device": str(device),
         "eval_seed": EVAL_SEED,
         "n_val": int(val_labels.numel()),
-        "details": _json_ready(details),
+        "details": to_jsonable(details),
     }
     recipe = {"strategy": name, "options": asdict(strategy_options), "parent": version,
               "drift_spec": drift.text, "parent_recipe": parent_card.recipe}
@@ -594,13 +595,3 @@ def adapt(
     log.info("%s: %s -> %s, drifted %.4f -> %.4f, clean %.4f -> %.4f in %.1f s", name, version, card.version,
              drifted_before, drifted_after, clean_before, clean_after, seconds)
     return card
-
-
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(key): _json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(item) for item in value]
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    return value

@@ -488,6 +488,7 @@ def train_and_register(
     strategy: str | None = None,
     drift_spec: str | None = None,
     notes: str = "",
+    classes: tuple[str, ...] | list[str] | None = None,
 ) -> ModelCard:
     """Load a dataset by name, train on it, and save the model as a new registry version.
 
@@ -505,6 +506,8 @@ def train_and_register(
         strategy: How it was derived, e.g. ``"retrain"``.
         drift_spec: The drift-spec text it was adapted to, if any.
         notes: Free text for the card.
+        classes: Train on these classes only (names, in output order); the card records them as
+            ``class_names`` and the other classes become unseen ones for this model.
 
     Returns:
         The new version's ``ModelCard``.
@@ -513,6 +516,8 @@ def train_and_register(
 
     registry = registry if registry is not None else ModelRegistry()
     dataset = load_dataset(dataset_name, progress=progress)
+    if classes is not None:
+        dataset = dataset.with_classes(tuple(classes))
     result = train_model(dataset, config, device=device, progress=progress, cancel=cancel)
     card_json = ""
     if distributed.is_main_process():
@@ -523,7 +528,8 @@ def train_and_register(
             notes = "; ".join([notes, *result.warnings]) if notes else "; ".join(result.warnings)
         card = registry.save(result.model, model_config=result.model_config, dataset=dataset_name,
                              dataset_fingerprint=dataset.fingerprint, recipe=recipe, metrics=metrics,
-                             parent=parent, strategy=strategy, drift_spec=drift_spec, notes=notes)
+                             parent=parent, strategy=strategy, drift_spec=drift_spec, notes=notes,
+                             class_names=None if classes is None else dataset.class_names)
         card_json = card.to_json()
     if distributed.is_distributed():
         card_json = distributed.broadcast_text(card_json)

@@ -10,7 +10,7 @@ import torch
 
 from zeal_core.corruptions._ops import CorruptionFn
 from zeal_core.errors import ConfigError
-from zeal_core.registry import Registry
+from zeal_core.plugins import Registry
 
 MAX_SEVERITY = 5.0  # ImageNet-C's strongest level
 # images per chunk: on CPU a few images keep every intermediate in cache (2-4x faster than whole batches);

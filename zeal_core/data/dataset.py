@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from zeal_core.errors import DataError
+from zeal_core.fileio import atomic_write, atomic_write_bytes
 from zeal_core.paths import remove_stale_temp_files
 
 # Bump when the cache layout changes, so that old caches are rebuilt instead of misread.
@@ -57,6 +56,31 @@ class ImageDataset:
         mask = self.is_val if which == "val" else ~self.is_val
         return self.images[mask], self.labels[mask]
 
+    def with_classes(self, names: tuple[str, ...] | list[str]) -> ImageDataset:
+        """Only the images of the classes ``names``, relabelled 0..k-1 in the order given.
+
+        A model trained on such a subset meets the other classes as unseen ones (the ``unseen_classes``
+        drift). The name stays the source's (``load_dataset(name)`` gives the full set back); the
+        fingerprint is the subset's own.
+
+        Raises:
+            DataError: A name is not a class of this dataset, is repeated, or fewer than 2 are given.
+        """
+        chosen = tuple(str(name) for name in names)
+        unknown = [name for name in chosen if name not in self.class_names]
+        if unknown or len(set(chosen)) != len(chosen) or len(chosen) < 2:
+            raise DataError(f"dataset {self.name}: a class subset needs at least 2 distinct classes of "
+                            f"{list(self.class_names)}; got {list(chosen)}")
+        old_to_new = torch.full((self.num_classes,), -1, dtype=torch.int64)
+        for new_index, name in enumerate(chosen):
+            old_to_new[self.class_names.index(name)] = new_index
+        mapped = old_to_new[self.labels]
+        keep = mapped >= 0
+        images, labels, is_val = self.images[keep], mapped[keep], self.is_val[keep]
+        return ImageDataset(name=self.name, images=images, labels=labels, is_val=is_val, class_names=chosen,
+                            fingerprint=content_fingerprint(images, labels, is_val, chosen),
+                            skipped=self.skipped)
+
     def class_counts(self) -> dict[str, dict[str, int]]:
         """Images per class and split, e.g. ``{"tench": {"train": 963, "val": 387}}``."""
         counts: dict[str, dict[str, int]] = {}
@@ -97,21 +121,6 @@ def content_fingerprint(
     return digest.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_cache(dataset: ImageDataset, path: Path) -> None:
     """Store a dataset as ``<path>.safetensors`` (tensors) plus ``<path>.json`` (names), atomically.
 
@@ -135,19 +144,10 @@ def save_cache(dataset: ImageDataset, path: Path) -> None:
         "skipped": [list(item) for item in dataset.skipped],
     }
     had_tensors = tensors_path.exists()
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{tensors_path.name}.", suffix=".tmp")
-    os.close(handle)
+    tensors = {"images": dataset.images.contiguous(), "labels": dataset.labels.contiguous(),
+               "is_val": dataset.is_val.to(torch.uint8).contiguous()}
     try:
-        try:
-            save_file(
-                {"images": dataset.images.contiguous(), "labels": dataset.labels.contiguous(),
-                 "is_val": dataset.is_val.to(torch.uint8).contiguous()},
-                tmp,
-            )
-            os.replace(tmp, tensors_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(tensors_path, lambda tmp: save_file(tensors, str(tmp)))
         atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
     except (OSError, SafetensorError) as error:
         if not had_tensors:  # tensors without their JSON are never read: do not keep them

@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from zeal_core.errors import ConfigError
-from zeal_core.registry import Registry
+from zeal_core.jsonable import to_jsonable
+from zeal_core.plugins import Registry
 
 # Kinds of input a detector reads from an ``Embeddings`` object.
 INPUT_KINDS = ("features", "probs")
@@ -39,19 +40,7 @@ class DriftResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (numpy scalars and arrays turned into Python numbers and lists)."""
-        return _json_ready(asdict(self))
-
-
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(key): _json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return _json_ready(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+        return to_jsonable(asdict(self))
 
 
 def check_alpha(alpha: float) -> float:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from zeal_core.errors import ConfigError
-from zeal_core.registry import Registry
+from zeal_core.plugins import Registry
 
 
 @dataclass(frozen=True)

@@ -17,15 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
-import tempfile
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
@@ -34,6 +33,8 @@ from torch import nn
 
 from zeal_core import paths
 from zeal_core.errors import ConfigError, ModelError
+from zeal_core.fileio import atomic_write
+from zeal_core.jsonable import json_default
 from zeal_core.models.factory import ModelConfig, create_model
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class ModelCard:
     notes: str = ""  # free text (warnings such as the pretrained fallback go here too)
     weights_sha256: str = ""  # sha256 hex of the weights file, checked before every load
     format: int = CARD_FORMAT  # card layout version
+    class_names: tuple[str, ...] | None = None  # what each output stands for; None: the dataset's classes
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -79,6 +81,7 @@ class ModelCard:
             "created": self.created,
             "notes": self.notes,
             "weights_sha256": self.weights_sha256,
+            "class_names": None if self.class_names is None else list(self.class_names),
         }
 
     @classmethod
@@ -103,6 +106,8 @@ class ModelCard:
                 notes=str(values.get("notes", "")),
                 weights_sha256=str(values.get("weights_sha256", "")),
                 format=int(values.get("format", CARD_FORMAT)),
+                class_names=_optional_class_names(values.get("class_names"),
+                                                  int(values["model_config"]["num_classes"])),
             )
         except (KeyError, TypeError, ValueError, ConfigError) as error:
             raise ModelError(f"model card is damaged ({type(error).__name__}: {error}): delete it and its "
@@ -110,7 +115,7 @@ class ModelCard:
 
     def to_json(self) -> str:
         """The card as JSON text (what the ``.json`` file holds)."""
-        return json.dumps(self.to_dict(), indent=1, sort_keys=False, default=_json_default)
+        return json.dumps(self.to_dict(), indent=1, sort_keys=False, default=json_default)
 
     @classmethod
     def from_json(cls, text: str) -> ModelCard:
@@ -124,6 +129,41 @@ class ModelCard:
         return cls.from_dict(values)
 
 
+def _optional_class_names(value: Any, num_classes: int) -> tuple[str, ...] | None:
+    """None, or one distinct class name per model output."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ValueError("class_names must be a list of strings")
+    if len(value) != num_classes or len(set(value)) != len(value):
+        raise ValueError(f"class_names must hold {num_classes} distinct names, got {len(value)}")
+    return tuple(value)
+
+
+def label_map(card: ModelCard, class_names: tuple[str, ...] | list[str]) -> np.ndarray:
+    """For each class of a dataset (``class_names``), the model output that stands for it, or -1.
+
+    A model trained on the whole dataset maps every class to itself; one trained on a subset (or imported
+    with its own class list) maps by name, and the classes it never saw become -1 (unseen classes: the
+    model cannot be right on them).
+
+    Raises:
+        ModelError: A model with its own class list shares no class with the dataset.
+    """
+    names = tuple(class_names)
+    if card.class_names is None:
+        if len(names) != card.model_config.num_classes:
+            raise ModelError(f"model {card.version} has {card.model_config.num_classes} classes but the "
+                             f"dataset has {len(names)}: pick a model trained on this dataset")
+        return np.arange(len(names), dtype=np.int64)
+    outputs = {name: index for index, name in enumerate(card.class_names)}
+    mapping = np.array([outputs.get(name, -1) for name in names], dtype=np.int64)
+    if (mapping < 0).all():
+        raise ModelError(f"model {card.version} predicts {list(card.class_names)}, none of which is a class "
+                         f"of the dataset ({list(names)}): pick a model trained on this dataset")
+    return mapping
+
+
 def _optional_safe_name(value: Any, what: str) -> str | None:
     """None, or a safe name (a card's parent becomes a path when its lineage is followed)."""
     return None if value is None else paths.safe_name(value, what)
@@ -134,16 +174,6 @@ def _optional_text(value: Any, what: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise TypeError(f"{what} must be text or null, not {type(value).__name__}")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if isinstance(value, (tuple, set)):
-        return list(value)
-    return str(value)
 
 
 def _slug(text: str) -> str:
@@ -166,20 +196,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(temp_path)``, then move the temp file onto ``path`` (same folder: an atomic move)."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as file:
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def check_safetensors_bytes(data: bytes, source: str) -> None:
@@ -234,8 +250,12 @@ class ModelRegistry:
         strategy: str | None = None,
         drift_spec: str | None = None,
         notes: str = "",
+        class_names: tuple[str, ...] | None = None,
     ) -> ModelCard:
         """Store ``model`` as a new version (weights first, card last, each atomically) and return its card.
+
+        ``class_names`` names the model's outputs when they are not the dataset's classes in its order (a
+        model trained on a class subset, or imported with its own class list).
 
         Raises:
             ModelError: The parent is not a safe version name, or the weights cannot be written.
@@ -251,7 +271,7 @@ class ModelRegistry:
                  for name, tensor in model.state_dict().items()}
         weights_path = self.weights_path(version)
         try:
-            _atomic_write(weights_path, lambda tmp: save_file(state, str(tmp), metadata={"version": version}))
+            atomic_write(weights_path, lambda tmp: save_file(state, str(tmp), metadata={"version": version}))
         except (OSError, SafetensorError, ValueError) as error:
             raise ModelError(f"could not write model weights to {weights_path}: {error}; check the folder "
                              "is writable and has free space") from error
@@ -268,6 +288,7 @@ class ModelRegistry:
             created=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             notes=notes,
             weights_sha256=file_sha256(weights_path),
+            class_names=None if class_names is None else tuple(class_names),
         )
         try:
             self._write_card(card)
@@ -304,7 +325,7 @@ class ModelRegistry:
     def _write_card(self, card: ModelCard) -> None:
         """Write the card (the step that makes a version visible)."""
         text = card.to_json()
-        _atomic_write(self.card_path(card.version), lambda tmp: tmp.write_text(text))
+        atomic_write(self.card_path(card.version), lambda tmp: tmp.write_text(text))
 
     def delete(self, version: str) -> None:
         """Remove a version: the card first (so it vanishes at once), then its weights.
@@ -464,4 +485,4 @@ class ModelRegistry:
         self.card(version)
         self.root.mkdir(parents=True, exist_ok=True)
         text = json.dumps({"version": version})
-        _atomic_write(self.root / ACTIVE_FILE, lambda tmp: tmp.write_text(text))
+        atomic_write(self.root / ACTIVE_FILE, lambda tmp: tmp.write_text(text))

@@ -1,11 +1,11 @@
-"""``zeal_core.registry.Registry``, the name table behind every plug-in kind, and the kinds built on it."""
+"""``zeal_core.plugins.Registry``, the name table behind every plug-in kind, and the kinds built on it."""
 
 from __future__ import annotations
 
 import pytest
 
 from zeal_core.errors import ConfigError
-from zeal_core.registry import Registry
+from zeal_core.plugins import Registry
 
 
 def test_entries_keep_registration_order_and_lookups_work() -> None:

@@ -1,0 +1,46 @@
+"""Atomic file writes: readers see the old file or the whole new one, never a part of it.
+
+Every writer in the lab (dataset caches, model cards and weights, job files, pipeline reports, the check
+history's batch store) goes through these. A temp file is created next to the target (same folder, so the
+final ``os.replace`` is an atomic rename), written, flushed to disk and moved into place; on any failure the
+temp file is removed and the old target is untouched. A process killed mid-write leaves only a hidden
+``.<name>.<random>.tmp`` file, which ``zeal_core.paths.remove_stale_temp_files`` cleans up later.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(temp_path)``, fsync the temp file, then move it onto ``path``.
+
+    Args:
+        path: The target file; its folder is created when missing.
+        write: Writes the whole content to the temp path it is given (e.g. ``safetensors.save_file``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as file:
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))

@@ -218,6 +218,22 @@ def detector_info(name: str) -> DetectorInfo:
     return DetectorInfo(name=cls.name, input_kind=cls.input_kind, description=cls.description)
 
 
+def parse_detector_names(text: str) -> list[str]:
+    """``"all"`` or ``"a,b"`` (the command lines' ``--detector``) -> registered names, in the order given.
+
+    Raises:
+        ConfigError: An unknown name (the message lists the known ones), or no name at all.
+    """
+    if text.strip() == "all":
+        return list_detectors()
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ConfigError(f"no detector named in {text!r}: use 'all' or e.g. 'mmd,bbsd'")
+    for name in names:
+        _REGISTRY.get(name)  # raises with the list of known names
+    return names
+
+
 def create_detector(name: str, alpha: float = 0.05, **options: Any) -> DriftDetector:
     """Build an unfitted detector by name.
 

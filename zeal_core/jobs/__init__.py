@@ -2,11 +2,12 @@
 
 ``JobQueue`` (queue.py) holds the job files and starts the worker; the worker (worker.py) runs one job at
 a time; a job kind (kinds.py) is a function registered by name, each in a module of its own
-(train_job.py, retrain_job.py, monitor_job.py). See queue.py for the on-disk layout and how
+(train_job.py, retrain_job.py, monitor_job.py, adapt_job.py). See queue.py for the on-disk layout and how
 a killed worker is noticed.
 """
 
 # Importing the kind modules registers them.
+from zeal_core.jobs import adapt_job as _adapt_job  # noqa: F401
 from zeal_core.jobs import monitor_job as _monitor_job  # noqa: F401
 from zeal_core.jobs import retrain_job as _retrain_job  # noqa: F401
 from zeal_core.jobs import train_job as _train_job  # noqa: F401

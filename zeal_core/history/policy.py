@@ -20,6 +20,7 @@ from zeal_core.policy import AlarmRule
 
 PROMOTE = ("manual", "auto")  # who makes the adapted version active: the user, or the clean-accuracy guard
 POLICY_KEY = "retrain_policy"  # where the settings live in the history's settings table
+SINCE_KEY = "retrain_policy_since"  # newest check id when the policy was switched on (it counts later ones)
 JOB_KIND = "adapt-history"
 
 
@@ -63,17 +64,23 @@ def load_policy(store: HistoryStore) -> HistoryPolicy:
 
 
 def save_policy(store: HistoryStore, policy: HistoryPolicy) -> None:
-    """Store the policy for every process using this history."""
+    """Store the policy for every process using this history.
+
+    Switching it on starts its count afresh: alarms recorded while it was off never trigger it.
+    """
+    if policy.enabled and not load_policy(store).enabled:
+        newest = store.checks(limit=1)
+        store.set_setting(SINCE_KEY, newest[-1].id if newest else 0)
     store.set_setting(POLICY_KEY, policy.to_dict())
 
 
 def checks_to_adapt_on(store: HistoryStore, policy: HistoryPolicy, model_version: str) -> list[int] | None:
     """The ids of the drifted checks (with stored images) the policy adapts on now, or None.
 
-    The positions are the model's recorded checks in order; the policy last fired at the newest check of
-    its last event for this model.
+    The positions are the model's checks recorded since the policy was switched on, in order; the policy
+    last fired at the newest check of its last event for this model.
     """
-    checks = store.checks(model_version=model_version)
+    checks = store.checks(model_version=model_version, since_id=int(store.setting(SINCE_KEY, 0)))
     if not checks:
         return None
     ids = [check.id for check in checks]

@@ -133,7 +133,7 @@ def _record_batches(reference: FittedReference, store: HistoryStore, specs: list
     for seed, spec in enumerate(specs):
         report = reference.check(spec, n=60, seed=seed, parts=["detectors"])
         images = DriftSpec.parse(spec).apply(
-            reference.source.split_images[torch.from_numpy(report.sample.indices)], seed=seed)
+            reference.source.split_images[torch.tensor(report.sample.indices)], seed=seed)
         actions.append(record_check(report, images=images, origin="api", store=store, queue=queue,
                                     max_side=16)[1])
     return actions

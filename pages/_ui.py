@@ -9,15 +9,16 @@ Cache keys include the data and models folders so that two servers (or two tests
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import streamlit as st
 
+from zeal_core.data import ImageDataset, shared_dataset
 from zeal_core.errors import ZealError
+from zeal_core.jobs import JobQueue
+from zeal_core.models.registry import ModelRegistry
 from zeal_core.paths import data_dir, models_dir, state_dir
 from zeal_core.progress import ProgressEvent
 
@@ -29,25 +30,6 @@ KEY_JOB_PREFIX = "zeal_job_"  # + purpose ("train", "retrain", "monitor"): the i
 
 DEFAULT_DATASET = "digits"
 POLL_SECONDS = 1.0  # how often a running job's progress is re-read from disk
-
-
-def optional_module(name: str) -> ModuleType | None:
-    """Import a ``zeal_core`` module, or None when that part of the library is not installed yet."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as error:
-        if error.name and name.startswith(error.name):
-            return None
-        raise
-
-
-def require(name: str, what: str) -> ModuleType:
-    """Import ``name`` or show a friendly note and stop the page (a part of the library is missing)."""
-    module = optional_module(name)
-    if module is None:
-        st.info(f"{what} needs `{name}`, which is not available in this installation yet.")
-        st.stop()
-    return module
 
 
 @contextlib.contextmanager
@@ -89,16 +71,9 @@ def folders_key() -> str:
     return f"{data_dir()}|{models_dir()}|{state_dir()}"
 
 
-@st.cache_resource(show_spinner="Loading the dataset…", max_entries=4)
-def _load_dataset(name: str, folders: str) -> Any:
-    from zeal_core.data import load_dataset
-
-    return load_dataset(name)
-
-
-def load_dataset_cached(name: str) -> Any:
-    """The ``ImageDataset`` called ``name``, shared read-only by every session."""
-    return _load_dataset(name, folders_key())
+def load_dataset_cached(name: str) -> ImageDataset:
+    """The ``ImageDataset`` called ``name``, loaded once per process and shared read-only by every session."""
+    return shared_dataset(name)
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=6)
@@ -128,10 +103,9 @@ def device_text() -> str:
     return describe_device(device())
 
 
-def registry() -> Any | None:
-    """A ``ModelRegistry`` over the models folder, or None while the registry module is missing."""
-    module = optional_module("zeal_core.models.registry")
-    return module.ModelRegistry() if module else None
+def registry() -> ModelRegistry:
+    """The ``ModelRegistry`` over the models folder."""
+    return ModelRegistry()
 
 
 def dataset_name() -> str:
@@ -142,8 +116,6 @@ def dataset_name() -> str:
 def active_version() -> str | None:
     """The server's active model version, if it still exists in the registry."""
     models = registry()
-    if models is None:
-        return None
     version = models.get_active()
     if version is None:
         return None
@@ -157,25 +129,20 @@ def active_version() -> str | None:
 def active_card() -> Any | None:
     """The active version's ``ModelCard``, or None."""
     version = active_version()
-    models = registry()
-    return models.card(version) if version and models else None
+    return registry().card(version) if version else None
 
 
 # -------------------------------------------------------------------------------------------------- jobs
 
 
-def job_queue() -> Any | None:
-    """The shared ``JobQueue`` (one job at a time for the whole server), or None while jobs are missing."""
-    module = optional_module("zeal_core.jobs")
-    return module.JobQueue() if module else None
+def job_queue() -> JobQueue:
+    """The shared ``JobQueue`` (one job at a time for the whole server)."""
+    return JobQueue()
 
 
 def find_job(kind: str, statuses: tuple[str, ...] = ("queued", "running")) -> Any | None:
     """The newest job of ``kind`` whose status is in ``statuses`` (e.g. a train job already under way)."""
-    queue = job_queue()
-    if queue is None:
-        return None
-    jobs = [job for job in queue.list() if job.kind == kind and job.status in statuses]
+    jobs = [job for job in job_queue().list() if job.kind == kind and job.status in statuses]
     return max(jobs, key=lambda job: job.created) if jobs else None
 
 
@@ -191,8 +158,6 @@ def submit_job(kind: str, params: dict[str, Any]) -> Any:
 def watched_job(kind: str) -> Any | None:
     """The job of ``kind`` this user started (or, failing that, one of that kind still running)."""
     queue = job_queue()
-    if queue is None:
-        return None
     job_id = st.session_state.get(KEY_JOB_PREFIX + kind)
     if job_id:
         try:
@@ -267,9 +232,8 @@ TRAIN_BUTTON_LABEL = "Train the default digits model (~1 min on CPU)"
 def activate_job_result(job: Any) -> str | None:
     """Make the model version a finished train/retrain job produced the active one; returns the version."""
     version = (job.result or {}).get("version") if job.status == "done" else None
-    models = registry()
-    if version and models is not None:
-        models.set_active(version)
+    if version:
+        registry().set_active(version)
     return version
 
 
@@ -282,9 +246,6 @@ def first_run_panel() -> bool:
     if active_version() is not None:
         return True
     models = registry()
-    if models is None or job_queue() is None:
-        st.info("No model yet, and the training library is not available in this installation yet.")
-        return False
     st.subheader("No model yet")
     job = watched_job("train")
     if job is not None and job.status == "done":

@@ -1,15 +1,14 @@
-"""Drift Lab: corrupt the validation data, watch the embeddings move and the detectors react.
+"""Drift Lab: drift the held-out data, watch the embeddings move and the detectors react.
 
-The controls and results sit in one ``st.fragment`` so that moving a slider reruns only that part. Heavy
-objects are cached (see ``pages/_lab.py``): the fitted detectors and projections with ``st.cache_resource``,
-embeddings, test results and curves with ``st.cache_data`` (keyed by version, dataset, spec text, n and seed).
-The DriftSpec text goes into the URL (``?spec=gaussian_noise:3@0.5&n=200&seed=0``), so a link reproduces
-the view.
+The controls and results sit in one ``st.fragment`` so that moving a slider reruns only that part. Every
+number comes from one call, ``FittedReference.check(spec)`` (``zeal_core.reference``), cached inside the
+shared fitted reference. The DriftSpec text goes into the URL (``?spec=gaussian_noise:3@0.5&n=200&seed=0``),
+so a link reproduces the view.
 """
 
-import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
+from plotly.subplots import make_subplots
 
 from pages import _lab
 from pages._ui import (
@@ -17,27 +16,27 @@ from pages._ui import (
     active_card,
     ensure_app_navigation,
     first_run_panel,
-    require,
+    load_dataset_cached,
     user_errors,
 )
+from zeal_core.corruptions import DriftSpec, corruption_info, list_corruptions
+from zeal_core.projection import warm_umap
+from zeal_core.reference import current_severity, severity_sweep, sweep_choices
 from zeal_core.settings import get_settings
 
 ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
-
-corruptions = require("zeal_core.corruptions", "The Drift Lab")
-require("zeal_core.embed", "The Drift Lab")
-require("zeal_core.drift", "The Drift Lab")
-require("zeal_core.projection", "The Drift Lab")
 
 st.title("Drift Lab")
 if not first_run_panel():
     st.stop()
 card = active_card()
 version = card.version
-SAMPLE_SIZES = _lab.sample_sizes(card.dataset)  # images per reference and per tested sample
+SAMPLE_SIZES = _lab.sample_sizes(load_dataset_cached(card.dataset))  # images per tested sample
 SEVERITY_STEP = 0.25  # slider step; the corruptions interpolate between ImageNet-C's integer levels
 DEFAULT_SPEC = "gaussian_noise:3@0.5"
-DOMAIN_COLOURS = {"reference": "#64748b", "corrupted": "#dc2626", "sample, clean": "#f59e0b"}
+PAIRS = 6  # clean/drifted image pairs shown
+P_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#8C564B")
+THRESHOLD_COLOUR = "#111827"  # the alpha/k line: black, which no detector curve uses
 
 
 def load_url_state() -> None:
@@ -48,11 +47,11 @@ def load_url_state() -> None:
     params = st.query_params
     text = params.get("spec", DEFAULT_SPEC)
     try:
-        spec = corruptions.DriftSpec.parse(text)
+        spec = DriftSpec.parse(text)
     except Exception:  # a hand-edited URL: fall back to the default view, and say so
         st.toast(f"Ignored the drift spec {text!r} in the URL: it does not parse.")
-        spec = corruptions.DriftSpec.parse(DEFAULT_SPEC)
-    known = set(corruptions.list_corruptions())
+        spec = DriftSpec.parse(DEFAULT_SPEC)
+    known = set(list_corruptions())
     steps = [(name, severity) for name, severity in spec.steps if name in known]
     st.session_state["lab_corruptions"] = [name for name, _ in steps]
     for name, severity in steps:
@@ -67,16 +66,16 @@ def load_url_state() -> None:
     st.session_state["lab_seed"] = int(seed) if seed.isdigit() and int(seed) <= 10_000 else 0
 
 
-def controls() -> tuple[str, int, int]:
-    """The drift controls; returns (spec text, n, seed)."""
+def controls() -> tuple[DriftSpec, int, int]:
+    """The drift controls; returns (spec, n, seed)."""
     top = st.columns([3.2, 2, 1.6, 1.2], vertical_alignment="bottom")
-    chosen = top[0].multiselect("Corruptions", corruptions.list_corruptions(), key="lab_corruptions",
+    chosen = top[0].multiselect("Corruptions", list_corruptions(), key="lab_corruptions",
                                 help="ImageNet-C corruptions, applied in this order to the affected images.")
     fraction = top[1].slider("Fraction affected", 0.0, 1.0, step=0.05, key="lab_fraction",
                              help="Share of the sample that is corrupted; the rest stays clean.")
     n = top[2].select_slider("Sample size (n)", SAMPLE_SIZES, key="lab_n",
-                             help="Images in the reference and in the tested sample (disjoint halves of "
-                                  "the validation split).")
+                             help="Images in the tested sample, drawn from the held-out half of the "
+                                  "validation split (the reference is the other half).")
     seed = top[3].number_input("Seed", min_value=0, max_value=10_000, step=1, key="lab_seed")
     steps = []
     for row_start in range(0, len(chosen), 3):
@@ -84,127 +83,142 @@ def controls() -> tuple[str, int, int]:
         for column, name in zip(columns, chosen[row_start:row_start + 3], strict=False):
             st.session_state.setdefault(f"lab_severity_{name}", 3.0)
             severity = column.slider(f"{name} severity", 0.0, 5.0, step=SEVERITY_STEP,
-                                     key=f"lab_severity_{name}",
-                                     help=corruptions.corruption_info(name).description)
+                                     key=f"lab_severity_{name}", help=corruption_info(name).description)
             steps.append((name, float(severity)))
-    spec = corruptions.DriftSpec(steps=tuple(steps), fraction=float(fraction)) if steps \
-        else corruptions.DriftSpec.clean()
-    return spec.text, int(n), int(seed)
+    spec = DriftSpec(steps=tuple(steps), fraction=float(fraction)) if steps else DriftSpec.clean()
+    return spec, int(n), int(seed)
 
 
-def _natural(text: str) -> tuple[int, int | str]:
-    return (0, int(text)) if text.isdigit() else (1, text)
+def show_metrics(report, spec: DriftSpec, n: int, seed: int) -> None:
+    """Spec, accuracies, the verdict and the projection in one row."""
+    decision = report.decision
+    columns = st.columns([1.3, 1, 1, 1.2, 0.9])
+    columns[0].markdown(f"Drift spec  \n`{spec.text}`  \nn = {n} · seed = {seed}")
+    columns[1].metric("Accuracy, clean", f"{report.clean_accuracy:.1%}",
+                      help="The same images without the drift.")
+    columns[2].metric("Accuracy, drifted", f"{report.accuracy:.1%}",
+                      delta=f"{(report.accuracy - report.clean_accuracy) * 100:+.1f} pts")
+    columns[3].metric("Verdict", "drift" if decision.drift else "no drift",
+                      delta=f"{len(decision.flagged)} of {decision.detectors} detectors below α/k",
+                      delta_color="off", help=decision.rule)
+    columns[4].metric("Projection", report.projection.upper(),
+                      help="PCA is shown until UMAP has warmed up in the background.")
 
 
-def scatter_figure(frame, colour: str) -> go.Figure:
-    """Reference vs sample points; hover shows label and prediction; the point id is kept in customdata."""
-    frame = frame.assign(label=frame["label"].astype(str), prediction=frame["prediction"].astype(str))
-    classes = sorted(frame["label"].unique(), key=_natural)
-    figure = px.scatter(
-        frame, x="x", y="y", color=colour, symbol="domain",
-        custom_data=["domain", "index", "label", "prediction"],
-        color_discrete_map=DOMAIN_COLOURS if colour == "domain" else None,
-        color_discrete_sequence=px.colors.qualitative.Safe,
-        category_orders={"label": classes, "prediction": classes,
-                         "domain": [d for d in DOMAIN_COLOURS if d in set(frame["domain"])]},
-    )
-    figure.update_traces(
-        marker={"size": 7, "opacity": 0.75},
-        hovertemplate="%{customdata[0]} #%{customdata[1]}<br>label %{customdata[2]}, "
-                      "prediction %{customdata[3]}<extra></extra>")
-    figure.update_layout(height=430, margin={"l": 10, "r": 10, "t": 10, "b": 10}, legend_title_text="",
-                         xaxis_title=None, yaxis_title=None, legend={"orientation": "h", "y": -0.08})
-    return figure
-
-
-def curves_figure(curves: dict, alpha: float) -> go.Figure:
-    """p-value per detector (log scale, left axis) and accuracy (right axis) against severity."""
-    figure = go.Figure()
-    for name, values in curves["p_values"].items():
-        figure.add_scatter(x=curves["severities"], y=[max(v, 1e-6) for v in values], name=name,
-                           mode="lines+markers")
-    figure.add_scatter(x=curves["severities"], y=curves["accuracy"], name="accuracy", yaxis="y2",
-                       mode="lines+markers", line={"color": "black", "width": 3, "dash": "dot"})
-    figure.add_hline(y=alpha, line_dash="dash", line_color="#dc2626", annotation_text=f"alpha {alpha}")
-    figure.update_layout(
-        height=360, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        title=f"{curves['corruption']} on {curves['fraction']:.0%} of the sample, against severity",
-        xaxis_title="severity", yaxis={"title": "p-value", "type": "log", "range": [-6.2, 0.05]},
-        yaxis2={"title": "accuracy", "overlaying": "y", "side": "right", "range": [0, 1.02],
-                "tickformat": ".0%", "dtick": 0.2, "showgrid": False},
-        legend={"orientation": "h", "y": -0.2})
-    return figure
-
-
-def show_pairs(spec_text: str, seed: int) -> None:
-    """A few validation images, clean above and corrupted below."""
-    pairs = _lab.image_pairs(card.dataset, spec_text, seed)
-    if not pairs["drifted"]:
+def show_pairs(report, reference) -> None:
+    """A few tested images: clean above, as the model saw them below."""
+    affected = [row for row in range(report.n) if report.sample.affected[row]][:PAIRS]
+    if not affected:
         return
-    st.markdown("**Clean → corrupted** (every shown image corrupted, for viewing)")
-    grid = st.columns(len(pairs["clean"]), gap="small")
-    for column, clean, drifted, caption in zip(grid, pairs["clean"], pairs["drifted"], pairs["captions"],
-                                                strict=True):
-        column.image(clean, caption=f"class {caption}", width="stretch")
-        column.image(drifted, width="stretch")
+    st.markdown("**Clean → drifted** (images of the tested sample)")
+    grid = st.columns(len(affected), gap="small")
+    names = reference.class_names
+    for column, row in zip(grid, affected, strict=True):
+        position = int(report.sample.indices[row])
+        label = int(report.sample.labels[row])
+        column.image(reference.source.split_images[position].permute(1, 2, 0).numpy(),
+                     caption=f"class {names[label] if label >= 0 else 'unseen'}", width="stretch")
+        column.image(_lab.thumbnail(report, row), width="stretch")
 
 
-def show_scatter(view: dict, spec_text: str, n: int, seed: int) -> None:
+def show_scatter(report, reference) -> None:
     """The projection scatter and, for a clicked point, its image, label and prediction."""
     colour = st.segmented_control("Colour by", ["domain", "label", "prediction"], default="domain",
                                   key="lab_colour") or "domain"
-    event = st.plotly_chart(scatter_figure(view["scatter"], colour), key="lab_scatter", on_select="rerun",
+    frame = _lab.scatter_frame(report, reference)
+    event = st.plotly_chart(_lab.scatter_figure(frame, colour), key="lab_scatter", on_select="rerun",
                             selection_mode="points")
     points = (event.selection.points if event and event.selection else []) or []
     if not points:
-        st.caption(f"{view['projection'].upper()} of the penultimate-layer features. Click a point to see "
-                   "its image, label and prediction.")
+        st.caption(f"{report.projection.upper()} of the model's penultimate-layer features, fitted on the "
+                   "reference. Click a point to see its image, label and prediction.")
         return
-    domain, index = points[0]["customdata"][0], int(points[0]["customdata"][1])
-    thumb = _lab.thumbnail(version, card.dataset, spec_text, seed, domain, index, n)
+    domain, row, index, label, prediction = points[0]["customdata"]
+    image = (_lab.reference_thumbnail(reference, int(row)) if domain == "reference"
+             else _lab.thumbnail(report, int(row)))
     left, right = st.columns([1, 3])
-    left.image(thumb["image"], width=96)
-    right.markdown(f"**{domain} #{index}**  \nlabel **{thumb['label']}**, "
-                   f"prediction **{thumb['prediction']}**")
+    left.image(image, width=96)
+    right.markdown(f"**{domain} #{index}**  \nlabel **{label}**, prediction **{prediction}**")
+
+
+def show_typical(report) -> None:
+    """The tested images that look least like the reference."""
+    items = report.typical[:8]
+    if not items:
+        return
+    st.markdown("**Most drift-typical images of the sample** (drift score: share of the reference that is "
+                "nearer the reference than the image)")
+    grid = st.columns(len(items), gap="small")
+    for column, item in zip(grid, items, strict=True):
+        column.image(_lab.thumbnail(report, item.row), caption=f"#{item.index}: {item.score:.2f}",
+                     width="stretch")
+
+
+def curves_figure(sweep, threshold: float, alpha: float, marker: float, label: str) -> go.Figure:
+    """p-value per detector (log axis, top) and accuracy (bottom) against the swept severity."""
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1, row_heights=[0.6, 0.4],
+                           subplot_titles=("p-value per detector (log scale; below the line: drift)",
+                                           "accuracy"))
+    for index, (name, values) in enumerate(sweep.p_values().items()):
+        figure.add_scatter(x=sweep.severities, y=values, name=name, mode="lines+markers", row=1, col=1,
+                           line={"color": P_COLOURS[index % len(P_COLOURS)]},
+                           hovertemplate=f"{name}: p = %{{y:.3g}} at severity %{{x}}<extra></extra>")
+    figure.add_hline(y=threshold, line_dash="dash", line_color=THRESHOLD_COLOUR, row=1, col=1,
+                     annotation_text=f"α/k = {alpha:g}/{len(sweep.p_values())} = {threshold:.3g}",
+                     annotation_position="bottom right")
+    figure.add_scatter(x=sweep.severities, y=sweep.accuracy(), name="accuracy (true)", mode="lines+markers",
+                       line={"color": "#374151", "width": 3}, row=2, col=1)
+    for row in (1, 2):
+        figure.add_vline(x=marker, line_dash="dot", line_color="#9ca3af", row=row, col=1)
+    figure.update_yaxes(type="log", exponentformat="power", title="p-value", row=1, col=1)
+    figure.update_yaxes(range=[0, 1.02], tickformat=".0%", title="accuracy", row=2, col=1)
+    figure.update_xaxes(title=label, row=2, col=1, dtick=1)
+    figure.update_layout(height=520, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                         legend={"orientation": "h", "y": -0.15})
+    return figure
+
+
+def show_curves(reference, spec: DriftSpec, n: int, seed: int, report) -> None:
+    """The sweep picker and the curves for it, the current severity marked."""
+    choices = sweep_choices(spec)
+    if not choices:
+        return
+    left, right = st.columns([2, 3], vertical_alignment="bottom")
+    choice = left.selectbox("Against severity of", choices, key="lab_sweep",
+                            help="One step of the spec (the others stay as they are), or the whole spec "
+                                 "scaled together (the strongest step at x, the others in proportion).")
+    right.caption("The dotted line marks the current setting; points are the same sample at severities "
+                  "0-5 of the chosen step.")
+    with st.spinner(f"Severity curves for {choice}…"), user_errors():
+        sweep = severity_sweep(reference, spec, choice, n=n, seed=seed)
+    label = f"severity of {choice}" if choice in {name for name, _ in spec.steps} else \
+        "severity of the strongest step (the others scaled along)"
+    st.plotly_chart(curves_figure(sweep, report.decision.threshold, report.decision.alpha,
+                                  current_severity(spec, choice), label), key="lab_curves")
 
 
 @st.fragment
 def lab() -> None:
     """Controls and everything computed from them (a slider change reruns only this)."""
-    spec_text, n, seed = controls()
-    st.session_state[KEY_DRIFT_SPEC] = spec_text
-    st.query_params.update({"spec": spec_text, "n": str(n), "seed": str(seed)})
+    spec, n, seed = controls()
+    st.session_state[KEY_DRIFT_SPEC] = spec.text
+    st.query_params.update({"spec": spec.text, "n": str(n), "seed": str(seed)})
     with user_errors():
-        view = _lab.lab_results(version, card.dataset, spec_text, n, seed)
-    alpha = view["alpha"]
-    clean_accuracy, drifted_accuracy = view["clean_accuracy"], view["drifted_accuracy"]
-    metrics = st.columns([1.3, 1, 1, 1, 1])
-    metrics[0].markdown(f"Drift spec  \n`{spec_text}`  \nn = {n} · seed = {seed}")
-    metrics[1].metric("Accuracy, clean", f"{clean_accuracy:.1%}", help="The same sample without the drift.")
-    metrics[2].metric("Accuracy, drifted", f"{drifted_accuracy:.1%}",
-                      delta=f"{(drifted_accuracy - clean_accuracy) * 100:+.1f} pts")
-    flagged = sum(row["decision"] == "drift" for row in view["detectors"])
-    metrics[3].metric("Detectors flagging drift", f"{flagged} / {len(view['detectors'])}")
-    metrics[4].metric("Projection", view["projection"].upper(),
-                      help="PCA is shown until UMAP has warmed up in the background.")
-
+        reference = _lab.reference_for(version)
+        report = reference.check(spec, n=n, seed=seed)
+    show_metrics(report, spec, n, seed)
     left, right = st.columns(2, gap="medium")
     with left:
         st.markdown("**Detectors** · reference: clean held-out images; tested: the sample")
-        st.table(_lab.detector_table(view["detectors"]))
-        st.caption(f"Decision: drift when the p-value < alpha = {alpha}. Statistic and effect size are "
-                   "detector-specific.")
-        show_pairs(spec_text, seed)
+        st.table(_lab.detector_frame(report))
+        st.caption(_lab.decision_caption(report))
+        show_pairs(report, reference)
     with right:
-        show_scatter(view, spec_text, n, seed)
-
-    names = [name for name, _ in corruptions.DriftSpec.parse(spec_text).steps]
-    if names:
-        with st.spinner(f"Severity curves for {names[0]}…"), user_errors():
-            curves = _lab.severity_curves(version, card.dataset, names[0], view["fraction"], n, seed)
-        st.plotly_chart(curves_figure(curves, alpha), key="lab_curves")
+        show_scatter(report, reference)
+        show_typical(report)
+    show_curves(reference, spec, n, seed, report)
 
 
 load_url_state()
-_lab.warm_projection()
+warm_umap(background=True)  # PCA is shown until UMAP has compiled in the background
 lab()

@@ -16,7 +16,6 @@ from pages._ui import (
     evaluate_cached,
     job_queue,
     registry,
-    require,
     show_job,
     submit_job,
     watched_job,
@@ -25,7 +24,6 @@ from zeal_core.settings import get_settings
 
 ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
 
-require("zeal_core.models.registry", "The Model page")
 st.title("Model")
 models = registry()
 

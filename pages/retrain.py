@@ -12,15 +12,13 @@ from pages._ui import (
     first_run_panel,
     job_queue,
     registry,
-    require,
     submit_job,
     user_errors,
 )
+from zeal_core import corruptions, retrain
 
 ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
 
-retrain = require("zeal_core.retrain", "The Retrain page")
-corruptions = require("zeal_core.corruptions", "The Retrain page")
 
 st.title("Retrain")
 if not first_run_panel():

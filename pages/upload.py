@@ -1,26 +1,29 @@
-"""Your own images: upload a batch (the production sample) and test it against the clean reference."""
+"""Your own images: upload a batch (the production sample), check it against the reference, keep it in the
+history.
+
+One call does the work: ``FittedReference.check(images)`` (``zeal_core.reference``); the report is recorded
+once per distinct upload (``zeal_core.history.record_check``), where the retrain policy can act on it.
+"""
+
+import hashlib
 
 import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
 
 from pages import _lab
 from pages._ui import (
     StreamlitProgress,
     active_card,
-    device,
     ensure_app_navigation,
     first_run_panel,
     load_dataset_cached,
-    load_model_cached,
-    require,
     user_errors,
 )
+from zeal_core.data import decode_images
+from zeal_core.history import HistoryStore, record_check
 
 ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
-
-data_module = require("zeal_core.data", "The upload page")
-embed = require("zeal_core.embed", "The upload page")
-require("zeal_core.drift", "The upload page")
 
 st.title("Your own images")
 st.write("Upload a batch of images — the production sample — and every detector tests it against a clean "
@@ -29,19 +32,53 @@ st.write("Upload a batch of images — the production sample — and every detec
 if not first_run_panel():
     st.stop()
 card = active_card()
-dataset = load_dataset_cached(card.dataset)
-sizes = _lab.sample_sizes(card.dataset)
-n_reference = st.select_slider("Reference size", sizes, value=sizes[-1], key="upload_reference_n")
+sizes = _lab.sample_sizes(load_dataset_cached(card.dataset))
+left, right = st.columns([2, 1], vertical_alignment="bottom")
+n_reference = left.select_slider("Reference size", sizes, value=sizes[-1], key="upload_reference_n",
+                                 help="Clean held-out images of the model's dataset the batch is tested "
+                                      "against.")
+keep = right.toggle("Record in the history", value=True, key="upload_record",
+                    help="Keep the check (and the images, for a later adaptation) in the history; see the "
+                         "Monitor page.")
 files = st.file_uploader("Images", type=None, accept_multiple_files=True, key="upload_files")
 if not files:
     st.info("No images uploaded yet. At least 2 readable images are needed; 30 or more give the tests power.")
     st.stop()
 
-bar = StreamlitProgress("Decoding")
+
+def batch_key(uploaded: list, reference_n: int) -> str:
+    """Identifies one upload: its files' names and bytes and the reference size (recorded once each)."""
+    digest = hashlib.sha256(str(reference_n).encode())
+    for file in uploaded:
+        digest.update(file.name.encode() + b"\0" + file.getvalue())
+    return digest.hexdigest()
+
+
+def history_figure(rows: list, current: int | None) -> go.Figure:
+    """The smallest detector p-value of each recorded check over time, this batch marked."""
+    figure = go.Figure()
+    figure.add_scatter(x=[row.created for row in rows], y=[row.min_p_value for row in rows], mode="markers",
+                       marker={"color": ["#dc2626" if row.drift else "#0f766e" for row in rows], "size": 9},
+                       customdata=[[row.id, row.source] for row in rows], name="checks",
+                       hovertemplate="check #%{customdata[0]}: %{customdata[1]}<br>smallest p %{y:.3g}"
+                                     "<extra></extra>")
+    mine = [row for row in rows if row.id == current]
+    if mine:
+        figure.add_scatter(x=[mine[0].created], y=[mine[0].min_p_value], mode="markers", name="this batch",
+                           marker={"symbol": "star", "size": 18, "color": "#f59e0b",
+                                   "line": {"color": "#111827", "width": 1}})
+    figure.update_layout(height=260, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                         title="Recorded checks (red: drift)", legend={"orientation": "h", "y": -0.3},
+                         yaxis={"type": "log", "exponentformat": "power", "title": "smallest p-value"})
+    return figure
+
+
 with user_errors():
-    images, skipped = data_module.decode_images([(file.name, file.getvalue()) for file in files],
-                                                dataset.image_size, progress=bar)
-bar.done(f"Decoded {images.shape[0]} of {len(files)} files")
+    reference = _lab.reference_for(card.version, int(n_reference))
+    bar = StreamlitProgress("Decoding")
+    images, skipped = decode_images([(file.name, file.getvalue()) for file in files], reference.image_size,
+                                    progress=bar)
+    bar.done(f"Decoded {images.shape[0]} of {len(files)} files")
 if skipped:
     st.warning(f"Skipped {len(skipped)} file(s):")
     st.dataframe([{"file": name, "reason": reason} for name, reason in skipped], hide_index=True,
@@ -49,25 +86,58 @@ if skipped:
 if images.shape[0] < 2:
     st.error("Fewer than 2 readable images: upload more to run the tests.")
     st.stop()
-
+skipped_names = {name for name, _ in skipped}
+names = [file.name for file in files if file.name not in skipped_names][:images.shape[0]]
 with user_errors():
-    model, model_card = load_model_cached(card.version)
-    sample = embed.compute_embeddings(model, model_card.model_config, images, device())
-    results = _lab.test_all(card.version, card.dataset, int(n_reference), 0, sample)
-    reference = _lab.reference(card.version, card.dataset, int(n_reference), 0)
-flagged = sum(result.is_drift for result in results)
-left, middle, right = st.columns(3)
-left.metric("Images tested", images.shape[0])
-middle.metric("Detectors flagging drift", f"{flagged} / {len(results)}")
-right.metric("Mean confidence", f"{float(np.asarray(sample.probs).max(axis=1).mean()):.1%}",
-             help=f"Reference: {float(np.asarray(reference.probs).max(axis=1).mean()):.1%}")
-st.table(_lab.detector_table(_lab.result_rows(results)))
-st.caption(f"Decision: drift when p-value < alpha = {_lab.ALPHA}; reference: {n_reference} clean held-out "
-           f"images of {card.dataset}.")
+    shown = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
+    report = reference.check(images, file_names=names, skipped=skipped, source=f"upload: {shown}")
+recorded = st.session_state.setdefault("upload_recorded", {})
+key = batch_key(files, int(n_reference))
+if keep and key not in recorded:
+    with user_errors():
+        recorded[key], action = record_check(report, images=images, origin="upload",
+                                             max_side=reference.source.card.model_config.image_size)
+    if action:
+        st.toast(f"The retrain policy queued {action['strategy']} on checks {action['check_ids']}.")
+
+decision = report.decision
+columns = st.columns(4)
+columns[0].metric("Images tested", report.n)
+columns[1].metric("Verdict", "drift" if decision.drift else "no drift",
+                  delta=f"{len(decision.flagged)} of {decision.detectors} detectors below α/k",
+                  delta_color="off", help=decision.rule)
+confidence = float(np.asarray(report.sample.probs).max(axis=1).mean())
+reference_confidence = float(np.asarray(reference.reference.probs).max(axis=1).mean())
+columns[2].metric("Mean confidence", f"{confidence:.1%}", delta_color="off",
+                  delta=f"{(confidence - reference_confidence) * 100:+.1f} pts vs reference")
+columns[3].metric("History", f"check #{recorded[key]}" if key in recorded else "not recorded")
+
+left, right = st.columns(2, gap="medium")
+with left:
+    st.markdown(f"**Detectors** · reference: {report.reference_n} clean held-out images of {card.dataset}")
+    st.table(_lab.detector_frame(report))
+    st.caption(_lab.decision_caption(report))
+with right:
+    frame = _lab.scatter_frame(report, reference, sample_domain="upload")
+    st.plotly_chart(_lab.scatter_figure(frame, "domain"), key="upload_scatter")
+    st.caption(f"Where the uploads (×) sit in the reference's {report.projection.upper()} map of the model's "
+               "features.")
+
+st.markdown("**Most drift-typical uploads** (drift score: share of the reference that is nearer the "
+            "reference than the image; 1.00 = further out than every reference image)")
+typical = report.typical[:8]
+grid = st.columns(len(typical), gap="small")
+for column, item in zip(grid, typical, strict=True):
+    column.image(_lab.thumbnail(report, item.row), caption=f"{item.name}: {item.score:.2f}", width="stretch")
+
+rows = HistoryStore().checks(limit=50)
+if rows:
+    st.plotly_chart(history_figure(rows, recorded.get(key)), key="upload_history")
+    st.page_link("pages/monitor.py", label="All recorded checks and the retrain policy: Monitor → History",
+                 icon=":material/monitoring:")
 with st.expander("Predictions"):
-    skipped_names = {name for name, _ in skipped}
-    names = [file.name for file in files if file.name not in skipped_names]
-    probs = np.asarray(sample.probs)
-    st.dataframe({"file": names[:len(probs)],
-                  "prediction": [dataset.class_names[i] for i in probs.argmax(axis=1)],
-                  "confidence": probs.max(axis=1)}, hide_index=True, key="upload_predictions")
+    probs = np.asarray(report.sample.probs)
+    class_names = reference.class_names
+    st.dataframe({"file": names, "prediction": [class_names[i] for i in probs.argmax(axis=1)],
+                  "confidence": probs.max(axis=1), "drift score": report.drift_scores}, hide_index=True,
+                 key="upload_predictions")

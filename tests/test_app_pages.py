@@ -60,6 +60,11 @@ def detector_frame(at: AppTest):
     return at.table[0].value
 
 
+def p_values(frame) -> list[float]:
+    """The table's p-value column as numbers ("≤ 0.002 (floor)" reads as 0.002)."""
+    return [float(text.replace("≤", "").replace("(floor)", "").strip()) for text in frame["p-value"]]
+
+
 def test_home_shows_the_active_model(version: str) -> None:
     at = page("home")
     assert not at.exception
@@ -82,16 +87,15 @@ def test_drift_lab_severity_slider_moves_p_values_and_url(version: str) -> None:
     assert not at.exception
     assert at.multiselect(key="lab_corruptions").value == ["gaussian_noise"]
     clean = detector_frame(at)
-    assert set(clean.columns) >= {"p-value", "decision", "effect size", "statistic"}
+    assert set(clean.columns) >= {"what it compares", "p-value", "verdict", "effect size"}
     at.slider(key="lab_severity_gaussian_noise").set_value(5.0).run()
     assert not at.exception
     drifted = detector_frame(at)
     assert list(drifted.index) == list(clean.index)
-    clean_p = clean["p-value"].astype(float)
-    drifted_p = drifted["p-value"].astype(float)
     # Severity 5 noise on every image moves the features: the smallest p-value drops and a detector fires.
-    assert drifted_p.min() < clean_p.min()
-    assert (drifted["decision"] == "drift").any()
+    assert min(p_values(drifted)) < min(p_values(clean))
+    assert (drifted["verdict"] == "drift").any()
+    assert any(metric.label == "Verdict" and metric.value == "drift" for metric in at.metric)
     # The canonical spec text (fraction 1 is implied) is shared with the other pages and put in the URL.
     assert at.session_state[KEY_DRIFT_SPEC] == "gaussian_noise:5"
     assert at.query_params["spec"] in ("gaussian_noise:5", ["gaussian_noise:5"])
@@ -159,7 +163,16 @@ def test_upload_tests_images_and_lists_skipped_files(version: str) -> None:
     assert list(skipped["file"]) == ["notes.txt"] and skipped["reason"].iloc[0]
     results = at.table[0].value
     # Random noise looks nothing like handwritten digits: the detectors flag it.
-    assert (results["decision"] == "drift").any()
+    assert (results["verdict"] == "drift").any()
+    assert any(metric.label == "Verdict" and metric.value == "drift" for metric in at.metric)
+    # Recorded once in the history, however often the page reruns.
+    from zeal_core.history import HistoryStore
+
+    at.run()
+    rows = HistoryStore().checks()
+    assert len(rows) == 1 and rows[0].origin == "upload" and rows[0].n == 40 and rows[0].drift is True
+    assert any(metric.label == "History" and metric.value == f"check #{rows[0].id}" for metric in at.metric)
+    assert len(at.get("plotly_chart")) == 2  # the map of uploads and the history
 
 
 def test_monitor_runs_a_sudden_drift_stream_with_the_policy(version: str) -> None:

@@ -14,19 +14,33 @@ from zeal_core.reference.decision import Decision, bonferroni
 from zeal_core.reference.fit import fit_reference
 from zeal_core.reference.fitted import FittedReference, ModelSource
 from zeal_core.reference.report import CheckReport, TypicalImage
+from zeal_core.reference.sweep import (
+    WHOLE_SPEC,
+    SeveritySweep,
+    current_severity,
+    severity_sweep,
+    sweep_choices,
+    swept_spec,
+)
 
 __all__ = [
     "PARTS",
     "PROJECTIONS",
+    "WHOLE_SPEC",
     "CheckReport",
     "Decision",
     "FittedReference",
     "ModelSource",
     "ReferenceConfig",
+    "SeveritySweep",
     "TypicalImage",
     "bonferroni",
     "check_parts",
+    "current_severity",
     "fit_reference",
     "forget_references",
     "get_reference",
+    "severity_sweep",
+    "sweep_choices",
+    "swept_spec",
 ]

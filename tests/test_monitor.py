@@ -49,7 +49,7 @@ def test_bad_schedules_are_refused(text: str) -> None:
 def test_bad_policy_settings_are_refused() -> None:
     with pytest.raises(ConfigError, match="window"):
         MonitorConfig(alarms_to_retrain=5, window=3)
-    with pytest.raises(ConfigError, match="unknown monitor setting"):
+    with pytest.raises(ConfigError, match="monitor: unknown setting"):
         MonitorConfig.from_dict({"batchsize": 3})
 
 

@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     command.add_argument("--stream-detector", default="page_hinkley", help="change detector, or 'none'")
     command.add_argument("--alpha", type=float, default=0.05, help="significance level of the batch test")
     command.add_argument("--batch-size", type=int, default=64, help="images per stream batch")
-    command.add_argument("--reference-size", type=int, default=256, help="clean reference images")
+    command.add_argument("--reference-size", type=int, default=None,
+                         help="clean held-out reference images (default: the whole reference half)")
     command.add_argument("--seed", type=int, default=0)
     command.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     command.add_argument("--batches", action="store_true", help="include every batch record in the output")

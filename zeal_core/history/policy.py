@@ -22,6 +22,7 @@ PROMOTE = ("manual", "auto")  # who makes the adapted version active: the user, 
 POLICY_KEY = "retrain_policy"  # where the settings live in the history's settings table
 SINCE_KEY = "retrain_policy_since"  # newest check id when the policy was switched on (it counts later ones)
 JOB_KIND = "adapt-history"
+REAL_ORIGINS = ("cli", "upload", "api")  # checks of real batches (the monitor's simulated ones never count)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,9 @@ def checks_to_adapt_on(store: HistoryStore, policy: HistoryPolicy, model_version
     The positions are the model's checks recorded since the policy was switched on, in order; the policy
     last fired at the newest check of its last event for this model.
     """
-    checks = store.checks(model_version=model_version, since_id=int(store.setting(SINCE_KEY, 0)))
+    checks = [check for check in store.checks(model_version=model_version,
+                                               since_id=int(store.setting(SINCE_KEY, 0)))
+              if check.origin in REAL_ORIGINS]
     if not checks:
         return None
     ids = [check.id for check in checks]

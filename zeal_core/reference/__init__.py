@@ -12,7 +12,7 @@ from zeal_core.reference.cache import forget_references, get_reference
 from zeal_core.reference.config import PARTS, PROJECTIONS, ReferenceConfig, check_parts
 from zeal_core.reference.decision import Decision, bonferroni
 from zeal_core.reference.fit import fit_reference
-from zeal_core.reference.fitted import FittedReference, ModelSource
+from zeal_core.reference.fitted import FittedReference, ModelSource, SimulatedBatch
 from zeal_core.reference.report import CheckReport, TypicalImage
 from zeal_core.reference.sweep import (
     WHOLE_SPEC,
@@ -33,6 +33,7 @@ __all__ = [
     "ModelSource",
     "ReferenceConfig",
     "SeveritySweep",
+    "SimulatedBatch",
     "TypicalImage",
     "bonferroni",
     "check_parts",

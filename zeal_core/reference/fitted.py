@@ -63,6 +63,16 @@ class ModelSource:
         return self.label_map[self.split_labels[positions]]
 
 
+@dataclass(frozen=True)
+class SimulatedBatch:
+    """Held-out images under a drift spec, as a simulated check or stream batch uses them."""
+
+    images: torch.Tensor  # uint8 n x 3 x H x W, drifted, on the model's device
+    labels: np.ndarray  # int64 n, in the model's output space (-1: a class the model never saw)
+    positions: np.ndarray  # int64 n, positions in the split
+    affected: np.ndarray  # bool n, True where the pixel steps changed the image
+
+
 class FittedReference:
     """A clean reference with everything fitted on it; ``check`` tests a sample against it."""
 
@@ -95,9 +105,10 @@ class FittedReference:
 
     @classmethod
     def from_embeddings(cls, reference: Embeddings, config: ReferenceConfig | None = None, *,
-                        dataset_name: str = "embeddings") -> FittedReference:
-        """A reference over precomputed embeddings (benchmarks, tests): its ``check`` takes Embeddings."""
-        return cls(reference, config or ReferenceConfig(), dataset_name=dataset_name)
+                        dataset_name: str = "embeddings", version: str | None = None) -> FittedReference:
+        """A reference over precomputed embeddings (benchmarks, tests, the monitor after a retrain): its
+        ``check`` takes Embeddings; ``version`` names the model that computed them, for reports."""
+        return cls(reference, config or ReferenceConfig(), dataset_name=dataset_name, version=version)
 
     # ------------------------------------------------------------------------------------------------ info
 
@@ -183,19 +194,14 @@ class FittedReference:
                 self._checks.move_to_end(key)
                 return self._checks[key]
         start = time.perf_counter()
-        positions = self._draw(spec, count, seed)
-        clean = source.split_images[torch.from_numpy(positions)].to(source.device)
-        drifted = spec.apply(clean, seed=int(seed)) if spec.steps else clean
-        labels = source.model_labels(positions)
-        embedded = compute_embeddings(source.model, source.card.model_config, drifted, source.device,
-                                      labels=labels, batch_size=self.config.batch_size)
-        affected = (spec.affected_mask(count, seed=int(seed)).numpy() if spec.steps
-                    else np.zeros(count, dtype=bool))
-        embedded = replace(embedded, indices=positions, spec=spec.text, affected=affected)
-        clean_preds = np.asarray(source.split_clean.preds)[positions]
+        batch = self.simulate_batch(spec, count, seed)
+        embedded = compute_embeddings(source.model, source.card.model_config, batch.images, source.device,
+                                      labels=batch.labels, batch_size=self.config.batch_size)
+        embedded = replace(embedded, indices=batch.positions, spec=spec.text, affected=batch.affected)
+        clean_preds = np.asarray(source.split_clean.preds)[batch.positions]
         report = self._assemble(embedded, parts, method or "pca", {"embed": time.perf_counter() - start},
-                                source=f"drift spec {spec.text}", images=_thumbnails(drifted), spec=spec,
-                                clean_accuracy=float(np.mean(clean_preds == labels)))
+                                source=f"drift spec {spec.text}", images=_thumbnails(batch.images), spec=spec,
+                                clean_accuracy=float(np.mean(clean_preds == batch.labels)))
         with self._lock:
             self._checks[key] = report
             while len(self._checks) > SPEC_CACHE_SIZE:
@@ -286,6 +292,20 @@ class FittedReference:
             raise ConfigError(f"n = {count} images asked for, but the held-out sample half of "
                               f"{self.dataset_name} has {pool}: use 2 <= n <= {pool}")
         return count
+
+    def simulate_batch(self, spec: DriftSpec, n: int, seed: int) -> SimulatedBatch:
+        """``n`` held-out images drawn and drifted by ``spec`` (the sample a simulated check tests).
+
+        The draw follows the spec's class mix (if any) over the held-out half; its pixel steps corrupt a
+        seeded share ``spec.fraction`` of the images; the same (spec, n, seed) always gives the same batch.
+        """
+        source = self._require_source()
+        positions = self._draw(spec, n, seed)
+        clean = source.split_images[torch.from_numpy(positions)].to(source.device)
+        drifted = spec.apply(clean, seed=int(seed)) if spec.steps else clean
+        affected = (spec.affected_mask(n, seed=int(seed)).numpy() if spec.steps else np.zeros(n, dtype=bool))
+        return SimulatedBatch(images=drifted, labels=source.model_labels(positions), positions=positions,
+                              affected=affected)
 
     def _draw(self, spec: DriftSpec, n: int, seed: int) -> np.ndarray:
         """Split positions of a seeded sample of ``n`` held-out images under ``spec``'s class mix."""

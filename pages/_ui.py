@@ -108,6 +108,17 @@ def registry() -> ModelRegistry:
     return ModelRegistry()
 
 
+def short_version(version: str | None) -> str:
+    """A version id short enough for a metric: its name part and its random suffix (the full id on hover).
+
+    ``digits-resnet18-20261201T091027-5522`` -> ``digits-resnet18 …5522``.
+    """
+    if not version:
+        return "none"
+    parts = version.split("-")
+    return f"{'-'.join(parts[:2])} …{parts[-1]}" if len(parts) >= 4 else version
+
+
 def dataset_name() -> str:
     """This user's dataset choice (default: the embedded digits)."""
     return st.session_state.get(KEY_DATASET, DEFAULT_DATASET)

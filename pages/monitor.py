@@ -1,5 +1,7 @@
-"""Monitor: a simulated production stream with a drift schedule, alarms, and an auto-retrain policy."""
+"""Monitor: a simulated production stream with alarms and an auto-retrain policy, and the History of real
+checks (command line, uploads) with the retrain policy over them."""
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
@@ -9,38 +11,39 @@ from pages._ui import (
     ended_job,
     ensure_app_navigation,
     first_run_panel,
-    job_queue,
     registry,
-    require,
+    short_version,
     submit_job,
     user_errors,
 )
+from zeal_core.config import override
+from zeal_core.corruptions import list_corruptions
+from zeal_core.drift import list_detectors
+from zeal_core.errors import ZealError
+from zeal_core.history import HistoryStore, load_policy, save_policy
+from zeal_core.monitor import P_VALUE_FLOOR, Schedule
+from zeal_core.retrain import list_strategies, unlabeled_strategies
 
 ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
 
-monitor = require("zeal_core.monitor", "The Monitor page")
-corruptions = require("zeal_core.corruptions", "The Monitor page")
-retrain = require("zeal_core.retrain", "The Monitor page")
-drift = require("zeal_core.drift", "The Monitor page")
-
 st.title("Monitor")
-st.write("A simulated production stream: batches of held-out images arrive over time, drifting as the "
-         "schedule says. A detector tests each batch against the reference; the policy retrains after k "
-         "alarms.")
 if not first_run_panel():
     st.stop()
 NO_POLICY = "none (observe only)"
+REAL = ("cli", "upload", "api")  # origins of real checks; "monitor" marks the simulation's own
 
 
-def schedule_text(preset: str, corruption: str, severity: float, before: int, after: int) -> str:
-    """The schedule text of a preset (sudden, gradual, recurring)."""
+def schedule_text(preset: str, corruption: str, severity: float, before: int, drifted: int) -> str:
+    """The schedule text of a preset; every preset has exactly ``drifted`` drifted batches."""
     spec = f"{corruption}:{severity:g}"
     if preset == "sudden":
-        return monitor.Schedule.sudden(spec, before=before, after=after).text
-    if preset == "gradual":
-        return monitor.Schedule.gradual(corruption, severity=severity, before=before, ramp=after,
-                                        after=max(1, after // 2)).text
-    return monitor.Schedule.recurring(spec, clean=before, drifted=max(1, after // 2), cycles=2).text
+        return Schedule.sudden(spec, before=before, after=drifted).text
+    if preset == "gradual":  # half the drifted batches ramp up, the rest stay at full strength
+        ramp = max(1, drifted // 2)
+        return Schedule.gradual(corruption, severity=severity, before=before, ramp=ramp,
+                                after=max(1, drifted - ramp)).text
+    per_cycle = max(1, drifted // 2)  # recurring: two cycles of clean, then drifted
+    return Schedule.recurring(spec, clean=before, drifted=per_cycle, cycles=2).text
 
 
 def stream_figure(result: dict) -> go.Figure:
@@ -48,29 +51,34 @@ def stream_figure(result: dict) -> go.Figure:
     batches = result["batches"]
     index = [b["index"] for b in batches]
     alpha = result["config"].get("alpha", 0.05)
-    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                           subplot_titles=("Batch test p-value", "Accuracy per batch"))
-    figure.add_scatter(x=index, y=[max(b["p_value"], 1e-6) for b in batches], mode="lines+markers",
-                       name="p-value", line={"color": "#0f766e"},
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
+                           subplot_titles=("Batch test p-value (log scale)", "Accuracy per batch"))
+    figure.add_scatter(x=index, y=[max(b["p_value"], P_VALUE_FLOOR) for b in batches],
+                       mode="lines+markers", name="p-value", line={"color": "#0f766e"},
                        customdata=[b["drift_spec"] for b in batches],
                        hovertemplate="batch %{x}<br>p %{y:.3g}<br>%{customdata}<extra></extra>", row=1, col=1)
     alarms = [b for b in batches if b["alarm"]]
-    figure.add_scatter(x=[b["index"] for b in alarms], y=[max(b["p_value"], 1e-6) for b in alarms],
+    figure.add_scatter(x=[b["index"] for b in alarms], y=[max(b["p_value"], P_VALUE_FLOOR) for b in alarms],
                        mode="markers", name="alarm", marker={"color": "#dc2626", "symbol": "x", "size": 10},
                        row=1, col=1)
-    figure.add_hline(y=alpha, line_dash="dash", line_color="#dc2626", row=1, col=1)
+    figure.add_hline(y=alpha, line_dash="dash", line_color="#111827", row=1, col=1,
+                     annotation_text=f"alpha {alpha:g}", annotation_position="bottom left")
     figure.add_scatter(x=index, y=[b["accuracy_without_policy"] for b in batches], mode="lines",
                        name="without policy", line={"color": "#94a3b8"}, row=2, col=1)
     figure.add_scatter(x=index, y=[b["accuracy_with_policy"] for b in batches], mode="lines",
                        name="with policy", line={"color": "#0f766e", "width": 3}, row=2, col=1)
     for event in result["retrains"]:
         figure.add_vline(x=event["batch_index"] + 0.5, line_dash="dot", line_color="#7c3aed")
+        figure.add_annotation(x=event["batch_index"] + 0.5, y=1, yref="y domain", xanchor="left",
+                              text="retrain: the reference now follows<br>the new model, so a lasting drift "
+                                   "reads as normal", showarrow=False, font={"size": 10, "color": "#7c3aed"},
+                              row=1, col=1)
     drifted = [b["index"] for b in batches if b["drift_spec"] not in ("clean", "")]
     if drifted:
         figure.add_vrect(x0=drifted[0] - 0.5, x1=drifted[-1] + 0.5, fillcolor="#fde68a", opacity=0.25,
                          line_width=0)
-    figure.update_yaxes(type="log", title="p-value", row=1, col=1)
-    figure.update_yaxes(range=[0, 1.02], title="accuracy", row=2, col=1)
+    figure.update_yaxes(type="log", exponentformat="power", title="p-value", row=1, col=1)
+    figure.update_yaxes(range=[0, 1.02], tickformat=".0%", title="accuracy", row=2, col=1)
     figure.update_xaxes(title="batch", row=2, col=1)
     figure.update_layout(height=560, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                          legend={"orientation": "h", "y": -0.12})
@@ -97,58 +105,175 @@ def show_result(result: dict) -> None:
     st.caption(f"Schedule `{result['schedule']}` · {summary['batches']} batches in {result['seconds']:.1f} s")
 
 
-# ----------------------------------------------------------------------------------------------- controls
-left, right = st.columns(2)
-with left:
+def schedule_controls() -> str:
+    """The schedule: a preset built from a corruption and counts, or free text in custom mode."""
     st.markdown("**Drift schedule**")
     preset = st.segmented_control("Preset", ["sudden", "gradual", "recurring", "custom"], default="sudden",
                                   key="monitor_preset") or "sudden"
-    names = corruptions.list_corruptions()
+    if preset == "custom":  # the preset widgets would do nothing here: only the text counts
+        return st.text_input("Schedule", value="clean*8,gaussian_noise:1..5*6,gaussian_noise:5*6",
+                             key="monitor_schedule_text",
+                             help="Comma-separated spec*batches; a range a..b ramps over its segment, e.g. "
+                                  "clean*10,gaussian_noise:1..5*20")
+    names = list_corruptions()
     columns = st.columns(2)
     corruption = columns[0].selectbox("Corruption", names, key="monitor_corruption",
                                       index=names.index("gaussian_noise") if "gaussian_noise" in names else 0)
     severity = columns[1].slider("Severity", 0.5, 5.0, 5.0, step=0.5, key="monitor_severity")
     before = columns[0].number_input("Clean batches first", 1, 200, 8, key="monitor_before")
-    after = columns[1].number_input("Drifted batches", 1, 400, 12, key="monitor_after")
-    preset_text = schedule_text(preset if preset != "custom" else "sudden", corruption, severity, int(before),
-                                int(after))
-    if preset == "custom":
-        text = st.text_input("Schedule", value=preset_text, key="monitor_schedule_text",
-                             help="Comma-separated spec*batches, e.g. clean*10,gaussian_noise:1..5*20")
+    drifted = columns[1].number_input("Drifted batches", 1, 400, 12, key="monitor_after",
+                                      help="Batches under the drift in all (gradual: half of them ramp up; "
+                                           "recurring: two bursts of half each).")
+    text = schedule_text(preset, corruption, severity, int(before), int(drifted))
+    st.code(text, language=None)
+    return text
+
+
+def simulation() -> None:
+    """The simulated stream: schedule, detector and policy, a Run button, the result."""
+    left, right = st.columns(2)
+    with left:
+        text = schedule_controls()
+    with right:
+        st.markdown("**Detector and policy**")
+        columns = st.columns(2)
+        detectors = list_detectors()
+        detector = columns[0].selectbox("Batch detector", detectors, key="monitor_detector",
+                                        index=detectors.index("mmd") if "mmd" in detectors else 0)
+        batch_size = columns[1].select_slider("Batch size", [32, 64, 128], value=64, key="monitor_batch")
+        strategy = columns[0].selectbox("Retrain strategy", [*list_strategies(), NO_POLICY],
+                                        key="monitor_strategy")
+        alarms = columns[1].number_input("k alarms to retrain", 1, 20, 3, key="monitor_k")
+        window = columns[0].number_input("within the last (batches)", 1, 50, 5, key="monitor_window")
+        cooldown = columns[1].number_input("Cool-down (batches)", 0, 200, 10, key="monitor_cooldown")
+    try:
+        schedule = Schedule.parse(text)
+    except ZealError as error:
+        st.error("This schedule does not parse:")
+        st.code(str(error), language=None)  # user text verbatim: Markdown would eat its '*'
+        return
+    config = {"batch_size": int(batch_size), "detector": detector,
+              "strategy": None if strategy == NO_POLICY else strategy, "alarms_to_retrain": int(alarms),
+              "window": int(window), "cooldown": int(cooldown)}
+    st.caption(f"{len(schedule)} batches of {batch_size} held-out images, tested with the model "
+               f"**{short_version(active_version())}** (the active version).")
+    if st.button("Run the stream", type="primary", key="monitor_run"):
+        with user_errors():
+            submit_job("monitor", {"model": active_version(),
+                                   "dataset": registry().card(active_version()).dataset,
+                                   "schedule": schedule.text, "config": config})
+        st.rerun()
+    job = ended_job("monitor", "Press Run to simulate the stream (it runs in the background).")
+    if job is not None and job.status == "done" and job.result:
+        show_result(job.result)
+
+
+def history_figure(rows: list) -> go.Figure:
+    """Smallest detector p-value of each check over time, red where the check decided drift."""
+    figure = go.Figure()
+    for drift, colour, name in ((False, "#0f766e", "no drift"), (True, "#dc2626", "drift")):
+        part = [row for row in rows if bool(row.drift) == drift]
+        smallest = [max(row.min_p_value if row.min_p_value is not None else 1.0, 1e-300) for row in part]
+        figure.add_scatter(x=[row.created for row in part], y=smallest, mode="markers", name=name,
+                           marker={"color": colour, "size": 9},
+                           customdata=[[row.id, row.source, row.n] for row in part],
+                           hovertemplate="check #%{customdata[0]} (n = %{customdata[2]})<br>%{customdata[1]}"
+                                         "<br>smallest p %{y:.3g}<extra></extra>")
+    figure.update_layout(height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                         title="Recorded checks: the smallest detector p-value (log scale)",
+                         legend={"orientation": "h", "y": -0.25},
+                         yaxis={"type": "log", "exponentformat": "power", "title": "smallest p-value"},
+                         xaxis={"title": "time (UTC)"})
+    return figure
+
+
+def show_check(row) -> None:
+    """One recorded check's report: verdict, rule, detectors, most drifted files, skipped files."""
+    report = row.report
+    decision = report.get("decision") or {}
+    columns = st.columns(3)
+    columns[0].metric("Verdict", "drift" if row.drift else "no drift", help=decision.get("rule"))
+    columns[1].metric("Images", row.n)
+    columns[2].metric("Model", short_version(row.model_version), help=row.model_version)
+    st.caption(f"#{row.id} · {row.created} · {row.origin} · {row.source}")
+    threshold = decision.get("threshold", 0.0)
+    st.table(pd.DataFrame([{"detector": item["detector"], "p-value": f"{item['p_value']:.3g}",
+                            "verdict": "drift" if item["p_value"] < threshold else "no drift"}
+                           for item in report.get("detectors", [])]).set_index("detector"))
+    drifted = report.get("most_drifted", [])
+    if drifted:
+        st.markdown("Most drift-typical images: " + ", ".join(
+            f"`{item['file'] or item['index']}` ({item['score']:.2f})" for item in drifted[:8]))
+    if report.get("skipped"):
+        st.caption(f"{len(report['skipped'])} file(s) could not be read.")
+
+
+def policy_form(store: HistoryStore) -> None:
+    """The retrain policy over real checks: switch it on, tune it, see what it did."""
+    policy = load_policy(store)
+    with st.form("history_policy"):
+        st.markdown("**Retrain policy on real checks** (unlabeled: bn-adapt or tent on the drifted batches)")
+        columns = st.columns(4)
+        enabled = columns[0].toggle("On", value=policy.enabled, key="policy_enabled")
+        strategies = unlabeled_strategies()
+        strategy = columns[1].selectbox("Strategy", strategies, index=strategies.index(policy.strategy),
+                                        key="policy_strategy")
+        promote = columns[2].selectbox("Make it active", ["manual", "auto"], key="policy_promote",
+                                       index=["manual", "auto"].index(policy.promote),
+                                       help="manual: you activate the new version (Retrain page); auto: "
+                                            "only if its clean accuracy stays within the margin of its "
+                                            "parent's.")
+        margin = columns[3].number_input("Margin (points)", 0.0, 50.0, policy.margin * 100, step=0.5,
+                                         key="policy_margin")
+        columns = st.columns(3)
+        alarms = columns[0].number_input("k drifted checks", 1, 50, policy.alarms_to_retrain, key="policy_k")
+        window = columns[1].number_input("within the last (checks)", 1, 100, policy.window,
+                                         key="policy_window")
+        cooldown = columns[2].number_input("Cool-down (checks)", 0, 100, policy.cooldown,
+                                           key="policy_cooldown")
+        if st.form_submit_button("Save the policy"):
+            with user_errors():
+                save_policy(store, override(policy, {
+                    "enabled": enabled, "strategy": strategy, "promote": promote, "margin": margin / 100,
+                    "alarms_to_retrain": int(alarms), "window": int(window), "cooldown": int(cooldown)},
+                    "history policy"))
+            st.toast("Policy saved.")
+    events = store.events()
+    if events:
+        st.dataframe([{"time": event["created"], "model": short_version(event["model_version"]),
+                       "action": event["action"], "checks": ", ".join(map(str, event["check_ids"])),
+                       "new version": event["new_version"] or "", "detail": event["detail"]}
+                      for event in reversed(events)], hide_index=True, key="policy_events")
+
+
+def history() -> None:
+    """Every recorded check on a time axis, one click (or pick) to its report, and the policy."""
+    store = HistoryStore()
+    include = st.toggle("Include the simulation's own checks", value=False, key="history_simulated",
+                        help="Each simulated stream batch is recorded too (origin 'monitor').")
+    rows = [row for row in store.checks(limit=500) if include or row.origin in REAL]
+    if not rows:
+        st.info("No checks recorded yet. Upload a batch on Your own images, or run "
+                "`python -m zeal_core check FOLDER` (e.g. from cron).")
     else:
-        text = preset_text
-        st.code(text, language=None)
-with right:
-    st.markdown("**Detector and policy**")
-    columns = st.columns(2)
-    detectors = drift.list_detectors()
-    detector = columns[0].selectbox("Batch detector", detectors, key="monitor_detector",
-                                    index=detectors.index("mmd") if "mmd" in detectors else 0)
-    batch_size = columns[1].select_slider("Batch size", [32, 64, 128], value=64, key="monitor_batch")
-    strategy = columns[0].selectbox("Retrain strategy", [*retrain.list_strategies(), NO_POLICY],
-                                    key="monitor_strategy")
-    alarms = columns[1].number_input("k alarms to retrain", 1, 20, 3, key="monitor_k")
-    window = columns[0].number_input("within the last (batches)", 1, 50, 5, key="monitor_window")
-    cooldown = columns[1].number_input("Cool-down (batches)", 0, 200, 10, key="monitor_cooldown")
-
-try:
-    schedule = monitor.Schedule.parse(text)
-except Exception as error:
-    st.error(f"Schedule {text!r} does not parse: {error}")
-    st.stop()
-config = {"batch_size": int(batch_size), "detector": detector,
-          "strategy": None if strategy == NO_POLICY else strategy, "alarms_to_retrain": int(alarms),
-          "window": int(window), "cooldown": int(cooldown)}
-st.caption(f"{len(schedule)} batches of {batch_size} images from the model "
-           f"**{active_version()}** (the active version).")
-if st.button("Run the stream", type="primary", key="monitor_run", disabled=job_queue() is None):
-    with user_errors():
-        submit_job("monitor", {"model": active_version(),
-                               "dataset": registry().card(active_version()).dataset,
-                               "schedule": schedule.text, "config": config})
-    st.rerun()
+        event = st.plotly_chart(history_figure(rows), key="history_chart", on_select="rerun",
+                                selection_mode="points")
+        points = (event.selection.points if event and event.selection else []) or []
+        ids = [row.id for row in reversed(rows)]
+        clicked = int(points[0]["customdata"][0]) if points else ids[0]
+        chosen = st.selectbox("Check", ids, index=ids.index(clicked), key="history_check",
+                              format_func=lambda check_id: f"#{check_id}")
+        show_check(store.get(chosen))
+    policy_form(store)
 
 
-job = ended_job("monitor", "Press Run to simulate the stream (it runs in the background).")
-if job is not None and job.status == "done" and job.result:
-    show_result(job.result)
+simulation_tab, history_tab = st.tabs(["Simulation", "History"])
+with simulation_tab:
+    st.write("A simulated production stream: batches of held-out images arrive over time, drifting as the "
+             "schedule says. A detector tests each batch against the reference; the policy retrains after k "
+             "alarms.")
+    simulation()
+with history_tab:
+    st.write("Checks of real batches — uploads and `python -m zeal_core check` — kept in the history "
+             f"(`{HistoryStore().path}`).")
+    history()

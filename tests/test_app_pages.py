@@ -200,4 +200,37 @@ def test_monitor_runs_a_sudden_drift_stream_with_the_policy(version: str) -> Non
     summary = job.result["summary"]
     assert metrics["Alarms"] == str(summary["alarms"]) and summary["alarms"] >= 1
     assert metrics["Retrains"] == str(summary["retrains"])
-    assert len(at.get("plotly_chart")) == 1  # p-values and accuracy over time
+    assert len(at.get("plotly_chart")) == 1  # p-values and accuracy over time (the History tab: no checks)
+    # The stream's checks are in the history as the simulation's own; the History tab shows them on demand.
+    at.toggle(key="history_simulated").set_value(True).run()
+    assert not at.exception and len(at.get("plotly_chart")) == 2
+    assert at.selectbox(key="history_check").value == len(job.result["batches"])
+
+
+def test_monitor_custom_schedule_errors_show_the_text_verbatim(version: str) -> None:
+    at = page("monitor")
+    at.segmented_control(key="monitor_preset").set_value("custom").run()
+    assert not at.exception
+    assert not [widget for widget in at.number_input if widget.key == "monitor_before"]  # preset widgets hidden
+    at.text_input(key="monitor_schedule_text").set_value("clean*5,banana:3*x").run()
+    assert not at.exception
+    assert any("banana:3*x" in code.value for code in at.code)  # as code: Markdown cannot eat the '*'
+
+
+def test_history_tab_shows_a_recorded_check_and_saves_the_policy(version: str) -> None:
+    from zeal_core.history import HistoryStore, load_policy
+    from zeal_core.reference import ReferenceConfig, get_reference
+
+    reference = get_reference(version, config=ReferenceConfig(detectors=("ks",)), device="cpu")
+    HistoryStore().record(reference.check("contrast:5", n=50), origin="cli")
+    at = page("monitor")
+    assert not at.exception
+    shown = at.selectbox(key="history_check").value
+    assert any(metric.label == "Verdict" and metric.value == "drift" for metric in at.metric)
+    assert HistoryStore().get(shown).origin == "cli"
+    at.toggle(key="policy_enabled").set_value(True)
+    at.number_input(key="policy_k").set_value(2)
+    next(button for button in at.button if button.label == "Save the policy").click().run()
+    assert not at.exception
+    policy = load_policy(HistoryStore())
+    assert policy.enabled and policy.alarms_to_retrain == 2

@@ -264,6 +264,231 @@ def _resolve_model(dataset: ImageDataset, config: TrainConfig, init_model: nn.Mo
     return model, model_config, warning
 
 
+@dataclass
+class _Run:
+    """Everything one training run holds while it runs (built by ``_prepare``)."""
+
+    config: TrainConfig  # the recipe
+    dataset: ImageDataset  # the data
+    device: torch.device  # where it trains
+    model: nn.Module  # the network (what is saved)
+    model_config: ModelConfig  # how to rebuild it
+    network: nn.Module  # what the steps call: the model, DDP-wrapped and/or compiled
+    optimizer: torch.optim.Optimizer  # over the model's parameters
+    schedule: Any  # the learning-rate schedule, or None for a constant rate
+    average: _WeightAverage | None  # the weight average evaluated instead of the model, or None
+    corrupter: _BatchCorrupter | None  # corruption augmentation, or None
+    train_images: torch.Tensor  # uint8, on the device, at about the training size
+    train_labels: torch.Tensor  # int64, on the device
+    batch_size: int  # images per step and process
+    steps_per_epoch: int  # steps of one epoch on this process
+    say: ProgressCallback | None  # progress (rank 0 only)
+    augment_generator: torch.Generator  # crop/flip draws, on the device
+    shuffle_generator: torch.Generator  # epoch order, on the CPU
+    channels_last: bool  # channels-last inputs (CUDA)
+    warnings: tuple[str, ...] = ()  # e.g. the pretrained fallback message
+    history: list[dict[str, Any]] = field(default_factory=list)  # one entry per epoch
+    train_seconds: float = 0.0  # training time so far (validation excluded), s
+    global_step: int = 0  # steps so far
+    images_seen: int = 0  # training images so far, over all ranks
+    last_report: float = -math.inf  # perf_counter of the last progress event
+    stop: bool = False  # a time budget or accuracy target was reached
+    last_eval: Any = None  # the latest EvalResult
+    time_to_target: float | None = None  # training seconds until stop_at_accuracy was reached
+
+    @property
+    def total_steps(self) -> int:
+        """Steps of the whole run (on this process)."""
+        return self.steps_per_epoch * self.config.epochs
+
+
+def _prepare(dataset: ImageDataset, config: TrainConfig, device: torch.device | str,
+             init_model: nn.Module | None, model_config: ModelConfig | None,
+             progress: ProgressCallback | None) -> _Run:
+    """Check the recipe, build the model and optimizer, and move the training split to the device once."""
+    config.validate()
+    world = distributed.world_size()
+    if device == "auto" and distributed.is_distributed():
+        device = distributed.default_device_name()
+    device = resolve_device(device)
+    say = progress if distributed.is_main_process() else None
+    torch.manual_seed(config.seed)
+    model, model_config, warning = _resolve_model(dataset, config, init_model, model_config)
+    if warning:
+        report(say, "train", 0, None, message=warning, metrics={"warning": warning})
+    train_images, train_labels = dataset.split("train")
+    per_rank = train_images.shape[0] // world
+    if per_rank < 2:
+        raise DataError(f"dataset {dataset.name} has {train_images.shape[0]} training images: at least "
+                        f"{2 * world} are needed to train on {world} process(es)")
+    batch_size = min(config.batch_size, per_rank)
+    # The whole training split goes to the device once, as uint8, at about the training size.
+    train_images = resize_uint8(train_images.to(device), min(dataset.image_size, model_config.image_size))
+    on_cuda = device.type == "cuda"
+    model.to(device)
+    if on_cuda:
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
+    channels_last = on_cuda and config.channels_last
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    model.train()
+    optimizer = _make_optimizer(model, config)
+    steps_per_epoch = per_rank // batch_size
+    network: nn.Module = model
+    if distributed.is_distributed():
+        network = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if on_cuda else None)
+    if config.compile and on_cuda:
+        network = torch.compile(network)
+    rank = distributed.rank()
+    return _Run(
+        config=config, dataset=dataset, device=device, model=model, model_config=model_config,
+        network=network, optimizer=optimizer,
+        schedule=_make_schedule(optimizer, config, steps_per_epoch * config.epochs),
+        average=_WeightAverage(model, config.ema_decay) if config.ema_decay else None,
+        corrupter=(_BatchCorrupter(config.corruption_augment, config.corruption_share, config.seed + rank)
+                   if config.corruption_augment else None),
+        train_images=train_images, train_labels=train_labels.to(device), batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch, say=say,
+        augment_generator=torch.Generator(device=device).manual_seed(config.seed * 1000 + rank),
+        shuffle_generator=torch.Generator().manual_seed(config.seed), channels_last=channels_last,
+        warnings=(warning,) if warning else ())
+
+
+def _step(run: _Run, batch: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on a batch; returns (loss, logits), detached."""
+    config = run.config
+    if run.corrupter is not None:
+        batch = run.corrupter(batch, run.global_step)
+    inputs = augment_batch(batch, run.model_config.image_size, generator=run.augment_generator,
+                           augmentations=config.augmentations, crop_scale=config.crop_scale,
+                           channels_last=run.channels_last)
+    with autocast_for(run.device) if config.amp else torch.autocast(run.device.type, enabled=False):
+        logits = run.network(inputs)
+    loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    if run.schedule is not None:
+        run.schedule.step()
+    if run.average is not None:
+        run.average.update()
+    return loss.detach(), logits.detach()
+
+
+def _report_step(run: _Run, epoch: int, step: int, loss_sum: torch.Tensor, correct: torch.Tensor,
+                 seen: int) -> None:
+    """A progress event with the running loss, accuracy, speed and ETA (raises if the loss diverged)."""
+    mean_loss = float(loss_sum) / seen
+    if not math.isfinite(mean_loss):
+        raise ModelError(f"training diverged (loss {mean_loss}) at epoch {epoch}, step {step}: lower the "
+                         f"learning rate (lr={run.config.lr})")
+    speed = run.images_seen / run.train_seconds if run.train_seconds > 0 else 0.0
+    eta = (run.total_steps - run.global_step) * run.train_seconds / run.global_step
+    accuracy = float(correct) / seen
+    report(run.say, "train", run.global_step, run.total_steps,
+           message=f"epoch {epoch}/{run.config.epochs} step {step}/{run.steps_per_epoch} "
+                   f"loss {mean_loss:.3f} acc {accuracy:.1%} {speed:,.0f} img/s ETA {eta:.0f} s",
+           metrics={"epoch": epoch, "step": step, "global_step": run.global_step, "loss": mean_loss,
+                    "accuracy": accuracy, "images_per_s": speed, "eta_s": eta,
+                    "lr": run.optimizer.param_groups[0]["lr"]})
+
+
+def _train_epoch(run: _Run, epoch: int, cancel: CancelToken | None) -> dict[str, Any]:
+    """One pass over this process's shard of the training split; returns the epoch's history entry."""
+    run.model.train()
+    order = torch.randperm(run.train_images.shape[0], generator=run.shuffle_generator)
+    order = distributed.shard(order, run.steps_per_epoch, run.batch_size).to(run.device)
+    loss_sum = torch.zeros((), device=run.device)
+    correct = torch.zeros((), device=run.device)
+    seen = 0
+    epoch_start = time.perf_counter()
+    trained_before = run.train_seconds
+    world = distributed.world_size()
+    for step in range(1, run.steps_per_epoch + 1):
+        check_cancel(cancel)
+        index = order[(step - 1) * run.batch_size: step * run.batch_size]
+        labels = run.train_labels[index]
+        loss, logits = _step(run, run.train_images[index], labels)
+        loss_sum += loss * labels.shape[0]
+        correct += (logits.argmax(dim=1) == labels).sum()
+        seen += labels.shape[0]
+        run.global_step += 1
+        run.images_seen += labels.shape[0] * world
+        now = time.perf_counter()
+        # Wall time since the epoch began (on CUDA the queue makes this approximate until the epoch's end,
+        # where it is synchronised).
+        run.train_seconds = trained_before + now - epoch_start
+        if run.config.max_seconds is not None:
+            run.stop = distributed.any_rank(run.train_seconds >= run.config.max_seconds, run.device)
+        last_step = step == run.steps_per_epoch or run.stop
+        if run.say is not None and (last_step or now - run.last_report >= run.config.log_interval_s):
+            run.last_report = now
+            _report_step(run, epoch, step, loss_sum, correct, seen)
+        if run.stop:
+            break
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    run.train_seconds = trained_before + time.perf_counter() - epoch_start
+    distributed.average_buffers(run.model)
+    totals = distributed.all_reduce_sum(torch.stack([loss_sum.float(), correct.float(),
+                                                     torch.tensor(float(seen), device=run.device)]))
+    epoch_loss = float(totals[0] / totals[2])
+    if not math.isfinite(epoch_loss):
+        raise ModelError(f"training diverged (loss {epoch_loss}) in epoch {epoch}: lower the learning rate "
+                         f"(lr={run.config.lr})")
+    return {"epoch": epoch, "train_loss": epoch_loss, "train_accuracy": float(totals[1] / totals[2]),
+            "train_seconds": run.train_seconds, "epoch_seconds": time.perf_counter() - epoch_start,
+            "images_per_s": run.images_seen / run.train_seconds if run.train_seconds > 0 else 0.0,
+            "val_accuracy": None}
+
+
+def _validate(run: _Run, epoch: int, entry: dict[str, Any], cancel: CancelToken | None) -> None:
+    """Score the weights (or their average) on the val split; stop at the accuracy target."""
+    check_cancel(cancel)
+    eval_model = run.average.module if run.average is not None else run.model
+    val_images, val_labels = run.dataset.split("val")
+    result = evaluate(eval_model, run.model_config, val_images, val_labels, run.device,
+                      run.dataset.class_names, flip_tta=run.config.flip_tta, cancel=cancel)
+    run.last_eval = result
+    entry["val_accuracy"] = result.accuracy
+    target = run.config.stop_at_accuracy
+    if target is not None and run.time_to_target is None and result.accuracy >= target:
+        run.time_to_target = run.train_seconds
+        run.stop = True
+    report(run.say, "train", run.global_step, run.total_steps,
+           message=f"epoch {epoch}/{run.config.epochs}: train loss {entry['train_loss']:.3f}, "
+                   f"val accuracy {result.accuracy:.1%}",
+           metrics={"epoch": epoch, "val_accuracy": result.accuracy, "loss": entry["train_loss"]})
+
+
+def _finish(run: _Run, wall_start: float, init_model: nn.Module | None) -> TrainResult:
+    """The trained model in eval mode, with its final metrics."""
+    final_model = run.average.module if run.average is not None else run.model
+    final_model.eval()
+    final = run.last_eval  # the last epoch always ends with a validation of the final weights
+    metrics = {
+        "val_accuracy": final.accuracy,
+        "val_per_class_accuracy": final.per_class_accuracy,
+        "val_n": final.n,
+        "train_loss": run.history[-1]["train_loss"],
+        "train_accuracy": run.history[-1]["train_accuracy"],
+        "epochs_run": len(run.history),
+        "steps": run.global_step,
+        "images_per_s": run.images_seen / run.train_seconds if run.train_seconds > 0 else 0.0,
+        "train_seconds": run.train_seconds,
+        "time_to_target_s": run.time_to_target,
+        "device": describe_device(run.device),
+        "world_size": distributed.world_size(),
+        "pretrained_loaded": bool(run.model_config.pretrained and not run.warnings and init_model is None),
+    }
+    seconds = time.perf_counter() - wall_start
+    metrics["seconds"] = seconds
+    report(run.say, "train", run.total_steps, run.total_steps,
+           message=f"done: val accuracy {final.accuracy:.1%} in {seconds:.1f} s", metrics=dict(metrics))
+    return TrainResult(model=final_model, model_config=run.model_config, history=run.history, metrics=metrics,
+                       seconds=seconds, warnings=run.warnings)
+
+
 def train_model(
     dataset: ImageDataset,
     config: TrainConfig,
@@ -276,9 +501,10 @@ def train_model(
 ) -> TrainResult:
     """Train a classifier on ``dataset``'s train split and validate it on its val split.
 
-    Inside an initialised process group (``torchrun``; see ``zeal_core.distributed``) every rank runs this
-    same call: the model is wrapped in DistributedDataParallel and each rank trains on its shard of every
-    epoch; only rank 0 reports progress.
+    Steps: prepare (model, optimizer, data on the device), then per epoch train and validate (every epoch,
+    or only at the end with ``eval_each_epoch=False``), then finish. Inside an initialised process group
+    (``torchrun``; see ``zeal_core.distributed``) every rank runs this same call: the model is wrapped in
+    DistributedDataParallel and each rank trains on its shard of every epoch; only rank 0 reports progress.
 
     Args:
         dataset: The data; its ``num_classes`` sets the classifier size.
@@ -295,185 +521,19 @@ def train_model(
         data, or training diverged. Cancelled: ``cancel`` was set.
     """
     wall_start = time.perf_counter()
-    config.validate()
-    main = distributed.is_main_process()
-    world = distributed.world_size()
-    if device == "auto" and distributed.is_distributed():
-        device = distributed.default_device_name()
-    device = resolve_device(device)
-    on_cuda = device.type == "cuda"
-    say = progress if main else None
-
-    torch.manual_seed(config.seed)
-    model, model_config, warning = _resolve_model(dataset, config, init_model, model_config)
-    warnings = (warning,) if warning else ()
-    if warning:
-        report(say, "train", 0, None, message=warning, metrics={"warning": warning})
-    image_size = model_config.image_size
-
-    train_images, train_labels = dataset.split("train")
-    val_images, val_labels = dataset.split("val")
-    per_rank = train_images.shape[0] // world
-    if per_rank < 2:
-        raise DataError(f"dataset {dataset.name} has {train_images.shape[0]} training images: at least "
-                        f"{2 * world} are needed to train on {world} process(es)")
-    batch_size = min(config.batch_size, per_rank)
-    steps_per_epoch = per_rank // batch_size
-    total_steps = steps_per_epoch * config.epochs
-
-    # The whole training split goes to the device once, as uint8, at about the training size.
-    work_size = min(dataset.image_size, image_size)
-    train_images = resize_uint8(train_images.to(device), work_size)
-    train_labels = train_labels.to(device)
-
-    model.to(device)
-    if on_cuda:
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN pick the fastest kernels
-    use_channels_last = on_cuda and config.channels_last
-    if use_channels_last:
-        model.to(memory_format=torch.channels_last)
-    model.train()
-    optimizer = _make_optimizer(model, config)
-    schedule = _make_schedule(optimizer, config, total_steps)
-    average = _WeightAverage(model, config.ema_decay) if config.ema_decay else None
-    network: nn.Module = model
-    if distributed.is_distributed():
-        network = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if on_cuda else None)
-    if config.compile and on_cuda:
-        network = torch.compile(network)
-    corrupter = (_BatchCorrupter(config.corruption_augment, config.corruption_share,
-                                 config.seed + distributed.rank())
-                 if config.corruption_augment else None)
-    augment_generator = torch.Generator(device=device).manual_seed(config.seed * 1000 + distributed.rank())
-    shuffle_generator = torch.Generator().manual_seed(config.seed)
-
-    report(say, "train", 0, total_steps,
-           message=f"training {model_config.arch} on {dataset.name} ({train_images.shape[0]} images, "
-                   f"{image_size} px) on {describe_device(device)} x {world}")
-    history: list[dict[str, Any]] = []
-    train_seconds = 0.0
-    global_step = 0
-    images_seen = 0  # over all ranks
-    last_report = -math.inf
-    stop = False
-    last_eval = None
-    time_to_target: float | None = None
+    run = _prepare(dataset, config, device, init_model, model_config, progress)
+    report(run.say, "train", 0, run.total_steps,
+           message=f"training {run.model_config.arch} on {dataset.name} ({run.train_images.shape[0]} images, "
+                   f"{run.model_config.image_size} px) on {describe_device(run.device)} x "
+                   f"{distributed.world_size()}")
     for epoch in range(1, config.epochs + 1):
-        model.train()
-        order = torch.randperm(train_images.shape[0], generator=shuffle_generator)
-        order = distributed.shard(order, steps_per_epoch, batch_size).to(device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        seen = 0
-        epoch_start = time.perf_counter()
-        trained_before = train_seconds
-        for step in range(1, steps_per_epoch + 1):
-            check_cancel(cancel)
-            index = order[(step - 1) * batch_size: step * batch_size]
-            batch, labels = train_images[index], train_labels[index]
-            if corrupter is not None:
-                batch = corrupter(batch, global_step)
-            inputs = augment_batch(batch, image_size, generator=augment_generator,
-                                   augmentations=config.augmentations, crop_scale=config.crop_scale,
-                                   channels_last=use_channels_last)
-            with autocast_for(device) if config.amp else torch.autocast(device.type, enabled=False):
-                logits = network(inputs)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
-            if average is not None:
-                average.update()
-            loss_sum += loss.detach() * labels.shape[0]
-            correct += (logits.detach().argmax(dim=1) == labels).sum()
-            seen += labels.shape[0]
-            global_step += 1
-            images_seen += labels.shape[0] * world
-            now = time.perf_counter()
-            # Wall time since the epoch began (on CUDA the queue makes this approximate until the epoch's
-            # end, where it is synchronised).
-            train_seconds = trained_before + now - epoch_start
-            if config.max_seconds is not None:
-                stop = distributed.any_rank(train_seconds >= config.max_seconds, device)
-            last_step = step == steps_per_epoch or stop
-            if say is not None and (last_step or now - last_report >= config.log_interval_s):
-                last_report = now
-                mean_loss = float(loss_sum) / seen
-                if not math.isfinite(mean_loss):
-                    raise ModelError(f"training diverged (loss {mean_loss}) at epoch {epoch}, step {step}: "
-                                     f"lower the learning rate (lr={config.lr})")
-                speed = images_seen / train_seconds if train_seconds > 0 else 0.0
-                eta = (total_steps - global_step) * train_seconds / global_step
-                accuracy = float(correct) / seen
-                report(say, "train", global_step, total_steps,
-                       message=f"epoch {epoch}/{config.epochs} step {step}/{steps_per_epoch} "
-                               f"loss {mean_loss:.3f} acc {accuracy:.1%} {speed:,.0f} img/s ETA {eta:.0f} s",
-                       metrics={"epoch": epoch, "step": step, "global_step": global_step, "loss": mean_loss,
-                                "accuracy": accuracy, "images_per_s": speed, "eta_s": eta,
-                                "lr": optimizer.param_groups[0]["lr"]})
-            if stop:
-                break
-        if on_cuda:
-            torch.cuda.synchronize(device)
-        train_seconds = trained_before + time.perf_counter() - epoch_start
-        distributed.average_buffers(model)
-        totals = distributed.all_reduce_sum(torch.stack([loss_sum.float(), correct.float(),
-                                                         torch.tensor(float(seen), device=device)]))
-        epoch_loss = float(totals[0] / totals[2])
-        if not math.isfinite(epoch_loss):
-            raise ModelError(f"training diverged (loss {epoch_loss}) in epoch {epoch}: lower the learning "
-                             f"rate (lr={config.lr})")
-        entry: dict[str, Any] = {
-            "epoch": epoch, "train_loss": epoch_loss, "train_accuracy": float(totals[1] / totals[2]),
-            "train_seconds": train_seconds, "epoch_seconds": time.perf_counter() - epoch_start,
-            "images_per_s": images_seen / train_seconds if train_seconds > 0 else 0.0, "val_accuracy": None,
-        }
-        final_epoch = epoch == config.epochs or stop
-        if config.eval_each_epoch or final_epoch:
-            check_cancel(cancel)
-            eval_model = average.module if average is not None else model
-            result = evaluate(eval_model, model_config, val_images, val_labels, device, dataset.class_names,
-                              flip_tta=config.flip_tta, cancel=cancel)
-            last_eval = result
-            entry["val_accuracy"] = result.accuracy
-            target = config.stop_at_accuracy
-            if target is not None and time_to_target is None and result.accuracy >= target:
-                time_to_target = train_seconds
-                stop = True
-            report(say, "train", global_step, total_steps,
-                   message=f"epoch {epoch}/{config.epochs}: train loss {epoch_loss:.3f}, "
-                           f"val accuracy {result.accuracy:.1%}",
-                   metrics={"epoch": epoch, "val_accuracy": result.accuracy, "loss": epoch_loss})
-        history.append(entry)
-        if stop:
+        entry = _train_epoch(run, epoch, cancel)
+        if config.eval_each_epoch or epoch == config.epochs or run.stop:
+            _validate(run, epoch, entry, cancel)
+        run.history.append(entry)
+        if run.stop:
             break
-
-    final_model = average.module if average is not None else model
-    final_model.eval()
-    final = last_eval  # the last epoch always ends with a validation of the final weights
-    metrics = {
-        "val_accuracy": final.accuracy,
-        "val_per_class_accuracy": final.per_class_accuracy,
-        "val_n": final.n,
-        "train_loss": history[-1]["train_loss"],
-        "train_accuracy": history[-1]["train_accuracy"],
-        "epochs_run": len(history),
-        "steps": global_step,
-        "images_per_s": images_seen / train_seconds if train_seconds > 0 else 0.0,
-        "train_seconds": train_seconds,
-        "time_to_target_s": time_to_target,
-        "device": describe_device(device),
-        "world_size": world,
-        "pretrained_loaded": bool(model_config.pretrained and not warning and init_model is None),
-    }
-    seconds = time.perf_counter() - wall_start
-    metrics["seconds"] = seconds
-    report(say, "train", total_steps, total_steps,
-           message=f"done: val accuracy {final.accuracy:.1%} in {seconds:.1f} s", metrics=dict(metrics))
-    return TrainResult(model=final_model, model_config=model_config, history=history, metrics=metrics,
-                       seconds=seconds, warnings=warnings)
+    return _finish(run, wall_start, init_model)
 
 
 def train_and_register(

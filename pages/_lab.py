@@ -85,37 +85,6 @@ def decision_caption(report: CheckReport) -> str:
     return text
 
 
-def scatter_frame(report: CheckReport, fitted: FittedReference,
-                  sample_domain: str = "sample") -> pd.DataFrame:
-    """Reference and sample points in the reference's projection, one row each, for the scatter.
-
-    ``sample_domain`` "sample" marks simulated points as corrupted or clean; any other text (e.g. "upload")
-    names every tested point.
-    """
-    reference, class_names = fitted.reference, fitted.class_names
-    frames = [pd.DataFrame({"x": report.reference_coords[:, 0], "y": report.reference_coords[:, 1],
-                            "label": _names(reference.labels, class_names),
-                            "prediction": _names(reference.preds, class_names), "domain": "reference",
-                            "row": np.arange(len(reference)), "index": reference.indices})]
-    sample = report.sample
-    if sample_domain == "sample":
-        affected = sample.affected if sample.affected is not None else np.zeros(len(sample), bool)
-        domain = np.where(affected, "corrupted", "sample, clean")
-    else:
-        domain = np.full(len(sample), sample_domain, dtype=object)
-    frames.append(pd.DataFrame({"x": report.coords[:, 0], "y": report.coords[:, 1],
-                                "label": _names(sample.labels, class_names) or ["unknown"] * len(sample),
-                                "prediction": _names(sample.preds, class_names), "domain": domain,
-                                "row": np.arange(len(sample)), "index": sample.indices}))
-    return pd.concat(frames, ignore_index=True)
-
-
-def _names(values: np.ndarray | None, class_names: tuple[str, ...]) -> list[str]:
-    if values is None:
-        return []
-    return [class_names[value] if 0 <= value < len(class_names) else "unseen class" for value in values]
-
-
 def _natural(text: str) -> tuple[int, int | str]:
     return (0, int(text)) if text.isdigit() else (1, text)
 

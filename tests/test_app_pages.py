@@ -211,7 +211,7 @@ def test_monitor_custom_schedule_errors_show_the_text_verbatim(version: str) -> 
     at = page("monitor")
     at.segmented_control(key="monitor_preset").set_value("custom").run()
     assert not at.exception
-    assert not [widget for widget in at.number_input if widget.key == "monitor_before"]  # preset widgets hidden
+    assert not [widget for widget in at.number_input if widget.key == "monitor_before"]  # presets hidden
     at.text_input(key="monitor_schedule_text").set_value("clean*5,banana:3*x").run()
     assert not at.exception
     assert any("banana:3*x" in code.value for code in at.code)  # as code: Markdown cannot eat the '*'

@@ -15,11 +15,11 @@ from zeal_core.drift import (
     create_detector,
     detector_info,
     list_detectors,
-    run_detectors,
 )
 from zeal_core.drift.mmd import mmd2_unbiased, permutation_mmd2, rbf_kernel_matrix, split_mmd2
 from zeal_core.embed import Embeddings
 from zeal_core.errors import ConfigError
+from zeal_core.reference import FittedReference, ReferenceConfig
 
 FEATURE_DIMS = 48  # synthetic "embedding" width (kept small so every test is quick)
 DRIFT_SHIFT = 1.5  # mean shift per dim of the "drifted" synthetic features (feature std is ~3-5)
@@ -247,7 +247,7 @@ def test_univariate_details_name_the_drifted_dimension() -> None:
     assert result.p_value == pytest.approx(min(1.0, 6 * min(result.details["p_values"])), rel=1e-3)
 
 
-def test_run_detectors_picks_features_or_probs() -> None:
+def test_reference_picks_features_or_probs_per_detector() -> None:
     rng = np.random.default_rng(0)
 
     def embeddings(n: int, drifted: bool, offset: int) -> Embeddings:
@@ -258,12 +258,14 @@ def test_run_detectors_picks_features_or_probs() -> None:
                           indices=np.arange(offset, offset + n))
 
     reference, sample = embeddings(100, False, 0), embeddings(60, True, 1000)
-    results = run_detectors(reference, sample, options=FAST_OPTIONS)
+    fitted = FittedReference.from_embeddings(reference, ReferenceConfig(detector_options=FAST_OPTIONS))
+    results = fitted.check(sample, parts=["detectors"]).results
     assert [r.detector for r in results] == list_detectors()
     assert all(r.is_drift for r in results)
     c2st = next(r for r in results if r.detector == "c2st")
     assert all(1000 <= index < 1060 for index in c2st.details["most_drifted_indices"])
-    only = run_detectors(reference, reference, names=["bbsd"])
-    assert len(only) == 1 and not only[0].is_drift
+    only = FittedReference.from_embeddings(reference, ReferenceConfig(detectors=("bbsd",)))
+    results = only.check(reference, parts=["detectors"]).results
+    assert len(results) == 1 and not results[0].is_drift
     with pytest.raises(ConfigError, match="unknown detector"):
-        run_detectors(reference, sample, options={"typo": {}})
+        FittedReference.from_embeddings(reference, ReferenceConfig(detectors=("typo",)))

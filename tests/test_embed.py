@@ -1,4 +1,4 @@
-"""Embeddings: a tiny random ResNet on a few digits, and embed_sample end to end through the registry."""
+"""Embeddings: a tiny random ResNet on a few digits; the two disjoint halves of a split."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ import torch
 from zeal_core.data import load_dataset
 from zeal_core.embed import (
     Embeddings,
-    clear_cache,
     compute_embeddings,
     draw_positions,
-    embed_sample,
     part_positions,
 )
 from zeal_core.errors import ConfigError
@@ -64,34 +62,6 @@ def test_parts_are_disjoint_halves_and_draws_are_seeded() -> None:
         draw_positions(449, 300, part="reference")
     with pytest.raises(ConfigError, match="part"):
         part_positions(10, "middle")
-
-
-def test_embed_sample_end_to_end(digits, tiny_model) -> None:
-    from zeal_core.models.registry import ModelRegistry
-
-    clear_cache()
-    card = ModelRegistry().save(tiny_model, model_config=CONFIG, dataset="digits",
-                                dataset_fingerprint=digits.fingerprint, recipe={}, metrics={})
-    clean = embed_sample(card.version, digits, "clean", n=16, seed=2, part="sample", device="cpu")
-    noisy = embed_sample(card.version, digits, "gaussian_noise:3@0.5", n=16, seed=2, part="sample",
-                         device="cpu")
-    reference = embed_sample(card.version, "digits", None, n=16, seed=2, part="reference", device="cpu")
-    assert clean.features.shape == (16, 512) and noisy.spec == "gaussian_noise:3@0.5"
-    assert np.array_equal(clean.indices, noisy.indices)  # same seed: same images
-    assert not set(reference.indices) & set(clean.indices)  # disjoint halves
-    assert int(noisy.affected.sum()) == 8 and not clean.affected.any()
-    # Exactly the corrupted items moved in feature space; the rest are the same images.
-    moved = np.abs(noisy.features - clean.features).max(1) > 1e-4
-    assert np.array_equal(moved, noisy.affected)
-    _, val_labels = digits.split("val")
-    assert np.array_equal(clean.labels, val_labels.numpy()[clean.indices])
-    # Cached: the same request returns the same object; a cleared cache recomputes equal values.
-    assert embed_sample(card.version, digits, "clean", n=16, seed=2, part="sample", device="cpu") is clean
-    clear_cache()
-    again = embed_sample(card.version, digits, "clean", n=16, seed=2, part="sample", device="cpu")
-    assert again is not clean and np.allclose(again.features, clean.features, atol=1e-5)
-    with pytest.raises(ConfigError):
-        embed_sample(card.version, digits, "not_a_corruption:3", n=4, device="cpu")
 
 
 def test_subset_keeps_rows_together() -> None:

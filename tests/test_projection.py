@@ -1,4 +1,4 @@
-"""2-D projections: PCA and UMAP shapes, samples transformed into the reference's axes, scatter_frame."""
+"""2-D projections: PCA and UMAP shapes, samples transformed into the reference's axes."""
 
 from __future__ import annotations
 
@@ -53,24 +53,6 @@ def test_pca_projection_transforms_into_the_same_axes() -> None:
     nan_features[0, 0] = np.nan
     with pytest.raises(ConfigError, match="NaN"):
         fit_projection(nan_features, method="pca")
-
-
-def test_scatter_frame_columns_and_rows() -> None:
-    from zeal_core.projection import fit_projection, scatter_frame
-
-    reference, sample = blobs(0, 30), blobs(1, 12, offset=2.0)
-    projector = fit_projection(reference, method="pca")
-    ref_emb, sample_emb = embeddings_for(reference), embeddings_for(sample, offset=500)
-    frame = scatter_frame(projector.reference_xy, ref_emb, projector.transform(sample), sample_emb,
-                          class_names=("zero", "one", "two"))
-    assert {"x", "y", "label", "prediction", "domain", "index"} <= set(frame.columns)
-    assert len(frame) == 42 and (frame["domain"] == "reference").sum() == 30
-    drifted = frame[frame["domain"] == "drifted"]
-    assert drifted["index"].tolist() == list(range(500, 512))
-    assert set(frame["label"]) == {"zero", "one", "two"}
-    assert frame["correct"].tolist() == (frame["label"] == frame["prediction"]).tolist()
-    with pytest.raises(ConfigError, match="coordinates"):
-        scatter_frame(projector.reference_xy[:5], ref_emb, projector.transform(sample), sample_emb, "abc")
 
 
 @pytest.mark.slow

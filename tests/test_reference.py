@@ -137,3 +137,36 @@ def test_bonferroni_rule() -> None:
     assert "Bonferroni" in decision.rule
     with pytest.raises(ConfigError):
         bonferroni([], alpha=0.05)
+
+
+def test_exactly_the_affected_images_move(reference: FittedReference) -> None:
+    """A spec at fraction 0.5 corrupts half the sample; the other half are the very same clean images."""
+    clean = reference.check("clean", n=16, seed=2, parts=["detectors"])
+    noisy = reference.check("gaussian_noise:3@0.5", n=16, seed=2, parts=["detectors"])
+    assert np.array_equal(clean.sample.indices, noisy.sample.indices)  # same seed: same images
+    assert int(noisy.sample.affected.sum()) == 8 and not clean.sample.affected.any()
+    moved = np.abs(noisy.sample.features - clean.sample.features).max(1) > 1e-4
+    assert np.array_equal(moved, noisy.sample.affected)
+    _, val_labels = reference.source.dataset.split("val")
+    assert np.array_equal(clean.sample.labels, val_labels.numpy()[clean.sample.indices])
+    with pytest.raises(ConfigError):
+        reference.check("not_a_corruption:3", n=4)
+
+
+def test_scatter_frame_rows_for_reference_and_sample(reference: FittedReference) -> None:
+    from zeal_core.reference import scatter_frame
+
+    report = reference.check("gaussian_noise:3@0.5", n=30, seed=4)
+    frame = scatter_frame(report, reference)
+    assert {"x", "y", "label", "prediction", "domain", "row", "index"} <= set(frame.columns)
+    assert len(frame) == 150 and (frame["domain"] == "reference").sum() == 120
+    tested = frame[frame["domain"] != "reference"]
+    assert sorted(tested["domain"].unique()) == ["corrupted", "sample, clean"]
+    assert (tested["domain"] == "corrupted").sum() == 15
+    assert tested["index"].tolist() == list(report.sample.indices)
+    assert set(frame["label"]) <= set(reference.class_names)
+    unlabelled = reference.check(report.sample.without_labels())
+    uploads = scatter_frame(unlabelled, reference, sample_domain="upload")
+    assert set(uploads[uploads["domain"] != "reference"]["label"]) == {"unknown"}
+    with pytest.raises(ConfigError, match="no projection"):
+        scatter_frame(reference.check("clean", n=10, parts=["detectors"]), reference)

@@ -1,21 +1,15 @@
-"""Embeddings: a model's penultimate features and softmax outputs for a (possibly drifted) dataset sample.
+"""Embeddings: what a model sees in a set of images (penultimate features, logits, softmax), and the halves.
 
-``compute_embeddings`` runs a model over uint8 images in batches. ``embed_sample`` does the whole chain
-for the pages and the command line: load a registered model, draw a seeded sample from a split, apply a
-drift spec, embed; results are cached in-process (LRU) by (model version, dataset fingerprint, spec text,
-n, seed, split, part, device).
-
-Reference and sample must not share images, or a clean-vs-clean comparison is not a fair no-drift test. The
-``part`` argument splits a dataset split into two fixed, disjoint halves: draw the reference with
-``part="reference"`` and the sample with ``part="sample"`` (``part="all"`` draws from the whole split).
+``compute_embeddings`` runs a model over uint8 images in batches (the one forward pass for features and
+softmax in the lab). Reference and sample must not share images, or a clean-vs-clean comparison is not a fair
+no-drift test: ``part_positions`` cuts a split into two fixed, disjoint halves, "reference" and "sample"
+(``zeal_core.reference`` fits on the first and draws tested samples from the second).
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,17 +21,12 @@ from zeal_core.models import ModelConfig, extract_features, prepare_batch
 if TYPE_CHECKING:
     from torch import nn
 
-    from zeal_core.data import ImageDataset
 
-# Parts of a split that embed_sample can draw from; "reference" and "sample" are disjoint halves.
+# Parts of a split: the whole of it, or one of two disjoint halves, "reference" and "sample".
 PARTS = ("all", "reference", "sample")
 # Seed of the fixed shuffle that cuts a split into its two halves (independent of the sample seed, so the
 # halves never change).
 PART_SEED = 20240601
-# Embeddings kept by the in-process cache (each is N x 512 float32 plus softmax: ~2 MB at n = 1000).
-CACHE_SIZE = 64
-# Models kept loaded by embed_sample, keyed by (version, device).
-MODEL_CACHE_SIZE = 2
 
 
 # Fields of Embeddings that hold one row per item (besides ``extra``).
@@ -172,84 +161,3 @@ def draw_positions(split_size: int, n: int, seed: int = 0, part: str = "all") ->
                           f"use 1 <= n <= {len(pool)}")
     chosen = np.random.default_rng(seed).choice(pool, size=n, replace=False)
     return np.sort(chosen).astype(np.int64)
-
-
-_CACHE: OrderedDict[tuple, Embeddings] = OrderedDict()
-_MODELS: OrderedDict[tuple[str, str], tuple[Any, Any]] = OrderedDict()
-_LOCK = threading.Lock()
-
-
-def clear_cache() -> None:
-    """Forget cached embeddings and loaded models (e.g. after a model version is deleted)."""
-    with _LOCK:
-        _CACHE.clear()
-        _MODELS.clear()
-
-
-def _load_model(version: str, device: torch.device) -> tuple[Any, Any]:
-    from zeal_core.models.registry import ModelRegistry
-
-    key = (version, str(device))
-    with _LOCK:
-        if key in _MODELS:
-            _MODELS.move_to_end(key)
-            return _MODELS[key]
-    model, card = ModelRegistry().load(version, device=str(device))
-    with _LOCK:
-        _MODELS[key] = (model, card)
-        while len(_MODELS) > MODEL_CACHE_SIZE:
-            _MODELS.popitem(last=False)
-    return model, card
-
-
-def embed_sample(version: str, dataset: str | ImageDataset, spec: Any = None, n: int = 200, seed: int = 0,
-                 split: str = "val", device: str = "auto", part: str = "all",
-                 batch_size: int = 256) -> Embeddings:
-    """Embed a seeded sample of a dataset split, after applying a drift spec, with a registered model.
-
-    Args:
-        version: Model version in the registry (``zeal_core.models.registry.ModelRegistry``).
-        dataset: Dataset name (loaded with ``zeal_core.data.load_dataset``) or an ``ImageDataset``.
-        spec: A ``DriftSpec``, its text (e.g. ``"gaussian_noise:3@0.5"``), or None/"clean" for no drift.
-        n: Items to draw.
-        seed: Seeds the draw and the corruption (same seed, same images, same noise).
-        split: "val" or "train".
-        device: "auto", "cpu", "cuda" or "cuda:N".
-        part: "all", or one of the two disjoint halves "reference" / "sample" (see the module docstring).
-        batch_size: Images per forward pass.
-
-    Returns:
-        Embeddings with ``indices`` = positions in the split, ``spec`` = canonical spec text and ``affected``
-        = which items were corrupted. Cached: the same arguments return the same (read-only) object.
-
-    Raises:
-        ConfigError: Bad spec, split, part or n. ModelError / DataError from the registry or dataset loader.
-    """
-    from zeal_core.corruptions import DriftSpec
-    from zeal_core.data import load_dataset
-
-    drift_spec = spec if isinstance(spec, DriftSpec) else DriftSpec.parse(str(spec) if spec else "clean")
-    data = load_dataset(dataset) if isinstance(dataset, str) else dataset
-    torch_device = resolve_device(device)
-    key = (version, data.fingerprint, drift_spec.text, int(n), int(seed), split, part, str(torch_device))
-    with _LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-    images, labels = data.split(split)
-    positions = draw_positions(images.shape[0], int(n), seed=int(seed), part=part)
-    model, card = _load_model(version, torch_device)
-    chosen = images[torch.from_numpy(positions)].to(torch_device)
-    affected = None
-    if not drift_spec.is_clean:
-        affected = drift_spec.affected_mask(len(positions), seed=int(seed)).cpu().numpy().astype(bool)
-        chosen = drift_spec.apply(chosen, seed=int(seed))
-    result = compute_embeddings(model, card.model_config, chosen, torch_device, labels=labels[positions],
-                                batch_size=batch_size)
-    result = replace(result, indices=positions, spec=drift_spec.text,
-                     affected=affected if affected is not None else np.zeros(len(positions), bool))
-    with _LOCK:
-        _CACHE[key] = result
-        while len(_CACHE) > CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return result

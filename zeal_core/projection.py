@@ -13,17 +13,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from zeal_core.errors import ConfigError
 from zeal_core.paths import state_dir
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from zeal_core.embed import Embeddings
 
 METHODS = ("umap", "pca")
 
@@ -204,39 +199,3 @@ def warm_status() -> dict[str, Any]:
     """Warm-up state for a status line: started, ready, seconds, error, numba cache folder."""
     return {"started": _WARM_THREAD is not None, "ready": umap_ready(), "seconds": _WARM_SECONDS,
             "error": _WARM_ERROR, "numba_cache": os.environ.get("NUMBA_CACHE_DIR")}
-
-
-def _names(values: np.ndarray | None, class_names: list[str] | tuple[str, ...], count: int) -> list[str]:
-    if values is None:
-        return ["?"] * count
-    return [class_names[v] if 0 <= v < len(class_names) else str(v) for v in np.asarray(values).tolist()]
-
-
-def scatter_frame(ref_xy: np.ndarray, ref_emb: Embeddings, sample_xy: np.ndarray, sample_emb: Embeddings,
-                  class_names: list[str] | tuple[str, ...]) -> pd.DataFrame:
-    """One long table for a plotly scatter: reference rows, then sample rows.
-
-    Columns: ``x, y`` (coordinates), ``label`` and ``prediction`` (class names; "?" when labels are unknown),
-    ``domain`` ("reference" or "drifted"), ``index`` (position in the split, for a hover thumbnail),
-    ``corrupted`` (True where the drift spec changed that image) and ``correct``.
-
-    Raises:
-        ConfigError: Coordinates and embeddings disagree in length, or coordinates are not N x 2.
-    """
-    import pandas as pd
-
-    parts = []
-    for xy, emb, domain in ((ref_xy, ref_emb, "reference"), (sample_xy, sample_emb, "drifted")):
-        xy = np.asarray(xy)
-        if xy.ndim != 2 or xy.shape[1] != 2 or xy.shape[0] != len(emb):
-            raise ConfigError(f"{domain} coordinates have shape {xy.shape}; expected ({len(emb)}, 2)")
-        affected = emb.affected if emb.affected is not None else np.zeros(len(emb), bool)
-        correct = (emb.preds == emb.labels) if emb.labels is not None else np.zeros(len(emb), bool)
-        parts.append(pd.DataFrame({
-            "x": xy[:, 0].astype(float), "y": xy[:, 1].astype(float),
-            "label": _names(emb.labels, class_names, len(emb)),
-            "prediction": _names(emb.preds, class_names, len(emb)),
-            "domain": domain, "index": np.asarray(emb.indices, dtype=np.int64),
-            "corrupted": np.asarray(affected, dtype=bool), "correct": np.asarray(correct, dtype=bool),
-        }))
-    return pd.concat(parts, ignore_index=True)

@@ -263,14 +263,13 @@ async def _drive(url: str, sessions: int, steps: int, burst: int, retrains: int,
 
 
 def _expected_accuracy(version: str, corruption: str, severity: float, n: int, seed: int) -> str:
-    """The drifted accuracy the Drift Lab should show for this user's final spec, computed here."""
-    import numpy as np
+    """The drifted accuracy the Drift Lab should show for this user's final spec, computed in this process
+    by a reference fitted here (not the server's)."""
+    from zeal_core.reference import ReferenceConfig, fit_reference
 
-    from zeal_core.embed import embed_sample
-
-    embedded = embed_sample(version, "digits", spec_text(corruption, severity), n, seed=seed, split="val",
-                            device="cpu", part="sample")
-    return f"{float(np.mean(np.asarray(embedded.preds) == np.asarray(embedded.labels))):.1%}"
+    reference = fit_reference(version, config=ReferenceConfig(detectors=("ks",)), device="cpu")
+    report = reference.check(spec_text(corruption, severity), n=n, seed=seed, parts=("detectors",))
+    return f"{report.accuracy:.1%}"
 
 
 def _check_jobs_and_registry(seeded: str, retrains: int, wait_s: float) -> tuple[dict[str, Any], list[str]]:

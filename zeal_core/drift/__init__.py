@@ -1,8 +1,8 @@
 """Drift detectors: a registry of batch two-sample tests and a few streaming change detectors.
 
 Batch: ``list_detectors()``, ``detector_info(name)``, ``create_detector(name, alpha=0.05, **options)``; a
-detector has ``input_kind`` ("features" or "probs"), ``fit(reference)`` and ``test(sample) -> DriftResult``.
-``run_detectors(reference, sample, names)`` runs several on ``Embeddings``. Streaming:
+detector has ``input_kind`` ("features" or "probs"), ``fit(reference)`` and ``test(sample) -> DriftResult``
+(``zeal_core.reference.FittedReference`` fits them all on one reference and checks samples). Streaming:
 ``list_stream_detectors()``, ``create_stream_detector(name, **options)`` with ``update(value)``/``reset()``.
 See docs/detectors.md for what each statistic and effect size means.
 """
@@ -23,7 +23,6 @@ from zeal_core.drift.base import (
     parse_detector_names,
     register_detector,
 )
-from zeal_core.drift.runner import run_detectors
 from zeal_core.drift.streaming import (
     StreamDetector,
     StreamResult,
@@ -45,6 +44,5 @@ __all__ = [
     "list_stream_detectors",
     "parse_detector_names",
     "register_detector",
-    "run_detectors",
     "stream_detector_info",
 ]

@@ -13,6 +13,7 @@ from zeal_core.reference.config import PARTS, PROJECTIONS, ReferenceConfig, chec
 from zeal_core.reference.decision import Decision, bonferroni
 from zeal_core.reference.fit import fit_reference
 from zeal_core.reference.fitted import FittedReference, ModelSource, SimulatedBatch
+from zeal_core.reference.frames import scatter_frame
 from zeal_core.reference.report import CheckReport, TypicalImage
 from zeal_core.reference.sweep import (
     WHOLE_SPEC,
@@ -41,6 +42,7 @@ __all__ = [
     "fit_reference",
     "forget_references",
     "get_reference",
+    "scatter_frame",
     "severity_sweep",
     "sweep_choices",
     "swept_spec",

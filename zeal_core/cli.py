@@ -1,4 +1,4 @@
-"""The command line: ``python -m zeal_core {data,train,evaluate,drift,retrain,monitor,bench} ... [--json]``.
+"""The command line: ``python -m zeal_core {data,train,evaluate,models,drift,...,bench} ... [--json]``.
 
 Each subcommand lives in ``zeal_core/commands/<name>.py`` and exposes ``register(subparsers, parent)``; its
 handler returns a JSON-ready dict. With ``--json`` exactly one JSON object goes to stdout and logs go to
@@ -19,7 +19,7 @@ from zeal_core.errors import ZealError
 from zeal_core.progress import ProgressEvent
 
 # Subcommand modules under zeal_core/commands, in help order.
-COMMAND_MODULES = ("data", "train", "evaluate", "drift", "retrain", "monitor", "bench")
+COMMAND_MODULES = ("data", "train", "evaluate", "models", "drift", "retrain", "monitor", "bench")
 
 log = logging.getLogger("zeal_core")
 

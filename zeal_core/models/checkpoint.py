@@ -179,6 +179,10 @@ def _safetensors_metadata(data: bytes) -> dict[str, str]:
 
 
 def _read_torch(data: bytes, name: str) -> Any:
+    # torch.save writes a zip ("PK") or, in the legacy format, a pickle (protocol 2+, first byte 0x80).
+    if not data.startswith((b"PK", b"\x80")):
+        raise ModelError(f"checkpoint {name} is not a torch.save file (it starts with neither a zip nor a "
+                         "pickle header): it is damaged or in another format; copy or save it again")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # protocol notes from the weights-only unpickler

@@ -49,7 +49,7 @@ class ExportFormat:
     name: str  # e.g. "safetensors"
     suffix: str  # file name ending, e.g. ".safetensors"
     encode: Callable[[dict[str, torch.Tensor], dict[str, str]], bytes]  # (state dict, metadata) -> bytes
-    load_hint: str  # how plain timm code loads it ({path}, {arch}, {num_classes} are filled in)
+    load_hint: str  # the two lines plain timm code loads it with ({path}, {arch}, {num_classes} filled in)
 
 
 EXPORT_FORMATS: Registry[ExportFormat] = Registry("export format")
@@ -69,11 +69,11 @@ def _torch_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> by
 register_export_format(ExportFormat(
     name="safetensors", suffix=".safetensors",
     encode=lambda state, metadata: save_safetensors_bytes(state, metadata=metadata),
-    load_hint=("m = timm.create_model({arch!r}, num_classes={num_classes}); "
+    load_hint=("m = timm.create_model({arch!r}, num_classes={num_classes})\n"
                "m.load_state_dict(safetensors.torch.load_file({path!r}))")))
 register_export_format(ExportFormat(
     name="state-dict", suffix=".pth", encode=_torch_bytes,
-    load_hint=("m = timm.create_model({arch!r}, num_classes={num_classes}); "
+    load_hint=("m = timm.create_model({arch!r}, num_classes={num_classes})\n"
                "m.load_state_dict(torch.load({path!r}, weights_only=True))")))
 
 
@@ -93,6 +93,13 @@ class ExportedFiles:
     format: str  # the export format's name
     sha256: str  # of ``weights``
     load_hint: str  # the two lines that load it in plain timm
+
+
+def load_hint(card: ModelCard, export_format: str = "safetensors", path: str | None = None) -> str:
+    """The two lines that load ``card``'s export in plain timm (``path`` default: the version's file name)."""
+    chosen = EXPORT_FORMATS.get(export_format)
+    return chosen.load_hint.format(arch=card.model_config.arch, num_classes=card.model_config.num_classes,
+                                   path=path or card.version + chosen.suffix)
 
 
 def export_files(version: str, export_format: str = "safetensors", *, registry: ModelRegistry | None = None,
@@ -117,8 +124,7 @@ def export_files(version: str, export_format: str = "safetensors", *, registry: 
     state = {key: tensor.detach().contiguous().clone() for key, tensor in model.state_dict().items()}
     weights = chosen.encode(state, _metadata(card))
     sha256 = hashlib.sha256(weights).hexdigest()
-    hint = chosen.load_hint.format(arch=card.model_config.arch, num_classes=card.model_config.num_classes,
-                                   path=stem + chosen.suffix)
+    hint = load_hint(card, chosen.name, stem + chosen.suffix)
     return ExportedFiles(weights_name=stem + chosen.suffix, weights=weights, card_name=f"{stem}.json",
                          card_text=_card_text(card, chosen, stem + chosen.suffix, sha256, hint),
                          format=chosen.name, sha256=sha256, load_hint=hint)

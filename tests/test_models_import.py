@@ -48,7 +48,7 @@ def script_inputs(images: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) ->
 
 @pytest.fixture(scope="module")
 def script() -> Script:
-    """A ResNet-18 trained for 16 Adam steps on the digits by a plain loop (not the lab's trainer)."""
+    """A ResNet-18 trained for 12 Adam steps on the digits by a plain loop (not the lab's trainer)."""
     torch.manual_seed(0)
     data = load_dataset("digits")
     train_images, train_labels = data.split("train")
@@ -56,8 +56,8 @@ def script() -> Script:
     model = timm.create_model("resnet18", num_classes=10)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     model.train()
-    for _ in range(16):
-        index = torch.randint(0, len(train_images), (48,))
+    for _ in range(12):
+        index = torch.randint(0, len(train_images), (32,))
         loss = F.cross_entropy(model(script_inputs(train_images[index])), train_labels[index])
         optimizer.zero_grad()
         loss.backward()
@@ -333,9 +333,9 @@ def test_reset_head_fits_a_new_classifier_and_keeps_the_backbone(imagenet_head: 
     fit = card.recipe["import"]["head_fit"]
     assert card.recipe["import"]["head"] == "new" and card.recipe["import"]["file_classes"] == 1000
     assert fit["train_n"] == 1347 and 1 <= fit["iterations"] <= 100
-    # The script's own head reached script.val_accuracy on these features; a fitted one does no worse
-    # than chance, and learns the training images better than the random-init ImageNet head could.
-    assert fit["train_accuracy"] > 0.3 and card.metrics["val_accuracy"] > 0.2
+    # After 12 steps the script's own head is near chance (about 18 % val), but its features already
+    # separate the digits: the fitted probe reaches about 90 % (95 % train) on them.
+    assert fit["train_accuracy"] > 0.6 and card.metrics["val_accuracy"] > max(0.5, script.val_accuracy)
     assert "head" in card.metrics["import_seconds"] and "new classifier fitted" in card.notes
     assert any(event.stage == "head" for event in events)
 

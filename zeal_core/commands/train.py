@@ -120,6 +120,9 @@ def _start_summary(config: TrainConfig, card: ModelCard) -> dict:
     # train_and_register appends the fallback message (factory.pretrained_fallback_message) to the notes.
     start = card.notes.find("pretrained weights for")
     warning = card.notes[start:] if start >= 0 else "pretrained weights could not be loaded"
-    print(f"warning: {warning}", file=sys.stderr)
+    from zeal_core import distributed
+
+    if distributed.is_main_process():
+        print(f"warning: {warning}", file=sys.stderr)
     return {"start": "random weights (pretrained weights could not be loaded)", "pretrained": False,
             "warning": warning}

@@ -1,4 +1,4 @@
-"""The command line: ``python -m zeal_core {data,train,evaluate,models,drift,...,bench} ... [--json]``.
+"""The command line: ``python -m zeal_core <command> ... [--json]`` (the commands: ``COMMAND_MODULES``).
 
 Each subcommand lives in ``zeal_core/commands/<name>.py`` and exposes ``register(subparsers, parent)``; its
 handler returns a JSON-ready dict. With ``--json`` exactly one JSON object goes to stdout and logs go to
@@ -19,7 +19,8 @@ from zeal_core.errors import ZealError
 from zeal_core.progress import ProgressEvent
 
 # Subcommand modules under zeal_core/commands, in help order.
-COMMAND_MODULES = ("data", "train", "evaluate", "models", "drift", "retrain", "monitor", "bench")
+COMMAND_MODULES = ("data", "train", "evaluate", "models", "drift", "check", "history", "retrain", "monitor",
+                   "bench")
 
 log = logging.getLogger("zeal_core")
 
@@ -56,7 +57,7 @@ def _print_human(result: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the process exit code (0 ok, 1 a check found problems, 2 user error,
+    """Run one command; returns the process exit code (0 ok, 1 a check found drift or problems, 2 user error,
     130 interrupted)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     parser = build_parser()
@@ -75,4 +76,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, default=str))
     else:
         _print_human(result)
+    if isinstance(result.get("exit_code"), int):  # a command with its own codes (check: 1 means drift)
+        return int(result["exit_code"])
     return 1 if result.get("ok") is False else 0  # a check that ran and found problems (e.g. bench load)

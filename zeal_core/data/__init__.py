@@ -11,10 +11,12 @@ from zeal_core.data.digits import DIGITS_SIZE, load_digits_dataset
 from zeal_core.data.folder import PREFIX as FOLDER_PREFIX
 from zeal_core.data.folder import is_folder_prepared, load_folder
 from zeal_core.data.imagenette import is_imagenette_prepared, load_imagenette, prepare_imagenette
+from zeal_core.data.shared import forget_datasets, shared_dataset
 from zeal_core.errors import ConfigError, DataError
 from zeal_core.progress import CancelToken, ProgressCallback
 
-__all__ = ["ImageDataset", "decode_images", "is_prepared", "list_datasets", "load_dataset", "prepare_dataset"]
+__all__ = ["ImageDataset", "decode_images", "forget_datasets", "is_prepared", "list_datasets", "load_dataset",
+           "prepare_dataset", "shared_dataset"]
 
 
 def list_datasets() -> list[str]:

@@ -20,6 +20,7 @@ from zeal_core.drift.base import (
     create_detector,
     detector_info,
     list_detectors,
+    parse_detector_names,
     register_detector,
 )
 from zeal_core.drift.runner import run_detectors
@@ -42,6 +43,7 @@ __all__ = [
     "detector_info",
     "list_detectors",
     "list_stream_detectors",
+    "parse_detector_names",
     "register_detector",
     "run_detectors",
     "stream_detector_info",

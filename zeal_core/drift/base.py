@@ -118,6 +118,8 @@ class DriftDetector(abc.ABC):
     name: ClassVar[str] = ""
     input_kind: ClassVar[str] = "features"
     description: ClassVar[str] = ""
+    # Plain-language reading for people: what it compares, and what "drift" from it means.
+    reading: ClassVar[str] = ""
 
     def __init__(self, alpha: float = 0.05, seed: int = 0) -> None:
         """Args:
@@ -194,7 +196,8 @@ class DetectorInfo:
 
     name: str  # registry name
     input_kind: str  # "features" or "probs"
-    description: str  # one line
+    description: str  # one line, technical
+    reading: str  # one line, plain language: what it compares and what a "drift" verdict means
 
 
 _REGISTRY: Registry[type[DriftDetector]] = Registry("detector")
@@ -215,7 +218,24 @@ def list_detectors() -> list[str]:
 def detector_info(name: str) -> DetectorInfo:
     """One-line description and input kind of a registered detector."""
     cls = _REGISTRY.get(name)
-    return DetectorInfo(name=cls.name, input_kind=cls.input_kind, description=cls.description)
+    return DetectorInfo(name=cls.name, input_kind=cls.input_kind, description=cls.description,
+                        reading=cls.reading or cls.description)
+
+
+def parse_detector_names(text: str) -> list[str]:
+    """``"all"`` or ``"a,b"`` (the command lines' ``--detector``) -> registered names, in the order given.
+
+    Raises:
+        ConfigError: An unknown name (the message lists the known ones), or no name at all.
+    """
+    if text.strip() == "all":
+        return list_detectors()
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ConfigError(f"no detector named in {text!r}: use 'all' or e.g. 'mmd,bbsd'")
+    for name in names:
+        _REGISTRY.get(name)  # raises with the list of known names
+    return names
 
 
 def create_detector(name: str, alpha: float = 0.05, **options: Any) -> DriftDetector:
@@ -246,6 +266,14 @@ def check_int(value: Any, what: str, low: int, high: int | None = None) -> int:
         bound = f"[{low}, {high}]" if high is not None else f">= {low}"
         raise ConfigError(f"{what} must be {bound}, got {value!r}")
     return number
+
+
+def p_value_floor(result: DriftResult) -> float:
+    """The smallest p-value the test behind ``result`` can give: 1 / (B + 1) for a permutation test with B
+    permutations, 0 for tests with a continuous null distribution. A p-value at its floor means "at least
+    this strong", not "exactly this"."""
+    permutations = result.details.get("num_permutations")
+    return 1.0 / (int(permutations) + 1) if isinstance(permutations, int) and permutations > 0 else 0.0
 
 
 def bonferroni(p_values: np.ndarray) -> float:

@@ -38,6 +38,8 @@ class ClassifierDetector(DriftDetector):
     name = "c2st"
     input_kind = "features"
     description = "classifier two-sample test: held-out AUC of reference-vs-sample logistic regression"
+    reading = ("trains a classifier to tell the two sets apart and scores it on held-out images; "
+               "drift: the sets can be told apart")
 
     def __init__(self, alpha: float = 0.05, seed: int = 0, pca_dims: int | None = 32, folds: int = 5,
                  regularization: float = 1.0, top_k: int = 20) -> None:

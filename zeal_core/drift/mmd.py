@@ -152,6 +152,8 @@ class MMDDetector(DriftDetector):
     name = "mmd"
     input_kind = "features"
     description = "kernel MMD (RBF, median bandwidth) with a vectorised permutation test"
+    reading = ("compares the whole cloud of image features of both sets (all dimensions at once); "
+               "drift: the features moved as a whole")
 
     def __init__(self, alpha: float = 0.05, seed: int = 0, num_permutations: int = 1000,
                  bandwidth: float | str = "median", device: str = "cpu") -> None:

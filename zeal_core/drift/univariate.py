@@ -88,6 +88,8 @@ class KSDetector(UnivariateDetector):
     name = "ks"
     input_kind = "features"
     description = "Kolmogorov-Smirnov per PCA-reduced feature dimension, Bonferroni-combined"
+    reading = ("compares each main direction of the features one at a time (the largest gap between sets); "
+               "drift: some direction's values changed")
     test_name = "ks"
 
 
@@ -98,6 +100,8 @@ class CVMDetector(UnivariateDetector):
     name = "cvm"
     input_kind = "features"
     description = "Cramér-von Mises per PCA-reduced feature dimension, Bonferroni-combined"
+    reading = ("like ks, but weighs the whole spread of each feature direction, not only its largest gap; "
+               "drift: some direction changed")
     test_name = "cvm"
 
 
@@ -108,6 +112,8 @@ class BBSDDetector(UnivariateDetector):
     name = "bbsd"
     input_kind = "probs"
     description = "black-box shift detection: KS per softmax class probability, Bonferroni-combined"
+    reading = ("compares the model's predicted class probabilities; "
+               "drift: the model's answers changed (e.g. another class mix, lost confidence)")
     test_name = "ks"
 
     def __init__(self, alpha: float = 0.05, seed: int = 0) -> None:

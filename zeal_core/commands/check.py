@@ -1,0 +1,99 @@
+"""``check``: test real image files against the model's fitted reference; exit 0 no drift, 1 drift, 2 error.
+
+Made for cron and CI::
+
+    python -m zeal_core check /data/incoming/2026-12-01/ --json > report.json || alert "drift"
+
+Every check is recorded in the history (``python -m zeal_core history``) unless ``--no-record``; with the
+retrain policy switched on, enough drifted checks queue an adaptation job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from zeal_core.errors import DataError
+
+
+def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    """Add the ``check`` command."""
+    command = subparsers.add_parser(
+        "check", parents=[parent],
+        help="test image files against the reference (exit 0 no drift, 1 drift, 2 error)",
+        description="Decode the images (files, folders searched recursively, or globs), embed them with the "
+                    "model and test them against its clean held-out reference with every detector. The "
+                    "decision corrects for testing several detectors (Bonferroni). Exit code 0: no drift; "
+                    "1: drift; 2: an error (bad input, no model).")
+    command.add_argument("images", nargs="+", help="image files, folders or glob patterns ('*.png')")
+    command.add_argument("--model", default="active", help="version id, 'active' (default) or 'latest'")
+    command.add_argument("--reference-n", type=int, default=None,
+                         help="reference size (default: the whole clean held-out reference half)")
+    command.add_argument("--detector", default="all", help="detector name, comma-separated names, or 'all'")
+    command.add_argument("--alpha", type=float, default=0.05,
+                         help="family-wise significance level of the decision (default 0.05)")
+    command.add_argument("--seed", type=int, default=0, help="seeds the reference draw and the tests")
+    command.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    command.add_argument("--per-image", action="store_true",
+                         help="list every image (prediction, confidence, drift score) in the output")
+    command.add_argument("--no-record", action="store_true", help="do not record the check in the history")
+    command.set_defaults(handler=run_check)
+
+
+def run_check(args: argparse.Namespace) -> dict[str, Any]:
+    """Find, decode, check and record; the result's ``exit_code`` is 1 on drift."""
+    from zeal_core.cli import stderr_progress
+    from zeal_core.data.files import decode_paths, find_images
+    from zeal_core.drift import parse_detector_names
+    from zeal_core.models.registry import ModelRegistry
+    from zeal_core.reference import ReferenceConfig, get_reference
+
+    start = time.perf_counter()
+    names = parse_detector_names(args.detector)
+    config = ReferenceConfig(reference_n=args.reference_n, seed=args.seed, alpha=args.alpha,
+                             detectors=tuple(names))
+    paths, problems = find_images(args.images)
+    if not paths:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in problems) or "nothing given"
+        raise DataError(f"no image files to check ({reasons}): name files, folders or globs such as "
+                        "'incoming/*.jpg'")
+    registry = ModelRegistry()
+    reference = get_reference(args.model, config=config, device=args.device, registry=registry,
+                              progress=stderr_progress)
+    decode_start = time.perf_counter()
+    images, kept, skipped = decode_paths(paths, reference.image_size, progress=stderr_progress)
+    decode_seconds = time.perf_counter() - decode_start
+    skipped = problems + skipped
+    if images.shape[0] < 2:
+        listed = "; ".join(f"{name}: {reason}" for name, reason in skipped[:5])
+        raise DataError(f"only {images.shape[0]} of {len(paths)} file(s) could be read ({listed}): a check "
+                        "needs at least 2 images, 30 or more for power")
+    report = reference.check(images, file_names=kept, skipped=skipped, timings={"decode": decode_seconds})
+    output = _output(report, per_image=args.per_image)
+    if not args.no_record:
+        output.update(_record(report, images, reference))
+    output["seconds"] = round(time.perf_counter() - start, 3)
+    return output
+
+
+def _record(report: Any, images: Any, reference: Any) -> dict[str, Any]:
+    from zeal_core.history import HistoryStore, record_check
+
+    store = HistoryStore()
+    check_id, action = record_check(report, images=images, origin="cli", store=store,
+                                    max_side=reference.source.card.model_config.image_size)
+    return {"check_id": check_id, "history": str(store.path), "policy": action}
+
+
+def _output(report: Any, *, per_image: bool) -> dict[str, Any]:
+    values = report.to_dict(per_image=per_image)
+    decision = values["decision"]
+    lines = []
+    for result in values["detectors"]:
+        flag = "DRIFT" if result["p_value"] < decision["threshold"] else "-"
+        lines.append(f"  {result['detector']:<8} p={result['p_value']:<9.3g} {flag:<6}"
+                     f"statistic={result['statistic']:<10.4g}")
+    table = "\n".join(lines)
+    return {"ok": True, "drift": decision["drift"], "exit_code": 1 if decision["drift"] else 0,
+            "summary": report.summary(), "rule": decision["rule"], "table": "\n" + table, **values}

@@ -1,0 +1,58 @@
+"""Settings of a fitted reference: what it is fitted on and how its checks decide."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from zeal_core.drift.base import check_alpha, check_int
+from zeal_core.errors import ConfigError
+
+# What a check can compute, in the order it computes them; a caller may ask for a subset.
+PARTS = ("detectors", "projection", "typical", "estimates", "diagnosis")
+# Projection methods: "auto" is UMAP once its one-off compilation is warm, PCA until then.
+PROJECTIONS = ("auto", "umap", "pca")
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """What a fitted reference is fitted on and how its checks decide."""
+
+    reference_n: int | None = None  # clean held-out images in the reference; None = the whole reference half
+    seed: int = 0  # seeds the reference draw and every detector's permutations and splits
+    alpha: float = 0.05  # family-wise level: a clean batch is flagged at most this often (Bonferroni)
+    detectors: tuple[str, ...] = ()  # detector names; () = every registered detector
+    detector_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per detector, e.g. mmd B
+    split: str = "val"  # the split whose two disjoint halves give the reference and the tested samples
+    batch_size: int = 256  # images per forward pass
+
+    def __post_init__(self) -> None:
+        if self.reference_n is not None:
+            check_int(self.reference_n, "reference_n", 2)
+        check_int(self.seed, "seed", 0)
+        check_alpha(self.alpha)
+        check_int(self.batch_size, "batch_size", 1)
+        if self.split not in ("val", "train"):
+            raise ConfigError(f"reference split {self.split!r}: use 'val' (held out) or 'train'")
+        object.__setattr__(self, "detectors", tuple(self.detectors))
+
+    def cache_key(self) -> tuple:
+        """A hashable form (the detector options as sorted text)."""
+        options = tuple(sorted((name, tuple(sorted(values.items())))
+                               for name, values in self.detector_options.items()))
+        return (self.reference_n, self.seed, self.alpha, self.detectors, options, self.split,
+                self.batch_size)
+
+
+def check_parts(parts: tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    """``parts`` in canonical order (None = all of them).
+
+    Raises:
+        ConfigError: An unknown part (the message lists them).
+    """
+    if parts is None:
+        return PARTS
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown:
+        raise ConfigError(f"unknown check part(s) {unknown}: choose from {', '.join(PARTS)}")
+    return tuple(part for part in PARTS if part in parts)

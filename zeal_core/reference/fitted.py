@@ -1,0 +1,338 @@
+"""The fitted reference: fitted once per (model version, dataset, reference size, seed), checked many times.
+
+``FittedReference`` holds the clean reference as the model sees it (features, logits, labels), every drift
+detector fitted on it, and lazily the projection (UMAP/PCA), the per-image drift scores' reference
+distances, and what the label-free estimators and the diagnosis need. ``check`` takes a simulated drift (a
+``DriftSpec`` drawn from the held-out sample half), real images (a uint8 tensor) or ready embeddings and
+returns one ``CheckReport``. Nothing in ``check`` changes the reference: every fitted object is read-only
+after fitting, so one fitted reference serves every session of the app at once.
+
+Built by ``fit_reference`` (``zeal_core.reference.fit``) from a registered model, or by
+``FittedReference.from_embeddings`` for benchmarks that test precomputed embeddings.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from zeal_core.corruptions import DriftSpec
+from zeal_core.drift import DriftDetector, DriftResult, create_detector, list_detectors
+from zeal_core.embed import Embeddings, compute_embeddings
+from zeal_core.errors import ConfigError
+from zeal_core.projection import Projector, fit_projection, umap_ready
+from zeal_core.reference.config import PROJECTIONS, ReferenceConfig, check_parts
+from zeal_core.reference.decision import bonferroni
+from zeal_core.reference.report import CheckReport, TypicalImage
+from zeal_core.reference.typical import drift_scores, reference_knn_distances
+
+THUMB_SIDE = 64  # px: a report keeps the tested images at most this large, for thumbnails
+TYPICAL_COUNT = 12  # most drift-typical images listed per report
+SPEC_CACHE_SIZE = 24  # simulated checks kept per reference (each holds n thumbnails: <= 12 MB at n = 1000)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """The model side of a reference fitted from a registered model (absent for embeddings-only ones)."""
+
+    model: torch.nn.Module  # in eval mode; shared read-only, never trained in place
+    card: Any  # its ModelCard
+    device: torch.device  # where it runs
+    dataset: Any  # the whole ImageDataset (all its classes)
+    label_map: np.ndarray  # int64 per dataset class: the model output standing for it, -1 if unseen
+    split_images: torch.Tensor  # uint8, the split the halves come from (val by default)
+    split_labels: np.ndarray  # int64 dataset label per split image
+    split_clean: Embeddings  # the whole split, clean, as the model sees it (labels in the model's space)
+    pool: np.ndarray  # int64 split positions of the held-out sample half (every class)
+
+    @property
+    def known_classes(self) -> tuple[str, ...]:
+        """Dataset classes the model predicts."""
+        return tuple(name for name, out in zip(self.dataset.class_names, self.label_map, strict=True)
+                     if out >= 0)
+
+    def model_labels(self, positions: np.ndarray) -> np.ndarray:
+        """Labels in the model's output space of the split images at ``positions`` (-1: unseen class)."""
+        return self.label_map[self.split_labels[positions]]
+
+
+class FittedReference:
+    """A clean reference with everything fitted on it; ``check`` tests a sample against it."""
+
+    def __init__(self, reference: Embeddings, config: ReferenceConfig, *, dataset_name: str,
+                 version: str | None = None, source: ModelSource | None = None) -> None:
+        """Fit every detector on ``reference`` (use ``fit_reference`` or ``from_embeddings``, not this).
+
+        Args:
+            reference: The clean reference embeddings (labels in the model's output space).
+            config: What was fitted and how checks decide.
+            dataset_name: The dataset it comes from (for reports).
+            version: The model version, if any.
+            source: The model and dataset, when checks of images and drift specs are to work.
+        """
+        self.reference = reference
+        self.config = config
+        self.dataset_name = dataset_name
+        self.version = version
+        self.source = source
+        names = list(config.detectors) or list_detectors()
+        self.detectors: dict[str, DriftDetector] = {}
+        for name in names:
+            detector = create_detector(name, alpha=config.alpha, **{"seed": config.seed,
+                                                                     **config.detector_options.get(name, {})})
+            self.detectors[name] = detector.fit(_detector_input(reference, detector))
+        self._lock = threading.Lock()
+        self._projectors: dict[str, Projector] = {}
+        self._knn: np.ndarray | None = None
+        self._checks: OrderedDict[tuple, CheckReport] = OrderedDict()
+
+    @classmethod
+    def from_embeddings(cls, reference: Embeddings, config: ReferenceConfig | None = None, *,
+                        dataset_name: str = "embeddings") -> FittedReference:
+        """A reference over precomputed embeddings (benchmarks, tests): its ``check`` takes Embeddings."""
+        return cls(reference, config or ReferenceConfig(), dataset_name=dataset_name)
+
+    # ------------------------------------------------------------------------------------------------ info
+
+    @property
+    def reference_n(self) -> int:
+        """Images in the reference."""
+        return len(self.reference)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Names of the model's outputs (the dataset's classes, or the model's own subset)."""
+        if self.source is None:
+            return tuple(str(index) for index in range(self.reference.probs.shape[1]))
+        card_names = self.source.card.class_names
+        return tuple(card_names) if card_names is not None else tuple(self.source.dataset.class_names)
+
+    @property
+    def image_size(self) -> int:
+        """Working size (px) real images are decoded to before the check: the dataset's."""
+        if self.source is None:
+            raise ConfigError("this reference was built from embeddings: check embeddings, not images")
+        return int(self.source.dataset.image_size)
+
+    @property
+    def sample_pool_size(self) -> int:
+        """Images in the held-out half simulated samples are drawn from."""
+        return 0 if self.source is None else len(self.source.pool)
+
+    # --------------------------------------------------------------------------------------------- checks
+
+    def check(self, sample: DriftSpec | torch.Tensor | Embeddings | str, *, n: int | None = None,
+              seed: int = 0, labels: torch.Tensor | np.ndarray | None = None,
+              file_names: Sequence[str] | None = None, parts: Sequence[str] | None = None,
+              projection: str = "auto", source: str | None = None, skipped: Sequence[tuple[str, str]] = (),
+              timings: dict[str, float] | None = None) -> CheckReport:
+        """Test a sample against the reference and report everything about it.
+
+        Args:
+            sample: A ``DriftSpec`` (or its text) to simulate on ``n`` images of the held-out sample half;
+                uint8 N x 3 x H x W real images; or ``Embeddings`` computed by the same model.
+            n: Images to draw for a drift spec (default: as many as the reference holds, capped by the pool).
+            seed: Seeds the draw and the corruption of a drift spec.
+            labels: True labels of real images, in the model's output space, when known.
+            file_names: One name per real image (reports list the most drifted by name).
+            parts: What to compute (``reference.config.PARTS``; default all).
+            projection: "auto" (UMAP once warm, else PCA), "umap" or "pca".
+            source: What the sample is, for the report (default: from the input).
+            skipped: (file, reason) of real images that could not be read, carried into the report.
+            timings: Seconds already spent by the caller (e.g. ``{"decode": 0.4}``), carried into the report.
+
+        Raises:
+            ConfigError: A bad spec, n, part or projection, or images for a reference without a model.
+        """
+        wanted = check_parts(parts)
+        if projection not in PROJECTIONS:
+            raise ConfigError(f"unknown projection {projection!r}: choose from {', '.join(PROJECTIONS)}")
+        if isinstance(sample, str):
+            sample = DriftSpec.parse(sample)
+        if isinstance(sample, DriftSpec):
+            return self._check_spec(sample, n, seed, wanted, projection)
+        start = time.perf_counter()
+        spent = dict(timings or {})
+        if isinstance(sample, Embeddings):
+            embedded, images = sample, None
+        else:
+            embedded, images = self._embed_images(sample, labels), _thumbnails(sample)
+            spent["embed"] = time.perf_counter() - start
+        names = tuple(file_names) if file_names is not None else None
+        if names is not None and len(names) != len(embedded):
+            raise ConfigError(f"{len(names)} file names for {len(embedded)} images")
+        return self._assemble(embedded, wanted, projection, spent, source=source or _source_of(names),
+                              images=images, file_names=names, skipped=tuple(skipped))
+
+    def _check_spec(self, spec: DriftSpec, n: int | None, seed: int, parts: tuple[str, ...],
+                    projection: str) -> CheckReport:
+        """A simulated sample: drawn from the held-out half, drifted, checked; the last few are cached."""
+        source = self._require_source()
+        count = self._sample_size(n)
+        method = self._projection_method(projection) if "projection" in parts else None
+        key = (spec.text, count, int(seed), parts, method)
+        with self._lock:
+            if key in self._checks:
+                self._checks.move_to_end(key)
+                return self._checks[key]
+        start = time.perf_counter()
+        positions = self._draw(spec, count, seed)
+        clean = source.split_images[torch.from_numpy(positions)].to(source.device)
+        drifted = spec.apply(clean, seed=int(seed)) if spec.steps else clean
+        labels = source.model_labels(positions)
+        embedded = compute_embeddings(source.model, source.card.model_config, drifted, source.device,
+                                      labels=labels, batch_size=self.config.batch_size)
+        affected = (spec.affected_mask(count, seed=int(seed)).numpy() if spec.steps
+                    else np.zeros(count, dtype=bool))
+        embedded = replace(embedded, indices=positions, spec=spec.text, affected=affected)
+        clean_preds = np.asarray(source.split_clean.preds)[positions]
+        report = self._assemble(embedded, parts, method or "pca", {"embed": time.perf_counter() - start},
+                                source=f"drift spec {spec.text}", images=_thumbnails(drifted), spec=spec,
+                                clean_accuracy=float(np.mean(clean_preds == labels)))
+        with self._lock:
+            self._checks[key] = report
+            while len(self._checks) > SPEC_CACHE_SIZE:
+                self._checks.popitem(last=False)
+        return report
+
+    def _assemble(self, embedded: Embeddings, parts: tuple[str, ...], projection: str,
+                  timings: dict[str, float], *, source: str, images: torch.Tensor | None,
+                  file_names: tuple[str, ...] | None = None, skipped: tuple[tuple[str, str], ...] = (),
+                  spec: DriftSpec | None = None, clean_accuracy: float | None = None) -> CheckReport:
+        """Run the asked-for parts on embedded images and put the report together."""
+        start = time.perf_counter()
+        results, decision = (), None
+        if "detectors" in parts:
+            results = self.test(embedded)
+            decision = bonferroni(results, self.config.alpha)
+            timings["detectors"] = time.perf_counter() - start
+        coords = reference_coords = method = None
+        if "projection" in parts:
+            mark = time.perf_counter()
+            projector = self.projector(self._projection_method(projection))
+            coords, reference_coords, method = projector.transform(embedded.features), \
+                projector.reference_xy, projector.method
+            timings["projection"] = time.perf_counter() - mark
+        scores, typical = None, ()
+        if "typical" in parts and len(embedded):
+            mark = time.perf_counter()
+            scores = drift_scores(self.reference.features, self._reference_knn(), embedded.features)
+            typical = _most_typical(scores, embedded, file_names)
+            timings["typical"] = time.perf_counter() - mark
+        timings["total"] = sum(value for key, value in timings.items() if key != "total")
+        return CheckReport(
+            source=source, version=self.version, dataset=self.dataset_name, n=len(embedded),
+            reference_n=self.reference_n, spec=spec, results=results, decision=decision, sample=embedded,
+            coords=coords, reference_coords=reference_coords, projection=method, drift_scores=scores,
+            typical=typical, accuracy=embedded.accuracy if embedded.labels is not None else None,
+            clean_accuracy=clean_accuracy, images=images, file_names=file_names, skipped=skipped,
+            timings=timings)
+
+    def test(self, sample: Embeddings) -> tuple[DriftResult, ...]:
+        """Every fitted detector's result on ``sample`` (in the order they were fitted).
+
+        A detector that ranks the sample's most drift-typical rows (c2st) also gets those rows' positions in
+        their split, ``details["most_drifted_indices"]``.
+        """
+        results = []
+        for detector in self.detectors.values():
+            result = detector.test(_detector_input(sample, detector))
+            if "most_drifted" in result.details:
+                rows = np.asarray(result.details["most_drifted"], dtype=np.int64)
+                result.details["most_drifted_indices"] = np.asarray(sample.indices)[rows].tolist()
+            results.append(result)
+        return tuple(results)
+
+    # ------------------------------------------------------------------------------------ lazily fitted
+
+    def projector(self, method: str) -> Projector:
+        """The 2-D projection of the reference (fitted on first use, then shared)."""
+        with self._lock:
+            if method not in self._projectors:
+                self._projectors[method] = fit_projection(self.reference.features, method=method,
+                                                          seed=self.config.seed)
+            return self._projectors[method]
+
+    def _projection_method(self, projection: str) -> str:
+        if projection != "auto":
+            return projection
+        return "umap" if umap_ready() or "umap" in self._projectors else "pca"
+
+    def _reference_knn(self) -> np.ndarray:
+        with self._lock:
+            if self._knn is None:
+                self._knn = reference_knn_distances(self.reference.features)
+            return self._knn
+
+    # -------------------------------------------------------------------------------------------- inputs
+
+    def _require_source(self) -> ModelSource:
+        if self.source is None:
+            raise ConfigError("this reference was built from embeddings: check embeddings, not images or "
+                              "drift specs")
+        return self.source
+
+    def _sample_size(self, n: int | None) -> int:
+        pool = self.sample_pool_size
+        count = min(self.reference_n, pool) if n is None else int(n)
+        if not 2 <= count <= pool:
+            raise ConfigError(f"n = {count} images asked for, but the held-out sample half of "
+                              f"{self.dataset_name} has {pool}: use 2 <= n <= {pool}")
+        return count
+
+    def _draw(self, spec: DriftSpec, n: int, seed: int) -> np.ndarray:
+        """Split positions of a seeded sample of ``n`` held-out images under ``spec``'s class mix."""
+        source = self._require_source()
+        pool_labels = source.split_labels[source.pool]
+        if not hasattr(spec, "draw_positions"):  # until class-mix drift kinds exist: a uniform draw
+            known = np.flatnonzero(source.label_map[pool_labels] >= 0)
+            if n > len(known):
+                raise ConfigError(f"n = {n}: the held-out half has {len(known)} images of the model's "
+                                  "classes")
+            return source.pool[np.sort(np.random.default_rng(int(seed)).choice(known, size=n, replace=False))]
+        rows = spec.draw_positions(pool_labels, n, int(seed), class_names=source.dataset.class_names,
+                                   known_classes=source.known_classes)
+        return source.pool[np.asarray(rows, dtype=np.int64)]
+
+    def _embed_images(self, images: torch.Tensor, labels: torch.Tensor | np.ndarray | None) -> Embeddings:
+        source = self._require_source()
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+            raise ConfigError("images to check must be a uint8 N x 3 x H x W tensor (decode files with "
+                              "zeal_core.data.decode_paths or decode_images first)")
+        if images.shape[0] < 2:
+            raise ConfigError(f"a check needs at least 2 images, got {images.shape[0]}")
+        return compute_embeddings(source.model, source.card.model_config, images.to(source.device),
+                                  source.device, labels=labels, batch_size=self.config.batch_size)
+
+
+def _detector_input(embeddings: Embeddings, detector: DriftDetector) -> np.ndarray:
+    return embeddings.probs if detector.input_kind == "probs" else embeddings.features
+
+
+def _thumbnails(images: torch.Tensor) -> torch.Tensor:
+    """The images on the CPU at most ``THUMB_SIDE`` px a side (what pages show on hover or in a grid)."""
+    from zeal_core.augment import resize_uint8
+
+    side = min(int(images.shape[-1]), THUMB_SIDE)
+    return resize_uint8(images, side).cpu() if images.shape[-1] != side else images.cpu().clone()
+
+
+def _most_typical(scores: np.ndarray, embedded: Embeddings,
+                  file_names: tuple[str, ...] | None) -> tuple[TypicalImage, ...]:
+    order = np.argsort(-scores, kind="stable")[:TYPICAL_COUNT]
+    return tuple(TypicalImage(row=int(row), index=int(embedded.indices[row]), score=float(scores[row]),
+                              name=file_names[row] if file_names else "") for row in order)
+
+
+def _source_of(file_names: tuple[str, ...] | None) -> str:
+    if not file_names:
+        return "images"
+    shown = ", ".join(file_names[:3])
+    return f"{shown} (+{len(file_names) - 3} more)" if len(file_names) > 3 else shown

@@ -8,18 +8,25 @@ import streamlit as st
 from pages._ui import (
     KEY_JOB_PREFIX,
     POLL_SECONDS,
+    StreamlitProgress,
     activate_job_result,
     active_version,
     cards_frame,
     dataset_name,
+    device,
     ensure_app_navigation,
     evaluate_cached,
+    folders_key,
     job_queue,
     registry,
     show_job,
     submit_job,
     watched_job,
 )
+from zeal_core.data import list_datasets
+from zeal_core.errors import ZealError
+from zeal_core.models.export import EXPORT_FORMATS, export_files, list_export_formats, load_hint
+from zeal_core.models.importer import import_checkpoint, server_checkpoint_path
 from zeal_core.settings import get_settings
 
 ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
@@ -68,10 +75,14 @@ with st.form("train_form", border=True):
                                      step=1)
     seed = columns[1].number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1)
     make_active = columns[2].checkbox("Make it active when done", value=True)
+    pretrained = st.checkbox("Start from ImageNet weights (timm hub)", key="train_pretrained",
+                             help="Needs the timm hub (internet, or the weights in the Hugging Face cache). "
+                                  "Where it cannot be reached the job says so and trains from scratch.")
     start = st.form_submit_button(f"Train on {dataset_name()}", type="primary",
                                   disabled=job_queue() is None)
 if start:
-    submit_job("train", {"dataset": dataset_name(), "epochs": int(epochs), "seed": int(seed)})
+    submit_job("train", {"dataset": dataset_name(), "epochs": int(epochs), "seed": int(seed),
+                         "pretrained": bool(pretrained)})
     st.session_state.pop("zeal_train_history", None)
     st.session_state["zeal_train_make_active"] = bool(make_active)
 
@@ -97,11 +108,56 @@ elif not job.is_final:
     train_progress()
 else:
     show_job(job)
+    if job.status == "done" and job.params.get("pretrained") and \
+            not (job.result or {}).get("metrics", {}).get("pretrained_loaded"):
+        st.warning("The ImageNet weights could not be loaded from the timm hub (offline, or not in the "
+                   "Hugging Face cache): this version was trained from scratch. Its card's notes say why.")
     if st.session_state.get(KEY_JOB_PREFIX + "train") == job.id:
         st.session_state.pop(KEY_JOB_PREFIX + "train", None)
         if job.status == "done" and st.session_state.pop("zeal_train_make_active", True):
             activate_job_result(job)
             st.rerun()
+
+# ----------------------------------------------------------------------------------------------- import
+st.subheader("Import a model")
+st.caption("A timm checkpoint trained elsewhere: a .safetensors file or a PyTorch state dict (.pth/.pt/.bin, "
+           "read with torch.load(weights_only=True); pickles holding code or objects are refused). It is "
+           "checked against the architecture and the dataset's classes, evaluated on the val split and "
+           "added as a new version.")
+with st.form("import_form", border=True):
+    upload = st.file_uploader("Checkpoint file", key="import_upload",
+                              type=["safetensors", "pth", "pt", "bin", "ckpt", "tar"])
+    server_path = st.text_input("…or its path on the server", key="import_path")
+    columns = st.columns(3)
+    arch = columns[0].text_input("Architecture (timm name)", value="resnet18", key="import_arch")
+    choices = list(list_datasets()) + ([dataset_name()] if dataset_name() not in list_datasets() else [])
+    import_dataset = columns[1].selectbox("Dataset", choices, index=choices.index(dataset_name()),
+                                          key="import_dataset")
+    image_size = columns[2].number_input("Input size, px (0: the file's or the dataset's)", min_value=0,
+                                         max_value=1024, value=0, step=1, key="import_image_size")
+    reset_head = st.checkbox("New classifier head for the dataset's classes (fitted on the train split, rest "
+                             "of the network frozen)", key="import_reset_head")
+    import_active = st.checkbox("Make it active", value=True, key="import_activate")
+    do_import = st.form_submit_button("Import", key="import_submit")
+if do_import:
+    bar = StreamlitProgress("Importing…")
+    try:
+        source = upload.getvalue() if upload is not None else server_checkpoint_path(server_path)
+        imported = import_checkpoint(source, filename=upload.name if upload is not None else None,
+                                     arch=arch.strip() or None, dataset=import_dataset,
+                                     image_size=int(image_size) or None, reset_head=reset_head,
+                                     registry=models, device=device(), progress=bar)
+    except ZealError as error:
+        bar.done("Import failed")
+        st.error(str(error))
+    else:
+        bar.done("Imported")
+        if import_active:
+            models.set_active(imported.version)
+        st.success(f"Imported {imported.recipe['import']['file']} as {imported.version}: validation accuracy "
+                   f"{imported.metrics['val_accuracy']:.1%} on {imported.metrics['val_n']} images "
+                   f"({imported.metrics['seconds']:.1f} s).")
+        st.caption(imported.notes)
 
 # --------------------------------------------------------------------------------------------- registry
 st.subheader("Versions")
@@ -142,8 +198,29 @@ if isinstance(history, list) and history:
     st.plotly_chart(curves_figure(pd.DataFrame(history).drop(columns=["images_per_s", "train_seconds",
                                                                       "epoch_seconds"], errors="ignore"),
                                   f"Training history of {card.version}"), key="history")
+
+
+@st.cache_data(show_spinner=False, max_entries=2)
+def _export(version: str, export_format: str, folders: str) -> tuple[bytes, str]:
+    """The export's weights and card text (built on the first download click, kept for the next)."""
+    files = export_files(version, export_format, registry=models)
+    return files.weights, files.card_text
+
+
+with st.expander("Export for timm"):
+    export_format = st.selectbox("Format", list_export_formats(), key="model_export_format")
+    suffix = EXPORT_FORMATS.get(export_format).suffix
+    st.code(f"import safetensors.torch, timm, torch\n{load_hint(card, export_format)}", language="python")
+    st.caption(f"Input: RGB scaled to [0, 1], resized to {card.model_config.image_size} px, normalised with "
+               f"mean {list(card.model_config.mean)} and std {list(card.model_config.std)}.")
+    left, right = st.columns(2)
+    left.download_button("Weights", data=lambda: _export(chosen, export_format, folders_key())[0],
+                         file_name=f"{chosen}{suffix}", on_click="ignore", key="model_export_weights")
+    right.download_button("Card (JSON)", data=lambda: _export(chosen, export_format, folders_key())[1],
+                          file_name=f"{chosen}.json", mime="application/json", on_click="ignore",
+                          key="model_export_card")
 with st.expander("Model card"):
     st.json({"version": card.version, "model_config": card.model_config.to_dict(), "dataset": card.dataset,
              "recipe": card.recipe, "parent": card.parent, "strategy": card.strategy,
              "drift_spec": card.drift_spec, "metrics": card.metrics, "created": card.created,
-             "notes": card.notes})
+             "notes": card.notes, "class_names": card.class_names})

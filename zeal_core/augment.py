@@ -45,10 +45,11 @@ def resize_uint8(images: torch.Tensor, size: int, chunk: int = 512) -> torch.Ten
 
 
 @functools.cache
-def _normalisation(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(-mean / std, 1 / (255 std)) as 1 x 3 x 1 x 1 tensors on ``device``, made once per device."""
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+def _normalisation(device: torch.device, mean: tuple[float, ...] = IMAGENET_MEAN,
+                   std: tuple[float, ...] = IMAGENET_STD) -> tuple[torch.Tensor, torch.Tensor]:
+    """(-mean / std, 1 / (255 std)) as 1 x 3 x 1 x 1 tensors on ``device``, made once per device and stats."""
+    mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(std, device=device).view(1, 3, 1, 1)
     return -mean / std, 1.0 / (255.0 * std)
 
 
@@ -109,6 +110,8 @@ def augment_batch(
     augmentations: tuple[str, ...] = ("crop", "flip"),
     crop_scale: tuple[float, float] = (0.35, 1.0),
     channels_last: bool = False,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
 ) -> torch.Tensor:
     """uint8 batch on the device -> augmented, normalised float batch (B x 3 x ``out_size`` x ``out_size``).
 
@@ -119,6 +122,8 @@ def augment_batch(
         augmentations: Any of ``"crop"`` (random-resized-crop) and ``"flip"`` (left-right mirror).
         crop_scale: Range of the crop's area as a share of the image.
         channels_last: Return channels-last memory (faster convolutions on CUDA).
+        mean: Per-channel input mean in [0, 1] units (the model config's ``mean``).
+        std: Per-channel input std in [0, 1] units (the model config's ``std``).
     """
     batch = images.float()
     crop, flip = "crop" in augmentations, "flip" in augmentations
@@ -130,7 +135,7 @@ def augment_batch(
         batch = F.interpolate(batch, size=(out_size, out_size), mode="bilinear", antialias=True,
                               align_corners=False)
     # One fused step: x / 255 -> (x - mean) / std, i.e. x * (1 / (255 std)) - mean / std.
-    offset, scale = _normalisation(batch.device)
+    offset, scale = _normalisation(batch.device, tuple(mean), tuple(std))
     batch = torch.addcmul(offset, batch, scale)
     if channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)

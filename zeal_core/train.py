@@ -19,6 +19,7 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -361,7 +362,8 @@ def _step(run: _Run, batch: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
         batch = run.corrupter(batch, run.global_step)
     inputs = augment_batch(batch, run.model_config.image_size, generator=run.augment_generator,
                            augmentations=config.augmentations, crop_scale=config.crop_scale,
-                           channels_last=run.channels_last)
+                           channels_last=run.channels_last, mean=run.model_config.mean,
+                           std=run.model_config.std)
     with autocast_for(run.device) if config.amp else torch.autocast(run.device.type, enabled=False):
         logits = run.network(inputs)
     loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
@@ -549,6 +551,7 @@ def train_and_register(
     drift_spec: str | None = None,
     notes: str = "",
     classes: tuple[str, ...] | list[str] | None = None,
+    init_checkpoint: str | Path | None = None,
 ) -> ModelCard:
     """Load a dataset by name, train on it, and save the model as a new registry version.
 
@@ -568,6 +571,8 @@ def train_and_register(
         notes: Free text for the card.
         classes: Train on these classes only (names, in output order); the card records them as
             ``class_names`` and the other classes become unseen ones for this model.
+        init_checkpoint: Fine-tune from this checkpoint file, read as ``models import`` reads it
+            (``zeal_core.models.importer.init_from_checkpoint``; a classifier of another size is replaced).
 
     Returns:
         The new version's ``ModelCard``.
@@ -578,12 +583,25 @@ def train_and_register(
     dataset = load_dataset(dataset_name, progress=progress)
     if classes is not None:
         dataset = dataset.with_classes(tuple(classes))
-    result = train_model(dataset, config, device=device, progress=progress, cancel=cancel)
+    init = None
+    if init_checkpoint is not None:
+        from zeal_core.models.importer import init_from_checkpoint
+
+        if config.pretrained:
+            raise ConfigError("choose either pretrained hub weights or an init checkpoint, not both")
+        init = init_from_checkpoint(init_checkpoint, arch=config.arch, num_classes=dataset.num_classes,
+                                    image_size=config.image_size)
+        notes = "; ".join(part for part in (notes, init.note) if part)
+    result = train_model(dataset, config, device=device, progress=progress, cancel=cancel,
+                         init_model=init.model if init else None,
+                         model_config=init.model_config if init else None)
     card_json = ""
     if distributed.is_main_process():
         metrics = dict(result.metrics)
         metrics["history"] = result.history
         recipe = config.to_dict()
+        if init is not None:
+            recipe["init"] = init.source
         if result.warnings:
             notes = "; ".join([notes, *result.warnings]) if notes else "; ".join(result.warnings)
         card = registry.save(result.model, model_config=result.model_config, dataset=dataset_name,

@@ -11,8 +11,12 @@ import argparse
 import os
 import sys
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from zeal_core.train import OPTIMIZERS, default_config, reference_config
+from zeal_core.train import OPTIMIZERS, TrainConfig, default_config, reference_config
+
+if TYPE_CHECKING:
+    from zeal_core.models.registry import ModelCard
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -31,7 +35,11 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
                        help="sgd (Nesterov, one-cycle) or adamw (lr 1e-3, weight decay 0.01 unless --lr)")
     train.add_argument("--arch", help="timm model name (default resnet18)")
     train.add_argument("--pretrained", action="store_true",
-                       help="start from timm hub ImageNet weights (falls back to scratch offline)")
+                       help="start from timm hub ImageNet weights (where the hub cannot be reached, e.g. "
+                            "offline, it says so and trains from scratch)")
+    train.add_argument("--init", metavar="PATH",
+                       help="fine-tune from a local checkpoint (.safetensors or a .pth/.pt/.bin state dict, "
+                            "read as `models import` reads it; a classifier of another size is replaced)")
     train.add_argument("--seed", type=int, help="random seed")
     train.add_argument("--max-seconds", type=float, help="stop after this much training time")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -72,7 +80,8 @@ def _train(args: argparse.Namespace) -> dict:
     registry = ModelRegistry()
     try:
         card = train_and_register(args.dataset, config, device=args.device,
-                                  progress=stderr_progress if main else None, registry=registry)
+                                  progress=stderr_progress if main else None, registry=registry,
+                                  **_init_options(args))
     finally:
         distributed.cleanup()
     activated = False
@@ -90,5 +99,30 @@ def _train(args: argparse.Namespace) -> dict:
         "device": card.metrics.get("device"),
         "world_size": card.metrics.get("world_size"),
         "active": activated,
+        **_start_summary(config, card),
         "notes": card.notes,
     }
+
+
+def _init_options(args: argparse.Namespace) -> dict:
+    """``train_and_register`` options for ``--init``: the checkpoint, and the card's strategy."""
+    return {"init_checkpoint": args.init, "strategy": "finetune"} if args.init else {}
+
+
+def _start_summary(config: TrainConfig, card: ModelCard) -> dict:
+    """What the network started from, said plainly (``--pretrained`` may have fallen back to scratch)."""
+    if "init" in card.recipe:
+        return {"start": f"checkpoint {card.recipe['init']['file']}"}
+    if not config.pretrained:
+        return {"start": "random weights"}
+    if card.metrics.get("pretrained_loaded"):
+        return {"start": f"pretrained: timm hub ImageNet weights for {config.arch}", "pretrained": True}
+    # train_and_register appends the fallback message (factory.pretrained_fallback_message) to the notes.
+    start = card.notes.find("pretrained weights for")
+    warning = card.notes[start:] if start >= 0 else "pretrained weights could not be loaded"
+    from zeal_core import distributed
+
+    if distributed.is_main_process():
+        print(f"warning: {warning}", file=sys.stderr)
+    return {"start": "random weights (pretrained weights could not be loaded)", "pretrained": False,
+            "warning": warning}

@@ -198,17 +198,24 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_safetensors_bytes(data: bytes, source: str) -> None:
-    """Raise ``ModelError`` unless ``data`` looks like a safetensors file (checked before any parsing).
+def looks_like_safetensors(data: bytes) -> bool:
+    """Whether ``data`` starts like a safetensors file (checked before any parsing).
 
     A pickle (``torch.save``) file starts with 0x80 or a zip header; a safetensors file starts with an
-    8-byte header length followed by ``{``.
+    8-byte little-endian header length followed by ``{``.
     """
+    if len(data) < 10:
+        return False
+    header_length = int.from_bytes(data[:8], "little")
+    return 0 < header_length <= min(_MAX_HEADER_BYTES, len(data) - 8) and data[8:9] == b"{"
+
+
+def check_safetensors_bytes(data: bytes, source: str) -> None:
+    """Raise ``ModelError`` unless ``data`` looks like a safetensors file (see ``looks_like_safetensors``)."""
     if len(data) < 10:
         raise ModelError(f"model file {source} is too short to be a safetensors file: it is damaged; "
                          "delete the version and train it again")
-    header_length = int.from_bytes(data[:8], "little")
-    if header_length <= 0 or header_length > min(_MAX_HEADER_BYTES, len(data) - 8) or data[8:9] != b"{":
+    if not looks_like_safetensors(data):
         raise ModelError(f"model file {source} is not a safetensors file (pickle and other formats are "
                          "never loaded): delete it, or export the weights with safetensors.torch.save_file")
 

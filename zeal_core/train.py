@@ -28,6 +28,7 @@ from torch import nn
 
 from zeal_core import distributed
 from zeal_core.augment import augment_batch, check_augmentations, resize_uint8
+from zeal_core.config import build
 from zeal_core.data import ImageDataset, load_dataset
 from zeal_core.device import describe_device, resolve_device
 from zeal_core.errors import ConfigError, DataError, ModelError
@@ -111,13 +112,11 @@ class TrainConfig:
         return values
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Inverse of ``to_dict``; unknown keys are ignored so older recipes still load."""
-        known = {name: values[name] for name in cls.__dataclass_fields__ if name in values}
-        for name in ("augmentations", "crop_scale"):
-            if name in known:
-                known[name] = tuple(known[name])
-        return cls(**known)
+    def from_dict(cls, values: dict[str, Any], where: str = "training recipe") -> TrainConfig:
+        """Inverse of ``to_dict``, strictly: an unknown key is a ``ConfigError`` naming ``where`` and the
+        known fields. A stored recipe (a card's ``recipe``, which may hold extra keys such as ``init``, or
+        keys of an older lab) goes through ``zeal_core.config.known_fields`` first."""
+        return build(cls, values, where)
 
 
 @dataclass(frozen=True)
@@ -552,6 +551,7 @@ def train_and_register(
     notes: str = "",
     classes: tuple[str, ...] | list[str] | None = None,
     init_checkpoint: str | Path | None = None,
+    data_root: Path | str | None = None,
 ) -> ModelCard:
     """Load a dataset by name, train on it, and save the model as a new registry version.
 
@@ -573,6 +573,7 @@ def train_and_register(
             ``class_names`` and the other classes become unseen ones for this model.
         init_checkpoint: Fine-tune from this checkpoint file, read as ``models import`` reads it
             (``zeal_core.models.importer.init_from_checkpoint``; a classifier of another size is replaced).
+        data_root: The data folder the dataset is loaded from (default ``zeal_core.paths.data_dir()``).
 
     Returns:
         The new version's ``ModelCard``.
@@ -580,7 +581,7 @@ def train_and_register(
     from zeal_core.models.registry import ModelCard, ModelRegistry
 
     registry = registry if registry is not None else ModelRegistry()
-    dataset = load_dataset(dataset_name, progress=progress)
+    dataset = load_dataset(dataset_name, progress=progress, root=data_root)
     if classes is not None:
         dataset = dataset.with_classes(tuple(classes))
     init = None

@@ -1,9 +1,13 @@
 """Data layer: every source (embedded digits, Imagenette-160, a user's image folder) returns an ImageDataset.
 
-Side effects (downloads, archive checks, decoding to the uint8 cache) live here and nowhere else.
+Side effects (downloads, archive checks, decoding to the uint8 cache) live here and nowhere else. Every
+loader takes the data folder as ``root`` (None = ``zeal_core.paths.data_dir()``, i.e. ``ZEAL_DATA_DIR``) and
+the params file as ``params_file`` (None = ``ZEAL_PARAMS`` or the project's ``params.yaml``).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from zeal_core.data.dataset import ImageDataset
 from zeal_core.data.decode import decode_images
@@ -34,7 +38,12 @@ def _check_digits_size(image_size: int | None) -> None:
 
 
 def load_dataset(
-    name: str, progress: ProgressCallback | None = None, *, image_size: int | None = None
+    name: str,
+    progress: ProgressCallback | None = None,
+    *,
+    image_size: int | None = None,
+    root: Path | str | None = None,
+    params_file: Path | str | None = None,
 ) -> ImageDataset:
     """Load a dataset by name; never downloads (use ``prepare_dataset`` for that).
 
@@ -44,6 +53,8 @@ def load_dataset(
         name: ``"digits"``, ``"imagenette"`` or ``"folder:PATH"`` (one subfolder per class).
         progress: Receives decode progress when a folder's cache has to be built.
         image_size: Working size in pixels; default from ``params.yaml`` (160 Imagenette, 64 folders).
+        root: The data folder holding the prepared caches (default ``zeal_core.paths.data_dir()``).
+        params_file: The params file with the ``data:`` section (default ``ZEAL_PARAMS`` / ``params.yaml``).
 
     Raises:
         DataError: The dataset is unknown, or not prepared yet (the message says how to prepare it).
@@ -52,9 +63,9 @@ def load_dataset(
         _check_digits_size(image_size)
         return load_digits_dataset()
     if name == "imagenette":
-        return load_imagenette(image_size)
+        return load_imagenette(image_size, root=root, params_file=params_file)
     if name.startswith(FOLDER_PREFIX):
-        return load_folder(name, image_size, progress)
+        return load_folder(name, image_size, progress, root=root, params_file=params_file)
     raise _unknown(name)
 
 
@@ -64,6 +75,8 @@ def prepare_dataset(
     cancel: CancelToken | None = None,
     *,
     image_size: int | None = None,
+    root: Path | str | None = None,
+    params_file: Path | str | None = None,
 ) -> ImageDataset:
     """Make a dataset ready to load: download, verify, check and decode as needed; idempotent.
 
@@ -72,24 +85,27 @@ def prepare_dataset(
         progress: Receives ``download``/``verify``/``decode``/``save`` events.
         cancel: Checked between chunks and images.
         image_size: Working size in pixels; default from ``params.yaml``.
+        root: The data folder the archive and the caches go to (default ``zeal_core.paths.data_dir()``).
+        params_file: The params file with the ``data:`` section (default ``ZEAL_PARAMS`` / ``params.yaml``).
 
     Raises:
         DataError: Unknown dataset, no network, wrong checksum, truncated download, unsafe archive, or no
-            readable image; nothing partial is left under ``data_dir()``.
+            readable image; nothing partial is left under the data folder.
         Cancelled: ``cancel`` was set.
     """
     if name == "digits":
         _check_digits_size(image_size)
         return load_digits_dataset()
     if name == "imagenette":
-        return prepare_imagenette(image_size, progress, cancel)
+        return prepare_imagenette(image_size, progress, cancel, root=root, params_file=params_file)
     if name.startswith(FOLDER_PREFIX):
-        return load_folder(name, image_size, progress, cancel)
+        return load_folder(name, image_size, progress, cancel, root=root, params_file=params_file)
     raise _unknown(name)
 
 
-def is_prepared(name: str, *, image_size: int | None = None) -> bool:
-    """True when ``load_dataset(name)`` would return at once from its cache (digits: always).
+def is_prepared(name: str, *, image_size: int | None = None, root: Path | str | None = None,
+                params_file: Path | str | None = None) -> bool:
+    """True when ``load_dataset(name, root=root)`` would return at once from its cache (digits: always).
 
     Raises:
         DataError: Unknown dataset or missing folder.
@@ -97,7 +113,7 @@ def is_prepared(name: str, *, image_size: int | None = None) -> bool:
     if name == "digits":
         return True
     if name == "imagenette":
-        return is_imagenette_prepared(image_size)
+        return is_imagenette_prepared(image_size, root=root, params_file=params_file)
     if name.startswith(FOLDER_PREFIX):
-        return is_folder_prepared(name, image_size)
+        return is_folder_prepared(name, image_size, root=root, params_file=params_file)
     raise _unknown(name)

@@ -3,7 +3,7 @@
 ``PATH/<class>/**/<image>``, or ``PATH/train/<class>/...`` plus ``PATH/val/<class>/...`` for a fixed split.
 Without train/ and val/, a seeded stratified share of each class is held out for validation.
 
-Images are decoded once into ``data_dir()/folders/<name>-<path hash>-<size>-<listing hash>``; the listing
+Images are decoded once into ``<data folder>/folders/<name>-<path hash>-<size>-<listing hash>``; the listing
 hash covers every file's relative path, size and modification time, so the cache is rebuilt when the folder
 changes. Files that cannot be used are skipped and reported by name and reason.
 """
@@ -21,9 +21,8 @@ import torch
 
 from zeal_core.data.dataset import ImageDataset, content_fingerprint, load_cache, save_cache
 from zeal_core.data.decode import DECODE_VERSION, IMAGE_EXTENSIONS, decode_slots
-from zeal_core.data.settings import FolderSettings, folder_settings
+from zeal_core.data.settings import FolderSettings, data_root, folder_settings
 from zeal_core.errors import DataError
-from zeal_core.paths import data_dir
 from zeal_core.progress import CancelToken, ProgressCallback, report
 
 PREFIX = "folder:"
@@ -114,11 +113,20 @@ def _listing_key(root: Path, files: list[Path], settings: FolderSettings) -> str
     return digest.hexdigest()
 
 
-def folder_cache_path(root: Path, settings: FolderSettings, listing_key: str) -> Path:
-    """The cache path (no suffix) for one state of one folder at one working size."""
-    readable = re.sub(r"[^A-Za-z0-9._-]", "_", root.name)[:40] or "folder"
-    path_hash = hashlib.sha256(str(root).encode()).hexdigest()[:8]
-    return data_dir() / "folders" / f"{readable}-{path_hash}-{settings.image_size}-{listing_key[:16]}"
+def folder_cache_path(folder: Path, settings: FolderSettings, listing_key: str, *,
+                      root: Path | str | None = None) -> Path:
+    """The cache path (no suffix) for one state of one image folder at one working size.
+
+    Args:
+        folder: The user's image folder.
+        settings: Working size and split settings.
+        listing_key: Hash of the folder's current files (``_listing_key``).
+        root: The data folder caches live in (default ``zeal_core.paths.data_dir()``).
+    """
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", folder.name)[:40] or "folder"
+    path_hash = hashlib.sha256(str(folder).encode()).hexdigest()[:8]
+    name = f"{readable}-{path_hash}-{settings.image_size}-{listing_key[:16]}"
+    return data_root(root) / "folders" / name
 
 
 def stratified_val_mask(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -136,12 +144,21 @@ def stratified_val_mask(labels: np.ndarray, fraction: float, seed: int) -> np.nd
     return is_val
 
 
-def is_folder_prepared(name: str, image_size: int | None = None) -> bool:
-    """True when the cache for the folder's current files exists."""
-    root = folder_path(name)
-    settings = folder_settings(image_size)
-    images, _, _ = scan_folder(root)
-    path = folder_cache_path(root, settings, _listing_key(root, [p for _, _, p in images], settings))
+def is_folder_prepared(name: str, image_size: int | None = None, *, root: Path | str | None = None,
+                       params_file: Path | str | None = None) -> bool:
+    """True when the cache for the folder's current files exists.
+
+    Args:
+        name: ``folder:PATH`` (or just the path).
+        image_size: Working size in pixels (default from the params file, 64).
+        root: The data folder caches live in (default ``zeal_core.paths.data_dir()``).
+        params_file: The params file (default ``zeal_core.data.settings.params_path()``).
+    """
+    folder = folder_path(name)
+    settings = folder_settings(image_size, params_file=params_file)
+    images, _, _ = scan_folder(folder)
+    path = folder_cache_path(folder, settings, _listing_key(folder, [p for _, _, p in images], settings),
+                             root=root)
     return path.with_suffix(".json").is_file() and path.with_suffix(".safetensors").is_file()
 
 
@@ -150,6 +167,9 @@ def load_folder(
     image_size: int | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    *,
+    root: Path | str | None = None,
+    params_file: Path | str | None = None,
 ) -> ImageDataset:
     """Load ``folder:PATH``, decoding it into the cache first when the folder changed or is new.
 
@@ -158,24 +178,27 @@ def load_folder(
         image_size: Working size in pixels (default from params, 64).
         progress: Receives ``decode`` events.
         cancel: Checked between images.
+        root: The data folder caches live in (default ``zeal_core.paths.data_dir()``).
+        params_file: The params file (default ``zeal_core.data.settings.params_path()``).
 
     Raises:
         DataError: Missing folder, no class subfolders, or no readable image at all.
     """
-    root = folder_path(name)
-    settings = folder_settings(image_size)
-    images, name_skips, has_split = scan_folder(root)
-    cache = folder_cache_path(root, settings, _listing_key(root, [p for _, _, p in images], settings))
+    folder = folder_path(name)
+    settings = folder_settings(image_size, params_file=params_file)
+    images, name_skips, has_split = scan_folder(folder)
+    cache = folder_cache_path(folder, settings, _listing_key(folder, [p for _, _, p in images], settings),
+                              root=root)
     cached = load_cache(cache)
     if cached is not None:
-        report(progress, "cached", 1, 1, f"{root} already decoded")
+        report(progress, "cached", 1, 1, f"{folder} already decoded")
         return cached
-    items = ((slot, str(path.relative_to(root)), path) for slot, (_, _, path) in enumerate(images))
+    items = ((slot, str(path.relative_to(folder)), path) for slot, (_, _, path) in enumerate(images))
     result = decode_slots(items, len(images), settings.image_size, progress=progress, cancel=cancel)
     skipped = tuple(sorted(name_skips + list(result.skipped)))
     if result.images.shape[0] == 0:
         first = f" (first problem: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
-        raise DataError(f"no readable image in {root}{first}: use JPEG, PNG, BMP, GIF, WebP or TIFF files")
+        raise DataError(f"no readable image in {folder}{first}: use JPEG, PNG, BMP, GIF, WebP or TIFF files")
     kept = [images[slot] for slot in result.kept.tolist()]
     class_names = tuple(sorted({class_name for _, class_name, _ in images}))
     labels_np = np.array([class_names.index(c) for _, c, _ in kept], dtype=np.int64)
@@ -185,7 +208,7 @@ def load_folder(
         is_val_np = stratified_val_mask(labels_np, settings.val_fraction, settings.split_seed)
     labels, is_val = torch.from_numpy(labels_np), torch.from_numpy(is_val_np)
     dataset = ImageDataset(
-        name=f"{PREFIX}{root}",
+        name=f"{PREFIX}{folder}",
         images=result.images,
         labels=labels,
         is_val=is_val,

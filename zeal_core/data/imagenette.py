@@ -1,6 +1,6 @@
 """Imagenette-160: download (or reuse) the archive, check it, decode it once into the uint8 cache.
 
-Files under ``data_dir()``:
+Files under the data folder (``root``; default ``zeal_core.paths.data_dir()``):
 
 - ``imagenette2-160.tgz``: the raw archive, kept (DVC tracks it; a mirror or a hand-placed copy works).
 - ``imagenette/imagenette-<size>-<md5 prefix>-d<decode version>.{safetensors,json}``: the decoded cache,
@@ -24,9 +24,8 @@ import torch
 from zeal_core.data.dataset import ImageDataset, content_fingerprint, load_cache, save_cache
 from zeal_core.data.decode import DECODE_VERSION, MAX_FILE_BYTES, decode_slots
 from zeal_core.data.download import checked_members, download_file, file_md5
-from zeal_core.data.settings import ImagenetteSettings, imagenette_settings
+from zeal_core.data.settings import ImagenetteSettings, data_root, imagenette_settings
 from zeal_core.errors import DataError
-from zeal_core.paths import data_dir
 from zeal_core.progress import CancelToken, ProgressCallback, check_cancel, report
 
 ARCHIVE_NAME = "imagenette2-160.tgz"
@@ -47,40 +46,49 @@ WNID_NAMES = {
 SPLITS = ("train", "val")
 
 
-def archive_path() -> Path:
-    """Where the raw archive lives (also where to put a copy by hand)."""
-    return data_dir() / ARCHIVE_NAME
+def archive_path(root: Path | str | None = None) -> Path:
+    """Where the raw archive lives under the data folder ``root`` (also where to put a copy by hand)."""
+    return data_root(root) / ARCHIVE_NAME
 
 
-def cache_path(settings: ImagenetteSettings) -> Path:
+def cache_path(settings: ImagenetteSettings, root: Path | str | None = None) -> Path:
     """The decoded cache's path without suffix, keyed by archive md5, working size and decode version."""
     name = f"imagenette-{settings.image_size}-{settings.md5[:16]}-d{DECODE_VERSION}"
-    return data_dir() / "imagenette" / name
+    return data_root(root) / "imagenette" / name
 
 
-def _mirror_hint() -> str:
+def _mirror_hint(root: Path | str | None) -> str:
     return (f"To use a mirror, set ZEAL_IMAGENETTE_URL to its URL (or a local file path) and "
-            f"ZEAL_IMAGENETTE_MD5 to its md5; or place the archive yourself at {archive_path()} "
+            f"ZEAL_IMAGENETTE_MD5 to its md5; or place the archive yourself at {archive_path(root)} "
             f"(with ZEAL_IMAGENETTE_MD5 set to its md5 if it is not fast.ai's), then run: {PREPARE_COMMAND}")
 
 
-def is_imagenette_prepared(image_size: int | None = None) -> bool:
-    """True when the decoded cache for the configured archive and size exists (cheap: no decoding)."""
-    path = cache_path(imagenette_settings(image_size))
+def is_imagenette_prepared(image_size: int | None = None, *, root: Path | str | None = None,
+                           params_file: Path | str | None = None) -> bool:
+    """True when the decoded cache for the configured archive and size exists (cheap: no decoding).
+
+    Args:
+        image_size: Working size in pixels (default from the params file).
+        root: The data folder (default ``zeal_core.paths.data_dir()``).
+        params_file: The params file (default ``zeal_core.data.settings.params_path()``).
+    """
+    path = cache_path(imagenette_settings(image_size, params_file=params_file), root)
     return path.with_suffix(".json").is_file() and path.with_suffix(".safetensors").is_file()
 
 
-def load_imagenette(image_size: int | None = None) -> ImageDataset:
-    """Load the prepared cache; never downloads or decodes.
+def load_imagenette(image_size: int | None = None, *, root: Path | str | None = None,
+                    params_file: Path | str | None = None) -> ImageDataset:
+    """Load the prepared cache from the data folder ``root``; never downloads or decodes.
 
     Raises:
         DataError: Not prepared yet (the message says how to prepare it).
     """
-    settings = imagenette_settings(image_size)
-    dataset = load_cache(cache_path(settings))
+    settings = imagenette_settings(image_size, params_file=params_file)
+    dataset = load_cache(cache_path(settings, root))
     if dataset is None:
-        present = (f" The archive is already at {archive_path()}; prepare will only check and decode it."
-                   if archive_path().is_file() else "")
+        archive = archive_path(root)
+        present = (f" The archive is already at {archive}; prepare will only check and decode it."
+                   if archive.is_file() else "")
         raise DataError(f"imagenette is not prepared (no cache for md5 {settings.md5}, size "
                         f"{settings.image_size}): run `{PREPARE_COMMAND}` or use the Data page's Download "
                         f"button.{present}")
@@ -91,8 +99,18 @@ def download_imagenette(
     image_size: int | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    *,
+    root: Path | str | None = None,
+    params_file: Path | str | None = None,
 ) -> tuple[Path, bool]:
-    """Make sure the verified archive is at ``archive_path()``; download it only when needed.
+    """Make sure the verified archive is at ``archive_path(root)``; download it only when needed.
+
+    Args:
+        image_size: Working size in pixels (only read to check the settings).
+        progress: Receives ``download``/``verify`` events.
+        cancel: Checked between chunks.
+        root: The data folder (default ``zeal_core.paths.data_dir()``).
+        params_file: The params file naming the URL and md5 (default ``params_path()``).
 
     Returns:
         The archive path, and whether it was downloaded by this call.
@@ -100,13 +118,14 @@ def download_imagenette(
     Raises:
         DataError: Download failed or the checksum does not match (nothing is left behind).
     """
-    settings = imagenette_settings(image_size)
-    path = archive_path()
+    settings = imagenette_settings(image_size, params_file=params_file)
+    path = archive_path(root)
     if path.is_file():
         if file_md5(path, progress, cancel) == settings.md5:
             return path, False
         report(progress, "download", 0, None, f"{path} does not match md5 {settings.md5}; downloading again")
-    download_file(settings.url, path, settings.md5, progress=progress, cancel=cancel, fix_hint=_mirror_hint())
+    download_file(settings.url, path, settings.md5, progress=progress, cancel=cancel,
+                  fix_hint=_mirror_hint(root))
     return path, True
 
 
@@ -187,22 +206,32 @@ def prepare_imagenette(
     image_size: int | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    *,
+    root: Path | str | None = None,
+    params_file: Path | str | None = None,
 ) -> ImageDataset:
     """Download (if needed), verify, check and decode Imagenette; a second call only loads the cache.
 
+    Args:
+        image_size: Working size in pixels (default from the params file).
+        progress: Receives ``download``/``verify``/``decode``/``save`` events.
+        cancel: Checked between chunks and images.
+        root: The data folder the archive and the cache live in (default ``zeal_core.paths.data_dir()``).
+        params_file: The params file (default ``zeal_core.data.settings.params_path()``).
+
     Raises:
         DataError: No network, wrong checksum, truncated download or unsafe archive; the message names
-            the cause and the fix, and nothing partial is left under ``data_dir()``.
+            the cause and the fix, and nothing partial is left under the data folder.
         Cancelled: ``cancel`` was set.
     """
-    settings = imagenette_settings(image_size)
-    cache = cache_path(settings)
-    if is_imagenette_prepared(image_size):
+    settings = imagenette_settings(image_size, params_file=params_file)
+    cache = cache_path(settings, root)
+    if is_imagenette_prepared(image_size, root=root, params_file=params_file):
         dataset = load_cache(cache)
         if dataset is not None:
             report(progress, "cached", 1, 1, f"imagenette already prepared ({cache.name})")
             return dataset
-    path, downloaded = download_imagenette(image_size, progress, cancel)
+    path, downloaded = download_imagenette(image_size, progress, cancel, root=root, params_file=params_file)
     try:
         dataset = read_archive(path, settings.image_size, progress, cancel)
     except DataError:

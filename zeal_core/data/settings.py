@@ -2,6 +2,10 @@
 
 Environment variables win so that a mirror (or a test's loopback server) works without editing files:
 ``ZEAL_IMAGENETTE_URL``, ``ZEAL_IMAGENETTE_MD5``. ``ZEAL_PARAMS`` points at another params file.
+
+Folders are arguments: every loader takes ``root`` (the data folder; None = ``zeal_core.paths.data_dir()``)
+and ``params_file`` (None = ``params_path()``), so a caller such as a pipeline stage can point one call at
+its own folders without changing the process's environment.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 import yaml
 
 from zeal_core.errors import ConfigError
-from zeal_core.paths import PROJECT_ROOT
+from zeal_core.paths import PROJECT_ROOT, data_dir
 
 IMAGENETTE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
 IMAGENETTE_MD5 = "e793b78cc4c9e9a4ccc0c1155377a412"
@@ -27,15 +31,24 @@ FOLDER_SPLIT_SEED = 0
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 
 
-def params_path() -> Path:
-    """The params file (``ZEAL_PARAMS``, default ``params.yaml`` in the project root)."""
+def params_path(params_file: Path | str | None = None) -> Path:
+    """The params file: ``params_file`` when given, else ``ZEAL_PARAMS``, else ``params.yaml`` in the
+    project root."""
+    if params_file is not None:
+        return Path(params_file).expanduser()
     value = os.environ.get("ZEAL_PARAMS")
     return Path(value).expanduser() if value else PROJECT_ROOT / "params.yaml"
 
 
-def data_params() -> dict[str, Any]:
-    """The ``data:`` section of the params file; empty when the file or section is absent."""
-    path = params_path()
+def data_root(root: Path | str | None = None) -> Path:
+    """The data folder: ``root`` when given, else ``zeal_core.paths.data_dir()`` (``ZEAL_DATA_DIR``)."""
+    return Path(root).expanduser().resolve() if root is not None else data_dir()
+
+
+def data_params(params_file: Path | str | None = None) -> dict[str, Any]:
+    """The ``data:`` section of the params file (``params_path(params_file)``); empty when the file or
+    section is absent."""
+    path = params_path(params_file)
     if not path.exists():
         return {}
     try:
@@ -48,10 +61,10 @@ def data_params() -> dict[str, Any]:
     return section
 
 
-def _section(params: dict[str, Any], key: str) -> dict[str, Any]:
-    value = params.get(key) or {}
+def _section(key: str, params_file: Path | str | None) -> dict[str, Any]:
+    value = data_params(params_file).get(key) or {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{params_path()}: 'data.{key}' must be a mapping of settings")
+        raise ConfigError(f"{params_path(params_file)}: 'data.{key}' must be a mapping of settings")
     return value
 
 
@@ -79,42 +92,47 @@ class FolderSettings:
     split_seed: int  # seed of that split
 
 
-def imagenette_settings(image_size: int | None = None) -> ImagenetteSettings:
+def imagenette_settings(image_size: int | None = None, *,
+                        params_file: Path | str | None = None) -> ImagenetteSettings:
     """Imagenette settings from defaults, params file and environment (environment wins).
 
     Args:
         image_size: Overrides the working size from the params file.
+        params_file: The params file to read (default ``params_path()``).
 
     Raises:
         ConfigError: The md5 is not 32 hex digits or the size is out of range.
     """
-    section = _section(data_params(), "imagenette")
+    section = _section("imagenette", params_file)
     url = os.environ.get("ZEAL_IMAGENETTE_URL") or str(section.get("url") or IMAGENETTE_URL)
     md5 = (os.environ.get("ZEAL_IMAGENETTE_MD5") or str(section.get("md5") or IMAGENETTE_MD5)).lower()
     if not _MD5.match(md5):
         raise ConfigError(f"Imagenette md5 {md5!r} is not 32 hex digits: fix ZEAL_IMAGENETTE_MD5 or "
-                          f"data.imagenette.md5 in {params_path()}")
+                          f"data.imagenette.md5 in {params_path(params_file)}")
     size = image_size if image_size is not None else section.get("image_size", IMAGENETTE_SIZE)
     return ImagenetteSettings(url=url.strip(), md5=md5, image_size=_size(size, "data.imagenette.image_size"))
 
 
-def folder_settings(image_size: int | None = None) -> FolderSettings:
+def folder_settings(image_size: int | None = None, *,
+                    params_file: Path | str | None = None) -> FolderSettings:
     """Image-folder settings from defaults and the params file.
 
     Args:
         image_size: Overrides the working size from the params file.
+        params_file: The params file to read (default ``params_path()``).
 
     Raises:
         ConfigError: A value is out of range.
     """
-    section = _section(data_params(), "folder")
+    section = _section("folder", params_file)
     size = image_size if image_size is not None else section.get("image_size", FOLDER_SIZE)
     fraction = section.get("val_fraction", FOLDER_VAL_FRACTION)
+    path = params_path(params_file)
     seed = section.get("split_seed", FOLDER_SPLIT_SEED)
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0.0 <= fraction < 1.0:
-        raise ConfigError(f"data.folder.val_fraction = {fraction!r} in {params_path()}: use a number "
+        raise ConfigError(f"data.folder.val_fraction = {fraction!r} in {path}: use a number "
                           "in [0, 1)")
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ConfigError(f"data.folder.split_seed = {seed!r} in {params_path()}: use a whole number")
+        raise ConfigError(f"data.folder.split_seed = {seed!r} in {path}: use a whole number")
     return FolderSettings(image_size=_size(size, "data.folder.image_size"), val_fraction=float(fraction),
                           split_seed=seed)

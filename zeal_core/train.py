@@ -552,6 +552,7 @@ def train_and_register(
     classes: tuple[str, ...] | list[str] | None = None,
     init_checkpoint: str | Path | None = None,
     data_root: Path | str | None = None,
+    data_params_file: Path | str | None = None,
 ) -> ModelCard:
     """Load a dataset by name, train on it, and save the model as a new registry version.
 
@@ -574,6 +575,8 @@ def train_and_register(
         init_checkpoint: Fine-tune from this checkpoint file, read as ``models import`` reads it
             (``zeal_core.models.importer.init_from_checkpoint``; a classifier of another size is replaced).
         data_root: The data folder the dataset is loaded from (default ``zeal_core.paths.data_dir()``).
+        data_params_file: The params file whose ``data:`` section sets the working size (default
+            ``ZEAL_PARAMS`` / ``params.yaml``).
 
     Returns:
         The new version's ``ModelCard``.
@@ -581,7 +584,7 @@ def train_and_register(
     from zeal_core.models.registry import ModelCard, ModelRegistry
 
     registry = registry if registry is not None else ModelRegistry()
-    dataset = load_dataset(dataset_name, progress=progress, root=data_root)
+    dataset = load_dataset(dataset_name, progress=progress, root=data_root, params_file=data_params_file)
     if classes is not None:
         dataset = dataset.with_classes(tuple(classes))
     init = None

@@ -10,17 +10,10 @@ import torch
 import yaml
 
 from zeal_core.errors import ConfigError
-from zeal_core.pipeline import (
-    MCE_DEFINITION,
-    DriftEvalParams,
-    RobustnessTable,
-    StagePaths,
-    detector_table,
-    load_params,
-    robustness_table,
-    run_stage,
-    write_report,
-)
+from zeal_core.pipeline import StagePaths, load_params, run_stage, write_report
+from zeal_core.pipeline.report import write_csv, write_json
+from zeal_core.reference.grid import DetectorGridConfig, detector_table
+from zeal_core.robustness import MCE_DEFINITION, RobustnessTable, robustness_table
 from zeal_core.settings import AppSettings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,8 +107,8 @@ def test_robustness_table_matches_plain_evaluation(tiny_model) -> None:
 
 def test_detector_table_flags_strong_drift_more_than_clean(tiny_model) -> None:
     model, config, images, _ = tiny_model
-    settings = DriftEvalParams(detectors=("mmd",), corruptions=("gaussian_noise",), severities=(5,),
-                               sample_size=40, reference_size=80, max_images=120, trials=4)
+    settings = DetectorGridConfig(detectors=("mmd",), drifts=("gaussian_noise:5",), sample_size=40,
+                                  reference_size=80, max_images=120, trials=4)
     table = detector_table(model, config, images, settings, device="cpu", seed=0)
     rates = {row.drift: row.detection_rate for row in table.rows}
     assert set(rates) == {"clean", "gaussian_noise:5"}
@@ -127,7 +120,7 @@ def test_detector_table_flags_strong_drift_more_than_clean(tiny_model) -> None:
 
 def test_detector_table_refuses_too_few_images(tiny_model) -> None:
     model, config, images, _ = tiny_model
-    settings = DriftEvalParams(detectors=("mmd",), sample_size=200, reference_size=200)
+    settings = DetectorGridConfig(detectors=("mmd",), sample_size=200, reference_size=200)
     with pytest.raises(ConfigError, match="reference_size"):
         detector_table(model, config, images, settings, device="cpu")
 
@@ -136,8 +129,6 @@ def test_detector_table_refuses_too_few_images(tiny_model) -> None:
 
 
 def test_write_report_tables_every_corruption_and_detector(tmp_path: Path) -> None:
-    from zeal_core.pipeline import _write_csv, _write_json
-
     params_file = tmp_path / "params.yaml"
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["dataset"] = "digits"
@@ -145,16 +136,16 @@ def test_write_report_tables_every_corruption_and_detector(tmp_path: Path) -> No
     paths = StagePaths.for_dataset("digits", tmp_path)
     rows = (("fog", 1.0, 0.8), ("fog", 5.0, 0.4), ("snow", 1.0, 0.7), ("snow", 5.0, 0.3))
     table = RobustnessTable(clean_accuracy=0.9, rows=rows, n=50, seconds=1.0)
-    _write_json(paths.data_json, {"dataset": "digits", "num_train": 10, "num_val": 5, "num_classes": 10,
+    write_json(paths.data_json, {"dataset": "digits", "num_train": 10, "num_val": 5, "num_classes": 10,
                                   "image_size": 32, "fingerprint": "ab" * 32})
-    _write_json(paths.train_json, {"version": "digits-v1", "seconds": 3.0, "recipe": {"epochs": 1}})
-    _write_json(paths.robustness_json, table.metrics())
-    _write_csv(paths.robustness_csv, ["corruption", "severity", "accuracy", "error"],
+    write_json(paths.train_json, {"version": "digits-v1", "seconds": 3.0, "recipe": {"epochs": 1}})
+    write_json(paths.robustness_json, table.metrics())
+    write_csv(paths.robustness_csv, ["corruption", "severity", "accuracy", "error"],
                [[c, s, a, 1 - a] for c, s, a in table.rows])
-    _write_json(paths.drift_json, {"sample_size": 10, "reference_size": 20, "alpha": 0.05, "trials": 2,
+    write_json(paths.drift_json, {"sample_size": 10, "reference_size": 20, "alpha": 0.05, "trials": 2,
                                    "seconds": 1.0, "detectors": {"mmd": {"mean_runtime_s": 0.01},
                                                                  "ks": {"mean_runtime_s": 0.02}}})
-    _write_csv(paths.drift_csv, ["detector", "drift", "corruption", "severity", "detection_rate"],
+    write_csv(paths.drift_csv, ["detector", "drift", "corruption", "severity", "detection_rate"],
                [["mmd", "clean", "clean", 0, 0.0], ["mmd", "fog:5", "fog", 5, 1.0],
                 ["ks", "clean", "clean", 0, 0.5], ["ks", "fog:5", "fog", 5, 0.5]])
     report = write_report(paths, load_params(params_file)).read_text()

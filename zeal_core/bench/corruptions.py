@@ -7,17 +7,15 @@ Two parts, both on the same images (Imagenette val when it is prepared, otherwis
 - validation (``--validate``): for every corruption and severity 1-5, mean SSIM to the clean images for ours
   and for the reference, and the difference.
 
-The reference (``tests/corruption_reference.py``) is only used here and in tests. Run from the project root:
+The reference (``zeal_core.bench.corruption_reference``, a shim over the ``imagecorruptions`` package,
+imported only when the reference is asked for) is only used here and in tests. Run from the project root:
 ``python -m zeal_core bench corruptions [--n 512] [--validate]`` or ``python -m zeal_core.bench.corruptions``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,20 +28,17 @@ from zeal_core.corruptions.metrics import ssim
 from zeal_core.device import describe_device, resolve_device
 from zeal_core.errors import ConfigError
 from zeal_core.progress import ProgressCallback, ProgressEvent
+from zeal_core.sampling import seeded_subset
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SSIM_TOLERANCE = 0.05  # the issue's "5 points", read as mean SSIM
 
 
-def _load_reference() -> Any:
-    """The patched reference package, or None (the shim lives in tests/, next to the tests that use it)."""
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.insert(0, str(PROJECT_ROOT))
-    try:
-        shim = importlib.import_module("tests.corruption_reference")
-    except ImportError:
-        return None
-    return shim if shim.load_reference() is not None else None
+def _load_reference() -> tuple[Any, str | None]:
+    """The reference shim module, or None and the reason it cannot be used (how to install it)."""
+    from zeal_core.bench import corruption_reference
+
+    reason = corruption_reference.unavailable_reason()
+    return (corruption_reference, None) if reason is None else (None, reason)
 
 
 def benchmark_images(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, str]:
@@ -54,7 +49,6 @@ def benchmark_images(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, st
     """
     from zeal_core.data import is_prepared, load_dataset
 
-    generator = torch.Generator().manual_seed(seed)
     try:
         if is_prepared("imagenette"):
             images, _ = load_dataset("imagenette").split("val")
@@ -65,7 +59,7 @@ def benchmark_images(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, st
         images, _ = load_dataset("digits").split("val")
         note = ("sklearn digits up-sampled (Imagenette is not prepared: run `python -m zeal_core data "
                 "prepare --dataset imagenette` for the real numbers)")
-    pick = torch.randperm(images.shape[0], generator=generator)[:n]
+    pick = seeded_subset(images.shape[0], n, seed)
     if pick.numel() < n:  # fewer images than asked: repeat them
         pick = pick.repeat(n // max(1, pick.numel()) + 1)[:n]
     chosen = images[pick]
@@ -140,7 +134,7 @@ def run_corruption_benchmark(
         if name not in list_corruptions():
             raise ConfigError(f"unknown corruption {name!r}: use one of {', '.join(list_corruptions())}")
     torch_device = resolve_device(device)
-    shim = _load_reference() if reference else None
+    shim, missing = _load_reference() if reference else (None, None)
     images, source = benchmark_images(n, size)
     images_device = images.to(torch_device)
     images_numpy = _to_numpy(images)
@@ -169,6 +163,8 @@ def run_corruption_benchmark(
         "rows": rows,
         "note": "timed once per corruption; on a shared CPU numbers are pessimistic: rerun on a quiet one",
     }
+    if missing:
+        result["reference_skipped"] = missing
     speedups = [row["speedup"] for row in rows if "speedup" in row]
     if speedups:
         result["mean_speedup"] = round(float(np.mean(speedups)), 2)

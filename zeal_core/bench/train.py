@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from zeal_core.errors import DataError
+from zeal_core.sampling import seeded_subset
 
 TARGETS = {"digits": 0.97, "imagenette": 0.70}  # default time-to-accuracy targets (val top-1 share)
 
@@ -221,7 +222,7 @@ def _subset(dataset, limit: int | None):
     if limit is None or limit >= int(dataset.is_val.sum()):
         return dataset
     val_index = dataset.is_val.nonzero().flatten()
-    keep = val_index[torch.randperm(len(val_index), generator=torch.Generator().manual_seed(0))[:limit]]
+    keep = val_index[seeded_subset(len(val_index), limit, seed=0)]
     mask = ~dataset.is_val
     mask[keep] = True
     return ImageDataset(name=dataset.name, images=dataset.images[mask], labels=dataset.labels[mask],
@@ -277,8 +278,7 @@ def _reference_samples(args: argparse.Namespace, dataset, summary: dict[str, Any
     splits = _imagenette_samples(source)
     val = splits["val"]
     if args.val_limit is not None and args.val_limit < len(val):
-        order = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))[: args.val_limit]
-        val = [val[i] for i in order.tolist()]
+        val = [val[i] for i in seeded_subset(len(val), args.val_limit, seed=0).tolist()]
     summary["reference_source"] = str(source)
     return splits["train"], val, 10
 

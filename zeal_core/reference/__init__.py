@@ -14,6 +14,7 @@ from zeal_core.reference.decision import Decision, bonferroni
 from zeal_core.reference.fit import fit_reference
 from zeal_core.reference.fitted import FittedReference, ModelSource, SimulatedBatch
 from zeal_core.reference.frames import scatter_frame
+from zeal_core.reference.grid import DetectorGridConfig, DetectorTable, detector_table
 from zeal_core.reference.report import CheckReport, TypicalImage
 from zeal_core.reference.sweep import (
     WHOLE_SPEC,
@@ -30,6 +31,8 @@ __all__ = [
     "WHOLE_SPEC",
     "CheckReport",
     "Decision",
+    "DetectorGridConfig",
+    "DetectorTable",
     "FittedReference",
     "ModelSource",
     "ReferenceConfig",
@@ -39,6 +42,7 @@ __all__ = [
     "bonferroni",
     "check_parts",
     "current_severity",
+    "detector_table",
     "fit_reference",
     "forget_references",
     "get_reference",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from zeal_core.bench import corruption_reference
+from zeal_core.bench import _corruption_reference as corruption_reference
 from zeal_core.errors import ConfigError
 
 
@@ -44,3 +44,10 @@ def test_library_never_imports_from_tests() -> None:
     offenders = [str(path.relative_to(ROOT)) for path in sorted(Path(ROOT / "zeal_core").rglob("*.py"))
                  if pattern.search(path.read_text())]
     assert offenders == []
+
+
+def test_the_shim_is_not_a_bench_action() -> None:
+    from zeal_core.commands.bench import bench_actions
+
+    actions = bench_actions()
+    assert "corruptions" in actions and all(hasattr(module, "register") for module in actions.values())

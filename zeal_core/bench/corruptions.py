@@ -7,7 +7,7 @@ Two parts, both on the same images (Imagenette val when it is prepared, otherwis
 - validation (``--validate``): for every corruption and severity 1-5, mean SSIM to the clean images for ours
   and for the reference, and the difference.
 
-The reference (``zeal_core.bench.corruption_reference``, a shim over the ``imagecorruptions`` package,
+The reference (``zeal_core.bench._corruption_reference``, a shim over the ``imagecorruptions`` package,
 imported only when the reference is asked for) is only used here and in tests. Run from the project root:
 ``python -m zeal_core bench corruptions [--n 512] [--validate]`` or ``python -m zeal_core.bench.corruptions``.
 """
@@ -35,7 +35,7 @@ SSIM_TOLERANCE = 0.05  # the issue's "5 points", read as mean SSIM
 
 def _load_reference() -> tuple[Any, str | None]:
     """The reference shim module, or None and the reason it cannot be used (how to install it)."""
-    from zeal_core.bench import corruption_reference
+    from zeal_core.bench import _corruption_reference as corruption_reference
 
     reason = corruption_reference.unavailable_reason()
     return (corruption_reference, None) if reason is None else (None, reason)

@@ -125,6 +125,16 @@ def test_detector_table_refuses_too_few_images(tiny_model) -> None:
         detector_table(model, config, images, settings, device="cpu")
 
 
+@pytest.mark.parametrize(("settings", "fragment"), [
+    ({"detectors": ("mmdx",)}, "mmdx"), ({"drifts": ("fogg:2",)}, "fogg"), ({"trials": 0}, "trials"),
+    ({"alpha": 1.5}, "alpha"),
+])
+def test_detector_grid_refuses_bad_settings_before_embedding(settings: dict, fragment: str) -> None:
+    images = torch.zeros((8, 3, 8, 8), dtype=torch.uint8)
+    with pytest.raises(ConfigError, match=fragment):  # no model needed: nothing is embedded
+        detector_table(None, None, images, DetectorGridConfig(**settings), device="cpu")
+
+
 # --- the report ---------------------------------------------------------------------------------------------
 
 

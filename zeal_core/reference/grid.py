@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from zeal_core.corruptions import DriftSpec
-from zeal_core.drift import DriftResult, list_detectors
+from zeal_core.drift import DriftResult, detector_info, list_detectors
 from zeal_core.drift.base import check_alpha, check_int
 from zeal_core.embed import Embeddings, compute_embeddings
 from zeal_core.errors import ConfigError
@@ -63,12 +63,11 @@ class DetectorGridConfig:
         return [DriftSpec.clean()] + [DriftSpec.parse(text) for text in self.drifts]
 
     def detector_names(self) -> list[str]:
-        """The detectors tested, checked against the registry before any image is embedded."""
-        known = list_detectors()
-        unknown = [name for name in self.detectors if name not in known]
-        if unknown:
-            raise ConfigError(f"unknown detector(s) {unknown}: choose from {', '.join(known)}")
-        return list(self.detectors) or known
+        """The detectors tested, checked against the registry (a ``ConfigError`` listing the known ones)
+        before any image is embedded."""
+        for name in self.detectors:
+            detector_info(name)
+        return list(self.detectors) or list_detectors()
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,10 @@ if first_run_panel():
                    f"{accuracy:.1%}.")
     st.subheader("What next")
     for path, label, icon in (
-        ("pages/drift_lab.py", "Drift Lab: corrupt the data and watch the detectors", "🧪"),
-        ("pages/retrain.py", "Retrain: adapt the model to the drift", "🔁"),
-        ("pages/monitor.py", "Monitor: a simulated stream, and the history of real checks", "📈"),
-        ("pages/upload.py", "Your own images: check a batch against the reference", "📤"),
-        ("pages/model.py", "Model: train, import, pick a version, see the confusion matrix", "🧠"),
+        ("pages/drift_lab.py", "Drift Lab: corrupt the data and watch the detectors", "science"),
+        ("pages/retrain.py", "Retrain: adapt the model to the drift", "autorenew"),
+        ("pages/monitor.py", "Monitor: a simulated stream, and the history of real checks", "monitoring"),
+        ("pages/upload.py", "Your own images: check a batch against the reference", "upload"),
+        ("pages/model.py", "Model: train, import or pick a version; its confusion matrix", "model_training"),
     ):
-        st.page_link(path, label=label, icon=icon)
+        st.page_link(path, label=label, icon=f":material/{icon}:")

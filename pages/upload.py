@@ -135,7 +135,7 @@ rows = HistoryStore().checks(limit=50)
 if rows:
     st.plotly_chart(history_figure(rows, recorded.get(key)), key="upload_history")
     st.page_link("pages/monitor.py", label="All recorded checks and the retrain policy: Monitor → History",
-                 icon="📈")
+                 icon=":material/monitoring:")
 with st.expander("Predictions"):
     probs = np.asarray(report.sample.probs)
     class_names = reference.class_names

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-# An emoji favicon is drawn by the browser; a :material: one is fetched from Google's font CDN (broken offline).
+# An emoji favicon is drawn by the browser; a :material: one comes from Google's font CDN (broken offline).
 st.set_page_config(page_title="Zeal Drift Lab", page_icon="🧭", layout="wide")
 
 PAGES = [

@@ -2,7 +2,8 @@
 
 import streamlit as st
 
-st.set_page_config(page_title="Zeal Drift Lab", page_icon=":material/explore:", layout="wide")
+# An emoji favicon is drawn by the browser; a :material: one comes from Google's font CDN (broken offline).
+st.set_page_config(page_title="Zeal Drift Lab", page_icon="🧭", layout="wide")
 
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="home", default=True),

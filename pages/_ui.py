@@ -299,6 +299,8 @@ def _evaluate_version(version: str, dataset: str, folders: str) -> dict[str, Any
 
     model, card = load_model_cached(version)
     data = load_dataset_cached(dataset)
+    if card.class_names is not None:  # a model of a class subset is scored on its own classes
+        data = data.with_classes(card.class_names)
     images, labels = data.split("val")
     result = evaluate(model, card.model_config, images, labels, device(), class_names=data.class_names)
     values = result.to_dict()
@@ -320,20 +322,36 @@ def card_accuracy(card: Any) -> float | None:
 
 
 def cards_frame(cards: list[Any]) -> Any:
-    """A table of model cards: version, dataset, accuracy, parent, strategy, drift spec, created."""
+    """A table of model cards to compare versions: where each came from, its parent and strategy, and its
+    clean accuracy beside its accuracy on the drift it was adapted to (percent, one decimal)."""
     import pandas as pd
+
+    from zeal_core.models.registry import card_origin
+
+    def percent(value: Any) -> float | None:
+        return round(100 * float(value), 1) if isinstance(value, (int, float)) else None
 
     rows = [{
         "version": card.version,
+        "origin": card_origin(card),
         "dataset": card.dataset,
-        "accuracy": card_accuracy(card),
-        "parent": card.parent or "",
+        "clean accuracy": percent(card_accuracy(card)),
+        "drifted: before": percent((card.metrics or {}).get("drifted_before")),
+        "drifted: after": percent((card.metrics or {}).get("drifted_after")),
         "strategy": card.strategy or "",
         "drift spec": card.drift_spec or "",
+        "parent": card.parent or "",
         "created": card.created,
     } for card in cards]
-    return pd.DataFrame(rows, columns=["version", "dataset", "accuracy", "parent", "strategy", "drift spec",
-                                       "created"])
+    return pd.DataFrame(rows, columns=["version", "origin", "dataset", "clean accuracy", "drifted: before",
+                                       "drifted: after", "strategy", "drift spec", "parent", "created"])
+
+
+def cards_column_config() -> dict[str, Any]:
+    """How ``cards_frame`` columns are shown (percent with one decimal)."""
+    percent = {name: st.column_config.NumberColumn(format="%.1f %%") for name in
+               ("clean accuracy", "drifted: before", "drifted: after")}
+    return {**percent, "active": st.column_config.CheckboxColumn(width="small")}
 
 
 def mark_session_through_app() -> None:

@@ -21,7 +21,7 @@ from pages._ui import (
 )
 from zeal_core.corruptions import DriftSpec, corruption_info, list_corruptions
 from zeal_core.projection import warm_umap
-from zeal_core.reference import current_severity, severity_sweep, sweep_choices
+from zeal_core.reference import current_severity, scatter_frame, severity_sweep, sweep_choices
 from zeal_core.settings import get_settings
 
 ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
@@ -100,7 +100,7 @@ def show_metrics(report, spec: DriftSpec, n: int, seed: int) -> None:
                       delta=f"{(report.accuracy - report.clean_accuracy) * 100:+.1f} pts")
     columns[3].metric("Verdict", "drift" if decision.drift else "no drift",
                       delta=f"{len(decision.flagged)} of {decision.detectors} detectors below α/k",
-                      delta_color="off", help=decision.rule)
+                      delta_color="off", delta_arrow="off", help=decision.rule)
     columns[4].metric("Projection", report.projection.upper(),
                       help="PCA is shown until UMAP has warmed up in the background.")
 
@@ -125,7 +125,7 @@ def show_scatter(report, reference) -> None:
     """The projection scatter and, for a clicked point, its image, label and prediction."""
     colour = st.segmented_control("Colour by", ["domain", "label", "prediction"], default="domain",
                                   key="lab_colour") or "domain"
-    frame = _lab.scatter_frame(report, reference)
+    frame = scatter_frame(report, reference)
     event = st.plotly_chart(_lab.scatter_figure(frame, colour), key="lab_scatter", on_select="rerun",
                             selection_mode="points")
     points = (event.selection.points if event and event.selection else []) or []

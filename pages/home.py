@@ -9,6 +9,7 @@ from pages._ui import (
     device_text,
     ensure_app_navigation,
     first_run_panel,
+    short_version,
 )
 
 ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
@@ -20,7 +21,8 @@ st.write("See, measure and fix data drift in an image classifier: corrupt the da
 card = active_card()
 left, middle, right = st.columns(3)
 left.metric("Dataset", dataset_name())
-middle.metric("Active model", card.version if card else "none yet")
+middle.metric("Active model", short_version(card.version) if card else "none yet",
+              help=card.version if card else "Train or import one on the Model page.")
 right.metric("Device", device_text())
 
 if first_run_panel():
@@ -32,8 +34,8 @@ if first_run_panel():
     for path, label, icon in (
         ("pages/drift_lab.py", "Drift Lab: corrupt the data and watch the detectors", "science"),
         ("pages/retrain.py", "Retrain: adapt the model to the drift", "autorenew"),
-        ("pages/monitor.py", "Monitor: a simulated production stream with alarms", "monitoring"),
-        ("pages/upload.py", "Your own images: test a batch against the reference", "upload"),
-        ("pages/model.py", "Model: train, pick a version, see the confusion matrix", "model_training"),
+        ("pages/monitor.py", "Monitor: a simulated stream, and the history of real checks", "monitoring"),
+        ("pages/upload.py", "Your own images: check a batch against the reference", "upload"),
+        ("pages/model.py", "Model: train, import or pick a version; its confusion matrix", "model_training"),
     ):
         st.page_link(path, label=label, icon=f":material/{icon}:")

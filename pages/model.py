@@ -11,6 +11,7 @@ from pages._ui import (
     StreamlitProgress,
     activate_job_result,
     active_version,
+    cards_column_config,
     cards_frame,
     dataset_name,
     device,
@@ -48,21 +49,28 @@ def history_frame(job):
     return pd.DataFrame(rows)
 
 
+# What the progress metrics mean, for axis titles and legends (the job reports them under these keys).
+CURVE_NAMES = {"global_step": "training step", "epoch": "epoch", "loss": "training loss (running mean)",
+               "train_loss": "training loss (epoch)", "accuracy": "training accuracy (running)",
+               "train_accuracy": "training accuracy (epoch)", "val_accuracy": "validation accuracy"}
+
+
 def curves_figure(history, title: str = "Training curves") -> go.Figure:
     """Loss (left axis) and accuracies (right axis) against the step or epoch the job reported them at."""
     history = history.ffill()
     x = next((c for c in ("global_step", "epoch") if c in history.columns), None)
     xs = history[x] if x else history.index
     figure = go.Figure()
-    for column in [c for c in history.columns if "loss" in c]:
-        figure.add_scatter(x=xs, y=history[column], name=column, mode="lines+markers")
-    for column in [c for c in history.columns if "accuracy" in c]:
-        figure.add_scatter(x=xs, y=history[column], name=column, mode="lines+markers", yaxis="y2")
+    for column in [c for c in history.columns if c in ("loss", "train_loss")]:
+        figure.add_scatter(x=xs, y=history[column], name=CURVE_NAMES[column], mode="lines+markers")
+    for column in [c for c in history.columns if c in ("accuracy", "train_accuracy", "val_accuracy")]:
+        figure.add_scatter(x=xs, y=history[column], name=CURVE_NAMES[column], mode="lines+markers",
+                           yaxis="y2")
     figure.update_layout(height=300, margin={"l": 10, "r": 10, "t": 40, "b": 10}, title=title,
-                         xaxis_title=x or "report", yaxis_title="loss",
+                         xaxis_title=CURVE_NAMES.get(x, "progress report"), yaxis_title="loss",
                          yaxis2={"title": "accuracy", "overlaying": "y", "side": "right", "range": [0, 1.02],
                                  "tickformat": ".0%", "dtick": 0.2, "showgrid": False},
-                         legend={"orientation": "h", "y": -0.25})
+                         legend={"orientation": "h", "y": -0.3})
     return figure
 
 
@@ -168,14 +176,14 @@ if not cards:
 active = active_version()
 table = cards_frame(cards)
 table.insert(0, "active", table["version"] == active)
-st.dataframe(table, hide_index=True, column_config={
-    "accuracy": st.column_config.NumberColumn(format="percent"),
-    "active": st.column_config.CheckboxColumn(width="small"),
-})
+st.dataframe(table, hide_index=True, column_config=cards_column_config())
 versions = [card.version for card in cards]
+if st.session_state.get("model_version") not in versions:
+    st.session_state.pop("model_version", None)  # a deleted version: fall back to the active one
 chosen = st.selectbox("Version", versions, index=versions.index(active) if active in versions else 0,
                       key="model_version")
-if st.button("Make active", disabled=chosen == active, key="model_make_active"):
+if st.button("Make active", disabled=chosen == active, key="model_make_active",
+             help="The version every page and the check command use."):
     models.set_active(chosen)
     st.rerun()
 
@@ -183,14 +191,17 @@ if st.button("Make active", disabled=chosen == active, key="model_make_active"):
 card = models.card(chosen)
 result = evaluate_cached(chosen, card.dataset)
 left, right = st.columns([1, 2])
-left.metric("Validation accuracy", f"{result['accuracy']:.1%}", help=f"{result['n']} validation images")
+left.metric("Validation accuracy", f"{result['accuracy']:.1%}",
+            help=f"{result['n']} validation images of {card.dataset}, version {card.version}")
 left.dataframe({"class": result["class_names"], "accuracy": result["per_class_accuracy"]}, hide_index=True,
                column_config={"accuracy": st.column_config.ProgressColumn(min_value=0, max_value=1,
                                                                           format="percent")})
 heatmap = px.imshow(result["confusion"], x=result["class_names"], y=result["class_names"], text_auto=True,
                     color_continuous_scale="Teal", labels={"x": "predicted", "y": "true", "color": "images"},
                     aspect="auto")
-heatmap.update_layout(title="Confusion matrix (validation)", height=460,
+heatmap.update_xaxes(dtick=1, tickangle=-40)  # every class named, however many (Imagenette's are long)
+heatmap.update_yaxes(dtick=1)
+heatmap.update_layout(title="Confusion matrix (validation)", height=460 + 12 * len(result["class_names"]),
                       margin={"l": 10, "r": 10, "t": 40, "b": 10})
 right.plotly_chart(heatmap, key="confusion")
 history = (card.metrics or {}).get("history")

@@ -5,13 +5,16 @@ import streamlit as st
 
 from pages._ui import (
     KEY_DRIFT_SPEC,
+    POLL_SECONDS,
     active_version,
+    cards_column_config,
     cards_frame,
     ended_job,
     ensure_app_navigation,
     first_run_panel,
     job_queue,
     registry,
+    short_version,
     submit_job,
     user_errors,
 )
@@ -27,27 +30,36 @@ models = registry()
 queue = job_queue()
 
 
-def before_after_frame(metrics: dict):
-    """Long table (stage, data, accuracy) from a retrained card's metrics, for a grouped bar chart."""
+def before_after_frame(cards: list):
+    """Long table (version, bar, accuracy) of retrained cards' before/after metrics, for grouped bars."""
     import pandas as pd
 
-    rows = [{"stage": stage, "data": data, "accuracy": float(metrics[f"{data}_{stage}"])}
-            for stage in ("before", "after") for data in ("clean", "drifted")
-            if isinstance(metrics.get(f"{data}_{stage}"), (int, float))]
-    return pd.DataFrame(rows, columns=["stage", "data", "accuracy"])
+    rows = [{"version": short_version(card.version), "bar": f"{data}, {stage}",
+             "accuracy": float(card.metrics[f"{data}_{stage}"])}
+            for card in cards for data in ("clean", "drifted") for stage in ("before", "after")
+            if isinstance((card.metrics or {}).get(f"{data}_{stage}"), (int, float))]
+    return pd.DataFrame(rows, columns=["version", "bar", "accuracy"])
 
 
-def show_before_after(card) -> None:
-    """Grouped bars: accuracy on clean and drifted data, before and after adaptation."""
-    frame = before_after_frame(card.metrics or {})
+BAR_COLOURS = {"clean, before": "#cbd5e1", "clean, after": "#64748b", "drifted, before": "#fca5a5",
+               "drifted, after": "#0f766e"}
+
+
+def show_before_after(cards: list, key: str) -> None:
+    """Grouped bars per version: clean and drifted accuracy, before and after its adaptation."""
+    frame = before_after_frame(cards)
     if frame.empty:
-        st.caption(f"{card.version} has no before/after metrics.")
+        st.caption("No before/after metrics for these versions (only retrained versions have them).")
         return
-    figure = px.bar(frame, x="data", y="accuracy", color="stage", barmode="group", text_auto=".1%",
-                    color_discrete_map={"before": "#94a3b8", "after": "#0f766e"}, range_y=[0, 1.05])
-    figure.update_layout(height=320, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                         title=f"{card.version}: {card.strategy} on {card.drift_spec}")
-    st.plotly_chart(figure, key=f"before_after_{card.version}")
+    figure = px.bar(frame, x="version", y="accuracy", color="bar", barmode="group", text_auto=".1%",
+                    color_discrete_map=BAR_COLOURS, range_y=[0, 1.08],
+                    category_orders={"bar": list(BAR_COLOURS)})
+    specs = "; ".join(f"{short_version(card.version)}: {card.strategy} on {card.drift_spec or 'real batches'}"
+                      for card in cards)
+    figure.update_layout(height=340, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend_title_text="",
+                         title=specs if len(specs) < 110 else "Accuracy before and after adaptation",
+                         yaxis={"tickformat": ".0%", "title": "accuracy"}, xaxis_title=None)
+    st.plotly_chart(figure, key=key)
 
 
 # -------------------------------------------------------------------------------------------- the form
@@ -83,27 +95,36 @@ if job is not None:
     if version:
         new_card = models.card(version)
         st.markdown(f"New version **{version}** (parent {new_card.parent}).")
-        show_before_after(new_card)
+        show_before_after([new_card], key=f"before_after_{version}")
         if version != active_version() and st.button(f"Make {version} active", key=f"activate_{version}"):
             models.set_active(version)
+            st.session_state["retrain_version"] = version  # the selector below follows the new choice
             st.rerun()
 
-# ------------------------------------------------------------------------------------- registry + lineage
+# ----------------------------------------------------------------------------------- versions, compare
 st.subheader("Versions and lineage")
 cards = models.list()
 active = active_version()
 table = cards_frame(cards)
 table.insert(0, "active", table["version"] == active)
-st.dataframe(table, hide_index=True, key="retrain_registry", column_config={
-    "accuracy": st.column_config.NumberColumn(format="percent"),
-    "active": st.column_config.CheckboxColumn(width="small"),
-})
+st.dataframe(table, hide_index=True, key="retrain_registry", column_config=cards_column_config())
 versions = [card.version for card in cards]
-left, right = st.columns([3, 1])
-chosen = left.selectbox("Version", versions, index=versions.index(active) if active in versions else 0,
-                        key="retrain_version", label_visibility="collapsed")
-if right.button("Make active", disabled=chosen == active, key="retrain_make_active"):
+if st.session_state.get("retrain_version") not in versions:
+    st.session_state["retrain_version"] = active if active in versions else versions[0]
+left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
+chosen = left.selectbox("Version", versions, key="retrain_version",
+                        format_func=lambda v: f"{v} (active)" if v == active else v)
+if middle.button("Make active", disabled=chosen == active, key="retrain_make_active"):
     models.set_active(chosen)
+    st.rerun()
+if right.button("Delete", disabled=chosen == active, key="retrain_delete", type="secondary",
+                help="Remove this version (card and weights). The active version cannot be deleted."):
+    models.delete(chosen)
+    from zeal_core.reference import forget_references
+
+    forget_references()  # no fitted reference may outlive its model
+    st.session_state.pop("retrain_version", None)
+    st.toast(f"Deleted {chosen}.")
     st.rerun()
 chosen_card = models.card(chosen)
 if chosen_card.parent:
@@ -114,15 +135,25 @@ if chosen_card.parent:
             cursor = models.card(cursor.parent)
         except Exception:  # the parent was deleted: the chain ends here
             break
-    st.markdown("Lineage: " + " → ".join(f"`{v}`" for v in reversed(lineage)))
-    show_before_after(chosen_card)
+    st.markdown("Lineage: " + " → ".join(f"`{short_version(v)}`" for v in reversed(lineage)))
+adapted = [card.version for card in cards if isinstance((card.metrics or {}).get("clean_before"), float)]
+if adapted:
+    compared = st.multiselect("Compare retrained versions", adapted, key="retrain_compare",
+                              default=[chosen] if chosen in adapted else adapted[:1],
+                              format_func=short_version)
+    show_before_after([models.card(version) for version in compared], key="before_after_compare")
+
 
 # ------------------------------------------------------------------------------------------------ jobs
-st.subheader("Jobs")
-jobs = queue.list()
-if jobs:
+@st.fragment(run_every=POLL_SECONDS)
+def jobs_panel() -> None:
+    """Every job, re-read from disk each second: one live source for status, progress and message."""
+    jobs = queue.list()
+    if not jobs:
+        st.caption("No jobs yet.")
+        return
     st.dataframe([{"id": job.id, "kind": job.kind, "status": job.status, "progress": job.progress,
-                   "message": job.message, "created": job.created} for job in jobs[:20]],
+                   "message": job.error or job.message, "created": job.created} for job in jobs[:20]],
                  hide_index=True, key="retrain_jobs", column_config={
                      "progress": st.column_config.ProgressColumn(min_value=0, max_value=1)})
     live = [job.id for job in jobs if job.status in ("queued", "running")]
@@ -131,6 +162,7 @@ if jobs:
         to_cancel = left.selectbox("Live job", live, key="retrain_cancel_job", label_visibility="collapsed")
         if right.button("Cancel job", key="retrain_cancel"):
             queue.cancel(to_cancel)
-            st.rerun()
-else:
-    st.caption("No jobs yet.")
+
+
+st.subheader("Jobs")
+jobs_panel()

@@ -22,6 +22,7 @@ from pages._ui import (
 )
 from zeal_core.data import decode_images
 from zeal_core.history import HistoryStore, record_check
+from zeal_core.reference import scatter_frame
 
 ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
 
@@ -105,10 +106,10 @@ columns = st.columns(4)
 columns[0].metric("Images tested", report.n)
 columns[1].metric("Verdict", "drift" if decision.drift else "no drift",
                   delta=f"{len(decision.flagged)} of {decision.detectors} detectors below α/k",
-                  delta_color="off", help=decision.rule)
+                  delta_color="off", delta_arrow="off", help=decision.rule)
 confidence = float(np.asarray(report.sample.probs).max(axis=1).mean())
 reference_confidence = float(np.asarray(reference.reference.probs).max(axis=1).mean())
-columns[2].metric("Mean confidence", f"{confidence:.1%}", delta_color="off",
+columns[2].metric("Mean confidence", f"{confidence:.1%}", delta_color="off", delta_arrow="off",
                   delta=f"{(confidence - reference_confidence) * 100:+.1f} pts vs reference")
 columns[3].metric("History", f"check #{recorded[key]}" if key in recorded else "not recorded")
 
@@ -118,7 +119,7 @@ with left:
     st.table(_lab.detector_frame(report))
     st.caption(_lab.decision_caption(report))
 with right:
-    frame = _lab.scatter_frame(report, reference, sample_domain="upload")
+    frame = scatter_frame(report, reference, sample_domain="upload")
     st.plotly_chart(_lab.scatter_figure(frame, "domain"), key="upload_scatter")
     st.caption(f"Where the uploads (×) sit in the reference's {report.projection.upper()} map of the model's "
                "features.")

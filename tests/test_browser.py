@@ -113,7 +113,7 @@ def test_drift_lab_retrain_and_every_page(browser_page, server: str,
 
     # Drift Lab: mild noise on every image, then the severity slider moved up 12 steps of 0.25 by keyboard.
     page.goto(f"{server}/drift_lab?spec=gaussian_noise:0.5@1&n=200&seed=0")
-    page.get_by_text("Detectors flagging drift").wait_for()
+    page.get_by_text("Verdict").first.wait_for()
     page.locator('[data-testid="stTable"]').first.wait_for()
     wait_idle(page)
     # The first request of a fresh server: it must have gone through app.py (sidebar status, our pages only).

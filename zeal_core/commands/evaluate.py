@@ -22,16 +22,15 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
-    from zeal_core.data import load_dataset
     from zeal_core.device import resolve_device
     from zeal_core.evaluate import evaluate
     from zeal_core.models.registry import ModelRegistry
+    from zeal_core.retrain import load_model_for_dataset
 
     start = time.perf_counter()
     device = resolve_device(args.device)
-    registry = ModelRegistry()
-    model, card = registry.load(registry.resolve(args.model), device=device)
-    dataset = load_dataset(args.dataset or card.dataset)
+    # The dataset in the model's label space (a class-subset model is scored on its own classes).
+    _, model, card, dataset = load_model_for_dataset(ModelRegistry(), args.model, args.dataset, device)
     images, labels = dataset.split(args.split)
     if args.drift:
         from zeal_core.corruptions import DriftSpec

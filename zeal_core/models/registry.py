@@ -140,6 +140,21 @@ def _optional_class_names(value: Any, num_classes: int) -> tuple[str, ...] | Non
     return tuple(value)
 
 
+def card_origin(card: ModelCard) -> str:
+    """Where a version came from, in a word or two: "trained", "imported", "retrained" (the Retrain button or
+    command line), "monitor policy" (a simulated stream's policy), "history policy" (real checks' policy)."""
+    provenance = card.recipe.get("provenance") or {}
+    if card.strategy == "import":
+        return "imported"
+    if provenance.get("origin") == "monitor":
+        return "monitor policy"
+    if "history_checks" in provenance:
+        return "history policy"
+    if card.parent is not None:
+        return "retrained"
+    return "trained"
+
+
 def label_map(card: ModelCard, class_names: tuple[str, ...] | list[str]) -> np.ndarray:
     """For each class of a dataset (``class_names``), the model output that stands for it, or -1.
 

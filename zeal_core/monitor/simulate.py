@@ -245,7 +245,8 @@ def _default_retrain(reference: FittedReference, config: MonitorConfig, schedule
         card = adapt(strategy, parent, reference.dataset_name, spec, device=device, progress=progress,
                      cancel=cancel, registry=registry, options=config.strategy_options or None,
                      adapt_images=images if unlabeled else None,
-                     notes=f"monitor policy retrain on {spec} (schedule {schedule.text})")
+                     notes=f"monitor policy retrain on {spec} (schedule {schedule.text})",
+                     provenance={"origin": "monitor", "schedule": schedule.text})
         return card.version
 
     return retrain

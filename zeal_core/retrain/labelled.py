@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -11,6 +12,8 @@ from zeal_core.errors import ConfigError
 from zeal_core.models.factory import ModelConfig
 from zeal_core.progress import ProgressCallback
 from zeal_core.retrain.base import AdaptContext
+
+_INNER_EPOCH = re.compile(r"^epoch \d+/\d+:?\s*")  # the one-epoch run's own counter
 
 
 def corruption_augment_text(drift: Any, max_severity: float) -> str:
@@ -70,7 +73,9 @@ def epoch_progress(progress: ProgressCallback | None, epoch: int, epochs: int) -
 
     def forward(event: Any) -> None:
         fraction = event.fraction or 0.0
+        # Each call trains one epoch, so its own "epoch 1/1" says nothing: the run's counter replaces it.
+        inner = _INNER_EPOCH.sub("", event.message or "")
         progress(replace(event, done=epoch + fraction, total=epochs,
-                         message=f"epoch {epoch + 1}/{epochs}: {event.message}"))
+                         message=f"epoch {epoch + 1}/{epochs}: {inner}"))
 
     return forward

@@ -1,0 +1,198 @@
+"""Capture-pipeline drift kinds: a new camera, new settings or a new resize chain (group ``capture``).
+
+Light-level changes (white balance, exposure, vignetting) act in linear light: the sRGB curve is undone,
+the light scaled, and the curve applied again, as a camera's processing would. Gamma acts on the encoded
+values (that is what a wrong transfer curve does). Kinds with a direction (warmer or cooler, brighter or
+darker) draw it per image from the registry's seeded generator; the severity sets the magnitude.
+
+Level tables (level 0 = identity; levels in between interpolate linearly; numbers set with
+``python -m zeal_core bench drift-kinds`` so that level 3 costs about what ImageNet-C's level 3 costs):
+
+- ``white_balance``: the light seen as ``WHITE_BALANCE_MIRED`` mired warmer or cooler than 6500 K (mired =
+  10^6 / kelvin; e.g. 60 mired: 4000 K or 11,000 K), per-channel gains from the Planckian locus;
+- ``gamma``: encoded values raised to ``GAMMA`` or its reciprocal (darker or brighter mid-tones);
+- ``exposure``: ``EXPOSURE_STOPS`` stops over or under in linear light, highlights clip;
+- ``vignetting``: corners get ``1 - VIGNETTING_LOSS`` of their light, falling off with the squared
+  distance from the centre;
+- ``resize_nearest`` / ``resize_bilinear`` / ``resize_bicubic``: down to ``RESIZE_SCALE`` of the side and
+  back up with the same interpolation, no anti-aliasing (a cheap device's resizer);
+- ``chroma_subsampling``: YCbCr, the two chroma planes averaged over ``CHROMA_FACTOR`` x ``CHROMA_FACTOR``
+  pixel cells and up-sampled bilinearly (JPEG's 4:2:0 is factor 2), luma untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+from zeal_core.corruptions._ops import level_params
+from zeal_core.corruptions.registry import register_corruption
+
+GROUP = "capture"
+
+WHITE_BALANCE_MIRED = ((0.0,), (20.0,), (40.0,), (60.0,), (85.0,), (110.0,))  # shift from 6500 K, mired
+GAMMA = ((1.0,), (1.2,), (1.45,), (1.75,), (2.1,), (2.5,))  # exponent (or its reciprocal) on values
+EXPOSURE_STOPS = ((0.0,), (0.4,), (0.8,), (1.2,), (1.7,), (2.3,))  # factor 2^(+-stops) on linear light
+VIGNETTING_LOSS = ((0.0,), (0.25,), (0.45,), (0.6,), (0.72,), (0.82,))  # share of light lost at corners
+RESIZE_SCALE = ((1.0,), (0.7,), (0.5,), (0.38,), (0.3,), (0.22,))  # small side / side
+CHROMA_FACTOR = ((1.0,), (2.0,), (4.0,), (8.0,), (12.0,), (16.0,))  # chroma cell side in pixels
+
+NEUTRAL_KELVIN = 6500.0  # the white point images are assumed balanced for
+MIN_KELVIN, MAX_KELVIN = 1667.0, 25000.0  # where the Planckian-locus approximation holds
+# CIE XYZ -> linear sRGB (D65)
+_XYZ_TO_RGB = ((3.2406, -1.5372, -0.4986), (-0.9689, 1.8758, 0.0415), (0.0557, -0.2040, 1.0570))
+_LUMA = (0.2126, 0.7152, 0.0722)  # Rec. 709 / sRGB luminance weights of linear light
+# JFIF YCbCr (full range) from RGB in [0, 1], and back
+_RGB_TO_YCC = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+_YCC_TO_RGB = ((1.0, 0.0, 1.402), (1.0, -0.344136, -0.714136), (1.0, 1.772, 0.0))
+
+
+def srgb_to_linear(values: torch.Tensor) -> torch.Tensor:
+    """The sRGB transfer curve undone (values in [0, 1])."""
+    values = values.clamp(0.0, 1.0)
+    return torch.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(values: torch.Tensor) -> torch.Tensor:
+    """The sRGB transfer curve (linear light clipped to [0, 1] first: over-exposed light saturates)."""
+    values = values.clamp(0.0, 1.0)
+    curved = 1.055 * values.clamp_min(1e-12) ** (1 / 2.4) - 0.055
+    return torch.where(values <= 0.0031308, values * 12.92, curved)
+
+
+def _random_signs(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """+1 or -1 per image, from the seeded generator."""
+    return torch.randint(0, 2, (n,), generator=generator, device=device).float().mul_(2.0).sub_(1.0)
+
+
+def _planckian_xy(kelvin: float) -> tuple[float, float]:
+    """CIE 1931 chromaticity of a black body (Kim et al.'s cubic-spline fit, 1667-25000 K)."""
+    t = 1000.0 / kelvin
+    if kelvin <= 4000.0:
+        x = -0.2661239 * t**3 - 0.2343589 * t**2 + 0.8776956 * t + 0.179910
+    else:
+        x = -3.0258469 * t**3 + 2.1070379 * t**2 + 0.2226347 * t + 0.240390
+    if kelvin <= 2222.0:
+        y = -1.1063814 * x**3 - 1.34811020 * x**2 + 2.18555832 * x - 0.20219683
+    elif kelvin <= 4000.0:
+        y = -0.9549476 * x**3 - 1.37418593 * x**2 + 2.09137015 * x - 0.16748867
+    else:
+        y = 3.0817580 * x**3 - 5.87338670 * x**2 + 3.75112997 * x - 0.37001483
+    return x, y
+
+
+@functools.lru_cache(maxsize=256)
+def white_gains(kelvin: float) -> tuple[float, float, float]:
+    """Linear-light channel gains that make a 6500 K white look like a ``kelvin`` white (luminance kept)."""
+
+    def white(k: float) -> tuple[float, ...]:
+        x, y = _planckian_xy(min(max(k, MIN_KELVIN), MAX_KELVIN))
+        xyz = (x / y, 1.0, (1.0 - x - y) / y)
+        return tuple(sum(m * c for m, c in zip(row, xyz, strict=True)) for row in _XYZ_TO_RGB)
+
+    target, neutral = white(kelvin), white(NEUTRAL_KELVIN)
+    gains = [t / n for t, n in zip(target, neutral, strict=True)]
+    luminance = sum(w * g for w, g in zip(_LUMA, gains, strict=True))
+    return tuple(g / luminance for g in gains)
+
+
+def shifted_kelvin(mired: float, warmer: bool) -> float:
+    """The colour temperature ``mired`` micro-reciprocal degrees warmer (lower K) or cooler than 6500 K."""
+    base = 1e6 / NEUTRAL_KELVIN
+    return 1e6 / max(base + mired if warmer else base - mired, 1e6 / MAX_KELVIN)
+
+
+@register_corruption("capture", "white balance off: the light warmer (orange) or cooler (blue) than 6500 K",
+                     group=GROUP)
+def white_balance(images: torch.Tensor, severity: float, generator: torch.Generator) -> torch.Tensor:
+    (mired,) = level_params(WHITE_BALANCE_MIRED, severity)
+    signs = _random_signs(images.shape[0], generator, images.device)
+    table = torch.tensor([white_gains(shifted_kelvin(mired, warmer)) for warmer in (True, False)],
+                         device=images.device)  # 2 x 3: warmer, cooler
+    gains = table[(signs < 0).long()].view(-1, 3, 1, 1)
+    return linear_to_srgb(srgb_to_linear(images) * gains)
+
+
+@register_corruption("capture", "transfer curve changed: mid-tones darker or brighter (gamma)", group=GROUP)
+def gamma(images: torch.Tensor, severity: float, generator: torch.Generator) -> torch.Tensor:
+    (exponent,) = level_params(GAMMA, severity)
+    signs = _random_signs(images.shape[0], generator, images.device)
+    exponents = torch.exp(signs * math.log(exponent)).view(-1, 1, 1, 1)
+    return images.clamp(0.0, 1.0) ** exponents
+
+
+@register_corruption("capture", "exposure off: more or less light (stops), highlights clip", group=GROUP)
+def exposure(images: torch.Tensor, severity: float, generator: torch.Generator) -> torch.Tensor:
+    (stops,) = level_params(EXPOSURE_STOPS, severity)
+    signs = _random_signs(images.shape[0], generator, images.device)
+    factors = torch.exp2(signs * stops).view(-1, 1, 1, 1)
+    return linear_to_srgb(srgb_to_linear(images) * factors)
+
+
+@functools.lru_cache(maxsize=32)
+def _radius_squared(h: int, w: int, device: str) -> torch.Tensor:
+    """1 x 1 x H x W squared distance of pixel centres from the image centre, 1 at the corners."""
+    v = torch.arange(h, dtype=torch.float32) + 0.5 - h / 2.0
+    u = torch.arange(w, dtype=torch.float32) + 0.5 - w / 2.0
+    squared = v.view(-1, 1) ** 2 + u.view(1, -1) ** 2
+    return (squared / ((h / 2.0) ** 2 + (w / 2.0) ** 2)).view(1, 1, h, w).to(device)
+
+
+@register_corruption("capture", "vignetting: darker corners (lens fall-off)", random=False, group=GROUP)
+def vignetting(images: torch.Tensor, severity: float, generator: torch.Generator) -> torch.Tensor:
+    (loss,) = level_params(VIGNETTING_LOSS, severity)
+    h, w = images.shape[-2:]
+    gain = 1.0 - loss * _radius_squared(h, w, str(images.device))
+    return linear_to_srgb(srgb_to_linear(images) * gain)
+
+
+def _resize_chain(images: torch.Tensor, severity: float, mode: str) -> torch.Tensor:
+    """Down to ``RESIZE_SCALE`` of the side and back, both with ``mode``, no anti-aliasing."""
+    (scale,) = level_params(RESIZE_SCALE, severity)
+    h, w = images.shape[-2:]
+    small = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if small == (h, w):
+        return images
+    extra = {} if mode == "nearest-exact" else {"align_corners": False}
+    down = F.interpolate(images, size=small, mode=mode, antialias=False, **extra)
+    return F.interpolate(down, size=(h, w), mode=mode, **extra)
+
+
+@register_corruption("capture", "down-sized and up-sized with nearest neighbour (blocky, aliased)",
+                     random=False, group=GROUP)
+def resize_nearest(images: torch.Tensor, severity: float, generator: torch.Generator) -> torch.Tensor:
+    return _resize_chain(images, severity, "nearest-exact")
+
+
+@register_corruption("capture", "down-sized and up-sized bilinearly (soft, aliased)", random=False,
+                     group=GROUP)
+def resize_bilinear(images: torch.Tensor, severity: float, generator: torch.Generator) -> torch.Tensor:
+    return _resize_chain(images, severity, "bilinear")
+
+
+@register_corruption("capture", "down-sized and up-sized bicubically (soft, ringing, aliased)", random=False,
+                     group=GROUP)
+def resize_bicubic(images: torch.Tensor, severity: float, generator: torch.Generator) -> torch.Tensor:
+    return _resize_chain(images, severity, "bicubic")
+
+
+def _colour_matrix(rows: tuple[tuple[float, ...], ...], device: torch.device) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32, device=device)
+
+
+@register_corruption("capture", "chroma subsampling: colour kept at a coarser resolution than brightness",
+                     random=False, group=GROUP)
+def chroma_subsampling(images: torch.Tensor, severity: float, generator: torch.Generator) -> torch.Tensor:
+    (factor,) = level_params(CHROMA_FACTOR, severity)
+    h, w = images.shape[-2:]
+    small = (max(1, round(h / factor)), max(1, round(w / factor)))
+    if small == (h, w):
+        return images
+    ycc = torch.einsum("ij,njhw->nihw", _colour_matrix(_RGB_TO_YCC, images.device), images)
+    chroma = F.interpolate(F.adaptive_avg_pool2d(ycc[:, 1:], small), size=(h, w), mode="bilinear",
+                           align_corners=False)
+    ycc = torch.cat((ycc[:, :1], chroma), 1)
+    return torch.einsum("ij,njhw->nihw", _colour_matrix(_YCC_TO_RGB, images.device), ycc)

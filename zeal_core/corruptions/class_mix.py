@@ -195,28 +195,45 @@ class ClassMix:
 # ------------------------------------------------------------------------------------------- class lists
 
 
+def _class_id(reference: str, names: Sequence[str]) -> int:
+    """The dataset class id a reference names: an exact name, the name with spaces as "_", or an index.
+
+    Raises:
+        ConfigError: No class matches (the message lists the classes with their indices).
+    """
+    text = str(reference).strip()
+    if text in names:
+        return list(names).index(text)
+    spelled = ["_".join(str(name).split()) for name in names]
+    if "_".join(text.split()) in spelled:
+        return spelled.index("_".join(text.split()))
+    if text.isdigit() and int(text) < len(names):
+        return int(text)
+    listing = ", ".join(f"{index}={name}" for index, name in enumerate(spelled))
+    raise ConfigError(f"unknown class {text!r}: use a class name or index of this dataset: {listing}")
+
+
 def resolve_classes(references: Sequence[str], class_names: Sequence[str]) -> np.ndarray:
-    """Dataset class ids of class references: an exact name (spaces may be written "_"), else an index.
+    """Sorted distinct dataset class ids of class references (exact names, spaces as "_", or indices).
 
     Raises:
         ConfigError: A reference matches no class (the message lists the classes with their indices).
     """
     names = [str(name) for name in class_names]
-    by_name = {name: index for index, name in enumerate(names)}
-    by_spelling = {"_".join(name.split()): index for index, name in reversed(list(enumerate(names)))}
-    ids = []
-    for reference in references:
-        text = str(reference)
-        if text in by_name:
-            ids.append(by_name[text])
-        elif text in by_spelling:
-            ids.append(by_spelling[text])
-        elif text.isdigit() and int(text) < len(names):
-            ids.append(int(text))
-        else:
-            listing = ", ".join(f"{index}={'_'.join(name.split())}" for index, name in enumerate(names))
-            raise ConfigError(f"unknown class {text!r}: use a class name or index of this dataset: {listing}")
-    return np.unique(np.asarray(ids, dtype=np.int64))
+    return np.unique(np.asarray([_class_id(reference, names) for reference in references], dtype=np.int64))
+
+
+def resolve_class_list(references: Sequence[str], class_names: Sequence[str]) -> tuple[str, ...]:
+    """The dataset's class names that references point to, in the order given (e.g. for ``--classes``).
+
+    Raises:
+        ConfigError: A reference matches no class, or two references name the same class.
+    """
+    names = [str(name) for name in class_names]
+    chosen = tuple(names[_class_id(reference, names)] for reference in references if str(reference).strip())
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError(f"class list {list(references)} names a class twice: {list(chosen)}")
+    return chosen
 
 
 def known_class_mask(class_names: Sequence[str], known_classes: Sequence[str] | None) -> np.ndarray:
@@ -344,7 +361,17 @@ def draw_class_mix(mix: ClassMix, pool_labels: np.ndarray, n: int, seed: int, cl
         raise ConfigError(f"n must be a positive number of images, got {n!r}")
     target = target_proportions(mix, labels, class_names, seed, known_classes)
     available = np.bincount(labels, minlength=len(class_names))
-    counts = allocate(target, available, int(n))
+    if mix.info.unseen:  # round the unseen share as a whole first, then split it over the unseen classes
+        known = known_class_mask(class_names, known_classes)
+        counts = np.zeros(len(target), dtype=np.int64)
+        group_target = np.array([target[known].sum(), target[~known].sum()])
+        wanted = target > 0
+        group_supply = np.array([available[known & wanted].sum(), available[~known & wanted].sum()])
+        for members, total in zip((known, ~known), allocate(group_target, group_supply, int(n)), strict=True):
+            if total:
+                counts[members] = allocate(target[members], available[members], int(total))
+    else:
+        counts = allocate(target, available, int(n))
     short = np.flatnonzero(target * int(n) - counts >= 1.0)  # classes the pool could not fill
     if short.size:
         log.info("%s: the pool holds too few images of %s for n = %d; their share went to the other classes",

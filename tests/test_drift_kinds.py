@@ -562,3 +562,39 @@ def test_train_classes_flag_refuses_an_unknown_class() -> None:
     assert _chosen_classes("digits", "7, 3") == ("7", "3") and _chosen_classes("digits", None) is None
     with pytest.raises(ConfigError, match="unknown class 'seven'"):
         _chosen_classes("digits", "seven,3")
+
+
+# ------------------------------------------------------------------------------- calibration benchmark
+
+
+def test_bench_drift_kinds_reports_accuracy_drops_and_verdicts(tmp_path) -> None:
+    import argparse
+
+    from zeal_core.bench.drift_kinds import run
+    from zeal_core.data import load_dataset
+    from zeal_core.models.factory import ModelConfig, build_model
+    from zeal_core.models.registry import ModelRegistry
+
+    torch.manual_seed(0)
+    config = ModelConfig(arch="resnet18", num_classes=10, image_size=16)
+    model, _ = build_model(config)  # random weights: only the table's shape and arithmetic are checked
+    digits = load_dataset("digits")
+    card = ModelRegistry().save(model, model_config=config, dataset="digits",
+                                dataset_fingerprint=digits.fingerprint, recipe={}, metrics={})
+    args = argparse.Namespace(dataset="digits", model=card.version, n=12, kinds=("rotation", "gamma"),
+                              severities=(3.0,), no_imagenet_c=False, seed=0, device="cpu",
+                              batch_size=12, report=str(tmp_path / "out" / "drift_kinds_test"))
+    result = run(args)
+    assert result["n"] == 12 and set(result["kinds"]) == {"rotation", "gamma"}
+    assert list(result["imagenet_c"]) == list_corruptions()
+    for cells in [*result["kinds"].values(), *result["imagenet_c"].values()]:
+        assert set(cells) == {"3"}
+        for cell in cells.values():
+            assert cell["drop"] == pytest.approx(result["clean_accuracy"] - cell["accuracy"], abs=0.02)
+    summary = result["imagenet_c_summary"]["3"]
+    assert summary["min_drop"] <= summary["q25_drop"] <= summary["median_drop"] <= summary["max_drop"]
+    assert set(result["calibration"]) == {"rotation", "gamma"}
+    assert set(result["calibration"].values()) <= {"comparable", "in range", "weaker", "stronger"}
+    saved = json.loads((tmp_path / "out" / "drift_kinds_test.json").read_text())
+    assert saved["kinds"] == result["kinds"]
+    assert "| rotation |" in (tmp_path / "out" / "drift_kinds_test.md").read_text()

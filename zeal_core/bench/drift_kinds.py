@@ -186,6 +186,11 @@ def _calibration(result: dict[str, Any]) -> dict[str, str]:
     return verdicts
 
 
+def _cell_text(cell: dict[str, float]) -> str:
+    """``71.2 (-4.3 ± 1.1)``: accuracy, change from clean and its SE (0.0 - drop keeps "-0.0" away)."""
+    return f"{cell['accuracy']:.1f} ({0.0 - cell['drop']:+.1f} ± {cell['drop_se']:.1f})"
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The accuracy table (percent, SE in brackets) with the calibration verdicts."""
     levels = [f"{severity:g}" for severity in result["severities"]]
@@ -205,13 +210,12 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     verdicts = result.get("calibration", {})
     for name, cells in result["kinds"].items():
-        row = [f"{cells[level]['accuracy']:.1f} ({-cells[level]['drop']:+.1f} ± {cells[level]['drop_se']:.1f})"
-               if level in cells else "" for level in levels]
+        row = [_cell_text(cells[level]) if level in cells else "" for level in levels]
         lines.append(f"| {name} | " + " | ".join(row) + f" | {verdicts.get(name, '')} |")
     summary = result.get("imagenet_c_summary")
     if summary:
         lines.append("| **ImageNet-C mean (19)** | " + " | ".join(
-            f"**{summary[level]['mean_accuracy']:.1f}** ({-summary[level]['mean_drop']:+.1f})"
+            f"**{summary[level]['mean_accuracy']:.1f}** ({0.0 - summary[level]['mean_drop']:+.1f})"
             for level in levels) + " | |")
         lines.append("| ImageNet-C drop: min / q25 / median / q75 / max | " + " | ".join(
             f"{summary[level]['min_drop']:.1f} / {summary[level]['q25_drop']:.1f} / "

@@ -126,7 +126,7 @@ def test_no_drift_means_no_recovery_share() -> None:
 
 def test_bad_options_and_versions_are_refused(parent_registry) -> None:
     registry, parent = parent_registry
-    with pytest.raises(ConfigError, match="unknown option"):
+    with pytest.raises(ConfigError, match=r"strategy 'bn-adapt': unknown setting.*epochz"):
         adapt("bn-adapt", parent, "digits", DRIFT, device="cpu", registry=registry, options={"epochz": 1})
     with pytest.raises(ModelError):
         adapt("bn-adapt", "no-such-version", "digits", DRIFT, device="cpu", registry=registry)
@@ -147,3 +147,26 @@ def test_cli_retrain_prints_before_and_after(parent_registry, monkeypatch, capsy
     assert registry.card(result["version"]).parent == parent
     assert main(["retrain", "--model", parent, "--drift", "nonsense:3", "--json"]) == 2
     assert json.loads(capsys.readouterr().out)["ok"] is False
+
+
+def test_images_for_a_labelled_strategy_are_a_config_error_listing_the_unlabeled_ones(
+        parent_registry) -> None:
+    """The path that once indexed the strategy registry with [] (a TypeError) now says what to use."""
+    registry, parent = parent_registry
+    images = load_dataset("digits").split("train")[0][:16]
+    with pytest.raises(ConfigError, match=r"trains on labelled data.*\['bn-adapt', 'tent'\]"):
+        adapt("finetune", parent, None, DRIFT, device="cpu", registry=registry, adapt_images=images)
+    with pytest.raises(ConfigError, match="needs a drift spec"):
+        adapt("finetune", parent, None, None, device="cpu", registry=registry)
+
+
+def test_real_batches_without_a_drift_spec_adapt_and_record_their_provenance(parent_registry) -> None:
+    """Production batches have no spec and no labels: bn-adapt runs on them and the card says so."""
+    registry, parent = parent_registry
+    images = DriftSpec.parse(DRIFT).apply(load_dataset("digits").split("train")[0][:96], seed=5)
+    card = adapt("bn-adapt", parent, None, None, device="cpu", registry=registry, adapt_images=images,
+                 provenance={"history_checks": [3, 4, 7]})
+    assert card.drift_spec is None and card.metrics["drifted_before"] is None
+    assert card.metrics["recovered_share"] is None and card.metrics["details"]["adapt_images"] == 96
+    assert card.recipe["provenance"] == {"history_checks": [3, 4, 7]}
+    assert 0.0 <= card.metrics["clean_after"] <= 1.0 and card.parent == parent

@@ -1,0 +1,86 @@
+"""The one strict way to build or override a frozen config dataclass from a mapping.
+
+Every settings object of the lab (training recipes, strategy options, monitor and policy settings, pipeline
+parameters) is a frozen dataclass with a comment per field. Values from outside (job parameters, params.yaml,
+``--option KEY=VALUE``, a page form) go through ``build`` or ``override``: unknown keys are an error that
+names the known ones, lists become tuples where the field holds a tuple, and a wrong type becomes a
+``ConfigError`` rather than a ``TypeError`` deep inside. Reading a stored card or recipe, where old keys may
+linger, uses ``known_fields`` to keep only what the current class knows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from zeal_core.errors import ConfigError
+
+Config = TypeVar("Config")
+
+
+def field_names(cls: type) -> list[str]:
+    """The dataclass's field names, in declaration order."""
+    return [item.name for item in dataclasses.fields(cls)]
+
+
+def check_keys(cls: type, values: Mapping[str, Any], where: str) -> None:
+    """Raise ``ConfigError`` when ``values`` holds a key that is not a field of ``cls``.
+
+    Args:
+        cls: A dataclass.
+        values: The settings given.
+        where: What the settings are, for the message (e.g. "strategy 'tent'", "params.yaml: train.digits").
+    """
+    if not isinstance(values, Mapping):
+        kind = type(values).__name__
+        raise ConfigError(f"{where}: settings must be a mapping of name -> value, got {kind}")
+    known = field_names(cls)
+    unknown = sorted(str(key) for key in values if key not in known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {unknown}; known: {sorted(known)}")
+
+
+def _tuple_fields(cls: type) -> set[str]:
+    hints = typing.get_type_hints(cls)
+    tuples = set()
+    for name in field_names(cls):
+        hint = hints.get(name)
+        origins = {typing.get_origin(hint)} | {typing.get_origin(arg) for arg in typing.get_args(hint)}
+        if tuple in origins or hint is tuple:
+            tuples.add(name)
+    return tuples
+
+
+def _converted(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    tuples = _tuple_fields(cls)
+    return {key: tuple(value) if key in tuples and isinstance(value, list) else value
+            for key, value in values.items()}
+
+
+def build(cls: type[Config], values: Mapping[str, Any] | None, where: str) -> Config:
+    """``cls(**values)``, strictly: unknown keys and wrong types raise ``ConfigError`` naming ``where``."""
+    values = dict(values or {})
+    check_keys(cls, values, where)
+    try:
+        return cls(**_converted(cls, values))
+    except TypeError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def override(config: Config, values: Mapping[str, Any] | None, where: str) -> Config:
+    """A copy of ``config`` with ``values`` replacing its fields, strictly (see ``build``)."""
+    values = dict(values or {})
+    check_keys(type(config), values, where)
+    try:
+        return dataclasses.replace(config, **_converted(type(config), values))
+    except TypeError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def known_fields(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the keys of ``values`` that ``cls`` knows, tuples restored: for reading stored recipes and cards
+    written by an older or newer version of the lab (never for user input: use ``build``)."""
+    names = set(field_names(cls))
+    return _converted(cls, {key: value for key, value in values.items() if key in names})

@@ -131,9 +131,10 @@ def bench_drift_kinds(args: argparse.Namespace, progress: ProgressCallback | Non
     for index, (name, severity) in enumerate(work):
         drifted = torch.cat([apply(chosen[i:i + 500].to(device), name, severity, seed=args.seed).cpu()
                              for i in range(0, n, 500)])
-        rows.setdefault(name, {})[f"{severity:g}"] = _cell(
-            _correct(model, card, drifted, targets, device, args.batch_size), clean)
-        report(progress, "evaluate", index + 1, len(work), f"{name}:{severity:g}")
+        cell = _cell(_correct(model, card, drifted, targets, device, args.batch_size), clean)
+        rows.setdefault(name, {})[f"{severity:g}"] = cell
+        report(progress, "evaluate", index + 1, len(work),
+               f"{name}:{severity:g} accuracy {cell['accuracy']:.1f} %")
     result: dict[str, Any] = {
         "dataset": args.dataset, "model": card.version, "model_image_size": card.model_config.image_size,
         "image_size": int(images.shape[-1]), "n": n, "seed": args.seed, "severities": list(args.severities),

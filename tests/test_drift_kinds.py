@@ -238,9 +238,14 @@ def test_gamma_and_exposure_follow_their_documented_curves() -> None:
 
 def test_vignetting_darkens_the_corners_by_the_documented_share() -> None:
     white = torch.ones(1, 3, 101, 101)
-    out = capture.srgb_to_linear(apply(white, "vignetting", 5))
-    (loss,) = capture.VIGNETTING_LOSS[5]
-    assert out[0, :, 50, 50].min() > 0.99 and out[0, :, 0, 0].max() == pytest.approx(1 - loss, abs=0.02)
+    for level in (1, 3, 5):
+        out = capture.srgb_to_linear(apply(white, "vignetting", level))
+        (corner,) = capture.VIGNETTING_CORNER[level]
+        assert out[0, :, 50, 50].min() > 0.99 and out[0, :, 0, 0].max() == pytest.approx(corner, abs=0.01)
+        # the cos^4 law in between: pixel (75, 75) is 25 px right and down of the centre
+        k_squared = corner ** -0.5 - 1
+        radius_squared = (25**2 + 25**2) / (50.5**2 + 50.5**2)  # 1 at the corners
+        assert out[0, 0, 75, 75] == pytest.approx((1 + k_squared * radius_squared) ** -2, abs=0.01)
 
 
 def test_chroma_subsampling_keeps_luma_and_blurs_colour(images64: torch.Tensor) -> None:

@@ -33,12 +33,15 @@ from zeal_core.corruptions.registry import register_corruption
 
 GROUP = "capture"
 
-WHITE_BALANCE_MIRED = ((0.0,), (20.0,), (40.0,), (60.0,), (85.0,), (110.0,))  # shift from 6500 K, mired
-GAMMA = ((1.0,), (1.2,), (1.45,), (1.75,), (2.1,), (2.5,))  # exponent (or its reciprocal) on values
-EXPOSURE_STOPS = ((0.0,), (0.4,), (0.8,), (1.2,), (1.7,), (2.3,))  # factor 2^(+-stops) on linear light
-VIGNETTING_LOSS = ((0.0,), (0.25,), (0.45,), (0.6,), (0.72,), (0.82,))  # share of light lost at corners
-RESIZE_SCALE = ((1.0,), (0.7,), (0.5,), (0.38,), (0.3,), (0.22,))  # small side / side
-CHROMA_FACTOR = ((1.0,), (2.0,), (4.0,), (8.0,), (12.0,), (16.0,))  # chroma cell side in pixels
+WHITE_BALANCE_MIRED = ((0.0,), (20.0,), (45.0,), (70.0,), (90.0,), (110.0,))  # shift from 6500 K, mired
+GAMMA = ((1.0,), (1.25,), (1.55,), (2.0,), (2.5,), (3.0,))  # exponent (or its reciprocal) on values
+EXPOSURE_STOPS = ((0.0,), (0.45,), (0.9,), (1.35,), (1.8,), (2.3,))  # factor 2^(+-stops) on linear light
+VIGNETTING_CORNER = ((1.0,), (0.6,), (0.35,), (0.2,), (0.1,), (0.05,))  # share of light left at corners
+# small side / side per interpolation: the three cost a model very different amounts at the same scale
+RESIZE_NEAREST_SCALE = ((1.0,), (0.5,), (0.3,), (0.2,), (0.15,), (0.1,))
+RESIZE_BILINEAR_SCALE = ((1.0,), (0.4,), (0.2,), (0.11,), (0.08,), (0.06,))
+RESIZE_BICUBIC_SCALE = ((1.0,), (0.55,), (0.35,), (0.22,), (0.16,), (0.12,))
+CHROMA_FACTOR = ((1.0,), (3.0,), (8.0,), (22.0,), (40.0,), (80.0,))  # chroma cell side in pixels
 
 NEUTRAL_KELVIN = 6500.0  # the white point images are assumed balanced for
 MIN_KELVIN, MAX_KELVIN = 1667.0, 25000.0  # where the Planckian-locus approximation holds
@@ -141,17 +144,26 @@ def _radius_squared(h: int, w: int, device: str) -> torch.Tensor:
     return (squared / ((h / 2.0) ** 2 + (w / 2.0) ** 2)).view(1, 1, h, w).to(device)
 
 
-@register_corruption("capture", "vignetting: darker corners (lens fall-off)", random=False, group=GROUP)
+def vignetting_gain(radius_squared: torch.Tensor, corner: float) -> torch.Tensor:
+    """The cos^4 law of a lens: light ``1 / (1 + k^2 r^2)^2`` at radius ``r`` (1 at the corners), with ``k``
+    chosen so that the corners keep the share ``corner``."""
+    k_squared = corner ** -0.5 - 1.0
+    return (1.0 + k_squared * radius_squared) ** -2
+
+
+@register_corruption("capture", "vignetting: darker corners (the cos^4 fall-off of a wide lens)",
+                     random=False, group=GROUP)
 def vignetting(images: torch.Tensor, severity: float, generator: torch.Generator) -> torch.Tensor:
-    (loss,) = level_params(VIGNETTING_LOSS, severity)
+    (corner,) = level_params(VIGNETTING_CORNER, severity)
     h, w = images.shape[-2:]
-    gain = 1.0 - loss * _radius_squared(h, w, str(images.device))
+    gain = vignetting_gain(_radius_squared(h, w, str(images.device)), corner)
     return linear_to_srgb(srgb_to_linear(images) * gain)
 
 
-def _resize_chain(images: torch.Tensor, severity: float, mode: str) -> torch.Tensor:
-    """Down to ``RESIZE_SCALE`` of the side and back, both with ``mode``, no anti-aliasing."""
-    (scale,) = level_params(RESIZE_SCALE, severity)
+def _resize_chain(images: torch.Tensor, severity: float, mode: str,
+                  table: tuple[tuple[float, ...], ...]) -> torch.Tensor:
+    """Down to the level's share of the side and back, both with ``mode``, no anti-aliasing."""
+    (scale,) = level_params(table, severity)
     h, w = images.shape[-2:]
     small = (max(1, round(h * scale)), max(1, round(w * scale)))
     if small == (h, w):
@@ -164,19 +176,19 @@ def _resize_chain(images: torch.Tensor, severity: float, mode: str) -> torch.Ten
 @register_corruption("capture", "down-sized and up-sized with nearest neighbour (blocky, aliased)",
                      random=False, group=GROUP)
 def resize_nearest(images: torch.Tensor, severity: float, generator: torch.Generator) -> torch.Tensor:
-    return _resize_chain(images, severity, "nearest-exact")
+    return _resize_chain(images, severity, "nearest-exact", RESIZE_NEAREST_SCALE)
 
 
 @register_corruption("capture", "down-sized and up-sized bilinearly (soft, aliased)", random=False,
                      group=GROUP)
 def resize_bilinear(images: torch.Tensor, severity: float, generator: torch.Generator) -> torch.Tensor:
-    return _resize_chain(images, severity, "bilinear")
+    return _resize_chain(images, severity, "bilinear", RESIZE_BILINEAR_SCALE)
 
 
 @register_corruption("capture", "down-sized and up-sized bicubically (soft, ringing, aliased)", random=False,
                      group=GROUP)
 def resize_bicubic(images: torch.Tensor, severity: float, generator: torch.Generator) -> torch.Tensor:
-    return _resize_chain(images, severity, "bicubic")
+    return _resize_chain(images, severity, "bicubic", RESIZE_BICUBIC_SCALE)
 
 
 def _colour_matrix(rows: tuple[tuple[float, ...], ...], device: torch.device) -> torch.Tensor:

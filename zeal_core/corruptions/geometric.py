@@ -39,9 +39,9 @@ PADDING = "reflection"  # see the module docstring
 
 # Level 0 rows are the identity; levels 1-5 the calibrated magnitudes.
 ROTATION_DEGREES = ((0.0,), (4.0,), (8.0,), (12.0,), (18.0,), (25.0,))  # in-plane angle, sign random
-ZOOM_FACTOR = ((1.0,), (1.12,), (1.25,), (1.45,), (1.7,), (2.0,))  # magnification: crop side = side / zoom
+ZOOM_FACTOR = ((1.0,), (1.15,), (1.35,), (1.6,), (1.85,), (2.2,))  # magnification: crop side = side / zoom
 TRANSLATION_SHARE = ((0.0,), (0.04,), (0.08,), (0.12,), (0.17,), (0.23,))  # shift / shorter side
-TILT_DEGREES = ((0.0,), (10.0,), (20.0,), (30.0,), (40.0,), (50.0,))  # scene plane tilted away, axis random
+TILT_DEGREES = ((0.0,), (12.0,), (25.0,), (38.0,), (45.0,), (52.0,))  # scene plane tilted away, axis random
 TILT_DISTANCE = 1.0  # camera-to-plane distance (= focal length) in image sides: a ~53 degree field of view
 
 

@@ -599,7 +599,7 @@ def test_bench_drift_kinds_reports_accuracy_drops_and_verdicts(tmp_path) -> None
     summary = result["imagenet_c_summary"]["3"]
     assert summary["min_drop"] <= summary["q25_drop"] <= summary["median_drop"] <= summary["max_drop"]
     assert set(result["calibration"]) == {"rotation", "gamma"}
-    assert set(result["calibration"].values()) <= {"comparable", "in range", "weaker", "stronger"}
+    assert set(result["calibration"].values()) <= {"comparable", "in IQR", "in range", "weaker", "stronger"}
     saved = json.loads((tmp_path / "out" / "drift_kinds_test.json").read_text())
     assert saved["kinds"] == result["kinds"]
     assert "| rotation |" in (tmp_path / "out" / "drift_kinds_test.md").read_text()

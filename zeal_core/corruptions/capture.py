@@ -5,19 +5,36 @@ the light scaled, and the curve applied again, as a camera's processing would. G
 values (that is what a wrong transfer curve does). Kinds with a direction (warmer or cooler, brighter or
 darker) draw it per image from the registry's seeded generator; the severity sets the magnitude.
 
-Level tables (level 0 = identity; levels in between interpolate linearly; numbers set with
-``python -m zeal_core bench drift-kinds`` so that level 3 costs about what ImageNet-C's level 3 costs):
+What each level means (level 0 = identity; levels in between interpolate linearly; set with
+``python -m zeal_core bench drift-kinds`` so that level 3 costs the shared Imagenette model about what
+ImageNet-C's level 3 costs; pixel sizes below are for 160 px images):
 
-- ``white_balance``: the light seen as ``WHITE_BALANCE_MIRED`` mired warmer or cooler than 6500 K (mired =
-  10^6 / kelvin; e.g. 60 mired: 4000 K or 11,000 K), per-channel gains from the Planckian locus;
-- ``gamma``: encoded values raised to ``GAMMA`` or its reciprocal (darker or brighter mid-tones);
-- ``exposure``: ``EXPOSURE_STOPS`` stops over or under in linear light, highlights clip;
-- ``vignetting``: corners get ``1 - VIGNETTING_LOSS`` of their light, falling off with the squared
-  distance from the centre;
-- ``resize_nearest`` / ``resize_bilinear`` / ``resize_bicubic``: down to ``RESIZE_SCALE`` of the side and
-  back up with the same interpolation, no anti-aliasing (a cheap device's resizer);
-- ``chroma_subsampling``: YCbCr, the two chroma planes averaged over ``CHROMA_FACTOR`` x ``CHROMA_FACTOR``
-  pixel cells and up-sampled bilinearly (JPEG's 4:2:0 is factor 2), luma untouched.
+=============================  ======  ======  =======  =======  =======  ==========================
+kind                           1       2       3        4        5        unit
+=============================  ======  ======  =======  =======  =======  ==========================
+white_balance (mired)          20      45      70       90       110      warmer: 5750 ... 3790 K;
+                                                                          cooler: 7470 ... 22800 K
+gamma (exponent or 1/it)       1.25    1.55    2.0      2.5      3.0      on encoded values
+exposure (stops, + or -)       0.45    0.9     1.35     1.8      2.3      linear light x 2^(+-stops)
+vignetting (corner light)      60 %    35 %    20 %     10 %     5 %      cos^4 law, linear light
+resize_nearest (scale)         0.5     0.3     0.2      0.15     0.1      80 / 48 / 32 / 24 / 16 px
+resize_bilinear (scale)        0.4     0.2     0.11     0.08     0.06     64 / 32 / 18 / 13 / 10 px
+resize_bicubic (scale)         0.55    0.35    0.22     0.16     0.12     88 / 56 / 35 / 26 / 19 px
+chroma_subsampling (factor)    3       8       22       40       80       chroma 53 / 20 / 7 / 4 / 2 px
+=============================  ======  ======  =======  =======  =======  ==========================
+
+- ``white_balance``: the light looks warmer (orange) or cooler (blue) than the 6500 K the image was balanced
+  for, by the level's mired (10^6 / kelvin) shift; per-channel linear gains from the Planckian locus (Kim et
+  al.'s fit), luminance kept.
+- ``gamma``: encoded values raised to the exponent (darker mid-tones) or its reciprocal (brighter).
+- ``exposure``: over- or under-exposed by the stops; over-exposed light clips at white.
+- ``vignetting``: light ``1 / (1 + k^2 r^2)^2`` at radius ``r`` (1 at the corners), ``k`` set by the corner
+  share: the natural fall-off of a wide lens.
+- ``resize_*``: down to the scale of the side and back up with the same interpolation, no anti-aliasing
+  (a cheap device's resizer). The three interpolations cost a model very different amounts at one scale
+  (nearest and bicubic alias and ring, bilinear only blurs), hence one table each.
+- ``chroma_subsampling``: YCbCr (JFIF), the two chroma planes averaged over factor x factor cells
+  (JPEG's 4:2:0 is factor 2) and up-sampled bilinearly; luma untouched.
 """
 
 from __future__ import annotations

@@ -9,19 +9,26 @@ Padding is **reflection**: a camera that is turned or moved sees more of the sam
 content is the closest stand-in we have for it. Zeros would add black wedges and border padding smeared
 streaks, both of which a detector flags at once for reasons unrelated to the geometry.
 
-What each level means (sizes are shares of the image side, so they mean the same at every resolution):
+What each level means (sizes are shares of the image side, so a level means the same at every resolution;
+levels in between interpolate linearly):
 
-=====  ===============  ======================  =========================  =========================
-level  rotation         zoom (tighter framing)  translation                perspective (tilt)
-=====  ===============  ======================  =========================  =========================
-0      0 deg            1x (identity)           0                          0 deg
-1      ROTATION[1] deg  ZOOM[1]x                TRANSLATION[1] of the side PERSPECTIVE[1] deg
-...    see the tables below (levels in between interpolate linearly)
-=====  ===============  ======================  =========================  =========================
+=====  ==========  ===================================  =======================  ===========
+level  rotation    zoom: magnification (crop side)      translation (of the      perspective
+                                                        shorter side)            (tilt)
+=====  ==========  ===================================  =======================  ===========
+0      0 deg       1x (the whole image)                 0                        0 deg
+1      4 deg       1.15x (87 % of the side)             4 %                      12 deg
+2      8 deg       1.35x (74 %)                         8 %                      25 deg
+3      12 deg      1.6x (62.5 %)                        12 %                     38 deg
+4      18 deg      1.85x (54 %)                         17 %                     45 deg
+5      25 deg      2.2x (45 %)                          23 %                     52 deg
+=====  ==========  ===================================  =======================  ===========
 
-The numbers are in ``ROTATION_DEGREES``, ``ZOOM_FACTOR``, ``TRANSLATION_SHARE`` and ``TILT_DEGREES``
-below and in docs/drift_kinds.md; they were set so that level 3 costs the shared Imagenette model about as
-much accuracy as ImageNet-C's level 3 does (``python -m zeal_core bench drift-kinds``).
+Perspective: the scene plane is tilted about a random in-plane axis through the centre and seen from one
+image side away (focal length = that distance, a ~53 degree field of view), so the centre stays put, the near
+edge grows and the far edge shrinks (a keystone). Up to ~54 degrees the whole view stays in front of the
+horizon. The levels were set with ``python -m zeal_core bench drift-kinds`` so that level 3 costs the shared
+Imagenette model about what ImageNet-C's level 3 costs (docs/drift_kinds.md).
 """
 
 from __future__ import annotations

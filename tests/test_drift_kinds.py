@@ -370,6 +370,9 @@ def test_class_mix_registry() -> None:
         class_mix_info("x")
     with pytest.raises(ConfigError, match="need a mode"):
         ClassMix("label_shift", 2, None, ("0",))
+    with pytest.raises(ConfigError, match="must be a tuple"):
+        ClassMix("label_shift", 2, "boost", "03")  # type: ignore[arg-type]
+    assert ClassMix("label_shift", 2, "boost", ["0", "3"]).classes == ("0", "3")  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------- drawing

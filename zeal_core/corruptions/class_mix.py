@@ -123,7 +123,7 @@ def _check_class_reference(reference: str, step: str) -> str:
     if not text:
         raise ConfigError(f"class-mix step {step!r}: an empty class in the list; write e.g. "
                           f"'label_shift[boost=0{CLASS_SEPARATOR}3]:4'")
-    bad = sorted(set(text) & FORBIDDEN_IN_CLASS) + (["..", ] if ".." in text else [])
+    bad = sorted(set(text) & FORBIDDEN_IN_CLASS) + ([".."] if ".." in text else [])
     if bad or not text.isprintable():
         raise ConfigError(f"class-mix step {step!r}: class {text!r} holds {' '.join(bad) or 'a control'} "
                           "character(s), which the spec syntax reserves: refer to that class by its index")
@@ -142,6 +142,9 @@ class ClassMix:
     def __post_init__(self) -> None:
         info = class_mix_info(self.kind)
         level = round(check_severity(self.severity, self.kind), 4)
+        if isinstance(self.classes, str) or not isinstance(self.classes, (tuple, list)):
+            raise ConfigError(f"class-mix step {self.kind}: classes must be a tuple of class names or "
+                              f"indices, got {self.classes!r}")
         modes = [mode for mode, _ in info.modes]
         if self.mode is None and self.classes:
             raise ConfigError(f"class-mix step {self.kind}: classes need a mode; write "

@@ -111,6 +111,7 @@ def bench_drift_kinds(args: argparse.Namespace, progress: ProgressCallback | Non
 
     start = time.perf_counter()
     device = resolve_device(args.device)
+    machine = _machine(device)  # before the work: the load average it started under
     registry = ModelRegistry()
     card = registry.card(args.model) if args.model else registry.latest(args.dataset)
     if card is None:
@@ -140,7 +141,7 @@ def bench_drift_kinds(args: argparse.Namespace, progress: ProgressCallback | Non
     result: dict[str, Any] = {
         "dataset": args.dataset, "model": card.version, "model_image_size": card.model_config.image_size,
         "image_size": int(images.shape[-1]), "n": n, "seed": args.seed, "severities": list(args.severities),
-        "clean_accuracy": round(100 * float(clean.mean()), 2), "machine": _machine(device),
+        "clean_accuracy": round(100 * float(clean.mean()), 2), "machine": machine,
         "kinds": {name: rows[name] for name in kinds},
         "imagenet_c": {name: rows[name] for name in references},
     }

@@ -45,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     train.add_argument("--activate", action="store_true",
                        help="make the new version the active one (done anyway when none is active)")
+    train.add_argument("--classes", help="train on these classes only: comma-separated class names or "
+                       "indices (the others become unseen classes for the model: the unseen_classes drift)")
     train.set_defaults(handler=_train)
 
 
@@ -64,6 +66,16 @@ def _config_from_args(args: argparse.Namespace):
     return config
 
 
+def _chosen_classes(dataset: str, text: str | None) -> tuple[str, ...] | None:
+    """The dataset's class names that ``--classes`` refers to (names or indices), in the order given."""
+    if text is None:
+        return None
+    from zeal_core.corruptions.class_mix import resolve_class_list
+    from zeal_core.data import load_dataset
+
+    return resolve_class_list(text.split(","), load_dataset(dataset).class_names)
+
+
 def _train(args: argparse.Namespace) -> dict:
     from zeal_core import distributed
     from zeal_core.cli import stderr_progress
@@ -81,7 +93,7 @@ def _train(args: argparse.Namespace) -> dict:
     try:
         card = train_and_register(args.dataset, config, device=args.device,
                                   progress=stderr_progress if main else None, registry=registry,
-                                  **_init_options(args))
+                                  classes=_chosen_classes(args.dataset, args.classes), **_init_options(args))
     finally:
         distributed.cleanup()
     activated = False

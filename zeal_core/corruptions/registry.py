@@ -25,6 +25,10 @@ IMAGENET_C_ORDER = (
     "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
     "speckle_noise", "gaussian_blur", "spatter", "saturate",
 )
+IMAGENET_C_GROUP = "imagenet-c"
+# Groups of pixel drift kinds, in the order pages list them (ImageNet-C first); a kind may register another
+# group, which is listed after these, in registration order.
+DRIFT_KIND_GROUPS = (IMAGENET_C_GROUP, "geometric", "capture")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class CorruptionInfo:
     family: str  # "noise", "blur", "weather" or "digital" (ImageNet-C's grouping)
     description: str  # one line for menus and tooltips
     random: bool  # True when the output depends on the seed
+    group: str = IMAGENET_C_GROUP  # "imagenet-c", "geometric" or "capture" (how pages group the kinds)
 
 
 @dataclass(frozen=True)
@@ -50,29 +55,69 @@ Uint8Fn = Callable[[torch.Tensor, float], torch.Tensor]
 
 
 def register_corruption(
-    family: str, description: str, random: bool = True, uint8_cpu: Uint8Fn | None = None
+    family: str, description: str, random: bool = True, uint8_cpu: Uint8Fn | None = None,
+    group: str = IMAGENET_C_GROUP,
 ) -> Callable[[CorruptionFn], CorruptionFn]:
-    """Decorator: add a corruption under its function name.
+    """Decorator: add a corruption (a pixel drift kind) under its function name.
 
     The function receives float32 images in [0, 1] (N x 3 x H x W, on any device), a severity in (0, 5] and a
     seeded ``torch.Generator`` on the images' device; it returns images of the same shape (values outside
     [0, 1] are clipped by ``apply``). ``uint8_cpu`` optionally handles uint8 CPU batches directly, for
     deterministic corruptions that a C library does faster than torch (JPEG and pixelate via PIL); it must
-    compute the same corruption.
+    compute the same corruption. ``group`` places the kind in the pages' menus and in
+    ``list_drift_kinds``; only ``"imagenet-c"`` kinds are in ``list_corruptions``.
     """
+    if not group:
+        raise ConfigError("a drift kind needs a group, e.g. 'geometric' or 'capture'")
 
     def decorator(function: CorruptionFn) -> CorruptionFn:
         name = function.__name__
-        _REGISTRY.add(name, _Entry(CorruptionInfo(name, family, description, random), function, uint8_cpu))
+        info = CorruptionInfo(name, family, description, random, group)
+        _REGISTRY.add(name, _Entry(info, function, uint8_cpu))
         return function
 
     return decorator
 
 
 def list_corruptions() -> list[str]:
-    """Registered corruption names, in ImageNet-C's order (15 common, then the 4 extra)."""
+    """The ImageNet-C corruptions, in ImageNet-C's order (15 common, then the 4 extra).
+
+    The robustness table and the comparison with the ``imagecorruptions`` reference rely on exactly these;
+    ``list_drift_kinds()`` adds the geometric and capture kinds.
+    """
     rank = {name: index for index, name in enumerate(IMAGENET_C_ORDER)}
-    return sorted(_REGISTRY, key=lambda name: (rank.get(name, len(rank)), name))
+    names = [name for name in _REGISTRY if _REGISTRY.get(name).info.group == IMAGENET_C_GROUP]
+    return sorted(names, key=lambda name: (rank.get(name, len(rank)), name))
+
+
+def drift_kind_groups() -> dict[str, list[str]]:
+    """Pixel drift kinds by group, for menus: ``{"imagenet-c": [...19...], "geometric": [...], ...}``.
+
+    Groups come in ``DRIFT_KIND_GROUPS`` order (others after, in registration order); ImageNet-C's kinds in
+    its order, the others in registration order.
+    """
+    groups: dict[str, list[str]] = {IMAGENET_C_GROUP: list_corruptions()}
+    for group in DRIFT_KIND_GROUPS[1:]:
+        groups[group] = []
+    for name in _REGISTRY:
+        group = _REGISTRY.get(name).info.group
+        if group != IMAGENET_C_GROUP:
+            groups.setdefault(group, []).append(name)
+    return {group: names for group, names in groups.items() if names}
+
+
+def list_drift_kinds(group: str | None = None) -> list[str]:
+    """Every pixel drift kind (ImageNet-C first, then geometric, then capture), or those of one group.
+
+    Raises:
+        ConfigError: ``group`` is not a registered group (the message lists them).
+    """
+    groups = drift_kind_groups()
+    if group is None:
+        return [name for names in groups.values() for name in names]
+    if group not in groups:
+        raise ConfigError(f"unknown drift kind group {group!r}: choose one of {', '.join(groups)}")
+    return list(groups[group])
 
 
 def corruption_info(name: str) -> CorruptionInfo:
@@ -92,7 +137,7 @@ def check_severity(severity: float, name: str = "") -> float:
     except (TypeError, ValueError):
         raise ConfigError(f"severity{where} must be a number in [0, 5], got {severity!r}") from None
     if math.isnan(value) or not 0.0 <= value <= MAX_SEVERITY:
-        raise ConfigError(f"severity{where} must be in [0, 5] (0 = clean, 1-5 = ImageNet-C levels), "
+        raise ConfigError(f"severity{where} must be in [0, 5] (0 = clean, 1-5 = the kind's levels), "
                           f"got {severity!r}")
     return value
 

@@ -19,7 +19,16 @@ from pages._ui import (
     load_dataset_cached,
     user_errors,
 )
-from zeal_core.corruptions import DriftSpec, corruption_info, list_corruptions
+from zeal_core.corruptions import (
+    ClassMix,
+    DriftSpec,
+    class_mix_info,
+    corruption_info,
+    drift_kind_groups,
+    list_class_mix_kinds,
+    list_drift_kinds,
+    supports_unseen_classes,
+)
 from zeal_core.projection import warm_umap
 from zeal_core.reference import current_severity, scatter_frame, severity_sweep, sweep_choices
 from zeal_core.settings import get_settings
@@ -34,6 +43,10 @@ version = card.version
 SAMPLE_SIZES = _lab.sample_sizes(load_dataset_cached(card.dataset))  # images per tested sample
 SEVERITY_STEP = 0.25  # slider step; the corruptions interpolate between ImageNet-C's integer levels
 DEFAULT_SPEC = "gaussian_noise:3@0.5"
+NO_MIX = "none"  # the class-mix choice that keeps the held-out half's own class mix
+KIND_GROUP = {name: group for group, names in drift_kind_groups().items() for name in names}
+DATASET = load_dataset_cached(card.dataset)
+UNSEEN_OK = supports_unseen_classes(DATASET.class_names, card.class_names)
 PAIRS = 6  # clean/drifted image pairs shown
 P_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#8C564B")
 THRESHOLD_COLOUR = "#111827"  # the alpha/k line: black, which no detector curve uses
@@ -51,13 +64,20 @@ def load_url_state() -> None:
     except Exception:  # a hand-edited URL: fall back to the default view, and say so
         st.toast(f"Ignored the drift spec {text!r} in the URL: it does not parse.")
         spec = DriftSpec.parse(DEFAULT_SPEC)
-    known = set(list_corruptions())
+    known = set(list_drift_kinds())
     steps = [(name, severity) for name, severity in spec.steps if name in known]
     st.session_state["lab_corruptions"] = [name for name, _ in steps]
     for name, severity in steps:
         snapped = round(severity / SEVERITY_STEP) * SEVERITY_STEP
         st.session_state[f"lab_severity_{name}"] = float(min(max(snapped, 0.0), 5.0))
     st.session_state["lab_fraction"] = float(min(max(spec.fraction, 0.0), 1.0)) if steps else 1.0
+    mix = spec.class_mix
+    if mix is not None and (UNSEEN_OK or not mix.info.unseen):
+        st.session_state["lab_mix"] = mix.kind
+        st.session_state["lab_mix_mode"] = mix.mode
+        st.session_state["lab_mix_classes"] = [name for name in DATASET.class_names
+                                               if name.replace(" ", "_") in mix.classes]
+        st.session_state["lab_mix_severity"] = float(round(mix.severity / SEVERITY_STEP) * SEVERITY_STEP)
     n = params.get("n", "")
     wanted = get_settings().default_n
     default_n = max([size for size in SAMPLE_SIZES if size <= wanted], default=SAMPLE_SIZES[0])
@@ -66,13 +86,42 @@ def load_url_state() -> None:
     st.session_state["lab_seed"] = int(seed) if seed.isdigit() and int(seed) <= 10_000 else 0
 
 
+def class_mix_controls() -> ClassMix | None:
+    """Which classes the sample holds: the held-out half's own mix, a label shift, or unseen classes."""
+    kinds = [kind for kind in list_class_mix_kinds() if UNSEEN_OK or not class_mix_info(kind).unseen]
+    columns = st.columns([1.3, 1.5, 2.6, 1.6], vertical_alignment="bottom")
+    kind = columns[0].selectbox(
+        "Class mix", [NO_MIX, *kinds], key="lab_mix",
+        help="Change which images the sample holds instead of their pixels. unseen_classes needs a model "
+             "trained on some of the dataset's classes only (python -m zeal_core train --classes ...); "
+             + ("this one is." if UNSEEN_OK else "the active model knows every class, so it is not offered."))
+    if kind == NO_MIX:
+        return None
+    info = class_mix_info(kind)
+    meanings = {None: info.default, **dict(info.modes)}
+    mode = columns[1].selectbox("How", list(meanings), key="lab_mix_mode",
+                                format_func=lambda m: m or "random",
+                                help="; ".join(f"{m or 'random'}: {text}" for m, text in meanings.items()))
+    classes = []
+    if mode is not None:
+        classes = columns[2].multiselect("Classes", list(DATASET.class_names), key="lab_mix_classes",
+                                         help=meanings[mode])
+    severity = columns[3].slider(f"{kind} severity", 0.0, 5.0, step=SEVERITY_STEP, key="lab_mix_severity",
+                                 value=3.0, help=info.description)
+    if severity == 0 or (mode is not None and not classes):
+        return None
+    return ClassMix(kind, float(severity), mode, tuple(name.replace(" ", "_") for name in classes))
+
+
 def controls() -> tuple[DriftSpec, int, int]:
     """The drift controls; returns (spec, n, seed)."""
     top = st.columns([3.2, 2, 1.6, 1.2], vertical_alignment="bottom")
-    chosen = top[0].multiselect("Corruptions", list_corruptions(), key="lab_corruptions",
-                                help="ImageNet-C corruptions, applied in this order to the affected images.")
+    chosen = top[0].multiselect("Drift kinds", list_drift_kinds(), key="lab_corruptions",
+                                format_func=lambda name: f"{name} ({KIND_GROUP.get(name, '')})",
+                                help="ImageNet-C corruptions, then camera geometry and capture pipeline "
+                                     "changes, applied in this order to the affected images.")
     fraction = top[1].slider("Fraction affected", 0.0, 1.0, step=0.05, key="lab_fraction",
-                             help="Share of the sample that is corrupted; the rest stays clean.")
+                             help="Share of the sample whose pixels change; the rest stays clean.")
     n = top[2].select_slider("Sample size (n)", SAMPLE_SIZES, key="lab_n",
                              help="Images in the tested sample, drawn from the held-out half of the "
                                   "validation split (the reference is the other half).")
@@ -85,7 +134,8 @@ def controls() -> tuple[DriftSpec, int, int]:
             severity = column.slider(f"{name} severity", 0.0, 5.0, step=SEVERITY_STEP,
                                      key=f"lab_severity_{name}", help=corruption_info(name).description)
             steps.append((name, float(severity)))
-    spec = DriftSpec(steps=tuple(steps), fraction=float(fraction)) if steps else DriftSpec.clean()
+    mix = class_mix_controls()
+    spec = DriftSpec(steps=tuple(steps), fraction=float(fraction) if steps else 1.0, class_mix=mix)
     return spec, int(n), int(seed)
 
 

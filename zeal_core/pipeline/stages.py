@@ -107,12 +107,16 @@ def _load_model(paths: StagePaths, device: torch.device) -> tuple[Any, Any]:
     return registry.load(version, device=device)
 
 
-def _val_split(run: StageRun, max_images: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The prepared validation split, cut to a seeded subset of ``max_images`` (0 = all)."""
+def _dataset(run: StageRun) -> Any:
+    """The prepared dataset of this run's profile."""
     from zeal_core.data import load_dataset
 
-    dataset = load_dataset(run.params.dataset, root=run.paths.prepared, params_file=run.params_file)
-    images, labels = dataset.split("val")
+    return load_dataset(run.params.dataset, root=run.paths.prepared, params_file=run.params_file)
+
+
+def _val_split(run: StageRun, max_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prepared validation split, cut to a seeded subset of ``max_images`` (0 = all)."""
+    images, labels = _dataset(run).split("val")
     keep = seeded_subset(images.shape[0], max_images, run.params.seed)
     return images[keep], labels[keep]
 
@@ -241,9 +245,11 @@ def stage_drift_eval(run: StageRun) -> dict[str, Any]:
 
     device = _device(run.params)
     model, card = _load_model(run.paths, device)
-    images, _ = _val_split(run, 0)  # detector_table takes its own seeded subset
+    dataset = _dataset(run)
+    images, labels = dataset.split("val")  # detector_table takes its own seeded subset
     table = detector_table(model, card.model_config, images, run.params.drift_eval.grid_config(),
-                           device=device, seed=run.params.seed, progress=_progress_printer)
+                           labels=labels, class_names=dataset.class_names, device=device,
+                           seed=run.params.seed, progress=_progress_printer)
     return write_detector_table(run.paths, card.version, table)
 
 

@@ -310,15 +310,9 @@ class FittedReference:
     def _draw(self, spec: DriftSpec, n: int, seed: int) -> np.ndarray:
         """Split positions of a seeded sample of ``n`` held-out images under ``spec``'s class mix."""
         source = self._require_source()
-        pool_labels = source.split_labels[source.pool]
-        if not hasattr(spec, "draw_positions"):  # until class-mix drift kinds exist: a uniform draw
-            known = np.flatnonzero(source.label_map[pool_labels] >= 0)
-            if n > len(known):
-                raise ConfigError(f"n = {n}: the held-out half has {len(known)} images of the model's "
-                                  "classes")
-            return source.pool[np.sort(np.random.default_rng(int(seed)).choice(known, size=n, replace=False))]
-        rows = spec.draw_positions(pool_labels, n, int(seed), class_names=source.dataset.class_names,
-                                   known_classes=source.known_classes)
+        rows = spec.draw_positions(source.split_labels[source.pool], n, int(seed),
+                                   class_names=source.dataset.class_names,
+                                   known_classes=source.card.class_names)
         return source.pool[np.asarray(rows, dtype=np.int64)]
 
     def _embed_images(self, images: torch.Tensor, labels: torch.Tensor | np.ndarray | None) -> Embeddings:

@@ -6,7 +6,9 @@ clean and under every drift with ``check(..., parts=("detectors",))``. Every dri
 rows, so the rows of the table are paired; fresh splits make the trials exchangeable, so the clean row
 estimates each detector's real false-positive rate at these sizes (with one fixed reference, every trial
 would share that reference's quirks). The images are embedded once clean and once per drift; a trial only
-picks rows.
+picks rows. A drift with a class mix (label shift, unseen classes) draws its sample rows from the trial's
+non-reference rows by class with ``DriftSpec.draw_positions`` (it needs the images' labels); the other drifts
+test the same rows.
 
 The DVC pipeline's ``drift-eval`` stage writes this table (``reports/<dataset>/drift.csv``).
 """
@@ -121,6 +123,8 @@ def detector_table(
     images: torch.Tensor,
     config: DetectorGridConfig,
     *,
+    labels: torch.Tensor | np.ndarray | None = None,
+    class_names: Sequence[str] | None = None,
     device: torch.device | str = "auto",
     seed: int = 0,
     progress: ProgressCallback | None = None,
@@ -136,19 +140,28 @@ def detector_table(
     Args:
         model: The classifier whose features and softmax the detectors read.
         model_config: Its ``ModelConfig``.
-        images: uint8 validation images (labels are not needed).
+        images: uint8 validation images.
         config: Detectors, drifts, sizes, trials and alpha.
+        labels: The images' dataset labels; needed only by drifts with a class mix.
+        class_names: The dataset's class names (class mixes name classes); default "0", "1", ...
         device: Where to run the model.
         seed: Seeds the subset, the corruptions, the trials' splits and the detectors.
         progress: Receives one ``drift-eval`` event per drift embedded and per trial.
         cancel: Checked between drifts and trials.
 
     Raises:
-        ConfigError: Too few images for the reference plus one sample, or an unknown detector or corruption.
+        ConfigError: Too few images for the reference plus one sample, an unknown detector or corruption, or
+            a class mix without labels.
     """
     start = time.perf_counter()
     names, specs = config.detector_names(), config.specs()
-    subset = images[seeded_subset(images.shape[0], config.max_images, seed)]
+    if labels is None and any(spec.class_mix is not None for spec in specs):
+        raise ConfigError("a drift with a class mix (label_shift, unseen_classes) needs the images' labels")
+    chosen = seeded_subset(images.shape[0], config.max_images, seed)
+    subset = images[chosen]
+    subset_labels = None if labels is None else np.asarray(labels)[chosen.numpy()]
+    names_of_classes = tuple(class_names) if class_names is not None else \
+        tuple(str(index) for index in range(int(subset_labels.max()) + 1 if subset_labels is not None else 0))
     needed = config.reference_size + config.sample_size
     if subset.shape[0] < needed:
         raise ConfigError(f"drift-eval needs reference_size + sample_size = {needed} validation images, "
@@ -156,7 +169,8 @@ def detector_table(
                           "raise max_images")
     embedded = _embed_drifts(model, model_config, subset, specs, config.batch_size, device, seed,
                              progress, cancel)
-    outcomes = _run_trials(embedded, names, config, seed, progress, cancel)
+    draws = _ClassDraws(subset_labels, names_of_classes, config.sample_size, specs)
+    outcomes = _run_trials(embedded, names, config, seed, draws, progress, cancel)
     rows = [_row(name, spec, outcomes[name][index])
             for name in names for index, spec in enumerate(specs)]
     return DetectorTable(rows=tuple(rows), sample_size=config.sample_size,
@@ -177,8 +191,27 @@ def _embed_drifts(model: torch.nn.Module, model_config: Any, subset: torch.Tenso
     return embedded
 
 
+@dataclass(frozen=True)
+class _ClassDraws:
+    """Which rows a drift's sample holds in a trial: the trial's first rows, or a class-mix draw."""
+
+    labels: np.ndarray | None  # dataset label per subset row (None: no class mix in the grid)
+    class_names: tuple[str, ...]  # the dataset's classes
+    sample_size: int  # rows per sample
+    specs: Sequence[DriftSpec]  # the drifts, clean first
+
+    def rows(self, index: int, pool: np.ndarray, trial_seed: int) -> np.ndarray:
+        """The sample rows of drift ``index`` among the trial's non-reference rows ``pool``."""
+        spec = self.specs[index]
+        if spec.class_mix is None:
+            return pool[: self.sample_size]
+        chosen = spec.draw_positions(self.labels[pool], self.sample_size, trial_seed,
+                                     class_names=self.class_names)
+        return pool[np.asarray(chosen, dtype=np.int64)]
+
+
 def _run_trials(embedded: Sequence[Embeddings], names: Sequence[str], config: DetectorGridConfig, seed: int,
-                progress: ProgressCallback | None, cancel: CancelToken | None
+                draws: _ClassDraws, progress: ProgressCallback | None, cancel: CancelToken | None
                 ) -> dict[str, list[list[DriftResult]]]:
     """``outcomes[detector][drift]``: one DriftResult per trial, each trial on a fresh split."""
     rng = np.random.default_rng(seed)
@@ -189,11 +222,12 @@ def _run_trials(embedded: Sequence[Embeddings], names: Sequence[str], config: De
         check_cancel(cancel)
         permutation = rng.permutation(len(embedded[0]))
         reference_rows = permutation[: config.reference_size]
-        sample_rows = permutation[config.reference_size: config.reference_size + config.sample_size]
+        pool = permutation[config.reference_size:]
         reference = FittedReference.from_embeddings(embedded[0].subset(reference_rows), reference_config)
         for index, drifted in enumerate(embedded):
             check_cancel(cancel)
-            checked = reference.check(drifted.subset(sample_rows), parts=("detectors",))
+            rows = draws.rows(index, pool, seed * 1_000 + trial)
+            checked = reference.check(drifted.subset(rows), parts=("detectors",))
             for name, result in zip(reference.detectors, checked.results, strict=True):
                 outcomes[name][index].append(result)
         report(progress, "drift-eval", trial + 1, config.trials, f"trial {trial + 1}/{config.trials}")
@@ -201,7 +235,12 @@ def _run_trials(embedded: Sequence[Embeddings], names: Sequence[str], config: De
 
 
 def _row(name: str, spec: DriftSpec, results: Sequence[DriftResult]) -> DetectorRow:
-    corruption, severity = ("clean", 0.0) if spec.is_clean else spec.steps[0]
+    if spec.is_clean:
+        corruption, severity = "clean", 0.0
+    elif spec.steps:
+        corruption, severity = spec.steps[0]
+    else:
+        corruption, severity = spec.class_mix.kind, spec.class_mix.severity
     return DetectorRow(detector=name, drift=spec.text, corruption=corruption, severity=float(severity),
                        detection_rate=float(np.mean([result.is_drift for result in results])),
                        trials=len(results),

@@ -22,9 +22,17 @@ SEVERITIES = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0)  # ImageNet-C's levels, and clean
 
 
 def sweep_choices(spec: DriftSpec) -> list[str]:
-    """What a sweep of ``spec`` can vary: each step by name, and (with several steps) the whole spec."""
+    """What a sweep of ``spec`` can vary: each pixel step by name, its class mix by kind, and (with more than
+    one of them) the whole spec."""
     names = list(dict.fromkeys(name for name, _ in spec.steps))
-    return names + ([WHOLE_SPEC] if len(spec.steps) > 1 else [])
+    if spec.class_mix is not None:
+        names.append(spec.class_mix.kind)
+    return names + ([WHOLE_SPEC] if len(names) > 1 else [])
+
+
+def _levels(spec: DriftSpec) -> list[float]:
+    levels = [level for _, level in spec.steps]
+    return levels + ([spec.class_mix.severity] if spec.class_mix is not None else [])
 
 
 def swept_spec(spec: DriftSpec, choice: str, severity: float) -> DriftSpec:
@@ -33,21 +41,30 @@ def swept_spec(spec: DriftSpec, choice: str, severity: float) -> DriftSpec:
     Raises:
         ConfigError: ``choice`` is neither a step of the spec nor ``WHOLE_SPEC``.
     """
+    mix = spec.class_mix
     if choice == WHOLE_SPEC:
-        strongest = max((level for _, level in spec.steps), default=0.0)
+        strongest = max(_levels(spec), default=0.0)
         factor = 0.0 if strongest == 0 else severity / strongest
         steps = tuple((name, min(5.0, level * factor)) for name, level in spec.steps)
+        if mix is not None:
+            mix = None if factor == 0 else dataclasses.replace(mix, severity=min(5.0, mix.severity * factor))
     elif choice in {name for name, _ in spec.steps}:
         steps = tuple((name, severity if name == choice else level) for name, level in spec.steps)
+    elif mix is not None and choice == mix.kind:
+        steps = spec.steps
+        mix = None if severity == 0 else dataclasses.replace(mix, severity=severity)
     else:
         raise ConfigError(f"cannot sweep {choice!r}: choose one of {sweep_choices(spec)}")
-    return dataclasses.replace(spec, steps=steps)
+    return dataclasses.replace(spec, steps=steps, class_mix=mix)
 
 
 def current_severity(spec: DriftSpec, choice: str) -> float:
     """Where ``spec`` sits on the sweep's x axis."""
-    levels = [level for name, level in spec.steps if choice in (name, WHOLE_SPEC)]
-    return max(levels, default=0.0)
+    if choice == WHOLE_SPEC:
+        return max(_levels(spec), default=0.0)
+    if spec.class_mix is not None and choice == spec.class_mix.kind:
+        return spec.class_mix.severity
+    return max((level for name, level in spec.steps if name == choice), default=0.0)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pages._ui import (
     user_errors,
 )
 from zeal_core.config import override
-from zeal_core.corruptions import list_corruptions
+from zeal_core.corruptions import list_drift_kinds
 from zeal_core.drift import list_detectors
 from zeal_core.errors import ZealError
 from zeal_core.history import HistoryStore, load_policy, save_policy
@@ -115,9 +115,9 @@ def schedule_controls() -> str:
                              key="monitor_schedule_text",
                              help="Comma-separated spec*batches; a range a..b ramps over its segment, e.g. "
                                   "clean*10,gaussian_noise:1..5*20")
-    names = list_corruptions()
+    names = list_drift_kinds()
     columns = st.columns(2)
-    corruption = columns[0].selectbox("Corruption", names, key="monitor_corruption",
+    corruption = columns[0].selectbox("Drift kind", names, key="monitor_corruption",
                                       index=names.index("gaussian_noise") if "gaussian_noise" in names else 0)
     severity = columns[1].slider("Severity", 0.5, 5.0, 5.0, step=0.5, key="monitor_severity")
     before = columns[0].number_input("Clean batches first", 1, 200, 8, key="monitor_before")

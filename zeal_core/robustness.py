@@ -94,7 +94,7 @@ def robustness_table(
         model_config: Its ``ModelConfig`` (input size).
         images: uint8 N x 3 x H x W validation images.
         labels: int64 N true classes.
-        corruptions: Corruption names from ``zeal_core.corruptions.list_corruptions()``.
+        corruptions: Pixel drift kinds (``zeal_core.corruptions.list_drift_kinds()``: ImageNet-C and more).
         severities: Severity levels in (0, 5].
         device: Where to run the model.
         seed: Seed of the corruptions' randomness (same images, same noise in every run).

@@ -31,7 +31,7 @@ PIPELINE_DATASETS = ("digits", "imagenette")  # folder:PATH is not a pipeline so
 class EvaluateParams:
     """The robustness table: which corruptions and severities, on how many validation images."""
 
-    corruptions: tuple[str, ...] = ()  # corruption names; empty = every corruption in the library
+    corruptions: tuple[str, ...] = ()  # pixel drift kinds; empty = every one (list_drift_kinds())
     severities: tuple[float, ...] = (1, 2, 3, 4, 5)  # ImageNet-C severity levels, in (0, 5]
     max_images: int = 0  # validation images used (a seeded, class-mixed subset); 0 = all of them
     batch_size: int = 256  # images per forward pass
@@ -43,7 +43,7 @@ class DriftEvalParams:
     """The detector table: detection rate per detector and drift, and the false-positive rate."""
 
     detectors: tuple[str, ...] = ()  # detector names; empty = every registered detector
-    corruptions: tuple[str, ...] = ("gaussian_noise", "contrast", "gaussian_blur")  # drifts tested
+    corruptions: tuple[str, ...] = ("gaussian_noise", "contrast", "gaussian_blur")  # drift kinds tested (class mixes too)
     severities: tuple[float, ...] = (1, 3, 5)  # severity levels tested per corruption
     fraction: float = 1.0  # share of each sample that is corrupted (DriftSpec's @fraction)
     sample_size: int = 100  # images per tested sample

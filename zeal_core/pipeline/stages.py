@@ -224,7 +224,7 @@ def stage_train(run: StageRun) -> dict[str, Any]:
 @register_stage("evaluate")
 def stage_evaluate(run: StageRun) -> dict[str, Any]:
     """Write the robustness table (CSV for plots) and its summary (JSON metrics)."""
-    from zeal_core.corruptions import list_corruptions
+    from zeal_core.corruptions import list_drift_kinds
     from zeal_core.robustness import robustness_table
 
     settings = run.params.evaluate
@@ -232,7 +232,7 @@ def stage_evaluate(run: StageRun) -> dict[str, Any]:
     model, card = _load_model(run.paths, device)
     images, labels = _val_split(run, settings.max_images)
     table = robustness_table(model, card.model_config, images, labels,
-                             list(settings.corruptions) or list_corruptions(), settings.severities,
+                             list(settings.corruptions) or list_drift_kinds(), settings.severities,
                              device=device, seed=run.params.seed, batch_size=settings.batch_size,
                              resize_first=settings.resize_first, progress=_progress_printer)
     return write_robustness_table(run.paths, card.version, table)

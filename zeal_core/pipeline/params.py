@@ -43,7 +43,8 @@ class DriftEvalParams:
     """The detector table: detection rate per detector and drift, and the false-positive rate."""
 
     detectors: tuple[str, ...] = ()  # detector names; empty = every registered detector
-    corruptions: tuple[str, ...] = ("gaussian_noise", "contrast", "gaussian_blur")  # kinds tested, class mixes too
+    # drift kinds tested (pixel kinds and class mixes), each at every severity
+    corruptions: tuple[str, ...] = ("gaussian_noise", "contrast", "gaussian_blur")
     severities: tuple[float, ...] = (1, 3, 5)  # severity levels tested per corruption
     fraction: float = 1.0  # share of each sample that is corrupted (DriftSpec's @fraction)
     sample_size: int = 100  # images per tested sample

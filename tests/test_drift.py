@@ -269,3 +269,12 @@ def test_reference_picks_features_or_probs_per_detector() -> None:
     assert len(results) == 1 and not results[0].is_drift
     with pytest.raises(ConfigError, match="unknown detector"):
         FittedReference.from_embeddings(reference, ReferenceConfig(detectors=("typo",)))
+
+
+def test_c2st_without_ranking_gives_the_same_test() -> None:
+    rng = np.random.default_rng(5)
+    reference, sample = rng.normal(size=(80, 12)), rng.normal(0.6, 1.0, size=(60, 12))
+    ranked = create_detector("c2st").fit(reference).test(sample)
+    plain = create_detector("c2st", rank=False).fit(reference).test(sample)
+    assert plain.p_value == ranked.p_value and plain.statistic == ranked.statistic
+    assert "most_drifted" in ranked.details and "most_drifted" not in plain.details

@@ -82,15 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # Feature sources --------------------------------------------------------------------------------------------
 
 
-def _model_features(dataset_name: str, version: str | None, drifts: list[tuple[str, float]], device: str,
-                    progress: ProgressCallback | None) -> tuple[dict[Any, Any], dict[str, Any]]:
-    """Clean and fully-corrupted embeddings of the whole validation split, keyed by None or (name, sev)."""
-    import torch
-
-    from zeal_core.corruptions import DriftSpec
-    from zeal_core.data import load_dataset
+def load_bench_model(dataset_name: str, version: str | None, device: str,
+                     progress: ProgressCallback | None) -> tuple[Any, Any]:
+    """(model, card) of ``version``, or of the latest model for the dataset (training a digits-style one
+    first when none is registered)."""
     from zeal_core.device import resolve_device
-    from zeal_core.embed import compute_embeddings
     from zeal_core.models.registry import ModelRegistry
 
     registry = ModelRegistry()
@@ -103,8 +99,36 @@ def _model_features(dataset_name: str, version: str | None, drifts: list[tuple[s
             card = train_and_register(dataset_name, default_config(dataset_name), device=device,
                                       progress=progress)
         version = card.version
+    return registry.load(version, device=resolve_device(device))
+
+
+def grid_options(names: Sequence[str], permutations: int, device: str) -> dict[str, dict[str, Any]]:
+    """Options for the grid: ``num_permutations`` and ``device`` for every detector that takes them."""
+    import inspect
+
+    from zeal_core.drift import create_detector
+
+    options: dict[str, dict[str, Any]] = {}
+    for name in names:
+        parameters = inspect.signature(type(create_detector(name))).parameters
+        chosen = {"num_permutations": permutations, "device": device}
+        options[name] = {key: value for key, value in chosen.items() if key in parameters}
+    return options
+
+
+def _model_features(dataset_name: str, version: str | None, drifts: list[tuple[str, float]], device: str,
+                    progress: ProgressCallback | None) -> tuple[dict[Any, Any], dict[str, Any]]:
+    """Clean and fully-corrupted embeddings of the whole validation split, keyed by None or (name, sev)."""
+    import torch
+
+    from zeal_core.corruptions import DriftSpec
+    from zeal_core.data import load_dataset
+    from zeal_core.device import resolve_device
+    from zeal_core.embed import compute_embeddings
+
+    model, card = load_bench_model(dataset_name, version, device, progress)
+    version = card.version
     torch_device = resolve_device(device)
-    model, card = registry.load(version, device=torch_device)
     dataset = load_dataset(dataset_name)
     images, labels = dataset.split("val")
     features: dict[Any, Any] = {}
@@ -175,7 +199,7 @@ def run_grid(features: dict[Any, Any], detectors: Sequence[str], sizes: Sequence
         null_trials: Trials per size for the false-positive rate.
         trials: Trials per drift cell and size.
         alpha: Significance level.
-        permutations: MMD permutations.
+        permutations: Permutations of the permutation-test detectors (mmd, mmd-fuse, mmd-agg).
         seed: Base seed of the trial splits.
         device: Device for MMD.
         progress: Receives one event per size.
@@ -186,7 +210,7 @@ def run_grid(features: dict[Any, Any], detectors: Sequence[str], sizes: Sequence
     total = len(clean)
     pool = total - (total + 1) // 2
     used = [size for size in sizes if 2 <= size <= pool]
-    options = {"mmd": {"num_permutations": permutations, "device": device}}
+    options = grid_options(detectors, permutations, device)
     kinds = {name: detector_info(name).input_kind for name in detectors}
     false_positive: dict[str, dict[int, float]] = {name: {} for name in detectors}
     detection: dict[str, dict[str, dict[int, float]]] = {name: {} for name in detectors}

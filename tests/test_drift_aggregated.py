@@ -123,7 +123,7 @@ def test_one_median_kernel_is_exactly_mmd(name: str) -> None:
 def direct_bandwidths(pooled: np.ndarray, count: int) -> list[float]:
     distances = np.sqrt(((pooled[:, None, :] - pooled[None, :, :]) ** 2).sum(-1))
     pairs = np.sort(distances[np.triu_indices(len(pooled), k=1)])
-    low = pairs[math.floor(0.05 * (len(pairs) - 1))] * 0.5
+    low = pairs[math.floor(0.05 * (len(pairs) - 1))] * 0.25
     high = pairs[math.floor(0.95 * (len(pairs) - 1))] * 2.0
     return [low * (high / low) ** (step / (count - 1)) for step in range(count)]
 

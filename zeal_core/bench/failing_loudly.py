@@ -12,8 +12,9 @@ Each trial draws a fresh random split of the validation set: a reference of ``--
 1,000, the paper's reference size for MMD; at most half the split) and a disjoint sample pool. A null trial
 tests a clean sample of n pool images; a shift trial draws n pool images and gives the spec's share of them
 their shifted embeddings. Every detector sees the same reference and sample in a trial (paired comparisons).
-The model embeds the whole validation split once per distinct corruption chain (``zeal_core.shifts``),
-so trials only resample rows. Sizes larger than the pool are skipped and reported.
+The model embeds the whole validation split (or a seeded subset of ``--max-images``) once per distinct
+corruption chain (``zeal_core.shifts``), so trials only resample rows. Sizes larger than the pool are
+skipped and reported.
 
 A spec may also carry a class mix (label shift): when ``getattr(spec, "class_mix", None)`` is set, the trial
 draws its sample positions with ``spec.draw_positions(...)`` instead of uniformly (``draw_trial_sample``, the
@@ -80,6 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=_csv(int), default=SIZES, help="comma-separated sample sizes")
     parser.add_argument("--specs", type=_csv(str), default=None,
                         help="comma-separated drift specs (default: the documented SHIFT_SPECS)")
+    parser.add_argument("--corruptions", type=_csv(str), default=None,
+                        help="keep only the specs whose first step is one of these corruptions (specs "
+                             "without corruption steps, e.g. class mixes, are always kept)")
+    parser.add_argument("--max-images", type=int, default=None,
+                        help="use a seeded random subset of this many validation images (default all)")
     parser.add_argument("--reference", type=int, default=1000,
                         help="reference images per trial (default 1000; at most half the split)")
     parser.add_argument("--null-trials", type=int, default=300, help="clean trials per size (default 300)")
@@ -96,8 +102,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def shift_embeddings(dataset_name: str, version: str | None, specs: Sequence[Any], device: str,
-                     progress: ProgressCallback | None) -> tuple[Any, dict[tuple, Any], Any, dict[str, Any]]:
+                     progress: ProgressCallback | None, max_images: int | None = None, seed: int = 0
+                     ) -> tuple[Any, dict[tuple, Any], Any, dict[str, Any]]:
     """Clean embeddings of the validation split and, per distinct corruption chain, its shifted embeddings.
+
+    Args:
+        dataset_name: Dataset to load.
+        version: Model version (None: the latest for the dataset).
+        specs: The shifts; each distinct chain of corruption steps is embedded once.
+        device: Where to corrupt and embed.
+        progress: Receives the shift bank's events.
+        max_images: Keep a seeded random subset of this many validation images (None: all), which bounds
+            the embedding time (46 passes over the images for the default shift set).
+        seed: Seed of that subset.
 
     Returns:
         (clean Embeddings, {steps: Embeddings of every image under those steps}, dataset, info).
@@ -113,6 +130,9 @@ def shift_embeddings(dataset_name: str, version: str | None, specs: Sequence[Any
     torch_device = resolve_device(device)
     dataset = load_dataset(dataset_name)
     images, labels = dataset.split("val")
+    if max_images is not None and max_images < len(images):
+        keep = np.sort(np.random.default_rng(seed).permutation(len(images))[:max_images])
+        images, labels = images[keep], labels[keep]
     start = time.perf_counter()
     clean = compute_embeddings(model, card.model_config, images.to(torch_device), torch_device, labels=labels)
     chains = sorted({spec.steps for spec in specs if spec.steps})
@@ -154,6 +174,21 @@ def draw_trial_sample(spec: Any, pool_rows: np.ndarray, pool_labels: np.ndarray 
     if spec.steps:
         affected[rng.permutation(len(rows))[: spec.affected_count(len(rows))]] = True
     return rows, affected
+
+
+def select_specs(specs: Sequence[Any], corruptions: Sequence[str] | None) -> list[Any]:
+    """The specs whose first corruption step is in ``corruptions`` (all when None), plus step-free ones.
+
+    Raises:
+        ConfigError: No spec is left.
+    """
+    from zeal_core.errors import ConfigError
+
+    kept = [spec for spec in specs
+            if corruptions is None or not spec.steps or spec.steps[0][0] in corruptions]
+    if not kept:
+        raise ConfigError(f"no shift spec uses the corruptions {list(corruptions or [])}")
+    return kept
 
 
 def _split(total: int, reference_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -353,9 +388,10 @@ def bench_failing_loudly(args: argparse.Namespace, progress: ProgressCallback | 
 
     start = time.perf_counter()
     device = str(resolve_device(args.device))
-    specs = [DriftSpec.parse(text) for text in (args.specs or SHIFT_SPECS)]
+    specs = select_specs([DriftSpec.parse(text) for text in (args.specs or SHIFT_SPECS)], args.corruptions)
     detectors = list(args.detectors or list_detectors())
-    clean, shifted, dataset, info = shift_embeddings(args.dataset, args.model, specs, device, progress)
+    clean, shifted, dataset, info = shift_embeddings(args.dataset, args.model, specs, device, progress,
+                                                     args.max_images, args.seed)
     reference_size = min(args.reference, (len(clean) + 1) // 2)
     options = grid_options(detectors, args.permutations, device)
     trials = run_trials(clean, shifted, specs, detectors, args.sizes, reference_size, args.null_trials,

@@ -1,9 +1,18 @@
 """What ``mmd-fuse`` and ``mmd-agg`` share: options, the kernel collection, MMD² per kernel and split.
 
-Both detectors score one collection of kernels (Gaussian and Laplace, ``num_bandwidths`` bandwidths each, on
-a geometric grid from half the 5 % quantile to twice the 95 % quantile of the pooled distances: see
-``zeal_core.drift.kernels``) on one shared set of B random re-splits of the pool, and differ only in how they
-combine the K x (B+1) table of unbiased MMD² values into one p-value.
+Both detectors score one collection of kernels on one shared set of B random re-splits of the pool, and
+differ only in how they combine the K x (B+1) table of unbiased MMD² values into one p-value.
+
+**The collection.** Gaussian exp(-‖a-b‖²/(2σ²)) and Laplace exp(-‖a-b‖/σ) kernels (``kernels``), each at
+``num_bandwidths`` = 5 bandwidths spaced geometrically from a quarter of the 5 % quantile to twice the 95 %
+quantile of the Euclidean distances between distinct pooled rows: K = 10 kernels. For 512-d features, whose
+distances are concentrated (q05 ≈ 0.8 and q95 ≈ 1.2 times the median), that is σ ≈ 0.2, 0.38, 0.7, 1.3 and
+2.4 times the median distance, so the middle one is close to ``mmd``'s median heuristic. The range was
+chosen on digits features (34 shifts of the Failing Loudly set x 3 trials, n = 10-200, 300 permutations):
+the detection rate minus mmd's, averaged over n and both detectors, was +0.042 for this grid, +0.041 for
+q05/4 to q95 and +0.029 for MMD-FUSE's own range q05/2 to 2·q95 (about 100 paired tests per cell, so only
+the gain over the last is clear); single-kernel power peaked near σ = q05/2 and all bandwidths above the
+median behaved alike. Of the two tied grids this one keeps the papers' upper end. Imagenette was not used.
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ class AggregatedMMDDetector(DriftDetector):
 
     # The bandwidth grid: quantiles of the pooled distances it spans, each scaled by its factor.
     bandwidth_quantiles: tuple[float, float] = (0.05, 0.95)
-    bandwidth_factors: tuple[float, float] = (0.5, 2.0)
+    bandwidth_factors: tuple[float, float] = (0.25, 2.0)
 
     def __init__(self, alpha: float = 0.05, seed: int = 0, num_permutations: int = 1000,
                  kernels: str | tuple[str, ...] = KERNEL_KINDS, num_bandwidths: int = 5,

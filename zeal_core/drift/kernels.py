@@ -166,9 +166,10 @@ class PooledDistances:
         """``count`` bandwidths spaced geometrically from q_low · f_low to q_high · f_high.
 
         q are quantiles of the distances between distinct pooled rows, f the factors (default: half the 5 %
-        quantile to twice the 95 % one, the range MMD-FUSE uses). A single bandwidth is the median
-        heuristic, so a one-kernel collection is the ``mmd`` detector's kernel. A zero lower quantile (many
-        duplicate rows) falls back to the smallest positive distance, so every bandwidth stays positive.
+        quantile to twice the 95 % one, the range MMD-FUSE uses; the aggregated detectors pass their own).
+        A single bandwidth is the median heuristic, so a one-kernel collection is the ``mmd`` detector's
+        kernel. A zero lower quantile (many duplicate rows) falls back to the smallest positive distance, so
+        every bandwidth stays positive.
         """
         if count == 1:
             return (self.median(),)

@@ -17,8 +17,8 @@ exceeds its (1 - u/K) quantile" is "min_k p_k ≤ u/K", so the test is the min-P
 The B + 1 splits are exchangeable under no drift and each t_j is the same symmetric function of its split
 and of the whole set of statistics, so p is an exact permutation p-value (never 0). The reported level
 correction is its threshold: s* = the largest t with #{j : t_j ≤ t} < α (B + 1), so ``is_drift`` is exactly
-"some single test has p_k ≤ s*", and u = K·s* (MMDAgg's u_α; u = 1 would be Bonferroni, u near K means the
-kernels are so correlated that almost no correction is needed).
+"some single test has p_k ≤ s*", and u = K·s* (MMDAgg's u_α: each single test runs at level u·w_k = u/K;
+u = α is Bonferroni, u = K·α no correction at all, for kernels so alike that they always agree).
 
 **Where this deviates from the paper, and why.** (1) One set of B permutations serves both the per-kernel
 quantiles and the level correction (MMDAgg draws B₁ = 2000 and B₂ = 2000 separate ones): this halves the
@@ -27,8 +27,8 @@ min-P algorithm). (2) The bisection over u (B₃ = 50 steps in the paper) is rep
 directly off the sorted t_j. (3) The bandwidths come from the pooled sample, not from reference-vs-sample
 distances as in the reference code: a function of the pool keeps the permutation test exact. (4) The
 Laplace kernel is the Euclidean exponential kernel exp(-‖a-b‖/σ) instead of the L1 one (speed: see
-``zeal_core.drift.kernels``), on a geometric grid from q05/2 to 2·q95 of the pooled distances (the paper:
-min/2 to 2·max), 5 bandwidths per kind instead of 10.
+``zeal_core.drift.kernels``), on a geometric grid from q05/4 to 2·q95 of the pooled distances (the paper:
+min/2 to 2·max of reference-vs-sample distances), 5 bandwidths per kind instead of 10.
 
 ``statistic`` is t_0, the smallest single-test p-value (small = drift). ``details``: per kernel ``kernels``,
 ``bandwidths``, ``mmd2``, ``p_values``; ``rejecting_kernels`` (the single tests at p_k ≤ s*),

@@ -296,7 +296,7 @@ def _targets(trials: dict[str, Any], fpr: dict[str, Any], calibrated_se: dict[in
     alpha, sizes = trials["alpha"], trials["sizes"]
     present = [name for name in NEW_DETECTORS if name in trials["shift"]]
     calibration = {name: {size: fpr[name][size]["rate"] <= alpha + 2 * calibrated_se[size] for size in sizes}
-                   for name in present}
+                   for name in present} if trials["null_trials"] else {}
     power: dict[str, Any] = {}
     if BASELINE in trials["shift"]:
         for name in present:
@@ -310,7 +310,8 @@ def _targets(trials: dict[str, Any], fpr: dict[str, Any], calibrated_se: dict[in
     best = {size: max((power[name][size]["difference"] for name in power), default=float("nan"))
             for size in sizes}
     return {"calibration_within_alpha_plus_2se": calibration,
-            "all_calibrated": all(all(cells.values()) for cells in calibration.values()),
+            "all_calibrated": all(all(cells.values()) for cells in calibration.values()) if calibration
+            else None,
             "paired_difference_vs_mmd": power,
             "best_new_minus_mmd": best,
             "new_at_least_mmd_every_n": bool(power) and all(value >= 0 for value in best.values()),
@@ -337,12 +338,12 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{cells[size]['rate']:.2f} ± {cells[size]['se']:.2f}"
                                                   for size in sizes) + " |")
     se = next(iter(summary["calibrated_se"].values()), float("nan"))
-    lines += ["", f"False-positive rate, clean vs clean ({trials['null_trials']} trials per size; a "
-              f"calibrated detector's standard error is {se:.3f}, so alpha + 2 SE = "
-              f"{trials['alpha'] + 2 * se:.3f}):",
-              "", head, rule]
-    for name, cells in summary["false_positive_rate"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{cells[size]['rate']:.3f}" for size in sizes) + " |")
+    if trials["null_trials"]:
+        lines += ["", f"False-positive rate, clean vs clean ({trials['null_trials']} trials per size; a "
+                  f"calibrated detector's standard error is {se:.3f}, so alpha + 2 SE = "
+                  f"{trials['alpha'] + 2 * se:.3f}):", "", head, rule]
+        for name, cells in summary["false_positive_rate"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{cells[size]['rate']:.3f}" for size in sizes) + " |")
     fractions = sorted({key for cells in summary["accuracy_by_fraction"].values() for key in cells},
                        key=float)
     severities = sorted({key for cells in summary["accuracy_by_severity"].values() for key in cells},

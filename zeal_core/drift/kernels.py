@@ -45,8 +45,8 @@ import torch
 
 from zeal_core.errors import ConfigError
 
-# Most pooled rows whose pairwise distances set the bandwidths; beyond this a seeded random subset of rows is
-# used (2,048 rows give ~2 million distinct pairs: quantiles that no longer move).
+# Most pooled rows whose pairwise distances set the bandwidths; beyond this a value-hashed subset of rows is
+# used (``value_hashed_rows``; 2,048 rows give ~2 million distinct pairs: quantiles that no longer move).
 MAX_BANDWIDTH_ROWS = 2048
 # Elements of the (B+1) x N indicator block processed at once (float32: ~128 MB per block).
 PERMUTATION_BLOCK_ELEMENTS = 32_000_000
@@ -102,7 +102,7 @@ def value_hashed_rows(pooled: torch.Tensor, count: int, seed: int = 0) -> torch.
     generator = torch.Generator(device="cpu").manual_seed(seed)
     weights = torch.randint(1, 2**20, (pooled.shape[1],), generator=generator, dtype=torch.int64)
     bits = pooled.to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
-    # |bits| < 2^31, weights < 2^20, at most 2^12 columns: the sum stays below 2^63
+    # exact integer arithmetic (for very wide rows the int64 sum may wrap around, still a function of values)
     keys = torch.remainder((bits * weights.to(pooled.device)).sum(1), 2_147_483_647)
     return keys.topk(count, largest=False).indices
 
@@ -113,7 +113,7 @@ class PooledDistances:
     def __init__(self, pooled: torch.Tensor, seed: int = 0) -> None:
         """Args:
         pooled: N x d float tensor, reference rows first (any device).
-        seed: Seed of the row subset used for bandwidths when N > ``MAX_BANDWIDTH_ROWS``.
+        seed: Seed of the row hash that picks the bandwidth rows when N > ``MAX_BANDWIDTH_ROWS``.
         """
         self.squared = squared_distances(pooled, pooled)
         self._pooled = pooled
@@ -134,7 +134,7 @@ class PooledDistances:
         return self._euclidean
 
     def pair_squared(self) -> torch.Tensor:
-        """Squared distances of the distinct pairs (i < j) of the pool or of its seeded row subset."""
+        """Squared distances of the distinct pairs (i < j) of the pool or of its value-hashed row subset."""
         if self._pairs is None:
             rows = self.squared
             if self.size > MAX_BANDWIDTH_ROWS:

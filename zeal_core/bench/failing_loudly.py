@@ -31,7 +31,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +200,11 @@ def _split(total: int, reference_size: int, rng: np.random.Generator) -> tuple[n
 def run_trials(clean: Any, shifted: dict[tuple, Any], specs: Sequence[Any], detectors: Sequence[str],
                sizes: Sequence[int], reference_size: int, null_trials: int, trials: int, alpha: float,
                options: dict[str, dict[str, Any]], seed: int, class_names: Sequence[str] | None = None,
-               progress: ProgressCallback | None = None) -> dict[str, Any]:
+               progress: ProgressCallback | None = None,
+               checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Decisions of every detector on every null and shift trial.
+
+    ``checkpoint``, when given, receives the result so far after each size (long runs keep what they did).
 
     Returns:
         JSON-ready dict: ``null[detector][size]`` (list of 0/1 rejections), ``shift[detector][size]`` (list
@@ -220,6 +223,14 @@ def run_trials(clean: Any, shifted: dict[tuple, Any], specs: Sequence[Any], dete
     seconds = dict.fromkeys(detectors, 0.0)
     rng = np.random.default_rng(seed)
     clean_spec = DriftSpec.clean()
+
+    def result(done: list[int]) -> dict[str, Any]:
+        return {"sizes": done, "skipped_sizes": [size for size in sizes if size not in used],
+                "reference_size": reference_size, "pool_size": pool, "null_trials": null_trials,
+                "trials_per_spec": trials, "specs": [spec.text for spec in specs], "alpha": alpha,
+                "null": {name: {size: null[name][size] for size in done} for name in detectors},
+                "shift": {name: {size: shift[name][size] for size in done} for name in detectors},
+                "detector_seconds": {name: round(value, 1) for name, value in seconds.items()}}
 
     def one_trial(spec: Any, size: int, trial_seed: int, into: dict[str, dict[int, list[int]]]) -> None:
         reference_rows, pool_rows = _split(total, reference_size, rng)
@@ -244,10 +255,9 @@ def run_trials(clean: Any, shifted: dict[tuple, Any], specs: Sequence[Any], dete
             for trial in range(trials):
                 one_trial(spec, size, index * trials + trial, shift)
         report(progress, "failing-loudly", step + 1, len(used), f"size {size} done")
-    return {"sizes": used, "skipped_sizes": [size for size in sizes if size not in used],
-            "reference_size": reference_size, "pool_size": pool, "null_trials": null_trials,
-            "trials_per_spec": trials, "specs": [spec.text for spec in specs], "alpha": alpha,
-            "null": null, "shift": shift, "detector_seconds": {k: round(v, 1) for k, v in seconds.items()}}
+        if checkpoint is not None:
+            checkpoint(result(used[: step + 1]))
+    return result(used)
 
 
 # Summaries --------------------------------------------------------------------------------------------------
@@ -386,6 +396,8 @@ def bench_failing_loudly(args: argparse.Namespace, progress: ProgressCallback | 
     from zeal_core.corruptions import DriftSpec
     from zeal_core.device import resolve_device
     from zeal_core.drift import list_detectors
+    from zeal_core.fileio import atomic_write_text
+    from zeal_core.jsonable import to_jsonable
 
     start = time.perf_counter()
     device = str(resolve_device(args.device))
@@ -395,21 +407,25 @@ def bench_failing_loudly(args: argparse.Namespace, progress: ProgressCallback | 
                                                      args.max_images, args.seed)
     reference_size = min(args.reference, (len(clean) + 1) // 2)
     options = grid_options(detectors, args.permutations, device)
+    partial = Path(f"{args.out}.partial.json") if args.out else None
+
+    def checkpoint(done: dict[str, Any]) -> None:
+        if partial is not None:  # what a long run has done survives an interruption
+            atomic_write_text(partial, json.dumps(to_jsonable({"features": info, "trials": done})))
+
     trials = run_trials(clean, shifted, specs, detectors, args.sizes, reference_size, args.null_trials,
                         args.trials, args.alpha, options, args.seed, class_names=dataset.class_names,
-                        progress=progress)
+                        progress=progress, checkpoint=checkpoint)
     result = {"device": device, "torch_threads": torch.get_num_threads(), "features": info,
               "permutations": args.permutations, "trials": trials}
     result["summary"] = summarise(trials)
     result["table"] = markdown(result)
     result["seconds"] = round(time.perf_counter() - start, 1)
     if args.out:
-        from zeal_core.fileio import atomic_write_text
-        from zeal_core.jsonable import to_jsonable
-
         out = Path(args.out)
         atomic_write_text(out.with_suffix(".json"), json.dumps(to_jsonable(result)))
         atomic_write_text(out.with_suffix(".md"), result["table"] + "\n")
+        Path(f"{args.out}.partial.json").unlink(missing_ok=True)
     return result
 
 

@@ -59,7 +59,7 @@ class AggregatedMMDDetector(DriftDetector):
                  device: str = "cpu") -> None:
         """Args:
         alpha: Significance level.
-        seed: Seed for the permutations (and the bandwidth row subset for pools above 2,048 rows).
+        seed: Seed for the permutations (and the row hash that picks bandwidth rows above 2,048 rows).
         num_permutations: B, random re-splits of the pool shared by every kernel (p resolution 1 / (B + 1)).
         kernels: Kernel kinds, from "gaussian" and "laplace" (a tuple or a comma-separated string).
         num_bandwidths: Bandwidths per kind on the grid (1 = the median heuristic alone).

@@ -122,7 +122,7 @@ class MMDDetector(DriftDetector):
                  bandwidth: float | str = "median", device: str = "cpu") -> None:
         """Args:
         alpha: Significance level.
-        seed: Seed for the permutations (and the bandwidth subsample for very large pools).
+        seed: Seed for the permutations (and the row hash that picks bandwidth rows above 2,048 rows).
         num_permutations: B, random re-splits of the pool (p-value resolution 1 / (B + 1)).
         bandwidth: "median" (median heuristic on the pooled sample) or a fixed sigma > 0, feature units.
         device: "cpu", "cuda", "cuda:N" or "auto".

@@ -77,7 +77,7 @@ class MMDFuseDetector(AggregatedMMDDetector):
                  lambda_multiplier: float = 1.0, device: str = "cpu") -> None:
         """Args:
         alpha: Significance level.
-        seed: Seed for the permutations (and the bandwidth row subset for pools above 2,048 rows).
+        seed: Seed for the permutations (and the row hash that picks bandwidth rows above 2,048 rows).
         num_permutations: B, random re-splits shared by every kernel (p resolution 1 / (B + 1)).
         kernels: Kernel kinds, from "gaussian" and "laplace".
         num_bandwidths: Bandwidths per kind (1 = the median heuristic alone).

@@ -13,9 +13,10 @@ f replaces a random share f of a sample's clean features by their corrupted vers
 applying ``name:severity@f`` to that sample. Sizes larger than the sample pool (half the split) are left
 out and reported as skipped (digits has 449 validation images, so n <= 224 there).
 
-Speed: MMD with n = 1000 vs 1000, d = 512, 1000 permutations (ours, median of 3) against frouros' MMD +
-PermutationTestDistanceBased on a smaller case (measured, then extrapolated to the full case assuming
-O(B·N²) cost: stated in the output), and UMAP: warm-up, fit on 1,000 points, transform of 1,000 points.
+Speed: mmd, mmd-fuse and mmd-agg with n = 1000 vs 1000, d = 512, 1000 permutations (median of 3, the same
+data for all three, in one process); our MMD against frouros' MMD + PermutationTestDistanceBased on a
+smaller case (measured, then extrapolated to the full case assuming O(B·N²) cost: stated in the output);
+and UMAP: warm-up, fit on 1,000 points, transform of 1,000 points.
 
 Run: ``python -m zeal_core bench detectors --json`` (or ``python -m zeal_core.bench.detectors``).
 """
@@ -82,15 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # Feature sources --------------------------------------------------------------------------------------------
 
 
-def _model_features(dataset_name: str, version: str | None, drifts: list[tuple[str, float]], device: str,
-                    progress: ProgressCallback | None) -> tuple[dict[Any, Any], dict[str, Any]]:
-    """Clean and fully-corrupted embeddings of the whole validation split, keyed by None or (name, sev)."""
-    import torch
-
-    from zeal_core.corruptions import DriftSpec
-    from zeal_core.data import load_dataset
+def load_bench_model(dataset_name: str, version: str | None, device: str,
+                     progress: ProgressCallback | None) -> tuple[Any, Any]:
+    """(model, card) of ``version``, or of the latest model for the dataset (training a digits-style one
+    first when none is registered)."""
     from zeal_core.device import resolve_device
-    from zeal_core.embed import compute_embeddings
     from zeal_core.models.registry import ModelRegistry
 
     registry = ModelRegistry()
@@ -103,8 +100,36 @@ def _model_features(dataset_name: str, version: str | None, drifts: list[tuple[s
             card = train_and_register(dataset_name, default_config(dataset_name), device=device,
                                       progress=progress)
         version = card.version
+    return registry.load(version, device=resolve_device(device))
+
+
+def grid_options(names: Sequence[str], permutations: int, device: str) -> dict[str, dict[str, Any]]:
+    """Options for the grid: ``num_permutations`` and ``device`` for every detector that takes them."""
+    import inspect
+
+    from zeal_core.drift import create_detector
+
+    options: dict[str, dict[str, Any]] = {}
+    for name in names:
+        parameters = inspect.signature(type(create_detector(name))).parameters
+        chosen = {"num_permutations": permutations, "device": device}
+        options[name] = {key: value for key, value in chosen.items() if key in parameters}
+    return options
+
+
+def _model_features(dataset_name: str, version: str | None, drifts: list[tuple[str, float]], device: str,
+                    progress: ProgressCallback | None) -> tuple[dict[Any, Any], dict[str, Any]]:
+    """Clean and fully-corrupted embeddings of the whole validation split, keyed by None or (name, sev)."""
+    import torch
+
+    from zeal_core.corruptions import DriftSpec
+    from zeal_core.data import load_dataset
+    from zeal_core.device import resolve_device
+    from zeal_core.embed import compute_embeddings
+
+    model, card = load_bench_model(dataset_name, version, device, progress)
+    version = card.version
     torch_device = resolve_device(device)
-    model, card = registry.load(version, device=torch_device)
     dataset = load_dataset(dataset_name)
     images, labels = dataset.split("val")
     features: dict[Any, Any] = {}
@@ -175,7 +200,7 @@ def run_grid(features: dict[Any, Any], detectors: Sequence[str], sizes: Sequence
         null_trials: Trials per size for the false-positive rate.
         trials: Trials per drift cell and size.
         alpha: Significance level.
-        permutations: MMD permutations.
+        permutations: Permutations of the permutation-test detectors (mmd, mmd-fuse, mmd-agg).
         seed: Base seed of the trial splits.
         device: Device for MMD.
         progress: Receives one event per size.
@@ -186,7 +211,7 @@ def run_grid(features: dict[Any, Any], detectors: Sequence[str], sizes: Sequence
     total = len(clean)
     pool = total - (total + 1) // 2
     used = [size for size in sizes if 2 <= size <= pool]
-    options = {"mmd": {"num_permutations": permutations, "device": device}}
+    options = grid_options(detectors, permutations, device)
     kinds = {name: detector_info(name).input_kind for name in detectors}
     false_positive: dict[str, dict[int, float]] = {name: {} for name in detectors}
     detection: dict[str, dict[str, dict[int, float]]] = {name: {} for name in detectors}
@@ -254,28 +279,51 @@ def grid_markdown(grid: dict[str, Any]) -> str:
 # Speed ------------------------------------------------------------------------------------------------------
 
 
-def mmd_speed(device: str = "cpu", n: int = 1000, dims: int = 512, permutations: int = 1000,
-              repeats: int = 3) -> dict[str, Any]:
-    """Seconds for one MMD test (kernel + all permutations), median of ``repeats`` after one warm-up."""
+KERNEL_DETECTORS = ("mmd", "mmd-fuse", "mmd-agg")  # the permutation-test detectors the speed section times
+
+
+def speed_data(n: int = 1000, dims: int = 512, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The speed case: n x dims standard Gaussian reference and a sample shifted by 0.05 (float32)."""
+    rng = np.random.default_rng(seed)
+    reference = rng.standard_normal((n, dims)).astype(np.float32)
+    sample = (rng.standard_normal((n, dims)) + 0.05).astype(np.float32)
+    return reference, sample
+
+
+def kernel_test_speed(name: str, reference: np.ndarray, sample: np.ndarray, device: str = "cpu",
+                      permutations: int = 1000, repeats: int = 3) -> dict[str, Any]:
+    """Seconds for one test of a kernel detector (distances, kernels, all permutations), median of
+    ``repeats`` after one warm-up; also the process CPU seconds per thread (less sensitive to other load)."""
+    import os
+
     import torch
 
     from zeal_core.drift import create_detector
 
-    rng = np.random.default_rng(0)
-    reference = rng.standard_normal((n, dims)).astype(np.float32)
-    sample = (rng.standard_normal((n, dims)) + 0.05).astype(np.float32)
-    detector = create_detector("mmd", num_permutations=permutations, device=device).fit(reference)
+    detector = create_detector(name, num_permutations=permutations, device=device).fit(reference)
     detector.test(sample)  # warm-up (allocator, kernels)
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        detector.test(sample)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        result = detector.test(sample)
         if detector.device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return {"n": n, "dims": dims, "permutations": permutations, "device": str(detector.device),
-            "threads": torch.get_num_threads(), "seconds_median": round(float(np.median(times)), 4),
-            "seconds_all": [round(t, 4) for t in times]}
+        cpu_times.append((time.process_time() - cpu_start) / torch.get_num_threads())
+    return {"detector": name, "n": len(reference), "m": len(sample), "dims": reference.shape[1],
+            "permutations": permutations, "device": str(detector.device), "threads": torch.get_num_threads(),
+            "kernels": result.details.get("num_kernels", 1),
+            "seconds_median": round(float(np.median(times)), 4),
+            "seconds_all": [round(t, 4) for t in times],
+            "cpu_seconds_per_thread_median": round(float(np.median(cpu_times)), 4),
+            "load_average_1min": round(os.getloadavg()[0], 2)}
+
+
+def mmd_speed(device: str = "cpu", n: int = 1000, dims: int = 512, permutations: int = 1000,
+              repeats: int = 3) -> dict[str, Any]:
+    """Seconds for one MMD test (kernel + all permutations), median of ``repeats`` after one warm-up."""
+    reference, sample = speed_data(n, dims)
+    return kernel_test_speed("mmd", reference, sample, device, permutations, repeats)
 
 
 def frouros_speed(n: int = 200, dims: int = 512, permutations: int = 100, target_n: int = 1000,
@@ -375,9 +423,12 @@ def bench_detectors(args: argparse.Namespace, progress: ProgressCallback | None 
                         args.permutations, args.seed, device, progress)
         output.update({"features": info, "grid": grid, "table": grid_markdown(grid)})
     if not args.skip_speed:
-        speed: dict[str, Any] = {"mmd_cpu": mmd_speed("cpu")}
-        if torch.cuda.is_available():
-            speed["mmd_cuda"] = mmd_speed("cuda")
+        reference, sample = speed_data()  # one case for every kernel detector, in this one process
+        speed: dict[str, Any] = {}
+        for target in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+            for name in KERNEL_DETECTORS:
+                key = f"{name.replace('-', '_')}_{target}"  # mmd_cpu, mmd_fuse_cpu, mmd_agg_cuda, ...
+                speed[key] = kernel_test_speed(name, reference, sample, target)
         speed["frouros"] = _optional(lambda: frouros_speed(args.frouros_n,
                                                            permutations=args.frouros_permutations))
         speed["umap"] = _optional(umap_speed)

@@ -12,6 +12,8 @@ See docs/detectors.md for what each statistic and effect size means.
 from zeal_core.drift import mmd as _mmd  # noqa: F401
 from zeal_core.drift import univariate as _univariate  # noqa: F401
 from zeal_core.drift import classifier as _classifier  # noqa: F401
+from zeal_core.drift import mmd_fuse as _mmd_fuse  # noqa: F401
+from zeal_core.drift import mmd_agg as _mmd_agg  # noqa: F401
 # isort: on
 from zeal_core.drift.base import (
     DetectorInfo,

@@ -2,15 +2,17 @@
 
 The statistic is the unbiased MMD² estimate of Gretton et al. (2012), the same estimator frouros' ``MMD``
 computes. The kernel matrix of the pooled sample Z = [reference; sample] (N = n + m rows) is computed once.
-For a split of Z given by an indicator vector u (1 on the rows taken as "reference", 0 elsewhere) and the row
-sums r = K·1, total S = 1ᵀK1, every term of the unbiased MMD² is a function of two numbers:
+For a split of Z given by an indicator vector u (1 on the rows of one side) and the row sums r = K·1, total
+S = 1ᵀK1, every term of the unbiased MMD² is a function of two numbers:
 
-    Q = uᵀKu (sum of K over reference x reference),  L = uᵀr (sum over reference x all)
-    sum over ref x sample = L - Q,    sum over sample x sample = S - 2L + Q
+    Q = uᵀKu (sum of K over that side x itself),  L = uᵀr (sum over that side x all)
+    sum across the sides = L - Q,    sum over the other side x itself = S - 2L + Q
 
-so B permutations stack their indicators into a B x N matrix U and need one matrix product U·K (B·N² flops)
-plus a row-wise dot product. Row 0 of U is the observed split, so the observed and permuted statistics are
-computed by exactly the same arithmetic. p = (b + 1) / (B + 1), b = permutations with a statistic >= observed.
+so B permutations stack their indicators into a B x N matrix U and need one matrix product U·K (B·N² flops,
+about 60 % of that as K is symmetric) plus a row-wise dot product. Row 0 of U is the observed split, so the
+observed and permuted statistics are computed by exactly the same arithmetic. p = (b + 1) / (B + 1),
+b = permutations with a statistic >= observed. The shared pieces (distances, bandwidths, the permutation
+engine) live in ``zeal_core.drift.kernels``, which ``mmd-fuse`` and ``mmd-agg`` use too.
 """
 
 from __future__ import annotations
@@ -22,21 +24,21 @@ import torch
 
 from zeal_core.device import resolve_device
 from zeal_core.drift.base import DriftDetector, check_int, register_detector
+from zeal_core.drift.kernels import (
+    MAX_BANDWIDTH_ROWS,
+    KernelSpec,
+    PermutationSplits,
+    PooledDistances,
+    permutation_p_value,
+    squared_distances,
+)
 from zeal_core.errors import ConfigError
 
-# Largest pooled sample used to estimate the median-heuristic bandwidth; beyond this a seeded subsample of
-# rows is used (the median of ~2 million pairwise distances is already very stable).
-MEDIAN_MAX_ROWS = 2048
-# Elements of the B x N indicator block processed at once (float32: 4 bytes each -> ~128 MB per block).
-PERMUTATION_BLOCK_ELEMENTS = 32_000_000
+# Kept for callers of the earlier names: the row cap of the median heuristic is the kernels module's.
+MEDIAN_MAX_ROWS = MAX_BANDWIDTH_ROWS
 
-
-def squared_distances(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """Pairwise squared Euclidean distances (||a||² + ||b||² - 2 a·b, clamped at 0 against rounding)."""
-    left_norms = (left * left).sum(1, keepdim=True)
-    right_norms = (right * right).sum(1, keepdim=True)
-    distances = left_norms + right_norms.T - 2.0 * (left @ right.T)
-    return distances.clamp_(min=0.0)
+__all__ = ["MMDDetector", "median_bandwidth", "mmd2_unbiased", "permutation_mmd2", "rbf_kernel_matrix",
+           "split_mmd2", "squared_distances"]
 
 
 def median_bandwidth(pooled: torch.Tensor, seed: int = 0) -> float:
@@ -46,20 +48,7 @@ def median_bandwidth(pooled: torch.Tensor, seed: int = 0) -> float:
     Computed on the pooled reference + sample, which does not change under permutations of the pool, so the
     permutation test stays exact.
     """
-    rows = pooled
-    if rows.shape[0] > MEDIAN_MAX_ROWS:
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        keep = torch.randperm(rows.shape[0], generator=generator)[:MEDIAN_MAX_ROWS].to(rows.device)
-        rows = rows[keep]
-    distances = squared_distances(rows, rows)
-    upper = torch.ones_like(distances, dtype=torch.bool).triu_(diagonal=1)
-    median_sq = float(distances[upper].median())
-    if median_sq <= 0.0:
-        # More than half the pairs coincide (e.g. many duplicate rows): fall back to the mean distance.
-        median_sq = float(distances[upper].mean())
-    if median_sq <= 0.0:
-        return 1.0  # all rows identical: any bandwidth gives MMD = 0
-    return float(np.sqrt(median_sq))
+    return PooledDistances(pooled, seed).median()
 
 
 def rbf_kernel_matrix(pooled: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -84,7 +73,9 @@ def split_mmd2(kernel: torch.Tensor, indicators: torch.Tensor, row_sums: torch.T
                grand_total: float | None = None) -> torch.Tensor:
     """Unbiased MMD² of every split given by the rows of ``indicators`` (B x N, 1 = reference side).
 
-    Each row must hold the same number n of ones. One B x N by N x N product; float64 result (B).
+    Each row must hold the same number n of ones; ``kernel`` must have a unit diagonal. One B x N by N x N
+    product; float64 result (B). (The detectors use ``PermutationSplits``, which needs only the symmetric
+    half of the product; this direct form is kept as the readable reference.)
     """
     total = kernel.shape[0]
     n = round(float(indicators[0].sum()))
@@ -106,7 +97,7 @@ def permutation_mmd2(kernel: torch.Tensor, n_reference: int, num_permutations: i
     """Unbiased MMD² of the observed split and of ``num_permutations`` random re-splits, vectorised.
 
     Args:
-        kernel: N x N pooled kernel matrix (float32, any device), reference rows first, unit diagonal.
+        kernel: N x N symmetric pooled kernel matrix (float32, any device), reference rows first.
         n_reference: Rows of the pool that form the reference (the rest is the sample).
         num_permutations: B, the number of random re-splits.
         seed: Seed for the permutations (a fresh generator per call, so results repeat).
@@ -114,34 +105,8 @@ def permutation_mmd2(kernel: torch.Tensor, n_reference: int, num_permutations: i
     Returns:
         (observed statistic, B permuted statistics), float64 tensors on the kernel's device.
     """
-    device = kernel.device
-    total = kernel.shape[0]
-    n = n_reference
-    row_sums = kernel.double().sum(1)
-    grand_total = float(row_sums.sum())
-    generator = torch.Generator(device=device).manual_seed(seed)
-    block = max(1, PERMUTATION_BLOCK_ELEMENTS // total)
-    statistics = []
-    remaining = num_permutations + 1  # row 0: the observed split
-    first = True
-    while remaining > 0:
-        rows = min(block, remaining)
-        indicators = torch.zeros(rows, total, device=device, dtype=kernel.dtype)
-        # Random subset of positions per row: the k smallest of N uniform draws, k = the smaller side
-        # (cheaper top-k); when that is the sample side, the reference indicator is its complement.
-        smaller = min(n, total - n)
-        draws = torch.rand(rows, total, device=device, generator=generator)
-        chosen = draws.topk(smaller, dim=1, largest=False).indices
-        indicators.scatter_(1, chosen, 1.0)
-        if smaller != n:
-            indicators = 1.0 - indicators
-        if first:
-            indicators[0].zero_()
-            indicators[0, :n] = 1.0
-            first = False
-        statistics.append(split_mmd2(kernel, indicators, row_sums, grand_total))
-        remaining -= rows
-    values = torch.cat(statistics)
+    splits = PermutationSplits(kernel.shape[0], n_reference, num_permutations, seed, kernel.device)
+    values = splits.mmd2(kernel)
     return values[0], values[1:]
 
 
@@ -159,7 +124,7 @@ class MMDDetector(DriftDetector):
                  bandwidth: float | str = "median", device: str = "cpu") -> None:
         """Args:
         alpha: Significance level.
-        seed: Seed for the permutations (and the bandwidth subsample for very large pools).
+        seed: Seed for the permutations (and the row hash that picks bandwidth rows above 2,048 rows).
         num_permutations: B, random re-splits of the pool (p-value resolution 1 / (B + 1)).
         bandwidth: "median" (median heuristic on the pooled sample) or a fixed sigma > 0, feature units.
         device: "cpu", "cuda", "cuda:N" or "auto".
@@ -185,13 +150,14 @@ class MMDDetector(DriftDetector):
             sample_tensor = torch.tensor(sample, dtype=torch.float32, device=self.device)
             pooled = torch.cat([self._reference_tensor, sample_tensor])
             n_reference = self._reference_tensor.shape[0]
-            sigma = (median_bandwidth(pooled, self.seed) if self.bandwidth == "median"
-                     else float(self.bandwidth))
-            kernel = rbf_kernel_matrix(pooled, sigma)
-            observed, permuted = permutation_mmd2(kernel, n_reference, self.num_permutations, self.seed)
-            exceed = int((permuted >= observed).sum())
+            distances = PooledDistances(pooled, self.seed)
+            sigma = distances.median() if self.bandwidth == "median" else float(self.bandwidth)
+            kernel = distances.kernel(KernelSpec("gaussian", sigma))
+            del distances  # the kernel is all the permutations need
+            splits = PermutationSplits(len(pooled), n_reference, self.num_permutations, self.seed,
+                                       self.device)
+            p_value, exceed = permutation_p_value(splits.mmd2(kernel))
             statistic = mmd2_unbiased(kernel, n_reference)
-        p_value = (exceed + 1) / (self.num_permutations + 1)
         return statistic, p_value, float(np.sqrt(max(statistic, 0.0))), {
             "sigma": sigma,
             "num_permutations": self.num_permutations,

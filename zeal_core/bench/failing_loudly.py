@@ -1,0 +1,451 @@
+"""``bench failing-loudly``: detection accuracy over a fixed set of shifts, as in Failing Loudly's Table 1.
+
+Rabanser, Günnemann & Lipton, "Failing Loudly: An Empirical Study of Methods for Detecting Dataset Shift"
+(NeurIPS 2019) report, per sample size, the share of shifted samples a detector flags at alpha 0.05,
+averaged over all their shifts (noise, adversarial, knock-out, image transforms, each on 10/50/100 % of the
+sample; 5 random runs each). This benchmark builds the same table for every registered detector on our
+models, with our shift set ``SHIFT_SPECS``: every ImageNet-C common corruption at small / medium / large
+severity (1, 3, 5) on 10 / 50 / 100 % of the sample. Beside it stand the paper's Table 1 rows for its best
+method (BBSD + KS) and its best MMD.
+
+Each trial draws a fresh random split of the validation set: a reference of ``--reference`` images (default
+1,000, the paper's reference size for MMD; at most half the split) and a disjoint sample pool. A null trial
+tests a clean sample of n pool images; a shift trial draws n pool images and gives the spec's share of them
+their shifted embeddings. Every detector sees the same reference and sample in a trial (paired comparisons).
+The model embeds the whole validation split (or a seeded subset of ``--max-images``) once per distinct
+corruption chain (``zeal_core.shifts``), so trials only resample rows. Sizes larger than the pool are
+skipped and reported.
+
+A spec may also carry a class mix (label shift): when ``getattr(spec, "class_mix", None)`` is set, the trial
+draws its sample positions with ``spec.draw_positions(...)`` instead of uniformly (``draw_trial_sample``, the
+one place that knows). New shift kinds are new spec texts in ``SHIFT_SPECS``.
+
+Run: ``python -m zeal_core bench failing-loudly --dataset digits --json`` (``--out reports/bench/X`` also
+writes ``X.json`` and ``X.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zeal_core.bench import script_main
+from zeal_core.progress import ProgressCallback, report
+
+SIZES = (10, 20, 50, 100, 200, 500, 1000)  # the paper's Table 1 columns
+# Every ImageNet-C common corruption x small / medium / large severity x share of the sample affected.
+COMMON_CORRUPTIONS = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)
+SHIFT_SPECS: tuple[str, ...] = tuple(f"{name}:{severity}@{fraction}" for name in COMMON_CORRUPTIONS
+                                     for severity in (1, 3, 5) for fraction in (0.1, 0.5, 1))
+# Rabanser et al. 2019, Table 1 (detection accuracy averaged over all shifts, alpha 0.05), n = SIZES.
+PAPER_ROWS = {
+    "paper: BBSD + KS (best method)": (0.19, 0.28, 0.47, 0.47, 0.51, 0.65, 0.70),
+    "paper: MMD (best MMD)": (0.20, 0.27, 0.40, 0.43, 0.45, 0.53, 0.61),
+}
+NEW_DETECTORS = ("mmd-fuse", "mmd-agg")  # the detectors the targets are about
+BASELINE = "mmd"  # what they must match or beat
+
+
+def _csv(kind: type) -> Any:
+    def parse(text: str) -> tuple:
+        return tuple(kind(part) for part in text.split(",") if part.strip())
+
+    return parse
+
+
+def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
+    """Add ``bench failing-loudly``."""
+    bench = actions.add_parser("failing-loudly", parents=[parent], help="detection accuracy over a fixed "
+                               "shift set per sample size, beside Failing Loudly's Table 1",
+                               description=__doc__.split("\n\n")[0])
+    add_arguments(bench)
+    bench.set_defaults(handler=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options (shared by the ``bench`` action and ``python -m``)."""
+    parser.add_argument("--dataset", default="digits", help="dataset (default digits)")
+    parser.add_argument("--model", default=None, help="model version (default: latest for the dataset)")
+    parser.add_argument("--detectors", type=_csv(str), default=None, help="comma-separated (default all)")
+    parser.add_argument("--sizes", type=_csv(int), default=SIZES, help="comma-separated sample sizes")
+    parser.add_argument("--specs", type=_csv(str), default=None,
+                        help="comma-separated drift specs (default: the documented SHIFT_SPECS)")
+    parser.add_argument("--corruptions", type=_csv(str), default=None,
+                        help="keep only the specs whose first step is one of these corruptions (specs "
+                             "without corruption steps, e.g. class mixes, are always kept)")
+    parser.add_argument("--max-images", type=int, default=None,
+                        help="use a seeded random subset of this many validation images (default all)")
+    parser.add_argument("--reference", type=int, default=1000,
+                        help="reference images per trial (default 1000; at most half the split)")
+    parser.add_argument("--null-trials", type=int, default=300, help="clean trials per size (default 300)")
+    parser.add_argument("--trials", type=int, default=1, help="trials per spec and size (default 1)")
+    parser.add_argument("--permutations", type=int, default=300,
+                        help="permutations of the permutation-test detectors (default 300)")
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--out", default=None, help="write OUT.json and OUT.md (e.g. reports/bench/X)")
+
+
+# Shifts and trials ------------------------------------------------------------------------------------------
+
+
+def shift_embeddings(dataset_name: str, version: str | None, specs: Sequence[Any], device: str,
+                     progress: ProgressCallback | None, max_images: int | None = None, seed: int = 0
+                     ) -> tuple[Any, dict[tuple, Any], Any, dict[str, Any]]:
+    """Clean embeddings of the validation split and, per distinct corruption chain, its shifted embeddings.
+
+    Args:
+        dataset_name: Dataset to load.
+        version: Model version (None: the latest for the dataset).
+        specs: The shifts; each distinct chain of corruption steps is embedded once.
+        device: Where to corrupt and embed.
+        progress: Receives the shift bank's events.
+        max_images: Keep a seeded random subset of this many validation images (None: all), which bounds
+            the embedding time (46 passes over the images for the default shift set).
+        seed: Seed of that subset.
+
+    Returns:
+        (clean Embeddings, {steps: Embeddings of every image under those steps}, dataset, info).
+    """
+    from zeal_core.bench.detectors import load_bench_model
+    from zeal_core.corruptions import DriftSpec
+    from zeal_core.data import load_dataset
+    from zeal_core.device import resolve_device
+    from zeal_core.embed import compute_embeddings
+    from zeal_core.shifts import build_shift_bank
+
+    model, card = load_bench_model(dataset_name, version, device, progress)
+    torch_device = resolve_device(device)
+    dataset = load_dataset(dataset_name)
+    images, labels = dataset.split("val")
+    if max_images is not None and max_images < len(images):
+        keep = np.sort(np.random.default_rng(seed).permutation(len(images))[:max_images])
+        images, labels = images[keep], labels[keep]
+    start = time.perf_counter()
+    clean = compute_embeddings(model, card.model_config, images.to(torch_device), torch_device, labels=labels)
+    chains = sorted({spec.steps for spec in specs if spec.steps})
+    bank = build_shift_bank(model, card.model_config, images, labels,
+                            [DriftSpec(steps=steps) for steps in chains], torch_device, progress=progress)
+    shifted = {item.spec.steps: item.embeddings for item in bank}
+    info = {"version": card.version, "dataset": dataset_name, "val_images": len(clean),
+            "clean_accuracy": clean.accuracy, "corruption_chains": len(chains),
+            "embed_seconds": round(time.perf_counter() - start, 1),
+            "accuracy": {DriftSpec(steps=steps).text: shifted[steps].accuracy for steps in chains}}
+    return clean, shifted, dataset, info
+
+
+def draw_trial_sample(spec: Any, pool_rows: np.ndarray, pool_labels: np.ndarray | None, size: int,
+                      rng: np.random.Generator, class_names: Sequence[str] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """One trial's sample: rows of the split, and which of them carry the spec's corruption steps.
+
+    The one place that knows how a spec turns into a sample. A spec with a class mix (label shift) picks its
+    positions in the pool with ``spec.draw_positions``; any other spec takes a uniform random subset. The
+    corruption steps, if any, then hit a random ``spec.affected_count(size)`` of the sample.
+
+    Args:
+        spec: A DriftSpec.
+        pool_rows: Rows of the split that form this trial's sample pool.
+        pool_labels: Their true labels (needed by class mixes).
+        size: n.
+        rng: The trial's generator.
+        class_names: The dataset's class names, for class mixes.
+    """
+    class_mix = getattr(spec, "class_mix", None)
+    if class_mix:
+        positions = spec.draw_positions(pool_labels, size, int(rng.integers(2**31)), class_names=class_names,
+                                        known_classes=None)
+        rows = pool_rows[np.asarray(positions, dtype=np.int64)]
+    else:
+        rows = pool_rows[rng.permutation(len(pool_rows))[:size]]
+    affected = np.zeros(len(rows), dtype=bool)
+    if spec.steps:
+        affected[rng.permutation(len(rows))[: spec.affected_count(len(rows))]] = True
+    return rows, affected
+
+
+def select_specs(specs: Sequence[Any], corruptions: Sequence[str] | None) -> list[Any]:
+    """The specs whose first corruption step is in ``corruptions`` (all when None), plus step-free ones.
+
+    Raises:
+        ConfigError: No spec is left.
+    """
+    from zeal_core.errors import ConfigError
+
+    kept = [spec for spec in specs
+            if corruptions is None or not spec.steps or spec.steps[0][0] in corruptions]
+    if not kept:
+        raise ConfigError(f"no shift spec uses the corruptions {list(corruptions or [])}")
+    return kept
+
+
+def _split(total: int, reference_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A fresh random split: reference rows and the disjoint sample pool."""
+    order = rng.permutation(total)
+    return order[:reference_size], order[reference_size:]
+
+
+def run_trials(clean: Any, shifted: dict[tuple, Any], specs: Sequence[Any], detectors: Sequence[str],
+               sizes: Sequence[int], reference_size: int, null_trials: int, trials: int, alpha: float,
+               options: dict[str, dict[str, Any]], seed: int, class_names: Sequence[str] | None = None,
+               progress: ProgressCallback | None = None,
+               checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Decisions of every detector on every null and shift trial.
+
+    ``checkpoint``, when given, receives the result so far after each size (long runs keep what they did).
+
+    Returns:
+        JSON-ready dict: ``null[detector][size]`` (list of 0/1 rejections), ``shift[detector][size]`` (list
+        of 0/1 detections, one per spec x trial, specs in order), sizes used and skipped, seconds per
+        detector.
+    """
+    from zeal_core.corruptions import DriftSpec
+    from zeal_core.drift import create_detector, detector_info
+
+    total = len(clean)
+    pool = total - reference_size
+    used = [size for size in sizes if 2 <= size <= pool]
+    kinds = {name: detector_info(name).input_kind for name in detectors}
+    null: dict[str, dict[int, list[int]]] = {name: {size: [] for size in used} for name in detectors}
+    shift: dict[str, dict[int, list[int]]] = {name: {size: [] for size in used} for name in detectors}
+    seconds = dict.fromkeys(detectors, 0.0)
+    rng = np.random.default_rng(seed)
+    clean_spec = DriftSpec.clean()
+
+    def result(done: list[int]) -> dict[str, Any]:
+        return {"sizes": done, "skipped_sizes": [size for size in sizes if size not in used],
+                "reference_size": reference_size, "pool_size": pool, "null_trials": null_trials,
+                "trials_per_spec": trials, "specs": [spec.text for spec in specs], "alpha": alpha,
+                "null": {name: {size: null[name][size] for size in done} for name in detectors},
+                "shift": {name: {size: shift[name][size] for size in done} for name in detectors},
+                "detector_seconds": {name: round(value, 1) for name, value in seconds.items()}}
+
+    def one_trial(spec: Any, size: int, trial_seed: int, into: dict[str, dict[int, list[int]]]) -> None:
+        reference_rows, pool_rows = _split(total, reference_size, rng)
+        labels = None if clean.labels is None else clean.labels[pool_rows]
+        rows, affected = draw_trial_sample(spec, pool_rows, labels, size, rng, class_names)
+        chain = shifted.get(spec.steps)
+        for name in detectors:
+            kind = kinds[name]
+            sample = np.array(getattr(clean, kind)[rows])
+            if chain is not None and affected.any():
+                sample[affected] = getattr(chain, kind)[rows[affected]]
+            start = time.perf_counter()
+            detector = create_detector(name, alpha=alpha, seed=trial_seed, **options.get(name, {}))
+            result = detector.fit(getattr(clean, kind)[reference_rows]).test(sample)
+            seconds[name] += time.perf_counter() - start
+            into[name][size].append(int(result.p_value < alpha))
+
+    for step, size in enumerate(used):
+        for trial in range(null_trials):
+            one_trial(clean_spec, size, trial, null)
+        for index, spec in enumerate(specs):
+            for trial in range(trials):
+                one_trial(spec, size, index * trials + trial, shift)
+        report(progress, "failing-loudly", step + 1, len(used), f"size {size} done")
+        if checkpoint is not None:
+            checkpoint(result(used[: step + 1]))
+    return result(used)
+
+
+# Summaries --------------------------------------------------------------------------------------------------
+
+
+def summarise(trials: dict[str, Any]) -> dict[str, Any]:
+    """Rates with standard errors, breakdowns by severity and fraction, and the issue's target checks."""
+    from zeal_core.corruptions import DriftSpec
+
+    alpha = trials["alpha"]
+    sizes = trials["sizes"]
+    specs = [DriftSpec.parse(text) for text in trials["specs"]]
+    per_spec = trials["trials_per_spec"]
+    calibrated_se = {size: math.sqrt(alpha * (1 - alpha) / max(trials["null_trials"], 1)) for size in sizes}
+    fpr, accuracy, by_fraction, by_severity = {}, {}, {}, {}
+    for name, cells in trials["null"].items():
+        fpr[name] = {size: _rate(cells[size]) for size in sizes}
+    for name, cells in trials["shift"].items():
+        accuracy[name] = {size: _rate(cells[size]) for size in sizes}
+        hits = np.array([cells[size] for size in sizes], dtype=float)  # sizes x (specs * trials)
+        spec_of = np.repeat(np.arange(len(specs)), per_spec)
+        by_fraction[name] = _breakdown(hits, spec_of, [spec.fraction for spec in specs])
+        severities = [spec.steps[0][1] if spec.steps else 0.0 for spec in specs]
+        by_severity[name] = _breakdown(hits, spec_of, severities)
+    checks = _targets(trials, fpr, calibrated_se)
+    return {"false_positive_rate": fpr, "calibrated_se": calibrated_se, "accuracy": accuracy,
+            "accuracy_by_fraction": by_fraction, "accuracy_by_severity": by_severity, "targets": checks}
+
+
+def _rate(decisions: list[int]) -> dict[str, float]:
+    """Share of 1s with its binomial standard error (an upper bound for a mix of shifts)."""
+    count = len(decisions)
+    rate = float(np.mean(decisions)) if count else float("nan")
+    error = math.sqrt(rate * (1 - rate) / count) if count else float("nan")
+    return {"rate": rate, "se": error, "trials": count}
+
+
+def _breakdown(hits: np.ndarray, spec_of: np.ndarray, keys: list[float]) -> dict[str, float]:
+    """Mean detection over all sizes for each value of a spec attribute (fraction or severity)."""
+    key_of = np.array(keys)[spec_of]
+    return {f"{key:g}": round(float(hits[:, key_of == key].mean()), 3) for key in sorted(set(keys))}
+
+
+def _targets(trials: dict[str, Any], fpr: dict[str, Any], calibrated_se: dict[int, float]) -> dict[str, Any]:
+    """The issue's checks: calibration of the new detectors, and power against ``mmd`` (paired)."""
+    alpha, sizes = trials["alpha"], trials["sizes"]
+    present = [name for name in NEW_DETECTORS if name in trials["shift"]]
+    calibration = {name: {size: fpr[name][size]["rate"] <= alpha + 2 * calibrated_se[size] for size in sizes}
+                   for name in present} if trials["null_trials"] else {}
+    power: dict[str, Any] = {}
+    if BASELINE in trials["shift"]:
+        for name in present:
+            cells = {}
+            for size in sizes:
+                difference = np.array(trials["shift"][name][size]) - np.array(trials["shift"][BASELINE][size])
+                cells[size] = {"difference": round(float(difference.mean()), 4),
+                               "se": round(float(difference.std(ddof=1) / math.sqrt(len(difference))), 4)
+                               if len(difference) > 1 else float("nan")}
+            power[name] = cells
+    best = {size: max((power[name][size]["difference"] for name in power), default=float("nan"))
+            for size in sizes}
+    return {"calibration_within_alpha_plus_2se": calibration,
+            "all_calibrated": all(all(cells.values()) for cells in calibration.values()) if calibration
+            else None,
+            "paired_difference_vs_mmd": power,
+            "best_new_minus_mmd": best,
+            "new_at_least_mmd_every_n": bool(power) and all(value >= 0 for value in best.values()),
+            "new_above_mmd_n_le_200": bool(power) and all(best[size] > 0 for size in sizes if size <= 200)}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The accuracy table beside the paper's rows, the false-positive table, breakdowns and target checks."""
+    trials, summary = result["trials"], result["summary"]
+    sizes = trials["sizes"]
+    head = "| detector | " + " | ".join(f"n={size}" for size in sizes) + " |"
+    rule = "|---" * (len(sizes) + 1) + "|"
+    tests = len(trials["specs"]) * trials["trials_per_spec"]
+    lines = [f"Detection accuracy at alpha {trials['alpha']:g}, averaged over {len(trials['specs'])} shifts "
+             f"({trials['trials_per_spec']} trial(s) each, so {tests} tests per cell; ± one binomial "
+             f"standard error, an upper bound for a mix of shifts); reference {trials['reference_size']} "
+             "images:",
+             "", head, rule]
+    for label, row in PAPER_ROWS.items():
+        values = dict(zip(SIZES, row, strict=True))
+        lines.append(f"| {label} | " + " | ".join(f"{values[size]:.2f}" if size in values else "-"
+                                                   for size in sizes) + " |")
+    for name, cells in summary["accuracy"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{cells[size]['rate']:.2f} ± {cells[size]['se']:.2f}"
+                                                  for size in sizes) + " |")
+    se = next(iter(summary["calibrated_se"].values()), float("nan"))
+    if trials["null_trials"]:
+        lines += ["", f"False-positive rate, clean vs clean ({trials['null_trials']} trials per size; a "
+                  f"calibrated detector's standard error is {se:.3f}, so alpha + 2 SE = "
+                  f"{trials['alpha'] + 2 * se:.3f}):", "", head, rule]
+        for name, cells in summary["false_positive_rate"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{cells[size]['rate']:.3f}" for size in sizes) + " |")
+    fractions = sorted({key for cells in summary["accuracy_by_fraction"].values() for key in cells},
+                       key=float)
+    severities = sorted({key for cells in summary["accuracy_by_severity"].values() for key in cells},
+                        key=float)
+    lines += ["", "Detection accuracy by share of the sample affected and by severity (mean over all sizes):",
+              "",
+              "| detector | " + " | ".join(f"{key} affected" for key in fractions) + " | "
+              + " | ".join(f"severity {key}" for key in severities) + " |",
+              "|---" * (len(fractions) + len(severities) + 1) + "|"]
+    for name in summary["accuracy"]:
+        lines.append(f"| {name} | " + " | ".join(f"{summary['accuracy_by_fraction'][name][key]:.2f}"
+                                                  for key in fractions) + " | "
+                     + " | ".join(f"{summary['accuracy_by_severity'][name][key]:.2f}" for key in severities)
+                     + " |")
+    targets = summary["targets"]
+    if targets["paired_difference_vs_mmd"]:
+        lines += ["", "Paired difference in detection rate against mmd (same trials; ± standard error):", "",
+                  head, rule]
+        for name, cells in targets["paired_difference_vs_mmd"].items():
+            lines.append(f"| {name} - mmd | " + " | ".join(
+                f"{cells[size]['difference']:+.3f} ± {cells[size]['se']:.3f}" for size in sizes) + " |")
+    lines += ["", f"Targets: new detectors within alpha + 2 SE in every cell: {targets['all_calibrated']}; "
+              f"a new detector >= mmd at every n: {targets['new_at_least_mmd_every_n']}; above mmd at every "
+              f"n <= 200: {targets['new_above_mmd_n_le_200']}."]
+    if trials["skipped_sizes"]:
+        lines.append(f"Sizes skipped (larger than the {trials['pool_size']}-image sample pool): "
+                     f"{', '.join(str(size) for size in trials['skipped_sizes'])}.")
+    return "\n".join(lines)
+
+
+# Entry points -----------------------------------------------------------------------------------------------
+
+
+def bench_failing_loudly(args: argparse.Namespace, progress: ProgressCallback | None = None
+                         ) -> dict[str, Any]:
+    """Run the benchmark described in the module docstring; returns a JSON-ready dict."""
+    import torch
+
+    from zeal_core.bench.detectors import grid_options
+    from zeal_core.corruptions import DriftSpec
+    from zeal_core.device import resolve_device
+    from zeal_core.drift import list_detectors
+    from zeal_core.fileio import atomic_write_text
+    from zeal_core.jsonable import to_jsonable
+
+    start = time.perf_counter()
+    device = str(resolve_device(args.device))
+    specs = select_specs([DriftSpec.parse(text) for text in (args.specs or SHIFT_SPECS)], args.corruptions)
+    detectors = list(args.detectors or list_detectors())
+    clean, shifted, dataset, info = shift_embeddings(args.dataset, args.model, specs, device, progress,
+                                                     args.max_images, args.seed)
+    reference_size = min(args.reference, (len(clean) + 1) // 2)
+    options = grid_options(detectors, args.permutations, device)
+    partial = Path(f"{args.out}.partial.json") if args.out else None
+
+    def checkpoint(done: dict[str, Any]) -> None:
+        if partial is not None:  # what a long run has done survives an interruption
+            atomic_write_text(partial, json.dumps(to_jsonable({"features": info, "trials": done})))
+
+    trials = run_trials(clean, shifted, specs, detectors, args.sizes, reference_size, args.null_trials,
+                        args.trials, args.alpha, options, args.seed, class_names=dataset.class_names,
+                        progress=progress, checkpoint=checkpoint)
+    result = {"device": device, "torch_threads": torch.get_num_threads(), "features": info,
+              "permutations": args.permutations, "trials": trials}
+    result["summary"] = summarise(trials)
+    result["table"] = markdown(result)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    if args.out:
+        out = Path(args.out)
+        atomic_write_text(out.with_suffix(".json"), json.dumps(to_jsonable(result)))
+        atomic_write_text(out.with_suffix(".md"), result["table"] + "\n")
+        Path(f"{args.out}.partial.json").unlink(missing_ok=True)
+    return result
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Handler of ``python -m zeal_core bench failing-loudly``."""
+    from zeal_core.cli import stderr_progress
+
+    return bench_failing_loudly(args, progress=stderr_progress)
+
+
+def _show(result: dict[str, Any]) -> None:
+    print(result["table"], file=sys.stderr)
+    print(json.dumps({key: value for key, value in result.items() if key != "trials"}, default=str, indent=1))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m zeal_core.bench.failing_loudly [options]``: prints the tables, then the JSON."""
+    return script_main(__doc__, add_arguments, run, _show, argv,
+                       prog="python -m zeal_core.bench.failing_loudly")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

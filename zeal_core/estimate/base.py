@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from zeal_core.drift.base import check_int, single_threaded_blas
 from zeal_core.embed import Embeddings
 from zeal_core.errors import ConfigError
 from zeal_core.estimate.calibration import Calibration
@@ -86,8 +87,6 @@ def check_level(level: Any) -> float:
 
 def check_replicates(value: Any) -> int:
     """Bootstrap replicates as an int >= 1 (100 or more for a usable interval), else ConfigError."""
-    from zeal_core.drift.base import check_int
-
     return check_int(value, "bootstrap", 1, 100_000)
 
 
@@ -179,7 +178,8 @@ class AccuracyEstimator(abc.ABC):
         self.reference_accuracy = float((reference.preds == labels).mean())
         self.calibration = calibration
         try:
-            self._fit(reference, list(bank) if bank else [])
+            with single_threaded_blas():
+                self._fit(reference, list(bank) if bank else [])
         except BaseException:
             self.calibration = None
             raise
@@ -203,7 +203,8 @@ class AccuracyEstimator(abc.ABC):
                               f"was fitted for {self.num_classes}: use the same model for both")
         self._check_views(sample, "sample")
         start = time.perf_counter()
-        accuracy, low, high, details = self._estimate(sample.without_labels())
+        with single_threaded_blas():  # small matrices: BLAS threads only spin (see drift.base)
+            accuracy, low, high, details = self._estimate(sample.without_labels())
         accuracy = float(np.clip(accuracy, 0.0, 1.0))
         low = float(np.clip(min(low, accuracy), 0.0, 1.0))
         high = float(np.clip(max(high, accuracy), 0.0, 1.0))

@@ -1,12 +1,12 @@
-"""Prior-matched ATC (ours): ATC after moving the model's class shares back to the reference's.
+"""Prior-matched ATC (ours): ATC after moving the model's class shares back to where they were on the reference.
 
 Confidence-based estimators fail when a shift makes the model confidently wrong. On the digits model, fog,
 contrast, spatter and strong rotations send most images to one or two classes at 80-95 % confidence: the
 accuracy falls to 10-40 % while AC and ATC stay near 90 %. What gives such a shift away without labels is
 the prediction histogram: the model's average soft prediction h = (1/n) sum_i p_i (calibrated
-probabilities) moves far from the class shares pi of the reference, although the images still come from
-the same classes. If the class shares did not change (no label shift), mass the model puts on a class
-beyond its share must be misplaced.
+probabilities) moves far from its average h_R on the clean reference, although the images still come from
+the same classes. If the class shares did not change (no label shift), the mass the model puts on a class
+beyond its usual share must be misplaced.
 
 The estimator assumes exactly that: the sample's classes follow the reference's shares, up to sampling
 noise. It reweights every item's calibrated probabilities by one factor per class,
@@ -15,24 +15,26 @@ noise. It reweights every item's calibrated probabilities by one factor per clas
 
 (the KL projection of the matrix of posteriors onto those with class marginal q, i.e. the fixed point of
 iterative proportional fitting, found here by Newton's method; the same class-weight form as Saerens et
-al. 2002's prior adjustment, but pulling towards a fixed prior instead of away from it). The target q
+al. 2002's prior adjustment, but pulling towards a fixed marginal instead of away from it). The target q
 allows for sampling noise: each class share may differ from the reference's by up to ``strength``
-standard errors of the difference of two sample shares,
+standard errors of the difference of two sample means,
 
-    q_c = pi_c + clip(h_c - pi_c, -z se_c, z se_c),   se_c = sqrt(pi_c (1 - pi_c) (1/n + 1/n_R)),
+    q_c = h_R,c + clip(h_c - h_R,c, -z se_c, z se_c),   se_c = s_c sqrt(1/n + 1/n_R),
 
-then renormalised; a clean sample (h within noise of pi) is left unchanged, so the estimator reduces to
+with s_c^2 the variance of p_ic over the reference's items, then renormalised. Matching towards the model's
+own shares h_R (rather than the label shares) leaves the reference untouched and needs no class-wise
+calibration; a clean sample (h within noise of h_R) is left nearly unchanged, so the estimator reduces to
 ATC there. Finally ATC is applied to the matched probability of the model's own prediction,
 
     estimate = (1/n) sum_i 1[log p'_{i, yhat_i} > t],   yhat_i = argmax_c p_ic,
 
-with t the ATC threshold fitted on the (matched) reference. The interval is a percentile bootstrap that
-repeats the whole procedure, matching included, on every resample of the sample's items, paired with a
-resample of the reference (its own class shares and threshold, refitted at fit time).
+with t the ATC threshold fitted on the reference. The interval is a percentile bootstrap that repeats the
+whole procedure, matching included, on every resample of the sample's items, paired with a resample of the
+reference (its own shares h_R and threshold, refitted at fit time).
 
 Where it fails: under label shift (a batch of one class) it reads the class imbalance as model error and
-underestimates; ``details["class_shift"]`` (total variation between h and pi) and ``details["matched"]``
-say how much the matching moved the estimate, so a caller can show both numbers.
+underestimates; ``details["class_shift"]`` (total variation between h and h_R) and ``details["matched"]``
+(how far the matching moved the estimate from plain ATC) let a caller show both numbers.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ if TYPE_CHECKING:
 DEFAULT_STRENGTH = 1.0  # z: class shares may move by this many standard errors before matching acts
 MATCH_TOLERANCE = 1e-4  # stop when every class share is this close to its target (well below 1/n, n <= 1000)
 MATCH_ITERATIONS = 50  # Newton steps at most (5-10 usually suffice from zero)
+# Newton steps for a bootstrap resample (started from the whole sample's solution): enough to bring the
+# shares of typical resamples within 1e-3 of their targets; a few ill-conditioned ones (near one-hot
+# probabilities) stop short, which moves an interval end by well under its bootstrap noise.
+RESAMPLE_ITERATIONS = 5
+LINE_SEARCH_HALVINGS = 12  # step halvings per Newton step before a sample counts as converged
+RIDGE = 1e-9  # added to the Hessian's diagonal (a class whose matched share fell to ~0 makes it singular)
 SHARE_FLOOR = 1e-9  # target shares and probabilities are kept above this (a class the reference lacks)
 # Bootstrap replicates by default: fewer than the other estimators' 500, as each repeats the matching
 # (the 5 % / 95 % quantiles then move by ~0.5 points between seeds at n = 100).
@@ -64,21 +72,21 @@ BOOTSTRAP = 200
 CHUNK_ELEMENTS = 2_000_000  # samples x items x classes matched at once (bounds memory to ~16 MB a buffer)
 
 
-def target_shares(mean_probs: np.ndarray, prior: np.ndarray, n: int, reference_n: int,
-                  strength: float) -> np.ndarray:
-    """The class shares q the matching aims for: the prior, moved towards the sample by <= z standard errors.
+def target_shares(mean_probs: np.ndarray, reference_shares: np.ndarray, spread: np.ndarray, n: int,
+                  reference_n: int, strength: float) -> np.ndarray:
+    """The class shares q the matching aims for: the reference's, moved towards the sample's by <= z SE.
 
     Args:
         mean_probs: S x C average calibrated probabilities h of S samples.
-        prior: C class shares of the reference.
+        reference_shares: C (or S x C) average calibrated probabilities h_R on the reference.
+        spread: C variances of the calibrated probabilities over the reference's items.
         n: Items per sample.
         reference_n: Items in the reference (its shares are noisy too).
         strength: z.
     """
-    floor = 0.5 / reference_n  # a class absent from the reference still gets a little room
-    spread = np.maximum(prior, floor) * (1.0 - prior)
     standard_error = np.sqrt(spread * (1.0 / n + 1.0 / reference_n))
-    target = prior + np.clip(mean_probs - prior, -strength * standard_error, strength * standard_error)
+    band = strength * standard_error
+    target = reference_shares + np.clip(mean_probs - reference_shares, -band, band)
     target = np.maximum(target, SHARE_FLOOR)
     return target / target.sum(axis=-1, keepdims=True)
 
@@ -105,8 +113,8 @@ def _evaluate(probs: np.ndarray, counts: np.ndarray, shift: np.ndarray, target: 
     return _Matching(objective, shares, denominators, weights)
 
 
-def match_prior(probs: np.ndarray, counts: np.ndarray, target: np.ndarray, start: np.ndarray | None = None
-                ) -> np.ndarray:
+def match_prior(probs: np.ndarray, counts: np.ndarray, target: np.ndarray, start: np.ndarray | None = None,
+                iterations: int = MATCH_ITERATIONS) -> np.ndarray:
     """Log class weights u that make the reweighted probabilities' class shares equal ``target``.
 
     Item i of sample s is counted ``counts[s, i]`` times (1 for the sample itself; bootstrap counts for a
@@ -124,6 +132,7 @@ def match_prior(probs: np.ndarray, counts: np.ndarray, target: np.ndarray, start
         counts: S x n non-negative item counts, each row summing to n.
         target: S x C class shares (rows sum to 1).
         start: S x C (or C) log-weights to start from, e.g. the whole sample's solution for its resamples.
+        iterations: Newton steps at most.
 
     Returns:
         S x C log-weights (defined up to a constant per row).
@@ -135,7 +144,7 @@ def match_prior(probs: np.ndarray, counts: np.ndarray, target: np.ndarray, start
     objective, shares = state.objective.copy(), state.shares.copy()
     denominators, weights = state.denominators.copy(), state.weights.copy()
     todo = np.arange(samples)  # samples still being matched
-    for _ in range(MATCH_ITERATIONS):
+    for _ in range(iterations):
         gradient = shares[todo] - target[todo]
         keep = np.abs(gradient).max(axis=1) >= MATCH_TOLERANCE
         todo, gradient = todo[keep], gradient[keep]
@@ -144,26 +153,29 @@ def match_prior(probs: np.ndarray, counts: np.ndarray, target: np.ndarray, start
         hessian = _hessian(probs, counts[todo], denominators[todo], weights[todo], shares[todo])
         step = -np.linalg.solve(hessian, gradient[..., None])
         scale = np.ones(len(todo))
-        for _ in range(30):  # halve the step where it would not lower the objective
+        for _ in range(LINE_SEARCH_HALVINGS):  # halve the step where it would not lower the objective
             trial = shift[todo] + scale[:, None] * step[..., 0]
             state = _evaluate(probs, counts[todo], trial, target[todo])
             worse = state.objective > objective[todo] + 1e-10 * np.maximum(1.0, np.abs(objective[todo]))
             if not worse.any():
                 break
             scale = np.where(worse, scale / 2.0, scale)
-        shift[todo], objective[todo], shares[todo] = trial, state.objective, state.shares
-        denominators[todo], weights[todo] = state.denominators, state.weights
+        better = ~worse  # a sample whose step still does not help is as close as Newton gets it: it stops
+        todo = todo[better]
+        shift[todo], objective[todo], shares[todo] = trial[better], state.objective[better], state.shares[better]
+        denominators[todo], weights[todo] = state.denominators[better], state.weights[better]
     return shift
 
 
 def _hessian(probs: np.ndarray, counts: np.ndarray, denominators: np.ndarray, weights: np.ndarray,
              shares: np.ndarray) -> np.ndarray:
-    """S x C x C: diag(shares) - (1/n) sum_i c_i p'_i p'_i^T + 11^T/C (from ``_evaluate``'s quantities)."""
+    """S x C x C: diag(shares) - (1/n) sum_i c_i p'_i p'_i^T + 11^T/C + ridge (from ``_evaluate``'s output)."""
     classes = probs.shape[1]
     item_weight = counts / denominators**2 / counts.sum(axis=1, keepdims=True)  # S x n
     second = np.matmul(probs.T[None] * item_weight[:, None, :], probs)  # S x C x C: sum_i a_i p_i p_i^T
     second *= weights[:, :, None] * weights[:, None, :]
-    return np.eye(classes) * shares[:, None, :] - second + 1.0 / classes
+    # + 11^T/C fixes the free constant; a tiny ridge keeps a class with no mass left solvable
+    return np.eye(classes) * (shares[:, None, :] + RIDGE) - second + 1.0 / classes
 
 
 def matched_prediction_probs(probs: np.ndarray, shift: np.ndarray) -> np.ndarray:
@@ -198,40 +210,42 @@ class PriorMatchedATC(AccuracyEstimator):
         self.strength = value
 
     def _fit(self, reference: Embeddings, bank: list[ShiftedSet]) -> None:
-        labels = np.asarray(reference.labels, dtype=np.int64)
         probs = self.calibrated_probs(reference)
-        correct = reference.preds == labels
-        self.reference_n = len(labels)
-        self.prior = np.bincount(labels, minlength=self.num_classes) / len(labels)
-        scores, _ = self.matched_scores(probs, np.ones((1, len(labels))), self.prior)
+        correct = reference.preds == reference.labels
+        self.reference_n = len(probs)
+        self.shares = probs.mean(axis=0)
+        # a class the model hardly ever predicts still gets the noise of one item
+        self.spread = np.maximum(probs.var(axis=0), 1.0 / self.reference_n)
+        scores, _ = self.matched_scores(probs, np.ones((1, len(probs))), self.shares)
         self.threshold = atc_threshold(np.log(scores[0]), self.reference_accuracy)
         # the same fit on every resample of the reference, for the interval
-        rows = self.reference_rows(len(labels))
-        self.replicate_priors = np.stack([np.bincount(labels[row], minlength=self.num_classes) / len(row)
-                                          for row in rows])
+        rows = self.reference_rows(len(probs))
+        self.replicate_shares = np.stack([probs[row].mean(axis=0) for row in rows])
         self.replicate_thresholds = np.empty(len(rows))
-        for start, stop in self._chunks(len(rows), len(labels)):
-            counts = _counts(rows[start:stop], len(labels))
-            scores, _ = self.matched_scores(probs, counts, self.replicate_priors[start:stop])
+        for start, stop in self._chunks(len(rows), len(probs)):
+            counts = _counts(rows[start:stop], len(probs))
+            scores, _ = self.matched_scores(probs, counts, self.replicate_shares[start:stop])
             for offset, row in enumerate(rows[start:stop]):
                 self.replicate_thresholds[start + offset] = atc_threshold(np.log(scores[offset, row]),
                                                                           correct[row].mean())
         self.fit_details = {"threshold": self.threshold, "strength": self.strength,
-                            "class_shares": self.prior.tolist()}
+                            "reference_shares": self.shares.tolist()}
 
-    def matched_scores(self, probs: np.ndarray, counts: np.ndarray, prior: np.ndarray,
-                       start: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def matched_scores(self, probs: np.ndarray, counts: np.ndarray, shares: np.ndarray,
+                       start: np.ndarray | None = None, iterations: int = MATCH_ITERATIONS
+                       ) -> tuple[np.ndarray, np.ndarray]:
         """Matched probabilities of the predicted classes (S x n) and the log class weights (S x C).
 
         Args:
             probs: n x C calibrated probabilities.
             counts: S x n item counts: one row per sample (ones for the items themselves).
-            prior: C (or S x C) reference class shares to match towards.
+            shares: C (or S x C) class shares of the model on the reference, to match towards.
             start: Log-weights to start the matching from.
+            iterations: Newton steps at most.
         """
         n = probs.shape[0]
-        target = target_shares(counts @ probs / n, prior, n, self.reference_n, self.strength)
-        shift = match_prior(probs, counts, target, start)
+        target = target_shares(counts @ probs / n, shares, self.spread, n, self.reference_n, self.strength)
+        shift = match_prior(probs, counts, target, start, iterations)
         return matched_prediction_probs(probs, shift), shift
 
     def _chunks(self, replicates: int, n: int) -> list[tuple[int, int]]:
@@ -241,18 +255,19 @@ class PriorMatchedATC(AccuracyEstimator):
     def _estimate(self, sample: Embeddings) -> tuple[float, float, float, dict[str, Any]]:
         probs = self.calibrated_probs(sample)
         n = len(probs)
-        scores, shift = self.matched_scores(probs, np.ones((1, n)), self.prior)
+        scores, shift = self.matched_scores(probs, np.ones((1, n)), self.shares)
         accuracy = float((np.log(scores[0]) > self.threshold).mean())
         replicates = np.empty(self.bootstrap)
         rows = self.sample_rows(n)
         for start, stop in self._chunks(self.bootstrap, n):
             counts = _counts(rows[start:stop], n)
-            resampled, _ = self.matched_scores(probs, counts, self.replicate_priors[start:stop], start=shift)
+            resampled, _ = self.matched_scores(probs, counts, self.replicate_shares[start:stop], start=shift,
+                                               iterations=RESAMPLE_ITERATIONS)
             above = np.log(resampled) > self.replicate_thresholds[start:stop, None]
             replicates[start:stop] = (above * counts).sum(axis=1) / n
         low, high = self.interval(accuracy, replicates)
         unmatched = float((np.log(probs.max(axis=1)) > self.threshold).mean())
-        class_shift = 0.5 * float(np.abs(probs.mean(axis=0) - self.prior).sum())
+        class_shift = 0.5 * float(np.abs(probs.mean(axis=0) - self.shares).sum())
         return accuracy, low, high, {"threshold": self.threshold, "unmatched_atc": unmatched,
                                      "matched": accuracy - unmatched, "class_shift": class_shift,
                                      "class_weights": np.exp(shift[0] - shift[0].max()).tolist()}

@@ -1,4 +1,4 @@
-"""Prior-matched ATC (ours): ATC after moving the model's class shares back to where they were on the reference.
+"""Prior-matched ATC (ours): ATC after moving the model's class shares back to their reference values.
 
 Confidence-based estimators fail when a shift makes the model confidently wrong. On the digits model, fog,
 contrast, spatter and strong rotations send most images to one or two classes at 80-95 % confidence: the
@@ -52,11 +52,17 @@ from zeal_core.estimate.base import (
     AccuracyEstimator,
     register_estimator,
 )
+from zeal_core.estimate.feature_shift import FeatureShift, gate
 
 if TYPE_CHECKING:
     from zeal_core.shifts import ShiftedSet
 
 DEFAULT_STRENGTH = 1.0  # z: class shares may move by this many standard errors before matching acts
+# The covariate-shift gate, in units of the feature shift r (mean log ratio of nearest-reference distances,
+# see feature_shift): below 0.05 (neighbours < 5 % farther than usual) nothing is matched; from 0.25 (28 %
+# farther) matching acts at full strength.
+GATE_LOW = 0.05
+GATE_HIGH = 0.25
 MATCH_TOLERANCE = 1e-4  # stop when every class share is this close to its target (well below 1/n, n <= 1000)
 MATCH_ITERATIONS = 50  # Newton steps at most (5-10 usually suffice from zero)
 # Newton steps for a bootstrap resample (started from the whole sample's solution): enough to bring the
@@ -162,14 +168,15 @@ def match_prior(probs: np.ndarray, counts: np.ndarray, target: np.ndarray, start
             scale = np.where(worse, scale / 2.0, scale)
         better = ~worse  # a sample whose step still does not help is as close as Newton gets it: it stops
         todo = todo[better]
-        shift[todo], objective[todo], shares[todo] = trial[better], state.objective[better], state.shares[better]
+        shift[todo], objective[todo] = trial[better], state.objective[better]
+        shares[todo] = state.shares[better]
         denominators[todo], weights[todo] = state.denominators[better], state.weights[better]
     return shift
 
 
 def _hessian(probs: np.ndarray, counts: np.ndarray, denominators: np.ndarray, weights: np.ndarray,
              shares: np.ndarray) -> np.ndarray:
-    """S x C x C: diag(shares) - (1/n) sum_i c_i p'_i p'_i^T + 11^T/C + ridge (from ``_evaluate``'s output)."""
+    """S x C x C: diag(shares) - (1/n) sum_i c_i p'_i p'_i^T + 11^T/C + ridge (``_evaluate``'s output)."""
     classes = probs.shape[1]
     item_weight = counts / denominators**2 / counts.sum(axis=1, keepdims=True)  # S x n
     second = np.matmul(probs.T[None] * item_weight[:, None, :], probs)  # S x C x C: sum_i a_i p_i p_i^T
@@ -188,26 +195,33 @@ def matched_prediction_probs(probs: np.ndarray, shift: np.ndarray) -> np.ndarray
 
 @register_estimator
 class PriorMatchedATC(AccuracyEstimator):
-    """ATC on probabilities matched to the reference's class shares (see the module docstring)."""
+    """ATC on probabilities matched to the model's reference class shares (see the module docstring)."""
 
     name = "pm-atc"
-    description = ("ATC after reweighting classes to the reference's class shares: catches a model that "
-                   "is confidently wrong on many images at once (ours; assumes no label shift)")
+    description = ("ATC after pulling the model's class shares back to the reference's when the images "
+                   "moved: catches a model that is confidently wrong on many images at once (ours)")
 
-    def __init__(self, strength: float = DEFAULT_STRENGTH, level: float = DEFAULT_LEVEL,
-                 bootstrap: int = BOOTSTRAP, seed: int = 0) -> None:
+    def __init__(self, strength: float = DEFAULT_STRENGTH, gate_low: float = GATE_LOW,
+                 gate_high: float = GATE_HIGH, level: float = DEFAULT_LEVEL, bootstrap: int = BOOTSTRAP,
+                 seed: int = 0) -> None:
         """Args:
         strength: z, how many standard errors a class share may move before it counts as misplaced mass
             (0: match the reference shares exactly; larger: trust the model's class shares more).
+        gate_low: Feature shift r (mean log-distance ratio, ``feature_shift``) below which the images
+            count as unmoved and nothing is matched (the estimate is plain ATC).
+        gate_high: r above which matching acts at full strength (z / gate in between).
         level: Two-sided coverage of the interval.
         bootstrap: Bootstrap replicates (each repeats the matching).
         seed: Seeds the bootstrap.
         """
         super().__init__(level=level, bootstrap=bootstrap, seed=seed)
-        value = float(strength)
+        value, low, high = float(strength), float(gate_low), float(gate_high)
         if not np.isfinite(value) or value < 0:
             raise ConfigError(f"strength must be a number >= 0 (standard errors), got {strength!r}")
-        self.strength = value
+        if not (np.isfinite(low) and np.isfinite(high) and low < high):
+            raise ConfigError(f"gate_low must be below gate_high (log-distance ratios), got {gate_low!r} and "
+                              f"{gate_high!r}")
+        self.strength, self.gate_low, self.gate_high = value, low, high
 
     def _fit(self, reference: Embeddings, bank: list[ShiftedSet]) -> None:
         probs = self.calibrated_probs(reference)
@@ -216,37 +230,46 @@ class PriorMatchedATC(AccuracyEstimator):
         self.shares = probs.mean(axis=0)
         # a class the model hardly ever predicts still gets the noise of one item
         self.spread = np.maximum(probs.var(axis=0), 1.0 / self.reference_n)
-        scores, _ = self.matched_scores(probs, np.ones((1, len(probs))), self.shares)
-        self.threshold = atc_threshold(np.log(scores[0]), self.reference_accuracy)
+        # the reference is its own target (shift 0, gate 0): its matched scores are its plain scores
+        scores = np.log(matched_prediction_probs(probs, np.zeros((1, self.num_classes)))[0])
+        self.threshold = atc_threshold(scores, self.reference_accuracy)
+        self.feature_shift = FeatureShift(reference.features, reference.preds, self.num_classes, self.seed)
+        items = self.feature_shift.reference_items
         # the same fit on every resample of the reference, for the interval
         rows = self.reference_rows(len(probs))
         self.replicate_shares = np.stack([probs[row].mean(axis=0) for row in rows])
-        self.replicate_thresholds = np.empty(len(rows))
-        for start, stop in self._chunks(len(rows), len(probs)):
-            counts = _counts(rows[start:stop], len(probs))
-            scores, _ = self.matched_scores(probs, counts, self.replicate_shares[start:stop])
-            for offset, row in enumerate(rows[start:stop]):
-                self.replicate_thresholds[start + offset] = atc_threshold(np.log(scores[offset, row]),
-                                                                          correct[row].mean())
+        self.replicate_thresholds = np.array([atc_threshold(scores[row], correct[row].mean())
+                                              for row in rows])
+        item_rows = self.reference_rows(len(items))
+        self.item_base = float(items.mean())
+        self.replicate_item_base = items[item_rows].mean(axis=1)
         self.fit_details = {"threshold": self.threshold, "strength": self.strength,
-                            "reference_shares": self.shares.tolist()}
+                            "gate": [self.gate_low, self.gate_high], "reference_shares": self.shares.tolist()}
 
     def matched_scores(self, probs: np.ndarray, counts: np.ndarray, shares: np.ndarray,
-                       start: np.ndarray | None = None, iterations: int = MATCH_ITERATIONS
-                       ) -> tuple[np.ndarray, np.ndarray]:
+                       strength: np.ndarray, start: np.ndarray | None = None,
+                       iterations: int = MATCH_ITERATIONS) -> tuple[np.ndarray, np.ndarray]:
         """Matched probabilities of the predicted classes (S x n) and the log class weights (S x C).
 
         Args:
             probs: n x C calibrated probabilities.
             counts: S x n item counts: one row per sample (ones for the items themselves).
             shares: C (or S x C) class shares of the model on the reference, to match towards.
+            strength: S effective z per sample (inf: nothing is matched).
             start: Log-weights to start the matching from.
             iterations: Newton steps at most.
         """
         n = probs.shape[0]
-        target = target_shares(counts @ probs / n, shares, self.spread, n, self.reference_n, self.strength)
+        target = target_shares(counts @ probs / n, shares, self.spread, n, self.reference_n,
+                               np.asarray(strength, dtype=np.float64)[:, None])
         shift = match_prior(probs, counts, target, start, iterations)
         return matched_prediction_probs(probs, shift), shift
+
+    def _strength(self, feature_shift: np.ndarray) -> np.ndarray:
+        """z / gate(r): infinite (no matching) while the features have not moved."""
+        opened = gate(feature_shift, self.gate_low, self.gate_high)
+        with np.errstate(divide="ignore"):
+            return np.where(opened > 0, self.strength / np.maximum(opened, 1e-12), np.inf)
 
     def _chunks(self, replicates: int, n: int) -> list[tuple[int, int]]:
         size = max(1, CHUNK_ELEMENTS // (n * self.num_classes))
@@ -255,13 +278,18 @@ class PriorMatchedATC(AccuracyEstimator):
     def _estimate(self, sample: Embeddings) -> tuple[float, float, float, dict[str, Any]]:
         probs = self.calibrated_probs(sample)
         n = len(probs)
-        scores, shift = self.matched_scores(probs, np.ones((1, n)), self.shares)
+        items = self.feature_shift.item_scores(sample.features, sample.preds)
+        feature_shift = float(items.mean()) - self.item_base
+        strength = self._strength(np.array([feature_shift]))
+        scores, shift = self.matched_scores(probs, np.ones((1, n)), self.shares, strength)
         accuracy = float((np.log(scores[0]) > self.threshold).mean())
         replicates = np.empty(self.bootstrap)
         rows = self.sample_rows(n)
+        replicate_strength = self._strength(items[rows].mean(axis=1) - self.replicate_item_base)
         for start, stop in self._chunks(self.bootstrap, n):
             counts = _counts(rows[start:stop], n)
-            resampled, _ = self.matched_scores(probs, counts, self.replicate_shares[start:stop], start=shift,
+            resampled, _ = self.matched_scores(probs, counts, self.replicate_shares[start:stop],
+                                               replicate_strength[start:stop], start=shift,
                                                iterations=RESAMPLE_ITERATIONS)
             above = np.log(resampled) > self.replicate_thresholds[start:stop, None]
             replicates[start:stop] = (above * counts).sum(axis=1) / n
@@ -270,6 +298,8 @@ class PriorMatchedATC(AccuracyEstimator):
         class_shift = 0.5 * float(np.abs(probs.mean(axis=0) - self.shares).sum())
         return accuracy, low, high, {"threshold": self.threshold, "unmatched_atc": unmatched,
                                      "matched": accuracy - unmatched, "class_shift": class_shift,
+                                     "feature_shift": feature_shift,
+                                     "gate": float(gate(feature_shift, self.gate_low, self.gate_high)),
                                      "class_weights": np.exp(shift[0] - shift[0].max()).tolist()}
 
 

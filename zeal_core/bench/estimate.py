@@ -44,8 +44,8 @@ DATASETS = ("digits", "imagenette")
 SEVERITIES = (1.0, 2.0, 3.0, 4.0, 5.0)
 SIZES = (50, 100, 200)
 WITHIN = 0.05  # "within 5 points"
-# Sample-half shift i corrupts with seed * 7919 + offset + i, the bank's spec i with seed * 7919 + i: no shared
-# noise (spec seeds must stay below ~9e6: corruptions multiply them by ~1e12 inside).
+# Sample-half shift i corrupts with seed * 7919 + offset + i, the bank's spec i with seed * 7919 + i: no
+# shared noise (spec seeds must stay below ~9e6: corruptions multiply them by ~1e12 inside).
 SAMPLE_SEED_OFFSET = 50_000
 
 
@@ -59,7 +59,8 @@ def _csv(kind: type) -> Any:
 def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     """Add ``bench estimate``."""
     bench = actions.add_parser("estimate", parents=[parent], help="label-free accuracy estimators: error "
-                               "against the true accuracy under every corruption", description=__doc__.split("\n\n")[0])
+                               "against the true accuracy under every corruption",
+                               description=__doc__.split("\n\n")[0])
     add_arguments(bench)
     bench.set_defaults(handler=run)
 
@@ -74,11 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kinds", type=_csv(str), default=None,
                         help="kinds in the bank and the main grid (default: the 19 ImageNet-C corruptions)")
     parser.add_argument("--new-kinds", type=_csv(str), default=None,
-                        help="kinds scored but never in a bank (default: registered kinds outside ImageNet-C)")
+                        help="kinds scored but never in a bank (default: registered kinds outside "
+                        "ImageNet-C)")
     parser.add_argument("--severities", type=_csv(float), default=SEVERITIES, help="comma-separated")
     parser.add_argument("--reference-n", type=int, default=500, help="reference images (capped at the half)")
     parser.add_argument("--sample-n", type=int, default=None, help="sample-half images (default: all)")
-    parser.add_argument("--sizes", type=_csv(int), default=SIZES, help="small-sample sizes (default 50,100,200)")
+    parser.add_argument("--sizes", type=_csv(int), default=SIZES,
+                        help="small-sample sizes (default 50,100,200)")
     parser.add_argument("--trials", type=int, default=20, help="draws per shift and size (default 20)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -89,7 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="say in the report that other processes shared the cores")
 
 
-# Views: what the model saw ------------------------------------------------------------------------------------
+# Views: what the model saw ----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -133,7 +136,8 @@ def _from_logits(logits: np.ndarray, labels: np.ndarray, features: np.ndarray, c
     shifted = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(shifted)
     probs /= probs.sum(axis=1, keepdims=True)
-    return cls(features=features, probs=probs.astype(np.float32), preds=logits.argmax(axis=1).astype(np.int64),
+    return cls(features=features, probs=probs.astype(np.float32),
+               preds=logits.argmax(axis=1).astype(np.int64),
                labels=np.asarray(labels, dtype=np.int64), indices=np.arange(len(logits)), logits=logits)
 
 
@@ -207,7 +211,8 @@ def build_views(dataset_name: str, version: str | None, kinds: Sequence[str] | N
             "classes": config.num_classes, "reference_n": len(reference_positions),
             "sample_n": len(sample_positions), "bank_shifts": len(bank),
             "reference_accuracy": reference.accuracy, "clean_sample_accuracy": samples["clean"].accuracy,
-            "embed_seconds": round(time.perf_counter() - start, 1), "bank_embed_seconds": round(bank_seconds, 1)}
+            "embed_seconds": round(time.perf_counter() - start, 1),
+            "bank_embed_seconds": round(bank_seconds, 1)}
     return Views(reference=reference, bank=tuple(bank), samples=samples, kinds=kinds, new_kinds=new_kinds,
                  info=info)
 
@@ -289,7 +294,8 @@ def score_draws(views: Views, fitted: dict[str, dict[str, Any]], sizes: Sequence
 
 
 def _draw_summary(errors: list[float], covered: list[bool], groups: list[str]) -> dict[str, Any]:
-    errors_array, covered_array, group_array = np.abs(np.asarray(errors)), np.asarray(covered), np.asarray(groups)
+    errors_array = np.abs(np.asarray(errors))
+    covered_array, group_array = np.asarray(covered), np.asarray(groups)
     summary = {}
     for group in ("bank", "new", "clean"):
         mask = group_array == group
@@ -304,8 +310,9 @@ def summarise(rows: list[dict[str, Any]], names: Sequence[str]) -> dict[str, Any
     """MAE (with standard error over shifts) per estimator: bank kinds, per family, new kinds, clean."""
     summary: dict[str, Any] = {}
     for name in names:
-        def errors(select: Any) -> np.ndarray:
-            return np.array([abs(row["estimates"][name]["accuracy"] - row["true"]) for row in rows if select(row)])
+        def errors(select: Any, name: str = name) -> np.ndarray:
+            return np.array([abs(row["estimates"][name]["accuracy"] - row["true"])
+                             for row in rows if select(row)])
 
         entry: dict[str, Any] = {}
         for label, select in (("bank_kinds", lambda r: not r["new_kind"] and r["shift"] != "clean"),
@@ -317,7 +324,8 @@ def summarise(rows: list[dict[str, Any]], names: Sequence[str]) -> dict[str, Any
         entry["families"] = {}
         for family in sorted({row["family"] for row in rows if row["shift"] != "clean"}):
             values = errors(lambda r, f=family: r["family"] == f and r["shift"] != "clean")
-            entry["families"][family] = {"mae": float(values.mean()), "se": _se(values), "shifts": len(values)}
+            entry["families"][family] = {"mae": float(values.mean()), "se": _se(values),
+                                         "shifts": len(values)}
         clean = [row for row in rows if row["shift"] == "clean"]
         if clean:
             estimate = clean[0]["estimates"][name]
@@ -359,7 +367,70 @@ def speed(views: Views, names: Sequence[str], seed: int, repeats: int = 5) -> di
     return out
 
 
+# The own estimator's parts, and its assumption ------------------------------------------------------------
+
+ABLATION = {  # pm-atc variants: what each part adds (options of create_estimator("pm-atc", ...))
+    "atc-mc (no matching)": None,
+    "matching, no gate": {"gate_low": -1e9, "gate_high": -1e9 + 1},
+    "matching + gate (pm-atc)": {},
+    "strength 0.5": {"strength": 0.5},
+    "strength 2": {"strength": 2.0},
+}
+
+
+def ablation(views: Views, seed: int, trials: int = 5, size: int = 100) -> dict[str, Any]:
+    """MAE of pm-atc's variants on the main-grid shifts (whole half, and ``trials`` draws of ``size``)."""
+    from zeal_core.estimate import create_estimator
+
+    rng = np.random.default_rng(seed)
+    shifts = [(text, sample) for text, sample in views.samples.items()
+              if text != "clean" and _kind(text) not in views.new_kinds]
+    draws = [(sample, np.sort(rng.choice(len(sample), size=min(size, len(sample)), replace=False)))
+             for _, sample in shifts for _ in range(trials)]
+    out = {}
+    for label, options in ABLATION.items():
+        estimator = (create_estimator("atc-mc", seed=seed, bootstrap=1) if options is None
+                     else create_estimator("pm-atc", seed=seed, bootstrap=1, **options))
+        estimator.fit(views.reference)
+        full = [abs(estimator.estimate(sample).accuracy - sample.accuracy) for _, sample in shifts]
+        small = [abs(estimator.estimate(sample.subset(rows)).accuracy - sample.subset(rows).accuracy)
+                 for sample, rows in draws]
+        new = [abs(estimator.estimate(sample).accuracy - sample.accuracy)
+               for text, sample in views.samples.items() if _kind(text) in views.new_kinds]
+        out[label] = {"mae": float(np.mean(full)), f"mae_n{size}": float(np.mean(small)),
+                      "mae_new_kinds": float(np.mean(new)) if new else None}
+    return {"variants": out, "trials": trials, "size": size, "shifts": len(shifts)}
+
+
+def label_shift(views: Views, fitted: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Estimates on clean and on the strongest shift of each family when the sample holds only some classes
+    (label shift: the assumption of prior matching broken on purpose)."""
+    rows = []
+    cases = [("clean", (0, 1, 2)), ("clean", (0,))]
+    for family in ("noise", "weather"):
+        worst = [text for text in views.samples if _family(text) == family and text.endswith(":5")]
+        if worst:
+            cases.append((worst[0], (0, 1, 2)))
+    for spec_text, classes in cases:
+        sample = views.samples[spec_text]
+        keep = np.flatnonzero(np.isin(sample.labels, classes))
+        if len(keep) < 10:
+            continue
+        subset = sample.subset(keep)
+        rows.append({"shift": spec_text, "classes": list(classes), "n": len(subset), "true": subset.accuracy,
+                     "estimates": {name: _for_shift(fits, spec_text).estimate(subset).accuracy
+                                   for name, fits in fitted.items()}})
+    return rows
+
+
 # Report -----------------------------------------------------------------------------------------------------
+
+
+def _points(value: float | None, digits: int = 1) -> str:
+    """A share as points of accuracy (0.123 -> "12.3"); "-" for a missing value."""
+    if value is None or not np.isfinite(value):
+        return "-"
+    return f"{100 * value:.{digits}f}"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -370,61 +441,88 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"### {info['dataset']}: model {info['version']} ({info['image_size']} px), {result['machine']}",
              "",
              f"Reference: {info['reference_n']} clean images of the validation split's reference half "
-             f"(accuracy {info['reference_accuracy']:.3f}); bank: {info['bank_shifts']} shifts of those images. "
-             f"Scored on the sample half ({info['sample_n']} images, clean accuracy "
-             f"{info['clean_sample_accuracy']:.3f}) under {bank_n} shifts (every kind x severity 1-5); "
+             f"(accuracy {info['reference_accuracy']:.3f}); bank: {info['bank_shifts']} shifts of those "
+             f"images. Scored on the sample half ({info['sample_n']} images, clean accuracy "
+             f"{info['clean_sample_accuracy']:.3f}) under {bank_n} shifts (every kind x severity); "
              "bank-fitted estimators leave the scored corruption out. Errors in points of accuracy; SE = "
              "standard error over shifts.", ""]
     sizes = [key for key in draws if key.isdigit()]
-    head = ("| estimator | MAE, all shifts (SE) | max | within 5 | " + " | ".join(
-        f"n={size}: MAE / within 5" for size in sizes) + " | clean: est. vs true |")
-    lines += [head, "|---" * (5 + len(sizes)) + "|"]
+    lines += ["| estimator | MAE, all shifts (SE) | max | within 5 | "
+              + " | ".join(f"n={size}: MAE / within 5" for size in sizes) + " | clean: est. vs true |",
+              "|---" * (5 + len(sizes)) + "|"]
     for name in names:
-        entry = summary[name]
-        bank = entry.get("bank_kinds", {})
-        cells = [f"{100 * bank.get('mae', float('nan')):.1f} ({100 * bank.get('se', float('nan')):.1f})",
-                 f"{100 * bank.get('max', float('nan')):.1f}", f"{100 * bank.get('within_5', float('nan')):.0f} %"]
+        bank = summary[name].get("bank_kinds", {})
+        cells = [f"{_points(bank.get('mae'))} ({_points(bank.get('se'))})", _points(bank.get("max")),
+                 f"{_points(bank.get('within_5'), 0)} %"]
         for size in sizes:
             cell = draws[size][name].get("bank", {})
-            cells.append(f"{100 * cell.get('mae', float('nan')):.1f} / {100 * cell.get('within_5', float('nan')):.0f} %")
-        clean = entry.get("clean", {})
-        cells.append(f"{100 * clean.get('estimate', float('nan')):.1f} vs {100 * clean.get('true', float('nan')):.1f}")
+            cells.append(f"{_points(cell.get('mae'))} / {_points(cell.get('within_5'), 0)} %")
+        clean = summary[name].get("clean", {})
+        cells.append(f"{_points(clean.get('estimate'))} vs {_points(clean.get('true'))}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if sizes:
         first = draws[sizes[0]]
-        lines += ["", f"Draws: {first['trials']} per shift and size ({first['shifts']} shifts, the same draws for "
-                  "every estimator); error against each draw's own accuracy."]
+        lines += ["", f"Draws: {first['trials']} per shift and size ({first['shifts']} shifts, the same "
+                  "draws for every estimator); error against each draw's own accuracy."]
     families = sorted({family for name in names for family in summary[name]["families"]})
     lines += ["", "MAE per corruption family (points):", "",
               "| estimator | " + " | ".join(families) + " |", "|---" * (len(families) + 1) + "|"]
     for name in names:
         fams = summary[name]["families"]
-        lines.append(f"| {name} | " + " | ".join(
-            f"{100 * fams[f]['mae']:.1f}" if f in fams else "" for f in families) + " |")
-    coverage_size = "100" if "100" in draws else (sizes[0] if sizes else None)
-    if coverage_size:
-        lines += ["", f"Interval ({int(100 * result['level'])} %) holds the stream's accuracy (the whole shifted "
-                  f"half), n = {coverage_size}: " + ", ".join(
-                      f"{name} {100 * draws[coverage_size][name]['bank']['coverage']:.0f} %"
-                      for name in names if "bank" in draws[coverage_size][name]) + "."]
+        cells = [_points(fams.get(family, {}).get("mae")) for family in families]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    at = "100" if "100" in draws else (sizes[0] if sizes else None)
+    if at:
+        held = ", ".join(f"{name} {_points(draws[at][name]['bank']['coverage'], 0)} %"
+                         for name in names if "bank" in draws[at][name])
+        lines += ["", f"Interval ({int(100 * result['level'])} %) holds the stream's accuracy (the whole "
+                  f"shifted half), n = {at}: {held}."]
     new_rows = [row for row in result["rows"] if row["new_kind"]]
     if new_rows:
         lines += ["", "New kinds, never in any bank (MAE, points): " + ", ".join(
-            f"{name} {100 * summary[name]['new_kinds']['mae']:.1f}" for name in names) + ".", "",
+            f"{name} {_points(summary[name]['new_kinds']['mae'])}" for name in names) + ".", "",
             "| shift | true | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
         for row in new_rows:
-            lines.append(f"| {row['shift']} | {100 * row['true']:.1f} | " + " | ".join(
-                f"{100 * row['estimates'][name]['accuracy']:.1f}" for name in names) + " |")
+            lines.append(f"| {row['shift']} | {_points(row['true'])} | " + " | ".join(
+                _points(row["estimates"][name]["accuracy"]) for name in names) + " |")
     elif result.get("new_kinds_note"):
         lines += ["", result["new_kinds_note"]]
+    lines += _ablation_lines(result.get("ablation"))
+    lines += _label_shift_lines(result.get("label_shift"), names)
     calibration = result["calibration"]
     lines += ["", f"Temperature scaling on the reference: T = {calibration['temperature']:.3f}, ECE "
-              f"{100 * calibration['ece_before']:.1f} -> {100 * calibration['ece_after']:.1f} points (15 bins)."]
+              f"{_points(calibration['ece_before'])} -> {_points(calibration['ece_after'])} points "
+              "(15 bins)."]
     lines += ["", "Speed (CPU): " + ", ".join(
         f"{name} fit {value['fit_seconds']:.2f} s, estimate {value['estimate_ms_n100']:.0f} / "
         f"{value['estimate_ms_n1000']:.0f} ms at n = 100 / 1000 (B = {value['bootstrap']})"
         for name, value in result["speed"].items()) + "."]
     return "\n".join(lines)
+
+
+def _ablation_lines(ablate: dict[str, Any] | None) -> list[str]:
+    if not ablate:
+        return []
+    size = ablate["size"]
+    lines = ["", f"What each part of pm-atc adds (MAE in points; whole half over {ablate['shifts']} shifts, "
+             f"and {ablate['trials']} draws of n = {size} per shift; new kinds: whole half):", "",
+             f"| variant | MAE | MAE n={size} | MAE new kinds |", "|---|---|---|---|"]
+    for label, value in ablate["variants"].items():
+        lines.append(f"| {label} | {_points(value['mae'])} | {_points(value[f'mae_n{size}'])} | "
+                     f"{_points(value['mae_new_kinds'])} |")
+    return lines
+
+
+def _label_shift_lines(rows: list[dict[str, Any]] | None, names: list[str]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", "Label shift (only the listed classes kept; true vs estimated accuracy, points):", "",
+             "| shift | classes | n | true | " + " | ".join(names) + " |", "|---" * (len(names) + 4) + "|"]
+    for row in rows:
+        lines.append(f"| {row['shift']} | {','.join(map(str, row['classes']))} | {row['n']} | "
+                     f"{_points(row['true'])} | "
+                     + " | ".join(_points(row["estimates"][name]) for name in names) + " |")
+    return lines
 
 
 def scatter(result: dict[str, Any], path: Path) -> Path:
@@ -499,11 +597,15 @@ def bench_dataset(dataset_name: str, args: argparse.Namespace, progress: Progres
     result = {"info": views.info, "machine": machine(args.under_load), "kinds": views.kinds,
               "new_kinds": views.new_kinds, "level": first.level, "rows": rows,
               "summary": summarise(rows, names), "draws": draws, "speed": speed(views, names, args.seed),
-              "calibration": {key: first.fit_details[key] for key in ("temperature", "ece_before", "ece_after")},
+              "label_shift": label_shift(views, fitted),
+              "ablation": ablation(views, args.seed) if "pm-atc" in names else None,
+              "calibration": {key: first.fit_details[key]
+                              for key in ("temperature", "ece_before", "ece_after")},
               "score_seconds": round(time.perf_counter() - start, 1)}
     if not views.new_kinds:
-        result["new_kinds_note"] = ("No kinds outside ImageNet-C are registered yet (geometry and capture kinds "
-                                    "come with the drift-kinds work): rerun with them to score new kinds.")
+        result["new_kinds_note"] = ("No kinds outside ImageNet-C are registered yet (geometry and capture "
+                                    "kinds come with the drift-kinds work): rerun with them to score new "
+                                    "kinds.")
     result["table"] = markdown(result)
     if args.save:
         root = Path(args.root)
@@ -525,7 +627,8 @@ def bench_estimate(args: argparse.Namespace, progress: ProgressCallback | None =
 
     start = time.perf_counter()
     output = {name: bench_dataset(name, args, progress) for name in args.datasets}
-    return to_jsonable({"datasets": output, "seconds": round(time.perf_counter() - start, 1)}, nan_to_none=True)
+    seconds = round(time.perf_counter() - start, 1)
+    return to_jsonable({"datasets": output, "seconds": seconds}, nan_to_none=True)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""bench estimate's scoring on synthetic views (no model): leave-one-out fits, tables, figure; feature gate."""
+"""bench estimate scoring on synthetic views (no model): leave-one-out fits, tables, figure; feature gate."""
 
 from __future__ import annotations
 

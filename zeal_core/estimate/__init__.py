@@ -14,6 +14,7 @@ from zeal_core.estimate import average_confidence as _average_confidence  # noqa
 from zeal_core.estimate import atc as _atc  # noqa: F401
 from zeal_core.estimate import doc as _doc  # noqa: F401
 from zeal_core.estimate import prior_matched as _prior_matched  # noqa: F401
+from zeal_core.estimate import shift_calibrated as _shift_calibrated  # noqa: F401
 # isort: on
 from zeal_core.estimate.base import (
     AccuracyEstimate,

@@ -281,7 +281,7 @@ def test_heavy_corruption_lowers_the_estimate(name: str, digits_views: dict[str,
 
 def test_prior_matching_is_closest_under_the_heavy_corruption(digits_views: dict[str, Any]) -> None:
     """Fog confuses the linear model into a few classes and moves its inputs: pm-atc sees both. (The
-    shift-calibrated fit on this six-shift bank does not transfer to fog: it needs a bank that covers more.)"""
+    shift-calibrated fit on this six-shift bank does not transfer to fog: it needs a fuller bank.)"""
     fog = digits_views["fog"]
     errors = {name: abs(fitted(name, digits_views["reference"], digits_views["bank"]).estimate(fog).accuracy
                         - fog.accuracy) for name in CORE}

@@ -67,9 +67,12 @@ def test_bench_scores_bank_estimators_leave_one_corruption_out(monkeypatch, tmp_
     result = {"info": views.info, "machine": "test machine", "rows": rows, "summary": summary, "draws": draws,
               "level": 0.9, "speed": bench.speed(views, list(fitted), seed=0, repeats=1),
               "calibration": {"temperature": 1.0, "ece_before": 0.1, "ece_after": 0.02},
-              "label_shift": bench.label_shift(views, fitted), "ablation": bench.ablation(views, 0, trials=1)}
+              "label_shift": bench.label_shift(views, fitted), "ablation": bench.ablation(views, 0, trials=1),
+              "clean_resplits": bench.clean_resplits(views, ["atc-mc", "memory-test"], seed=0, splits=2)}
+    assert result["clean_resplits"]["errors"]["atc-mc"]["sd"] >= 0
     table = bench.markdown(result)
     assert "| pm-atc |" in table and "test machine" in table and "Label shift" in table
+    assert "re-splits" in table
     figure = bench.scatter(result, tmp_path / "scatter.png")
     assert figure.stat().st_size > 1000
 

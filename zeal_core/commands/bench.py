@@ -21,7 +21,7 @@ import pkgutil
 from types import ModuleType
 
 # Help order of the known actions; any other module in zeal_core/bench is appended by name.
-ACTION_ORDER = ("train", "corruptions", "detectors", "app", "load")
+ACTION_ORDER = ("train", "corruptions", "detectors", "estimate", "app", "load")
 
 
 def bench_actions() -> dict[str, ModuleType]:

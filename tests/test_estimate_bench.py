@@ -1,0 +1,109 @@
+"""bench estimate scoring on synthetic views (no model): leave-one-out fits, tables, figure; feature gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_estimate import CLASSES, FAST, synthetic, toy_bank
+from zeal_core.bench import estimate as bench
+from zeal_core.embed import Embeddings
+from zeal_core.estimate import AccuracyEstimator, create_estimator, register_estimator
+from zeal_core.estimate.feature_shift import FeatureShift, gate
+from zeal_core.plugins import Registry
+from zeal_core.shifts import ShiftedSet
+
+
+def toy_views() -> bench.Views:
+    samples = {"clean": synthetic(300, 20)}
+    for index, shifted in enumerate(toy_bank()):
+        samples[shifted.spec.text] = synthetic(300, 30 + index, scale=3.0 - 0.5 * shifted.severity,
+                                               collapse=0.1 * shifted.severity if shifted.corruption == "fog"
+                                               else 0.0)
+    return bench.Views(reference=synthetic(400, 21), bank=toy_bank(), samples=samples,
+                       kinds=["gaussian_noise", "fog", "contrast"], new_kinds=[],
+                       info={"dataset": "toy", "version": "v", "image_size": 8, "classes": CLASSES,
+                             "reference_n": 400, "sample_n": 300, "bank_shifts": 6, "reference_accuracy": 0.8,
+                             "clean_sample_accuracy": 0.8})
+
+
+class _Memory(AccuracyEstimator):
+    """A bank-fitted stand-in: remembers which corruptions it was fitted on, and answers 0.5."""
+
+    name = "memory-test"
+    description = "test double"
+    needs_bank = True
+
+    def _fit(self, reference: Embeddings, bank: list[ShiftedSet]) -> None:
+        self.seen = {shifted.corruption for shifted in bank}
+
+    def _estimate(self, sample: Embeddings) -> tuple[float, float, float, dict]:
+        return 0.5, 0.4, 0.6, {"seen": sorted(self.seen)}
+
+
+def test_bench_scores_bank_estimators_leave_one_corruption_out(monkeypatch, tmp_path: Path) -> None:
+    import zeal_core.estimate.base as base
+
+    registry: Registry = Registry("estimator")
+    for name in ("atc-mc", "pm-atc"):
+        registry.add(name, base._REGISTRY.get(name))
+    monkeypatch.setattr(base, "_REGISTRY", registry)
+    register_estimator(_Memory)
+    views = toy_views()
+    fitted = bench.fitted_estimators(views, ["atc-mc", "pm-atc", "memory-test"], seed=0)
+    for kind, estimator in fitted["memory-test"].items():
+        assert kind == "*" or kind not in estimator.seen  # a fold never saw the kind it is scored on
+    rows = bench.score_full(views, fitted)
+    assert len(rows) == 7 and {row["family"] for row in rows} >= {"clean", "noise", "weather", "digital"}
+    for row in rows:
+        if row["shift"] != "clean":
+            assert row["kind"] not in bench._for_shift(fitted["memory-test"], row["shift"]).seen
+    draws = bench.score_draws(views, fitted, sizes=(50,), trials=2, seed=0)
+    assert draws["50"]["atc-mc"]["bank"]["draws"] == 12 and draws["50"]["trials"] == 2
+    summary = bench.summarise(rows, list(fitted))
+    assert summary["pm-atc"]["bank_kinds"]["shifts"] == 6
+    result = {"info": views.info, "machine": "test machine", "rows": rows, "summary": summary, "draws": draws,
+              "level": 0.9, "speed": bench.speed(views, list(fitted), seed=0, repeats=1),
+              "calibration": {"temperature": 1.0, "ece_before": 0.1, "ece_after": 0.02},
+              "label_shift": bench.label_shift(views, fitted), "ablation": bench.ablation(views, 0, trials=1),
+              "clean_resplits": bench.clean_resplits(views, ["atc-mc", "memory-test"], seed=0, splits=2)}
+    assert result["clean_resplits"]["errors"]["atc-mc"]["sd"] >= 0
+    table = bench.markdown(result)
+    assert "| pm-atc |" in table and "test machine" in table and "Label shift" in table
+    assert "re-splits" in table
+    figure = bench.scatter(result, tmp_path / "scatter.png")
+    assert figure.stat().st_size > 1000
+
+
+def test_feature_shift_ignores_a_new_class_mix_but_sees_moved_images() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 4, (CLASSES, 16))
+    spread = np.linspace(0.5, 2.0, CLASSES)  # classes differ in how tight they are
+
+    def features(classes: np.ndarray, moved: float = 0.0) -> np.ndarray:
+        noise = rng.standard_normal((len(classes), 16)) * spread[classes, None]
+        return centres[classes] + noise + moved * rng.standard_normal((len(classes), 16))
+
+    labels = rng.integers(0, CLASSES, 600)
+    shift = FeatureShift(features(labels), labels, CLASSES)
+    base = shift.reference_items.mean()
+    loose = np.full(200, CLASSES - 1)  # only the loosest class: a label shift, the images are as usual
+    assert abs(shift.item_scores(features(loose), loose).mean() - base) < 0.05
+    same = rng.integers(0, CLASSES, 200)
+    assert abs(shift.item_scores(features(same), same).mean() - base) < 0.05
+    assert shift.item_scores(features(same, moved=2.0), same).mean() - base > 0.25
+    assert gate(0.0, 0.05, 0.25) == 0.0 and gate(1.0, 0.05, 0.25) == 1.0
+    assert gate(0.15, 0.05, 0.25) == pytest.approx(0.5)
+
+
+def test_prior_matching_stays_out_of_a_pure_label_shift() -> None:
+    """Only class-0 images, looking as usual: pm-atc says what ATC says instead of reading model error."""
+    reference = synthetic(1000, 22)
+    sample = synthetic(3000, 23)
+    ones = sample.subset(np.flatnonzero(sample.preds == 0)[:300])
+    atc = create_estimator("atc-mc", **FAST).fit(reference).estimate(ones)
+    matched = create_estimator("pm-atc", **FAST).fit(reference).estimate(ones)
+    assert matched.details["class_shift"] > 0.5 and matched.details["gate"] < 0.1
+    assert abs(matched.accuracy - atc.accuracy) < 0.01

@@ -1,0 +1,193 @@
+"""Shift signatures: how the set mean of the per-image statistics moves under each corruption and severity.
+
+Each image is summarised by u = [g, (g_1..k - μ_clean)²] where g are its discriminant coordinates
+(``statistics.Projection``) and the squared deviations of the first k coordinates carry changes of spread
+(noise widens the feature cloud). For a hypothesis h (clean, or corruption c at severity s) the reference
+images under h give the mean μ_h of u, its per-image covariance Σ_h (Ledoit-Wolf shrinkage), the class-wise
+means μ_h^(j) (by true class j) and the confusion matrix M_h = P(pred | true). Severities between the bank's
+levels interpolate these linearly (clean is severity 0), on a grid of ``step``.
+
+A sample of n images has mean t of u and prediction counts k. Its log-likelihood under h combines a
+Gaussian part for t (central limit: Var t = Σ_h / n, plus Σ_h / m for the m reference images μ_h was
+estimated from) and a multinomial part for the predictions, at two class priors:
+
+    ℓ_h(π_ref) = log N(t; μ_h, Σ_h (1/n + 1/m)) + Σ_i k_i log (M_h π_ref)_i
+    ℓ_h(π̂_h)   = log N(t; Σ_j π̂_hj μ_h^(j), Σ_h (1/n + 1/m_eff)) + Σ_i k_i log (M_h π̂_h)_i
+
+where π̂_h is the BBSE estimate of the sample's class prior under h (``label_shift``: h's own confusion
+matrix, since a corruption changes what the model predicts) and m_eff = m / Σ_j π_ref,j w_j², w = π̂ / π_ref,
+the effective size of the reweighted reference. The second form lets every hypothesis also explain a
+change of class mix, so a label shift is not mistaken for a corruption and a corruption under a label
+shift is still recognised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.covariance import ledoit_wolf
+
+from zeal_core.diagnose.label_shift import CONFUSION_PSEUDOCOUNT, simplex_least_squares
+
+CLEAN = "clean"  # kind of the hypothesis at severity 0
+
+
+@dataclass(frozen=True)
+class GroupRows:
+    """One group of reference images (clean, or one bank set) as the projection sees them."""
+
+    kind: str  # "clean" or the corruption name
+    severity: float  # 0 for clean
+    coordinates: np.ndarray  # float64, m x K discriminant coordinates g
+    preds: np.ndarray  # int64, m predicted classes
+    labels: np.ndarray  # int64, m true classes (the reference labels)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Log-likelihoods of B samples under every hypothesis (B x H arrays)."""
+
+    at_reference_prior: np.ndarray  # ℓ_h(π_ref)
+    at_estimated_prior: np.ndarray  # ℓ_h(π̂_h)
+    distance_reference: np.ndarray  # Mahalanobis² of t from μ_h in units of Var t (π_ref form)
+    distance_estimated: np.ndarray  # the same for the reweighted mean (π̂ form)
+    priors: np.ndarray  # B x H x C, the BBSE class priors π̂_h
+
+
+@dataclass(frozen=True)
+class SignatureTable:
+    """Every hypothesis of a fitted model, on the severity grid. Row 0 is clean."""
+
+    kinds: tuple[str, ...]  # H: "clean" or corruption name per hypothesis
+    severities: np.ndarray  # H: severity on the grid (0 for clean)
+    means: np.ndarray  # H x U: μ_h
+    class_means: np.ndarray  # H x C x U: μ_h^(j)
+    precisions: np.ndarray  # H x U x U: Σ_h⁻¹
+    logdets: np.ndarray  # H: log det Σ_h
+    confusions: np.ndarray  # H x C x C: M_h[i, j] = P(pred i | true j)
+    spread_centre: np.ndarray  # k: μ_clean of the first k coordinates (for the squared deviations)
+    prior: np.ndarray  # C: reference class proportions π_ref
+    rows: int  # m, reference images behind each signature
+
+    @property
+    def corruptions(self) -> tuple[str, ...]:
+        """Corruption names in table order."""
+        return tuple(dict.fromkeys(kind for kind in self.kinds if kind != CLEAN))
+
+    def expand(self, coordinates: np.ndarray) -> np.ndarray:
+        """u = [g, (g_1..k - μ_clean)²] per row."""
+        spread = coordinates[:, :len(self.spread_centre)] - self.spread_centre
+        return np.concatenate([coordinates, spread ** 2], axis=1)
+
+    def evaluate(self, means: np.ndarray, counts: np.ndarray, n: int, ridge: float) -> Evaluation:
+        """Log-likelihoods of B samples of size ``n`` with mean statistics ``means`` (B x U) and prediction
+        ``counts`` (B x C) under every hypothesis; ``ridge`` sets BBSE's λ = ridge / n."""
+        batch = means.shape[0]
+        hypotheses, classes = self.confusions.shape[0], self.confusions.shape[1]
+        dims = self.means.shape[1]
+        histogram = counts / n
+        support = self.prior > 0
+        matrices = np.broadcast_to(self.confusions, (batch, hypotheses, classes, classes))
+        targets = np.repeat(histogram[:, None, :], hypotheses, axis=1)
+        priors = simplex_least_squares(matrices.reshape(-1, classes, classes),
+                                       targets.reshape(-1, classes), self.prior, ridge / n,
+                                       support=support).reshape(batch, hypotheses, classes)
+        variance_reference = 1.0 / n + 1.0 / self.rows
+        weights = np.where(support, priors / np.where(support, self.prior, 1.0), 0.0)
+        effective_rows = self.rows / np.maximum((self.prior * weights ** 2).sum(-1), 1e-12)
+        variance_estimated = 1.0 / n + 1.0 / effective_rows
+        distance_reference = _mahalanobis(means[:, None, :] - self.means[None], self.precisions)
+        distance_reference /= variance_reference
+        shifted_means = np.einsum("bhc,hcu->bhu", priors, self.class_means)
+        distance_estimated = _mahalanobis(means[:, None, :] - shifted_means, self.precisions)
+        distance_estimated /= variance_estimated
+        log_predicted = np.log(np.clip(np.einsum("hic,c->hi", self.confusions, self.prior), 1e-300, None))
+        multinomial_reference = counts @ log_predicted.T
+        predicted = np.einsum("hic,bhc->bhi", self.confusions, priors)
+        multinomial_estimated = (counts[:, None, :] * np.log(np.clip(predicted, 1e-300, None))).sum(-1)
+        gaussian_reference = -0.5 * (distance_reference + self.logdets + dims * np.log(variance_reference))
+        gaussian_estimated = -0.5 * (distance_estimated + self.logdets + dims * np.log(variance_estimated))
+        return Evaluation(at_reference_prior=gaussian_reference + multinomial_reference,
+                          at_estimated_prior=gaussian_estimated + multinomial_estimated,
+                          distance_reference=distance_reference, distance_estimated=distance_estimated,
+                          priors=priors)
+
+    def image_scores(self, expanded: np.ndarray, hypothesis: int) -> np.ndarray:
+        """Per image: log density of u under hypothesis ``hypothesis`` minus under clean (N)."""
+        def log_density(index: int) -> np.ndarray:
+            diff = expanded - self.means[index]
+            quadratic = np.einsum("nu,uv,nv->n", diff, self.precisions[index], diff)
+            return -0.5 * (quadratic + self.logdets[index])
+
+        return log_density(hypothesis) - log_density(0)
+
+
+def _mahalanobis(diff: np.ndarray, precisions: np.ndarray) -> np.ndarray:
+    """diff: B x H x U, precisions: H x U x U -> B x H quadratic forms."""
+    return np.einsum("bhu,huv,bhv->bh", diff, precisions, diff)
+
+
+def build_table(groups: Sequence[GroupRows], spread_components: int, step: float,
+                num_classes: int) -> SignatureTable:
+    """Signatures of ``groups`` (the first is clean) on a severity grid of ``step``.
+
+    Args:
+        groups: Clean reference first, then the bank sets, all on the same images (same labels).
+        spread_components: k, coordinates whose squared deviation from clean is part of u.
+        step: Severity grid step (e.g. 0.25); the bank's own levels are always on the grid.
+        num_classes: C, the model's outputs.
+    """
+    clean = groups[0]
+    spread_centre = clean.coordinates[:, :spread_components].mean(0)
+    labels = clean.labels
+    prior = np.bincount(labels, minlength=num_classes)[:num_classes] / len(labels)
+
+    def moments(group: GroupRows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        spread = group.coordinates[:, :spread_components] - spread_centre
+        expanded = np.concatenate([group.coordinates, spread ** 2], axis=1)
+        mean = expanded.mean(0)
+        covariance = ledoit_wolf(expanded)[0]
+        class_means = np.stack([expanded[labels == j].mean(0) if (labels == j).any() else mean
+                                for j in range(num_classes)])
+        counts = np.zeros((num_classes, num_classes))
+        np.add.at(counts, (group.preds, labels), 1.0)
+        counts += CONFUSION_PSEUDOCOUNT / num_classes
+        return mean, covariance, class_means, counts / counts.sum(0, keepdims=True)
+
+    levels: dict[str, list[tuple[float, tuple]]] = {}
+    clean_moments = moments(clean)
+    for group in groups[1:]:
+        levels.setdefault(group.kind, []).append((float(group.severity), moments(group)))
+    kinds, severities, parts = [CLEAN], [0.0], [clean_moments]
+    for kind, ladder in levels.items():
+        ladder.sort(key=lambda item: item[0])
+        for severity in _grid(ladder[-1][0], step, [level for level, _ in ladder]):
+            kinds.append(kind)
+            severities.append(severity)
+            parts.append(_interpolate(severity, clean_moments, ladder))
+    means, covariances, class_means, confusions = (np.stack(items) for items in zip(*parts, strict=True))
+    logdets = np.linalg.slogdet(covariances)[1]
+    return SignatureTable(kinds=tuple(kinds), severities=np.asarray(severities), means=means,
+                          class_means=class_means, precisions=np.linalg.inv(covariances), logdets=logdets,
+                          confusions=confusions, spread_centre=spread_centre, prior=prior,
+                          rows=len(labels))
+
+
+def _grid(top: float, step: float, levels: list[float]) -> list[float]:
+    points = set(np.round(np.arange(step, top + 1e-9, step), 6).tolist())
+    points |= {round(level, 6) for level in levels}
+    return sorted(point for point in points if 0 < point <= top + 1e-9)
+
+
+def _interpolate(severity: float, clean: tuple, ladder: list[tuple[float, tuple]]) -> tuple:
+    below_level, below = 0.0, clean
+    for level, values in ladder:
+        if level >= severity - 1e-9:
+            if level - below_level < 1e-9:
+                return values
+            weight = (severity - below_level) / (level - below_level)
+            return tuple((1 - weight) * low + weight * high for low, high in zip(below, values, strict=True))
+        below_level, below = level, values
+    return ladder[-1][1]

@@ -81,10 +81,29 @@ def simplex_least_squares(matrices: np.ndarray, target: np.ndarray, prior: np.nd
         H x C (or C when one matrix was given) solutions: non-negative, summing to 1, zero off the support.
     """
     single = np.ndim(matrices) == 2
-    A = np.atleast_3d(np.asarray(matrices, dtype=np.float64)) if not single else np.asarray(
-        matrices, dtype=np.float64)[None]
-    problems, _, classes = A.shape
-    b = np.broadcast_to(np.asarray(target, dtype=np.float64), (problems, A.shape[1]))
+    A = np.asarray(matrices, dtype=np.float64)
+    A = A[None] if single else A
+    b = np.broadcast_to(np.asarray(target, dtype=np.float64), (A.shape[0], A.shape[1]))
+    gram = np.matmul(A.transpose(0, 2, 1), A)
+    linear = np.matmul(A.transpose(0, 2, 1), b[:, :, None])[:, :, 0]
+    result = simplex_quadratic(gram, linear, prior, ridge, support, max_iterations)
+    return result[0] if single else result
+
+
+def simplex_quadratic(gram: np.ndarray, linear: np.ndarray, prior: np.ndarray, ridge: float,
+                      support: np.ndarray | None = None, max_iterations: int | None = None) -> np.ndarray:
+    """``simplex_least_squares`` from its normal equations: min ½πᵀ(G + λI)π - (l + λ prior)ᵀπ.
+
+    Args:
+        gram: H x C x C, G = AᵀA (or one C x C shared by every problem).
+        linear: H x C, l = Aᵀb.
+        prior, ridge, support, max_iterations: As for ``simplex_least_squares``.
+
+    Returns:
+        H x C solutions on the simplex.
+    """
+    linear = np.asarray(linear, dtype=np.float64)
+    problems, classes = linear.shape
     centre = np.asarray(prior, dtype=np.float64)
     allowed = centre > 0 if support is None else np.asarray(support, dtype=bool)
     if not allowed.any():
@@ -92,8 +111,9 @@ def simplex_least_squares(matrices: np.ndarray, target: np.ndarray, prior: np.nd
     start = np.where(allowed, np.maximum(centre, 0.0), 0.0)
     start = start / start.sum() if start.sum() > 0 else allowed / allowed.sum()
     lam = max(float(ridge), 1e-9)
-    Q = np.einsum("hri,hrj->hij", A, A) + lam * np.eye(classes)
-    r = np.einsum("hri,hr->hi", A, b) + lam * centre
+    Q = np.broadcast_to(np.asarray(gram, dtype=np.float64) + lam * np.eye(classes),
+                        (problems, classes, classes))
+    r = linear + lam * centre
     current = np.tile(start, (problems, 1))
     active = np.tile(allowed & (start > 0), (problems, 1))
     done = np.zeros(problems, dtype=bool)
@@ -117,14 +137,13 @@ def simplex_least_squares(matrices: np.ndarray, target: np.ndarray, prior: np.nd
         if free.any():
             stay = rows[free]
             current[stay] = np.maximum(solution[free], 0.0)
-            gradient = np.einsum("hij,hj->hi", Q[stay], current[stay]) - r[stay] + multiplier[free, None]
+            gradient = np.matmul(Q[stay], current[stay, :, None])[:, :, 0] - r[stay] + multiplier[free, None]
             candidates = np.where(allowed & ~active[stay], gradient, np.inf)
             worst = candidates.argmin(1)
             violated = candidates[np.arange(len(worst)), worst] < -1e-10
             active[stay[violated], worst[violated]] = True
             done[stay[~violated]] = True
-    result = project_to_simplex(current, allowed)
-    return result[0] if single else result
+    return project_to_simplex(current, allowed)
 
 
 def _equality_solve(Q: np.ndarray, r: np.ndarray, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.covariance import ledoit_wolf
 
-from zeal_core.diagnose.label_shift import CONFUSION_PSEUDOCOUNT, simplex_least_squares
+from zeal_core.diagnose.label_shift import CONFUSION_PSEUDOCOUNT, simplex_quadratic
 
 CLEAN = "clean"  # kind of the hypothesis at severity 0
 
@@ -58,15 +58,24 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class SignatureTable:
-    """Every hypothesis of a fitted model, on the severity grid. Row 0 is clean."""
+    """Every hypothesis of a fitted model, on the severity grid. Row 0 is clean.
+
+    "Anchors" are the hypotheses at the bank's own levels (and clean). BBSE is solved at the anchors only;
+    a grid point between two anchors takes the interpolated class prior (the confusion matrices are
+    interpolated the same way, so this is first-order exact and 4x cheaper at a 0.25 step).
+    """
 
     kinds: tuple[str, ...]  # H: "clean" or corruption name per hypothesis
     severities: np.ndarray  # H: severity on the grid (0 for clean)
     means: np.ndarray  # H x U: μ_h
     class_means: np.ndarray  # H x C x U: μ_h^(j)
-    precisions: np.ndarray  # H x U x U: Σ_h⁻¹
+    whitening: np.ndarray  # H x U x U: L_h with Σ_h⁻¹ = L_h L_hᵀ
     logdets: np.ndarray  # H: log det Σ_h
     confusions: np.ndarray  # H x C x C: M_h[i, j] = P(pred i | true j)
+    anchors: np.ndarray  # A: hypothesis rows at the bank's levels (row 0, clean, first)
+    anchor_low: np.ndarray  # H: position in ``anchors`` of the level at or below each hypothesis
+    anchor_high: np.ndarray  # H: position of the level at or above
+    anchor_weight: np.ndarray  # H: interpolation weight of ``anchor_high``
     spread_centre: np.ndarray  # k: μ_clean of the first k coordinates (for the squared deviations)
     prior: np.ndarray  # C: reference class proportions π_ref
     rows: int  # m, reference images behind each signature
@@ -84,49 +93,49 @@ class SignatureTable:
     def evaluate(self, means: np.ndarray, counts: np.ndarray, n: int, ridge: float) -> Evaluation:
         """Log-likelihoods of B samples of size ``n`` with mean statistics ``means`` (B x U) and prediction
         ``counts`` (B x C) under every hypothesis; ``ridge`` sets BBSE's λ = ridge / n."""
-        batch = means.shape[0]
-        hypotheses, classes = self.confusions.shape[0], self.confusions.shape[1]
+        batch, classes = counts.shape
         dims = self.means.shape[1]
-        histogram = counts / n
         support = self.prior > 0
-        matrices = np.broadcast_to(self.confusions, (batch, hypotheses, classes, classes))
-        targets = np.repeat(histogram[:, None, :], hypotheses, axis=1)
-        priors = simplex_least_squares(matrices.reshape(-1, classes, classes),
-                                       targets.reshape(-1, classes), self.prior, ridge / n,
-                                       support=support).reshape(batch, hypotheses, classes)
+        anchor_confusions = self.confusions[self.anchors]
+        gram = np.matmul(anchor_confusions.transpose(0, 2, 1), anchor_confusions)
+        linear = np.matmul(counts / n, anchor_confusions)  # A x B x C: M_aᵀ q for every sample
+        solved = simplex_quadratic(np.repeat(gram, batch, axis=0), linear.reshape(-1, classes), self.prior,
+                                   ridge / n, support=support).reshape(len(self.anchors), batch, classes)
+        weight = self.anchor_weight[:, None, None]
+        priors = (1 - weight) * solved[self.anchor_low] + weight * solved[self.anchor_high]  # H x B x C
         variance_reference = 1.0 / n + 1.0 / self.rows
         weights = np.where(support, priors / np.where(support, self.prior, 1.0), 0.0)
         effective_rows = self.rows / np.maximum((self.prior * weights ** 2).sum(-1), 1e-12)
-        variance_estimated = 1.0 / n + 1.0 / effective_rows
-        distance_reference = _mahalanobis(means[:, None, :] - self.means[None], self.precisions)
+        variance_estimated = 1.0 / n + 1.0 / effective_rows  # H x B
+        distance_reference = _mahalanobis(means[None] - self.means[:, None], self.whitening)
         distance_reference /= variance_reference
-        shifted_means = np.einsum("bhc,hcu->bhu", priors, self.class_means)
-        distance_estimated = _mahalanobis(means[:, None, :] - shifted_means, self.precisions)
-        distance_estimated /= variance_estimated
-        log_predicted = np.log(np.clip(np.einsum("hic,c->hi", self.confusions, self.prior), 1e-300, None))
-        multinomial_reference = counts @ log_predicted.T
-        predicted = np.einsum("hic,bhc->bhi", self.confusions, priors)
-        multinomial_estimated = (counts[:, None, :] * np.log(np.clip(predicted, 1e-300, None))).sum(-1)
-        gaussian_reference = -0.5 * (distance_reference + self.logdets + dims * np.log(variance_reference))
-        gaussian_estimated = -0.5 * (distance_estimated + self.logdets + dims * np.log(variance_estimated))
-        return Evaluation(at_reference_prior=gaussian_reference + multinomial_reference,
-                          at_estimated_prior=gaussian_estimated + multinomial_estimated,
-                          distance_reference=distance_reference, distance_estimated=distance_estimated,
-                          priors=priors)
+        shifted_means = np.matmul(priors, self.class_means)  # H x B x U
+        distance_estimated = _mahalanobis(means[None] - shifted_means, self.whitening) / variance_estimated
+        reference_predictions = np.matmul(self.confusions, self.prior)  # H x C
+        multinomial_reference = np.log(np.clip(reference_predictions, 1e-300, None)) @ counts.T  # H x B
+        predicted = np.matmul(priors, self.confusions.transpose(0, 2, 1))  # H x B x C
+        multinomial_estimated = (counts[None] * np.log(np.clip(predicted, 1e-300, None))).sum(-1)
+        logdets = self.logdets[:, None]
+        gaussian_reference = -0.5 * (distance_reference + logdets + dims * np.log(variance_reference))
+        gaussian_estimated = -0.5 * (distance_estimated + logdets + dims * np.log(variance_estimated))
+        return Evaluation(at_reference_prior=(gaussian_reference + multinomial_reference).T,
+                          at_estimated_prior=(gaussian_estimated + multinomial_estimated).T,
+                          distance_reference=distance_reference.T, distance_estimated=distance_estimated.T,
+                          priors=priors.transpose(1, 0, 2))
 
     def image_scores(self, expanded: np.ndarray, hypothesis: int) -> np.ndarray:
         """Per image: log density of u under hypothesis ``hypothesis`` minus under clean (N)."""
         def log_density(index: int) -> np.ndarray:
-            diff = expanded - self.means[index]
-            quadratic = np.einsum("nu,uv,nv->n", diff, self.precisions[index], diff)
-            return -0.5 * (quadratic + self.logdets[index])
+            whitened = (expanded - self.means[index]) @ self.whitening[index]
+            return -0.5 * ((whitened ** 2).sum(1) + self.logdets[index])
 
         return log_density(hypothesis) - log_density(0)
 
 
-def _mahalanobis(diff: np.ndarray, precisions: np.ndarray) -> np.ndarray:
-    """diff: B x H x U, precisions: H x U x U -> B x H quadratic forms."""
-    return np.einsum("bhu,huv,bhv->bh", diff, precisions, diff)
+def _mahalanobis(diff: np.ndarray, whitening: np.ndarray) -> np.ndarray:
+    """diff: H x B x U, whitening: H x U x U -> H x B quadratic forms diffᵀ L Lᵀ diff."""
+    whitened = np.matmul(diff, whitening)
+    return (whitened * whitened).sum(-1)
 
 
 def build_table(groups: Sequence[GroupRows], spread_components: int, step: float,
@@ -161,18 +170,31 @@ def build_table(groups: Sequence[GroupRows], spread_components: int, step: float
     for group in groups[1:]:
         levels.setdefault(group.kind, []).append((float(group.severity), moments(group)))
     kinds, severities, parts = [CLEAN], [0.0], [clean_moments]
+    anchors, low, high, weights = [0], [0], [0], [0.0]
     for kind, ladder in levels.items():
         ladder.sort(key=lambda item: item[0])
-        for severity in _grid(ladder[-1][0], step, [level for level, _ in ladder]):
+        ladder_levels = [level for level, _ in ladder]
+        first_anchor = len(anchors)
+        for severity in _grid(ladder[-1][0], step, ladder_levels):
+            position = int(np.searchsorted(ladder_levels, severity - 1e-9))  # first level >= severity
+            upper, lower = ladder_levels[position], ladder_levels[position - 1] if position else 0.0
+            if abs(severity - upper) < 1e-9:
+                anchors.append(len(kinds))
             kinds.append(kind)
             severities.append(severity)
             parts.append(_interpolate(severity, clean_moments, ladder))
+            low.append(first_anchor + position - 1 if position else 0)
+            high.append(first_anchor + position)
+            weights.append((severity - lower) / (upper - lower))
     means, covariances, class_means, confusions = (np.stack(items) for items in zip(*parts, strict=True))
     logdets = np.linalg.slogdet(covariances)[1]
+    # Σ⁻¹ = L Lᵀ with L = (Cholesky factor of Σ)⁻ᵀ
+    whitening = np.linalg.inv(np.linalg.cholesky(covariances)).transpose(0, 2, 1)
     return SignatureTable(kinds=tuple(kinds), severities=np.asarray(severities), means=means,
-                          class_means=class_means, precisions=np.linalg.inv(covariances), logdets=logdets,
-                          confusions=confusions, spread_centre=spread_centre, prior=prior,
-                          rows=len(labels))
+                          class_means=class_means, whitening=whitening, logdets=logdets,
+                          confusions=confusions, anchors=np.asarray(anchors), anchor_low=np.asarray(low),
+                          anchor_high=np.asarray(high), anchor_weight=np.asarray(weights),
+                          spread_centre=spread_centre, prior=prior, rows=len(labels))
 
 
 def _grid(top: float, step: float, levels: list[float]) -> list[float]:

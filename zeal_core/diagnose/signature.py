@@ -61,6 +61,9 @@ from zeal_core.shifts import ShiftedSet
 CALIBRATION_BATCH = 24
 # Temperatures tried when calibrating the cause posterior (log-spaced).
 TEMPERATURES = np.exp(np.linspace(np.log(1e-3), np.log(3.0), 61))
+# Share of the cause posterior spread evenly over the causes (ε): a few held-out subsets that the
+# signatures explain badly must not drive the temperature to zero, and no score claims certainty.
+POSTERIOR_FLOOR = 0.02
 
 
 @dataclass(frozen=True)
@@ -71,13 +74,15 @@ class SignatureConfig:
     spread_components: int = 8  # k <= K, coordinates whose squared deviation from clean is also used
     shrinkage: float = 0.9  # in [0, 1], pull of the within-group covariance towards its diagonal
     severity_step: float = 0.25  # severity grid step; the bank's own levels are always on the grid
+    fractions: tuple[float, ...] = (1.0,)  # shares of corrupted images the signatures cover (1 always)
     false_alarm: float = 0.04  # share of clean samples the own gate may call drifted (half per statistic)
     unknown_quantile: float = 0.99  # known shifts beyond this quantile of distance are called "unknown"
     bbse_ridge: float = 1.0  # BBSE ridge towards the reference prior: λ = bbse_ridge / n
-    calibration_sizes: tuple[int, ...] = (25, 50, 100, 200)  # sample sizes of the held-out subsets
-    clean_trials: int = 150  # clean held-out subsets per size and fold (sets the gate's thresholds)
-    label_shift_trials: int = 40  # label-shifted clean subsets per size and fold (for the temperature)
-    shift_trials: int = 2  # subsets per bank set, size and fold (temperature and rejection threshold)
+    calibration_sizes: tuple[int, ...] = (25, 50, 100, 200)  # held-out subset sizes (up to half a fold)
+    calibration_splits: int = 3  # random halvings of the reference; each gives two fold models
+    clean_trials: int = 50  # clean held-out subsets per size and fold model (sets the gate's thresholds)
+    label_shift_trials: int = 15  # label-shifted clean subsets per size and fold model (temperature)
+    shift_trials: int = 1  # subsets per bank set, size and fold model (temperature, rejection threshold)
 
     def __post_init__(self) -> None:
         check_int(self.components, "components", 1, 512)
@@ -95,20 +100,26 @@ class SignatureConfig:
         for size in sizes:
             check_int(size, "calibration_sizes entry", 2)
         object.__setattr__(self, "calibration_sizes", tuple(sorted(int(size) for size in set(sizes))))
-        for name in ("clean_trials", "label_shift_trials", "shift_trials"):
+        shares = tuple(self.fractions)
+        if not all(isinstance(share, (int, float)) and 0.0 < float(share) <= 1.0 for share in shares):
+            raise ConfigError(f"fractions must be numbers in (0, 1], got {self.fractions!r}")
+        object.__setattr__(self, "fractions", tuple(sorted({float(share) for share in shares} | {1.0})))
+        for name in ("calibration_splits", "clean_trials", "label_shift_trials", "shift_trials"):
             check_int(getattr(self, name), name, 1, 100_000)
 
 
 @dataclass(frozen=True)
-class SizeCalibration:
-    """What the held-out subsets of one sample size gave."""
+class Calibration:
+    """What the held-out subsets gave: the gate's thresholds and the rejection distances (pooled over
+    sizes, since the statistics are log-likelihood ratios whose null distribution hardly depends on n),
+    and one temperature per size (how much to trust the likelihoods does depend on n)."""
 
-    n: int  # sample size
     label_shift_threshold: float  # T_LS
     covariate_threshold: float  # T_cov
-    temperature: float  # τ of the cause posterior
     distances: np.ndarray  # sorted distances of held-out known shifts to their nearest signature
-    held_out: dict[str, float]  # accuracy on the held-out subsets (top-1 cause, clean kept, ...)
+    sizes: tuple[int, ...]  # calibrated sample sizes
+    temperatures: tuple[float, ...]  # τ per size
+    held_out: tuple[dict[str, float], ...]  # per size: accuracy on the held-out subsets
 
 
 @register_diagnoser
@@ -131,7 +142,7 @@ class SignatureDiagnoser(Diagnoser):
         self.config = SignatureConfig(**options)
         self._projection: Projection | None = None
         self._table: SignatureTable | None = None
-        self._calibration: tuple[SizeCalibration, ...] = ()
+        self._calibration: Calibration | None = None
         self._families: dict[str, str] = {}
         self.fit_report: dict[str, Any] = {}
 
@@ -142,49 +153,49 @@ class SignatureDiagnoser(Diagnoser):
         rng = np.random.default_rng(seed)
         labels = np.asarray(reference.labels, dtype=np.int64)
         classes = reference.probs.shape[1]
-        fold = _random_folds(len(labels), rng)
         sources = [(CLEAN, 0.0, reference)] + [(shifted.corruption, shifted.severity, shifted.embeddings)
                                                for shifted in bank]
         self._families = {kind: _family(kind) for kind, _, _ in sources[1:]}
+        corruptions = list(dict.fromkeys(kind for kind, _, _ in sources[1:]))
+        components = min(config.components, len(sources) - 1)
+        spread = min(config.spread_components, components)
+        preds = [np.asarray(embedded.preds, dtype=np.int64) for _, _, embedded in sources]
         with single_threaded_blas():
-            moments = FoldMoments(2)
-            for _, _, embedded in sources:
-                moments.add(_raw(embedded), fold)
-            components = min(config.components, len(sources) - 1)
-            projections = [moments.projection(folds, components, config.shrinkage)
-                           for folds in ([0], [1], [0, 1])]
-            coordinates: list[list[np.ndarray]] = [[], [], []]
-            for _, _, embedded in sources:
-                raw = _raw(embedded)
-                for index, projection in enumerate(projections):
-                    coordinates[index].append(projection(raw))
-            preds = [np.asarray(embedded.preds, dtype=np.int64) for _, _, embedded in sources]
-            spread = min(config.spread_components, components)
+            raws = [_raw(embedded).astype(np.float32) for _, _, embedded in sources]
 
-            def table_for(model: int, rows: np.ndarray) -> SignatureTable:
-                groups = [GroupRows(kind, severity, coordinates[model][index][rows], preds[index][rows],
+            def table_for(projection: Projection, rows: np.ndarray) -> SignatureTable:
+                groups = [GroupRows(kind, severity, projection(raws[index][rows]), preds[index][rows],
                                     labels[rows]) for index, (kind, severity, _) in enumerate(sources)]
-                return build_table(groups, spread, config.severity_step, classes)
+                return build_table(groups, spread, config.severity_step, classes, config.fractions)
 
-            calibration_parts = []
-            for model in (0, 1):
-                own, held = np.flatnonzero(fold == model), np.flatnonzero(fold != model)
-                table = table_for(model, own)
-                held_groups = [(kind, table.expand(coordinates[model][index][held]), preds[index][held])
-                               for index, (kind, _, _) in enumerate(sources)]
-                calibration_parts.append(self._score_held_out(table, held_groups, labels[held], rng))
-            corruptions = list(dict.fromkeys(kind for kind, _, _ in sources[1:]))
-            self._calibration = self._calibrate(calibration_parts, corruptions)
-            self._projection = projections[2]
-            self._table = table_for(2, np.arange(len(labels)))
+            parts, full_projection = [], None
+            for _ in range(config.calibration_splits):
+                fold = _random_folds(len(labels), rng)
+                moments = FoldMoments(2)
+                for raw in raws:
+                    moments.add(raw.astype(np.float64), fold)
+                if full_projection is None:
+                    full_projection = moments.projection([0, 1], components, config.shrinkage)
+                for model in (0, 1):
+                    projection = moments.projection([model], components, config.shrinkage)
+                    own, held = np.flatnonzero(fold == model), np.flatnonzero(fold != model)
+                    table = table_for(projection, own)
+                    held_groups = [(kind, table.expand(projection(raws[index][held])), preds[index][held])
+                                   for index, (kind, _, _) in enumerate(sources)]
+                    parts.append(self._score_held_out(table, held_groups, labels[held], rng))
+            self._calibration = self._calibrate(parts, corruptions)
+            self._projection = full_projection
+            self._table = table_for(full_projection, np.arange(len(labels)))
+        calibration = self._calibration
         self.fit_report = {
             "reference_images": len(labels), "bank_sets": len(bank), "components": components,
-            "hypotheses": len(self._table.kinds), "corruptions": list(self._table.corruptions),
-            "calibration": [{"n": item.n, "label_shift_threshold": item.label_shift_threshold,
-                             "covariate_threshold": item.covariate_threshold,
-                             "temperature": item.temperature,
-                             "distance_threshold": _quantile(item.distances, config.unknown_quantile),
-                             **item.held_out} for item in self._calibration],
+            "hypotheses": len(self._table.kinds), "corruptions": corruptions,
+            "label_shift_threshold": calibration.label_shift_threshold,
+            "covariate_threshold": calibration.covariate_threshold,
+            "distance_threshold": _quantile(calibration.distances, config.unknown_quantile),
+            "calibration": [{"n": size, "temperature": tau, **held_out} for size, tau, held_out
+                            in zip(calibration.sizes, calibration.temperatures, calibration.held_out,
+                                   strict=True)],
             "config": asdict(config)}
 
     def _score_held_out(self, table: SignatureTable, groups: list[tuple[str, np.ndarray, np.ndarray]],
@@ -192,7 +203,9 @@ class SignatureDiagnoser(Diagnoser):
         """Evaluate random held-out subsets of every size: the raw material of the calibration."""
         config = self.config
         pool = len(held_labels)
-        sizes = [size for size in config.calibration_sizes if size <= pool] or [pool]
+        # at most half the pool, so that subsets of one pool differ (a subset of nearly the whole pool
+        # repeats one draw, and the gate's tail quantiles would rest on a handful of draws)
+        sizes = [size for size in config.calibration_sizes if size <= pool // 2] or [max(2, pool // 2)]
         classes = table.prior.shape[0]
         support = np.flatnonzero(table.prior > 0)
         clean_u, clean_preds = groups[0][1], groups[0][2]
@@ -239,38 +252,37 @@ class SignatureDiagnoser(Diagnoser):
                 "clean_estimated": evaluation.at_estimated_prior[:, 0],
                 "best_reference": best_reference, "best_estimated": best_estimated, "distance": distance}
 
-    def _calibrate(self, parts: list[dict[int, dict[str, Any]]],
-                   corruptions: list[str]) -> tuple[SizeCalibration, ...]:
+    def _calibrate(self, parts: list[dict[int, dict[str, Any]]], corruptions: list[str]) -> Calibration:
         config = self.config
-        calibrated = []
-        for size in sorted(set(parts[0]) & set(parts[1])):
-            data = {key: np.concatenate([part[size][key] for part in parts]) for key in parts[0][size]}
+        sizes = sorted(set.intersection(*(set(part) for part in parts)))
+        by_size = {size: {key: np.concatenate([part[size][key] for part in parts]) for key in parts[0][size]}
+                   for size in sizes}
+        pooled = {key: np.concatenate([by_size[size][key] for size in sizes]) for key in by_size[sizes[0]]}
+        clean = pooled["truths"] == NO_DRIFT
+        label_statistic = 2.0 * (pooled["clean_estimated"] - pooled["clean_reference"])
+        label_threshold = _quantile(label_statistic[clean], 1.0 - config.false_alarm / 2)
+        scores = _cause_scores(pooled, label_threshold, 0.0)
+        base = np.maximum(pooled["clean_reference"], pooled["clean_estimated"] - label_threshold / 2)
+        covariate_threshold = _quantile(2.0 * (scores[clean, 2:].max(1) - base[clean]),
+                                        1.0 - config.false_alarm / 2)
+        causes = [NO_DRIFT, LABEL_SHIFT, *corruptions]
+        temperatures, held_out = [], []
+        for size in sizes:
+            data = by_size[size]
             truths = data["truths"]
-            clean = truths == NO_DRIFT
-            label_statistic = 2.0 * (data["clean_estimated"] - data["clean_reference"])
-            label_threshold = _quantile(label_statistic[clean], 1.0 - config.false_alarm / 2)
-            scores = _cause_scores(data, label_threshold, 0.0)
-            base = np.maximum(data["clean_reference"], data["clean_estimated"] - label_threshold / 2)
-            covariate_statistic = 2.0 * (scores[:, 2:].max(1) - base)
-            covariate_threshold = _quantile(covariate_statistic[clean], 1.0 - config.false_alarm / 2)
             scores = _cause_scores(data, label_threshold, covariate_threshold)
-            causes = [NO_DRIFT, LABEL_SHIFT, *corruptions]
             truth_index = np.asarray([causes.index(truth) for truth in truths])
-            temperature = _fit_temperature(scores, truth_index)
-            known_distance = np.sort(data["distance"])
+            temperatures.append(_fit_temperature(scores, truth_index))
             winner = scores.argmax(1)
-            shifted = truth_index >= 2
-            held_out = {
-                "clean_no_drift": float((winner[clean] == 0).mean()),
+            is_clean, shifted = truths == NO_DRIFT, truth_index >= 2
+            held_out.append({
+                "clean_no_drift": float((winner[is_clean] == 0).mean()),
                 "label_shift_named": float((winner[truths == LABEL_SHIFT] == 1).mean()),
                 "corruption_top1": float((winner[shifted] == truth_index[shifted]).mean()),
-                "trials_clean": int(clean.sum()), "trials_shift": int(shifted.sum()),
-            }
-            calibrated.append(SizeCalibration(n=size, label_shift_threshold=label_threshold,
-                                              covariate_threshold=covariate_threshold,
-                                              temperature=temperature, distances=known_distance,
-                                              held_out=held_out))
-        return tuple(calibrated)
+                "trials_clean": int(is_clean.sum()), "trials_shift": int(shifted.sum())})
+        return Calibration(label_shift_threshold=label_threshold, covariate_threshold=covariate_threshold,
+                           distances=np.sort(pooled["distance"]), sizes=tuple(sizes),
+                           temperatures=tuple(temperatures), held_out=tuple(held_out))
 
     # Diagnosing -------------------------------------------------------------------------------------------
 
@@ -293,9 +305,7 @@ class SignatureDiagnoser(Diagnoser):
         allowed = np.ones(len(causes), dtype=bool)
         if drift_detected is True:
             allowed[0] = False
-        logits = np.where(allowed, temperature * scores, -np.inf)
-        posterior = np.exp(logits - logits.max())
-        posterior /= posterior.sum()
+        posterior = _posterior(scores, temperature, allowed)
         winner = int(np.argmax(np.where(allowed, scores, -np.inf)))
         penalty = label_threshold / 2
         combined = np.maximum(evaluation.at_reference_prior[0], evaluation.at_estimated_prior[0] - penalty)
@@ -351,12 +361,15 @@ class SignatureDiagnoser(Diagnoser):
                           "threshold": statistics["label_shift_threshold"]})
         rows = np.flatnonzero(kinds == kind)
         best = rows[int(np.argmax(combined[rows]))]
-        severity = _refine_severity(table.severities[rows], combined[rows])
+        fraction = float(table.fractions[best])
+        ladder = rows[table.fractions[rows] == fraction]
+        severity = _refine_severity(table.severities[ladder], combined[ladder])
         distance = float(np.minimum(evaluation.distance_reference[0, rows],
                                     evaluation.distance_estimated[0, rows]).min())
         return Cause(kind, self._families.get(kind, "other"), score, severity,
                      {"log_likelihood": float(combined[best]), "grid_severity": float(table.severities[best]),
-                      "class_mix_changed": bool(uses_prior[best]), "distance": distance})
+                      "fraction": fraction, "class_mix_changed": bool(uses_prior[best]),
+                      "distance": distance})
 
     @staticmethod
     def _best_hypothesis(cause: str, combined: np.ndarray, kinds: np.ndarray) -> int:
@@ -366,19 +379,14 @@ class SignatureDiagnoser(Diagnoser):
         return int(rows[int(np.argmax(combined[rows]))])
 
     def _at_size(self, n: int) -> tuple[float, float, float, np.ndarray]:
-        """Thresholds and temperature at sample size n: interpolated in log n, constant beyond the ends."""
-        items = self._calibration
-        sizes = np.log([item.n for item in items])
-        where = float(np.log(n))
-
-        def interpolate(values: list[float]) -> float:
-            return float(np.interp(where, sizes, values))
-
-        nearest = items[int(np.argmin(np.abs(sizes - where)))]
-        return (interpolate([item.label_shift_threshold for item in items]),
-                interpolate([item.covariate_threshold for item in items]),
-                float(np.exp(interpolate([np.log(item.temperature) for item in items]))),
-                nearest.distances)
+        """Thresholds, the temperature (interpolated in log n, constant beyond the calibrated sizes) and the
+        held-out distances, at sample size n."""
+        calibration = self._calibration
+        assert calibration is not None
+        temperature = float(np.exp(np.interp(np.log(n), np.log(calibration.sizes),
+                                             np.log(calibration.temperatures))))
+        return (calibration.label_shift_threshold, calibration.covariate_threshold, temperature,
+                calibration.distances)
 
 
 def _cause_scores(data: dict[str, np.ndarray], label_threshold: float,
@@ -391,17 +399,20 @@ def _cause_scores(data: dict[str, np.ndarray], label_threshold: float,
     return np.concatenate([no_drift[:, None], label_shift[:, None], corruptions], axis=1)
 
 
+def _posterior(scores: np.ndarray, temperature: float, allowed: np.ndarray | None = None) -> np.ndarray:
+    """(1 - ε) softmax(τ a) + ε / K over the allowed causes (last axis): never more certain than 1 - ε."""
+    allowed = np.ones(scores.shape[-1], dtype=bool) if allowed is None else allowed
+    logits = np.where(allowed, temperature * scores, -np.inf)
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    softmax = weights / weights.sum(-1, keepdims=True)
+    return (1 - POSTERIOR_FLOOR) * softmax + POSTERIOR_FLOOR * allowed / allowed.sum()
+
+
 def _fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
-    """τ minimising the mean negative log-likelihood of the true cause under softmax(τ scores)."""
-    centred = scores - scores.max(1, keepdims=True)
-    best, best_loss = 1.0, np.inf
-    for temperature in TEMPERATURES:
-        logits = temperature * centred
-        log_norm = np.log(np.exp(logits).sum(1))
-        loss = float(np.mean(log_norm - logits[np.arange(len(truth)), truth]))
-        if loss < best_loss:
-            best, best_loss = float(temperature), loss
-    return best
+    """τ minimising the mean negative log-likelihood of the true cause under ``_posterior``."""
+    losses = [-np.log(_posterior(scores, temperature)[np.arange(len(truth)), truth]).mean()
+              for temperature in TEMPERATURES]
+    return float(TEMPERATURES[int(np.argmin(losses))])
 
 
 def _refine_severity(severities: np.ndarray, values: np.ndarray) -> float:

@@ -67,6 +67,7 @@ class SignatureTable:
 
     kinds: tuple[str, ...]  # H: "clean" or corruption name per hypothesis
     severities: np.ndarray  # H: severity on the grid (0 for clean)
+    fractions: np.ndarray  # H: share of the sample's images under the shift (1 for clean)
     means: np.ndarray  # H x U: μ_h
     class_means: np.ndarray  # H x C x U: μ_h^(j)
     whitening: np.ndarray  # H x U x U: L_h with Σ_h⁻¹ = L_h L_hᵀ
@@ -138,8 +139,8 @@ def _mahalanobis(diff: np.ndarray, whitening: np.ndarray) -> np.ndarray:
     return (whitened * whitened).sum(-1)
 
 
-def build_table(groups: Sequence[GroupRows], spread_components: int, step: float,
-                num_classes: int) -> SignatureTable:
+def build_table(groups: Sequence[GroupRows], spread_components: int, step: float, num_classes: int,
+                fractions: Sequence[float] = (1.0,)) -> SignatureTable:
     """Signatures of ``groups`` (the first is clean) on a severity grid of ``step``.
 
     Args:
@@ -147,6 +148,8 @@ def build_table(groups: Sequence[GroupRows], spread_components: int, step: float
         spread_components: k, coordinates whose squared deviation from clean is part of u.
         step: Severity grid step (e.g. 0.25); the bank's own levels are always on the grid.
         num_classes: C, the model's outputs.
+        fractions: Shares of corrupted images in a sample; a share f < 1 adds the mixtures
+            (1 - f) clean + f (c, s) of every grid hypothesis (exact moments of the mixture).
     """
     clean = groups[0]
     spread_centre = clean.coordinates[:, :spread_components].mean(0)
@@ -169,28 +172,32 @@ def build_table(groups: Sequence[GroupRows], spread_components: int, step: float
     clean_moments = moments(clean)
     for group in groups[1:]:
         levels.setdefault(group.kind, []).append((float(group.severity), moments(group)))
-    kinds, severities, parts = [CLEAN], [0.0], [clean_moments]
-    anchors, low, high, weights = [0], [0], [0], [0.0]
-    for kind, ladder in levels.items():
+    for ladder in levels.values():
         ladder.sort(key=lambda item: item[0])
-        ladder_levels = [level for level, _ in ladder]
-        first_anchor = len(anchors)
-        for severity in _grid(ladder[-1][0], step, ladder_levels):
-            position = int(np.searchsorted(ladder_levels, severity - 1e-9))  # first level >= severity
-            upper, lower = ladder_levels[position], ladder_levels[position - 1] if position else 0.0
-            if abs(severity - upper) < 1e-9:
-                anchors.append(len(kinds))
-            kinds.append(kind)
-            severities.append(severity)
-            parts.append(_interpolate(severity, clean_moments, ladder))
-            low.append(first_anchor + position - 1 if position else 0)
-            high.append(first_anchor + position)
-            weights.append((severity - lower) / (upper - lower))
+    kinds, severities, shares, parts = [CLEAN], [0.0], [1.0], [clean_moments]
+    anchors, low, high, weights = [0], [0], [0], [0.0]
+    for fraction in sorted(set(fractions), reverse=True):
+        for kind, ladder in levels.items():
+            ladder_levels = [level for level, _ in ladder]
+            first_anchor = len(anchors)
+            for severity in _grid(ladder[-1][0], step, ladder_levels):
+                position = int(np.searchsorted(ladder_levels, severity - 1e-9))  # first level >= severity
+                upper, lower = ladder_levels[position], ladder_levels[position - 1] if position else 0.0
+                if abs(severity - upper) < 1e-9:
+                    anchors.append(len(kinds))
+                kinds.append(kind)
+                severities.append(severity)
+                shares.append(fraction)
+                parts.append(_mix(fraction, clean_moments, _interpolate(severity, clean_moments, ladder)))
+                low.append(first_anchor + position - 1 if position else 0)
+                high.append(first_anchor + position)
+                weights.append((severity - lower) / (upper - lower))
     means, covariances, class_means, confusions = (np.stack(items) for items in zip(*parts, strict=True))
     logdets = np.linalg.slogdet(covariances)[1]
     # Σ⁻¹ = L Lᵀ with L = (Cholesky factor of Σ)⁻ᵀ
     whitening = np.linalg.inv(np.linalg.cholesky(covariances)).transpose(0, 2, 1)
-    return SignatureTable(kinds=tuple(kinds), severities=np.asarray(severities), means=means,
+    return SignatureTable(kinds=tuple(kinds), severities=np.asarray(severities),
+                          fractions=np.asarray(shares), means=means,
                           class_means=class_means, whitening=whitening, logdets=logdets,
                           confusions=confusions, anchors=np.asarray(anchors), anchor_low=np.asarray(low),
                           anchor_high=np.asarray(high), anchor_weight=np.asarray(weights),
@@ -201,6 +208,18 @@ def _grid(top: float, step: float, levels: list[float]) -> list[float]:
     points = set(np.round(np.arange(step, top + 1e-9, step), 6).tolist())
     points |= {round(level, 6) for level in levels}
     return sorted(point for point in points if 0 < point <= top + 1e-9)
+
+
+def _mix(fraction: float, clean: tuple, shifted: tuple) -> tuple:
+    """Moments of the mixture (1 - f) clean + f shifted: mean, covariance, class means, confusion."""
+    if fraction >= 1.0:
+        return shifted
+    mean = (1 - fraction) * clean[0] + fraction * shifted[0]
+    offset = shifted[0] - clean[0]
+    covariance = ((1 - fraction) * clean[1] + fraction * shifted[1]
+                  + fraction * (1 - fraction) * np.outer(offset, offset))
+    return (mean, covariance, (1 - fraction) * clean[2] + fraction * shifted[2],
+            (1 - fraction) * clean[3] + fraction * shifted[3])
 
 
 def _interpolate(severity: float, clean: tuple, ladder: list[tuple[float, tuple]]) -> tuple:

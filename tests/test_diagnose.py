@@ -168,12 +168,14 @@ def test_clean_samples_give_no_drift_and_drifted_pairs_do_not(world: World) -> N
     assert all(verdict == "covariate shift" for verdict in drifted), drifted
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_label_shift_recovers_the_sample_proportions(world: World, seed: int) -> None:
-    rng = np.random.default_rng(seed)
-    prior = rng.dirichlet(np.ones(10))
+@pytest.mark.parametrize("heavy", [(0, 1, 2, 3, 4), (5, 6, 7, 8, 9)])
+def test_label_shift_recovers_the_sample_proportions(world: World, heavy: tuple[int, ...]) -> None:
+    """Half the classes make up 90 % of the sample (each class's images drawn without repeats)."""
+    rng = np.random.default_rng(sum(heavy))
+    prior = np.full(10, 0.02)
+    prior[list(heavy)] = 0.18
     labels = np.asarray(world.sample.labels)
-    rows = draw_label_shifted(labels, 200, prior, rng)
+    rows = draw_label_shifted(labels, N, prior, rng)
     actual = np.bincount(labels[rows], minlength=10) / len(rows)
     diagnosis = world.diagnoser.diagnose(world.sample.subset(rows))
     estimate = np.array([diagnosis.estimated_class_proportions[j] for j in range(10)])
@@ -181,10 +183,11 @@ def test_label_shift_recovers_the_sample_proportions(world: World, seed: int) ->
     # with a classifier that errs on a few percent of images stays well inside it.
     tolerance = 2 * np.sqrt(actual * (1 - actual) / len(rows)).sum()
     assert np.abs(estimate - actual).sum() < tolerance
+    reference = np.array([diagnosis.reference_class_proportions[j] for j in range(10)])
+    assert np.abs(estimate - actual).sum() < 0.5 * np.abs(reference - actual).sum()  # it did move
     assert diagnosis.verdict == "label shift"
     assert diagnosis.best.kind == "label_shift" and diagnosis.best.family == "label"
-    reference = diagnosis.reference_class_proportions
-    assert sum(reference.values()) == pytest.approx(1.0) and sum(estimate) == pytest.approx(1.0)
+    assert sum(diagnosis.reference_class_proportions.values()) == pytest.approx(1.0)
 
 
 def test_labels_are_never_used(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -222,9 +225,12 @@ def test_image_scores_rank_the_corrupted_images_first(world: World) -> None:
     spec = DriftSpec.parse("contrast:5@0.5")
     images = world.sample_images[:N]
     affected = spec.affected_mask(N, seed=3).numpy()
-    diagnosis = world.diagnoser.diagnose(world.embed(spec.apply(images, seed=3)))
+    mixtures = create_diagnoser("signature", **FAST, fractions=(0.25, 0.5, 0.75))
+    mixtures.fit(world.reference, world.bank)
+    diagnosis = mixtures.diagnose(world.embed(spec.apply(images, seed=3)))
     scores = np.asarray(diagnosis.details["image_scores"])
     assert diagnosis.best.kind == "contrast" and scores.shape == (N,)
+    assert diagnosis.best.details["fraction"] == 0.5
     # AUC of the per-image score for "this image was corrupted"
     auc = (scores[affected][:, None] > scores[~affected][None, :]).mean()
     assert auc > 0.9

@@ -12,7 +12,9 @@ with ``drift_detected=True``, as after a detector fired), the mean absolute erro
 estimated severity, the own gate's detection rate (``drift_detected=None``) and the share called "unknown
 shift"; the confusion matrix (true corruption x top-1 cause). Clean subsets: share with the verdict "no
 drift". Label shift: subsets drawn with Dirichlet(``--dirichlet``) class priors; L1 error of the estimated
-class proportions against the subset's actual proportions, and the verdicts. Held-out corruptions: the
+class proportions against the subset's actual proportions, and the verdicts. Partial drifts: a share of
+each subset's images corrupted (top-1, estimated share, AUC of the per-image scores for "this image was
+corrupted"). Held-out corruptions: the
 diagnoser is refitted without one corruption and scored on it (is it called "unknown", or at least put in
 the right family?). Speed: fit time and median diagnose time at n = 100, 500, 1000.
 
@@ -51,6 +53,8 @@ HOLDOUT = ("gaussian_noise", "motion_blur", "fog", "pixelate")  # one per ImageN
 TARGET_SIZE = 100  # the issue's targets are at n = 100, severity >= 3
 TARGET_MIN_SEVERITY = 3.0
 SPEED_SIZES = (100, 500, 1000)
+FRACTIONS = (0.3, 0.6)  # partial drifts scored at n = 100
+FRACTION_SEVERITIES = (3.0, 5.0)
 CACHE_FORMAT = 1
 
 
@@ -90,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--holdout", type=_csv(str), default=HOLDOUT,
                         help="corruptions to hold out of the bank one at a time ('' for none)")
     parser.add_argument("--holdout-trials", type=int, default=20, help="subsets per held-out severity")
+    parser.add_argument("--fractions", type=_csv(float), default=FRACTIONS,
+                        help="shares of corrupted images for the partial-drift table")
+    parser.add_argument("--fraction-trials", type=int, default=4, help="subsets per kind x severity x share")
     parser.add_argument("--diagnoser", default="signature")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="diagnoser option (JSON value), e.g. components=24")
@@ -312,6 +319,58 @@ def score_corruptions(diagnoser: Any, prepared: Prepared, kinds: Sequence[str], 
     return {"cells": cells, "confusion": confusion}
 
 
+def mix_rows(clean: Any, shifted: Any, rows: np.ndarray, affected: np.ndarray) -> Any:
+    """The pool images at ``rows``, shifted where ``affected`` and clean elsewhere (what ``spec@f`` gives)."""
+    from zeal_core.embed import Embeddings
+
+    def pick(name: str) -> np.ndarray:
+        chosen, other = getattr(shifted, name)[rows], getattr(clean, name)[rows]
+        mask = affected.reshape(-1, *([1] * (chosen.ndim - 1)))
+        return np.where(mask, chosen, other)
+
+    return Embeddings(features=pick("features"), probs=pick("probs"), preds=pick("preds"),
+                      labels=pick("labels"), indices=np.asarray(rows), logits=pick("logits"),
+                      affected=np.asarray(affected, dtype=bool))
+
+
+def score_fractions(diagnoser: Any, prepared: Prepared, kinds: Sequence[str], severities: Sequence[float],
+                    fractions: Sequence[float], n: int, trials: int,
+                    rng: np.random.Generator) -> dict[str, Any]:
+    """Partial drifts (``kind:severity@fraction``): top-1, 'unknown', fraction error, per-image score AUC."""
+    from zeal_core.corruptions import DriftSpec, corruption_info
+
+    results = {}
+    for fraction in fractions:
+        counts, fraction_errors, aucs = Counter(), [], []
+        for kind in kinds:
+            for severity in severities:
+                spec = DriftSpec(steps=((kind, float(severity)),), fraction=float(fraction))
+                shifted = prepared.pool_shifted[DriftSpec(steps=spec.steps).text]
+                for _ in range(trials):
+                    rows = np.sort(rng.choice(len(prepared.pool), n, replace=False))
+                    affected = spec.affected_mask(n, seed=int(rng.integers(1 << 30))).numpy()
+                    diagnosis = diagnoser.diagnose(mix_rows(prepared.pool, shifted, rows, affected),
+                                                   drift_detected=True)
+                    counts["top1"] += diagnosis.best.kind == kind
+                    counts["family"] += diagnosis.best.family == corruption_info(kind).family
+                    counts["unknown"] += diagnosis.verdict == "unknown shift"
+                    counts["trials"] += 1
+                    named = diagnosis.cause(kind)
+                    if named is not None and "fraction" in named.details:
+                        fraction_errors.append(abs(named.details["fraction"] - spec.affected_count(n) / n))
+                    scores = diagnosis.details.get("image_scores")
+                    if scores is not None and 0 < affected.sum() < n:
+                        scores = np.asarray(scores)
+                        aucs.append(float((scores[affected][:, None] > scores[~affected][None, :]).mean()))
+        total = counts["trials"]
+        results[f"{fraction:g}"] = {"n": n, "fraction": fraction, "severities": list(severities),
+                                    "top1": _rate(counts["top1"], total),
+                                    "family_top1": _rate(counts["family"], total),
+                                    "unknown": _rate(counts["unknown"], total),
+                                    "fraction_mae": _mean(fraction_errors), "image_score_auc": _mean(aucs)}
+    return results
+
+
 def score_clean(diagnoser: Any, pool: Any, sizes: Sequence[int], trials: int,
                 rng: np.random.Generator) -> dict[str, Any]:
     """Share of clean sample subsets with the verdict "no drift" (own gate), per n."""
@@ -482,6 +541,16 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {n} | {_num(cell['l1_vs_sample'])} | {_num(cell['l1_vs_prior'])} | "
                      f"{_pct(cell['label_shift_verdict'])} | {_pct(cell['label_shift_top1_forced'])} | "
                      f"{cell['l1_vs_sample']['trials']} |")
+    if result.get("fractions"):
+        lines += ["", "Partial drifts (a share of the images corrupted, severities "
+                  f"{', '.join(f'{s:g}' for s in FRACTION_SEVERITIES)}, n = "
+                  f"{next(iter(result['fractions'].values()))['n']}):", "",
+                  "| share | top-1 | family top-1 | unknown | share error | per-image score AUC | trials |",
+                  "|---|---|---|---|---|---|---|"]
+        for cell in result["fractions"].values():
+            lines.append(f"| {cell['fraction']:g} | {_pct(cell['top1'])} | {_pct(cell['family_top1'])} | "
+                         f"{_pct(cell['unknown'])} | {_num(cell['fraction_mae'])} | "
+                         f"{_num(cell['image_score_auc'])} | {cell['top1']['trials']} |")
     if result["holdout"]:
         lines += ["", "Held-out corruptions (refitted without them), n = "
                   f"{next(iter(result['holdout'].values()))['n']}:", "",
@@ -652,6 +721,8 @@ def bench_dataset(dataset: str, version: str, args: argparse.Namespace,
     result["holdout"] = score_holdout(args.diagnoser, options, prepared, held,
                                       [s for s in args.severities if s >= TARGET_MIN_SEVERITY],
                                       min(TARGET_SIZE, pool), args.holdout_trials, args.seed, rng)
+    result["fractions"] = score_fractions(diagnoser, prepared, kinds, FRACTION_SEVERITIES, args.fractions,
+                                          min(TARGET_SIZE, pool), args.fraction_trials, rng)
     result["speed_s"] = speed(diagnoser, prepared.pool, SPEED_SIZES, rng)
     result["targets"] = targets(result)
     result["machine_after"] = machine()

@@ -25,8 +25,10 @@ a label-shift penalty p = T_LS / 2, the causes get the scores
 
 so that label shift beats no drift exactly when D_LS = 2(ℓ_clean(π̂) - ℓ_clean(π_ref)) > T_LS, and a
 corruption beats both exactly when D_cov = 2(max_c a_c - max(ℓ_clean(π_ref), ℓ_clean(π̂) - p)) > T_cov.
-``Cause.score`` = softmax(τ a): a calibrated posterior over the causes (no drift, label shift, every
-corruption); the estimated severity of c is its maximising s (refined by a parabola through the grid
+``Cause.score`` = (1 - ε) softmax(τ a) + ε / K: a calibrated posterior over the causes (no drift, label
+shift, every corruption). With ``drift_detected=True`` no drift is left out, and when D_LS <= T_LS the
+label shift also loses its T_cov / 2 head start (the best-fitting signature then names the drift). The
+estimated severity of c is its maximising s (refined by a parabola through the grid
 neighbours). When the winner is a corruption but the sample's distance to the nearest signature exceeds
 the rejection threshold, the verdict is "unknown shift": the "unknown" cause's score is the share of
 held-out known shifts that lie closer, and the other scores are multiplied by one minus it.
@@ -74,7 +76,7 @@ class SignatureConfig:
     spread_components: int = 8  # k <= K, coordinates whose squared deviation from clean is also used
     shrinkage: float = 0.9  # in [0, 1], pull of the within-group covariance towards its diagonal
     severity_step: float = 0.25  # severity grid step; the bank's own levels are always on the grid
-    fractions: tuple[float, ...] = (1.0,)  # shares of corrupted images the signatures cover (1 always)
+    fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # shares of corrupted images covered (1 always)
     false_alarm: float = 0.04  # share of clean samples the own gate may call drifted (half per statistic)
     unknown_quantile: float = 0.99  # known shifts beyond this quantile of distance are called "unknown"
     bbse_ridge: float = 1.0  # BBSE ridge towards the reference prior: λ = bbse_ridge / n
@@ -160,12 +162,14 @@ class SignatureDiagnoser(Diagnoser):
         components = min(config.components, len(sources) - 1)
         spread = min(config.spread_components, components)
         preds = [np.asarray(embedded.preds, dtype=np.int64) for _, _, embedded in sources]
+        probs = [np.asarray(embedded.probs, dtype=np.float64) for _, _, embedded in sources]
         with single_threaded_blas():
             raws = [_raw(embedded).astype(np.float32) for _, _, embedded in sources]
 
             def table_for(projection: Projection, rows: np.ndarray) -> SignatureTable:
                 groups = [GroupRows(kind, severity, projection(raws[index][rows]), preds[index][rows],
-                                    labels[rows]) for index, (kind, severity, _) in enumerate(sources)]
+                                    probs[index][rows], labels[rows])
+                          for index, (kind, severity, _) in enumerate(sources)]
                 return build_table(groups, spread, config.severity_step, classes, config.fractions)
 
             parts, full_projection = [], None
@@ -180,8 +184,8 @@ class SignatureDiagnoser(Diagnoser):
                     projection = moments.projection([model], components, config.shrinkage)
                     own, held = np.flatnonzero(fold == model), np.flatnonzero(fold != model)
                     table = table_for(projection, own)
-                    held_groups = [(kind, table.expand(projection(raws[index][held])), preds[index][held])
-                                   for index, (kind, _, _) in enumerate(sources)]
+                    held_groups = [(kind, table.expand(projection(raws[index][held])), preds[index][held],
+                                    probs[index][held]) for index, (kind, _, _) in enumerate(sources)]
                     parts.append(self._score_held_out(table, held_groups, labels[held], rng))
             self._calibration = self._calibrate(parts, corruptions)
             self._projection = full_projection
@@ -198,7 +202,8 @@ class SignatureDiagnoser(Diagnoser):
                                    strict=True)],
             "config": asdict(config)}
 
-    def _score_held_out(self, table: SignatureTable, groups: list[tuple[str, np.ndarray, np.ndarray]],
+    def _score_held_out(self, table: SignatureTable,
+                        groups: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
                         held_labels: np.ndarray, rng: np.random.Generator) -> dict[int, dict[str, Any]]:
         """Evaluate random held-out subsets of every size: the raw material of the calibration."""
         config = self.config
@@ -208,32 +213,34 @@ class SignatureDiagnoser(Diagnoser):
         sizes = [size for size in config.calibration_sizes if size <= pool // 2] or [max(2, pool // 2)]
         classes = table.prior.shape[0]
         support = np.flatnonzero(table.prior > 0)
-        clean_u, clean_preds = groups[0][1], groups[0][2]
+        _, clean_u, clean_preds, clean_probs = groups[0]
         by_class = {j: np.flatnonzero(held_labels == j) for j in support}
         by_class = {j: rows for j, rows in by_class.items() if len(rows)}
         results: dict[int, dict[str, Any]] = {}
         for size in sizes:
-            samples: list[tuple[np.ndarray, np.ndarray]] = []
+            samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
             truths: list[str] = []
             for _ in range(config.clean_trials):
                 rows = rng.choice(pool, size, replace=False)
-                samples.append((clean_u[rows], clean_preds[rows]))
+                samples.append((clean_u[rows], clean_preds[rows], clean_probs[rows]))
                 truths.append(NO_DRIFT)
             for _ in range(config.label_shift_trials):
                 rows = _label_shifted_rows(by_class, size, rng)
-                samples.append((clean_u[rows], clean_preds[rows]))
+                samples.append((clean_u[rows], clean_preds[rows], clean_probs[rows]))
                 truths.append(LABEL_SHIFT)
-            for kind, expanded, group_preds in groups[1:]:
+            for kind, expanded, group_preds, group_probs in groups[1:]:
                 for _ in range(config.shift_trials):
                     rows = rng.choice(pool, size, replace=False)
-                    samples.append((expanded[rows], group_preds[rows]))
+                    samples.append((expanded[rows], group_preds[rows], group_probs[rows]))
                     truths.append(kind)
-            means = np.stack([u.mean(0) for u, _ in samples])
-            counts = np.stack([np.bincount(p, minlength=classes)[:classes] for _, p in samples]).astype(float)
-            summaries = [self._summarise(table, table.evaluate(means[start:start + CALIBRATION_BATCH],
-                                                               counts[start:start + CALIBRATION_BATCH],
-                                                               size, config.bbse_ridge))
-                         for start in range(0, len(samples), CALIBRATION_BATCH)]
+            means = np.stack([u.mean(0) for u, _, _ in samples])
+            counts = np.stack([np.bincount(p, minlength=classes)[:classes] for _, p, _ in samples])
+            counts = counts.astype(np.float64)
+            mean_probs = np.stack([p.mean(0) for _, _, p in samples])
+            chunks = range(0, len(samples), CALIBRATION_BATCH)
+            summaries = [self._summarise(table, table.evaluate(
+                means[start:start + CALIBRATION_BATCH], counts[start:start + CALIBRATION_BATCH],
+                mean_probs[start:start + CALIBRATION_BATCH], size, config.bbse_ridge)) for start in chunks]
             merged = {key: np.concatenate([part[key] for part in summaries]) for key in summaries[0]}
             results[size] = {"truths": np.asarray(truths), **merged}
         return results
@@ -294,8 +301,9 @@ class SignatureDiagnoser(Diagnoser):
         with single_threaded_blas():
             expanded = table.expand(projection(_raw(sample)))
             counts = np.bincount(np.asarray(sample.preds, np.int64), minlength=classes)[:classes]
-            evaluation = table.evaluate(expanded.mean(0)[None], counts[None].astype(np.float64), n,
-                                        config.bbse_ridge)
+            mean_probs = np.asarray(sample.probs, dtype=np.float64).mean(0)
+            evaluation = table.evaluate(expanded.mean(0)[None], counts[None].astype(np.float64),
+                                        mean_probs[None], n, config.bbse_ridge)
         calibration = self._at_size(n)
         label_threshold, covariate_threshold, temperature, distances = calibration
         summary = {key: value[0] for key, value in self._summarise(table, evaluation).items()}
@@ -305,6 +313,12 @@ class SignatureDiagnoser(Diagnoser):
         allowed = np.ones(len(causes), dtype=bool)
         if drift_detected is True:
             allowed[0] = False
+            label_statistic = 2 * (summary["clean_estimated"] - summary["clean_reference"])
+            if label_statistic <= label_threshold:
+                # Drift is asserted but the class mix did not change significantly: label shift loses the
+                # head start it has over no drift, and the best-fitting shift signature names the drift.
+                scores = scores.copy()
+                scores[1] -= covariate_threshold / 2
         posterior = _posterior(scores, temperature, allowed)
         winner = int(np.argmax(np.where(allowed, scores, -np.inf)))
         penalty = label_threshold / 2

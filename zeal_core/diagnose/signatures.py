@@ -4,7 +4,8 @@ Each image is summarised by u = [g, (g_1..k - μ_clean)²] where g are its discr
 (``statistics.Projection``) and the squared deviations of the first k coordinates carry changes of spread
 (noise widens the feature cloud). For a hypothesis h (clean, or corruption c at severity s) the reference
 images under h give the mean μ_h of u, its per-image covariance Σ_h (Ledoit-Wolf shrinkage), the class-wise
-means μ_h^(j) (by true class j) and the confusion matrix M_h = P(pred | true). Severities between the bank's
+means μ_h^(j) (by true class j), the confusion matrix M_h = P(pred | true) and its soft form S_h (mean
+softmax output by true class). Severities between the bank's
 levels interpolate these linearly (clean is severity 0), on a grid of ``step``.
 
 A sample of n images has mean t of u and prediction counts k. Its log-likelihood under h combines a
@@ -14,8 +15,8 @@ estimated from) and a multinomial part for the predictions, at two class priors:
     ℓ_h(π_ref) = log N(t; μ_h, Σ_h (1/n + 1/m)) + Σ_i k_i log (M_h π_ref)_i
     ℓ_h(π̂_h)   = log N(t; Σ_j π̂_hj μ_h^(j), Σ_h (1/n + 1/m_eff)) + Σ_i k_i log (M_h π̂_h)_i
 
-where π̂_h is the BBSE estimate of the sample's class prior under h (``label_shift``: h's own confusion
-matrix, since a corruption changes what the model predicts) and m_eff = m / Σ_j π_ref,j w_j², w = π̂ / π_ref,
+where π̂_h is the BBSE estimate of the sample's class prior under h (``label_shift``: h's own M_h and S_h,
+since a corruption changes what the model predicts) and m_eff = m / Σ_j π_ref,j w_j², w = π̂ / π_ref,
 the effective size of the reweighted reference. The second form lets every hypothesis also explain a
 change of class mix, so a label shift is not mistaken for a corruption and a corruption under a label
 shift is still recognised.
@@ -29,7 +30,11 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.covariance import ledoit_wolf
 
-from zeal_core.diagnose.label_shift import CONFUSION_PSEUDOCOUNT, simplex_quadratic
+from zeal_core.diagnose.label_shift import (
+    confusion_given_true,
+    simplex_quadratic,
+    soft_confusion_given_true,
+)
 
 CLEAN = "clean"  # kind of the hypothesis at severity 0
 
@@ -42,6 +47,7 @@ class GroupRows:
     severity: float  # 0 for clean
     coordinates: np.ndarray  # float64, m x K discriminant coordinates g
     preds: np.ndarray  # int64, m predicted classes
+    probs: np.ndarray  # float, m x C softmax outputs
     labels: np.ndarray  # int64, m true classes (the reference labels)
 
 
@@ -73,6 +79,7 @@ class SignatureTable:
     whitening: np.ndarray  # H x U x U: L_h with Σ_h⁻¹ = L_h L_hᵀ
     logdets: np.ndarray  # H: log det Σ_h
     confusions: np.ndarray  # H x C x C: M_h[i, j] = P(pred i | true j)
+    soft_confusions: np.ndarray  # H x C x C: S_h[i, j] = E[softmax_i | true j]
     anchors: np.ndarray  # A: hypothesis rows at the bank's levels (row 0, clean, first)
     anchor_low: np.ndarray  # H: position in ``anchors`` of the level at or below each hypothesis
     anchor_high: np.ndarray  # H: position of the level at or above
@@ -91,15 +98,17 @@ class SignatureTable:
         spread = coordinates[:, :len(self.spread_centre)] - self.spread_centre
         return np.concatenate([coordinates, spread ** 2], axis=1)
 
-    def evaluate(self, means: np.ndarray, counts: np.ndarray, n: int, ridge: float) -> Evaluation:
-        """Log-likelihoods of B samples of size ``n`` with mean statistics ``means`` (B x U) and prediction
-        ``counts`` (B x C) under every hypothesis; ``ridge`` sets BBSE's λ = ridge / n."""
+    def evaluate(self, means: np.ndarray, counts: np.ndarray, mean_probs: np.ndarray, n: int,
+                 ridge: float) -> Evaluation:
+        """Log-likelihoods of B samples of size ``n`` with mean statistics ``means`` (B x U), prediction
+        ``counts`` (B x C) and mean softmax outputs ``mean_probs`` (B x C) under every hypothesis; ``ridge``
+        sets BBSE's λ = ridge / n (hard and soft equations stacked, see ``label_shift``)."""
         batch, classes = counts.shape
         dims = self.means.shape[1]
         support = self.prior > 0
-        anchor_confusions = self.confusions[self.anchors]
-        gram = np.matmul(anchor_confusions.transpose(0, 2, 1), anchor_confusions)
-        linear = np.matmul(counts / n, anchor_confusions)  # A x B x C: M_aᵀ q for every sample
+        hard, soft = self.confusions[self.anchors], self.soft_confusions[self.anchors]
+        gram = np.matmul(hard.transpose(0, 2, 1), hard) + np.matmul(soft.transpose(0, 2, 1), soft)
+        linear = np.matmul(counts / n, hard) + np.matmul(mean_probs, soft)  # A x B x C: Mᵀq + Sᵀp̄
         solved = simplex_quadratic(np.repeat(gram, batch, axis=0), linear.reshape(-1, classes), self.prior,
                                    ridge / n, support=support).reshape(len(self.anchors), batch, classes)
         weight = self.anchor_weight[:, None, None]
@@ -156,17 +165,16 @@ def build_table(groups: Sequence[GroupRows], spread_components: int, step: float
     labels = clean.labels
     prior = np.bincount(labels, minlength=num_classes)[:num_classes] / len(labels)
 
-    def moments(group: GroupRows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def moments(group: GroupRows) -> tuple[np.ndarray, ...]:
         spread = group.coordinates[:, :spread_components] - spread_centre
         expanded = np.concatenate([group.coordinates, spread ** 2], axis=1)
         mean = expanded.mean(0)
         covariance = ledoit_wolf(expanded)[0]
         class_means = np.stack([expanded[labels == j].mean(0) if (labels == j).any() else mean
                                 for j in range(num_classes)])
-        counts = np.zeros((num_classes, num_classes))
-        np.add.at(counts, (group.preds, labels), 1.0)
-        counts += CONFUSION_PSEUDOCOUNT / num_classes
-        return mean, covariance, class_means, counts / counts.sum(0, keepdims=True)
+        confusion = confusion_given_true(group.preds, labels, num_classes)
+        return mean, covariance, class_means, confusion, soft_confusion_given_true(group.probs, labels,
+                                                                                   num_classes)
 
     levels: dict[str, list[tuple[float, tuple]]] = {}
     clean_moments = moments(clean)
@@ -192,14 +200,16 @@ def build_table(groups: Sequence[GroupRows], spread_components: int, step: float
                 low.append(first_anchor + position - 1 if position else 0)
                 high.append(first_anchor + position)
                 weights.append((severity - lower) / (upper - lower))
-    means, covariances, class_means, confusions = (np.stack(items) for items in zip(*parts, strict=True))
+    stacked = (np.stack(items) for items in zip(*parts, strict=True))
+    means, covariances, class_means, confusions, soft = stacked
     logdets = np.linalg.slogdet(covariances)[1]
     # Σ⁻¹ = L Lᵀ with L = (Cholesky factor of Σ)⁻ᵀ
     whitening = np.linalg.inv(np.linalg.cholesky(covariances)).transpose(0, 2, 1)
     return SignatureTable(kinds=tuple(kinds), severities=np.asarray(severities),
                           fractions=np.asarray(shares), means=means,
                           class_means=class_means, whitening=whitening, logdets=logdets,
-                          confusions=confusions, anchors=np.asarray(anchors), anchor_low=np.asarray(low),
+                          confusions=confusions, soft_confusions=soft, anchors=np.asarray(anchors),
+                          anchor_low=np.asarray(low),
                           anchor_high=np.asarray(high), anchor_weight=np.asarray(weights),
                           spread_centre=spread_centre, prior=prior, rows=len(labels))
 
@@ -211,15 +221,15 @@ def _grid(top: float, step: float, levels: list[float]) -> list[float]:
 
 
 def _mix(fraction: float, clean: tuple, shifted: tuple) -> tuple:
-    """Moments of the mixture (1 - f) clean + f shifted: mean, covariance, class means, confusion."""
+    """Moments of the mixture (1 - f) clean + f shifted: mean, covariance, class means, confusions."""
     if fraction >= 1.0:
         return shifted
     mean = (1 - fraction) * clean[0] + fraction * shifted[0]
     offset = shifted[0] - clean[0]
     covariance = ((1 - fraction) * clean[1] + fraction * shifted[1]
                   + fraction * (1 - fraction) * np.outer(offset, offset))
-    return (mean, covariance, (1 - fraction) * clean[2] + fraction * shifted[2],
-            (1 - fraction) * clean[3] + fraction * shifted[3])
+    return (mean, covariance, *((1 - fraction) * low + fraction * high
+                                for low, high in zip(clean[2:], shifted[2:], strict=True)))
 
 
 def _interpolate(severity: float, clean: tuple, ladder: list[tuple[float, tuple]]) -> tuple:

@@ -6,7 +6,7 @@ import time
 
 from streamlit.testing.v1 import AppTest
 
-from pages._ui import KEY_JOB_PREFIX, TRAIN_BUTTON_LABEL
+from pages._ui import KEY_JOB_PREFIX, TRAIN_BUTTON_LABEL, short_version
 from tests.conftest import ROOT
 from zeal_core.jobs import JobQueue
 from zeal_core.models.registry import ModelRegistry
@@ -71,4 +71,5 @@ def test_finished_train_job_becomes_the_active_model() -> None:
     assert ModelRegistry().get_active() == finished.result["version"]
     at.run()
     assert "No model yet" not in texts(at)
-    assert any(metric.value == finished.result["version"] for metric in at.metric)
+    version = finished.result["version"]
+    assert any(metric.value == short_version(version) and metric.help == version for metric in at.metric)

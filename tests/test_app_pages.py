@@ -200,6 +200,8 @@ def test_monitor_runs_a_sudden_drift_stream_with_the_policy(version: str) -> Non
     summary = job.result["summary"]
     assert metrics["Alarms"] == str(summary["alarms"]) and summary["alarms"] >= 1
     assert metrics["Retrains"] == str(summary["retrains"])
+    from zeal_core.history import HistoryStore
+
     rows = HistoryStore().checks(limit=1000)
     real = [row for row in rows if row.origin != "monitor"]  # earlier tests of this module may have uploaded
     assert len([row for row in rows if row.origin == "monitor"]) >= len(job.result["batches"])

@@ -27,8 +27,9 @@ __all__ = ["MCE_DEFINITION", "RobustnessTable", "robustness_table"]
 # How the mean corruption error is defined in every table and report.
 MCE_DEFINITION = (
     "mean corruption error (mCE, unnormalised) = mean over the ImageNet-C corruptions and severities of the "
-    "top-1 error (1 - accuracy) on the corrupted validation images (the other drift kinds are in the table "
-    "but not in the mCE, so it stays comparable with ImageNet-C); ImageNet-C's normalisation by an AlexNet baseline "
+    "top-1 error (1 - accuracy) on the corrupted validation images (the other drift kinds are in the "
+    "table but not in the mCE, so it stays comparable with ImageNet-C); ImageNet-C's normalisation by an "
+    "AlexNet baseline "
     "is not used (there is no baseline model for these datasets). The relative mCE is mCE minus the clean "
     "error, i.e. how much error the corruptions add."
 )
@@ -52,9 +53,10 @@ class RobustnessTable:
         return {name: float(np.mean(values)) for name, values in means.items()}
 
     @property
-    def mean_corruption_error(self) -> float:
+        """Unnormalised mCE: mean error over the ImageNet-C cells (see ``MCE_DEFINITION``)."""
         """Unnormalised mCE: mean error over the ImageNet-C (corruption, severity) cells (``MCE_DEFINITION``)."""
-        errors = [1.0 - accuracy for name, _, accuracy in self.rows if not self.mce_kinds or name in self.mce_kinds]
+        errors = [1.0 - accuracy for name, _, accuracy in self.rows
+                  if not self.mce_kinds or name in self.mce_kinds]
         return float(np.mean(errors)) if errors else math.nan
 
     @property

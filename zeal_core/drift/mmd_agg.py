@@ -72,8 +72,8 @@ class MMDAggDetector(AggregatedMMDDetector):
     name = "mmd-agg"
     input_kind = "features"
     description = "MMDAgg: MMD permutation tests over Gaussian and Laplace kernels, aggregated by min-P"
-    reading = ("runs the feature-cloud comparison at ten kernel widths and keeps the strongest, corrected for "
-               "trying ten; drift: the features moved at some scale")
+    reading = ("runs the feature-cloud comparison at ten kernel widths and keeps the strongest, "
+               "corrected for trying ten; drift: the features moved at some scale")
 
     def _test(self, sample: np.ndarray) -> tuple[float, float, float, dict[str, Any]]:
         table = self.kernel_table(sample)

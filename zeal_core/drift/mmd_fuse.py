@@ -71,8 +71,8 @@ class MMDFuseDetector(AggregatedMMDDetector):
     name = "mmd-fuse"
     input_kind = "features"
     description = "MMD-FUSE: a soft maximum of normalised MMDs over Gaussian and Laplace kernels"
-    reading = ("compares the whole cloud of image features at ten kernel widths, fine to coarse, and pools them; "
-               "drift: the features moved at some scale")
+    reading = ("compares the whole cloud of image features at ten kernel widths, fine to coarse, "
+               "and pools them; drift: the features moved at some scale")
 
     def __init__(self, alpha: float = 0.05, seed: int = 0, num_permutations: int = 1000,
                  kernels: str | tuple[str, ...] = KERNEL_KINDS, num_bandwidths: int = 5,

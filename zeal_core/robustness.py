@@ -53,8 +53,8 @@ class RobustnessTable:
         return {name: float(np.mean(values)) for name, values in means.items()}
 
     @property
+    def mean_corruption_error(self) -> float:
         """Unnormalised mCE: mean error over the ImageNet-C cells (see ``MCE_DEFINITION``)."""
-        """Unnormalised mCE: mean error over the ImageNet-C (corruption, severity) cells (``MCE_DEFINITION``)."""
         errors = [1.0 - accuracy for name, _, accuracy in self.rows
                   if not self.mce_kinds or name in self.mce_kinds]
         return float(np.mean(errors)) if errors else math.nan

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages import _lab
+from pages import _lab, _labelfree
 from pages._ui import (
     KEY_DRIFT_SPEC,
     active_card,
@@ -142,16 +142,18 @@ def controls() -> tuple[DriftSpec, int, int]:
 def show_metrics(report, spec: DriftSpec, n: int, seed: int) -> None:
     """Spec, accuracies, the verdict and the projection in one row."""
     decision = report.decision
-    columns = st.columns([1.3, 1, 1, 1.2, 0.9])
+    columns = st.columns([1.3, 1, 1, 1.3, 1.2, 0.8])
     columns[0].markdown(f"Drift spec  \n`{spec.text}`  \nn = {n} · seed = {seed}")
     columns[1].metric("Accuracy, clean", f"{report.clean_accuracy:.1%}",
                       help="The same images without the drift.")
     columns[2].metric("Accuracy, drifted", f"{report.accuracy:.1%}",
-                      delta=f"{(report.accuracy - report.clean_accuracy) * 100:+.1f} pts")
-    columns[3].metric("Verdict", "drift" if decision.drift else "no drift",
+                      delta=f"{(report.accuracy - report.clean_accuracy) * 100:+.1f} pts",
+                      help="True accuracy: the labels are known because the drift is simulated.")
+    _labelfree.estimate_metric(columns[3], report, true_accuracy=report.accuracy)
+    columns[4].metric("Verdict", "drift" if decision.drift else "no drift",
                       delta=f"{len(decision.flagged)} of {decision.detectors} detectors below α/k",
                       delta_color="off", delta_arrow="off", help=decision.rule)
-    columns[4].metric("Projection", report.projection.upper(),
+    columns[5].metric("Projection", report.projection.upper(),
                       help="PCA is shown until UMAP has warmed up in the background.")
 
 
@@ -205,7 +207,8 @@ def show_typical(report) -> None:
 
 
 def curves_figure(sweep, threshold: float, alpha: float, marker: float, label: str) -> go.Figure:
-    """p-value per detector (log axis, top) and accuracy (bottom) against the swept severity."""
+    """p-value per detector (log axis, top) and accuracy, true and estimated (bottom), against the swept
+    severity."""
     figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1, row_heights=[0.6, 0.4],
                            subplot_titles=("p-value per detector (log scale; below the line: drift)",
                                            "accuracy"))
@@ -218,6 +221,17 @@ def curves_figure(sweep, threshold: float, alpha: float, marker: float, label: s
                      annotation_position="bottom right")
     figure.add_scatter(x=sweep.severities, y=sweep.accuracy(), name="accuracy (true)", mode="lines+markers",
                        line={"color": "#374151", "width": 3}, row=2, col=1)
+    estimated = [(x, value) for x, value in zip(sweep.severities, sweep.estimated_accuracy(), strict=True)
+                 if value is not None]
+    if estimated:  # the label-free estimate, with its interval as a band
+        xs = [x for x, _ in estimated]
+        band = [v[2] for _, v in estimated] + [v[1] for _, v in estimated][::-1]  # high, then low back
+        figure.add_scatter(x=xs + xs[::-1], y=band,
+                           fill="toself", fillcolor="rgba(37, 99, 235, 0.15)", line={"width": 0},
+                           hoverinfo="skip", name="estimate's 90 % interval", row=2, col=1)
+        figure.add_scatter(x=xs, y=[v[0] for _, v in estimated], name="accuracy (estimated, no labels)",
+                           mode="lines+markers", line={"color": "#2563eb", "dash": "dash"}, row=2, col=1,
+                           hovertemplate="estimated %{y:.1%} at severity %{x}<extra></extra>")
     for row in (1, 2):
         figure.add_vline(x=marker, line_dash="dot", line_color="#9ca3af", row=row, col=1)
     figure.update_yaxes(type="log", exponentformat="power", title="p-value", row=1, col=1)
@@ -240,7 +254,7 @@ def show_curves(reference, spec: DriftSpec, n: int, seed: int, report) -> None:
     right.caption("The dotted line marks the current setting; points are the same sample at severities "
                   "0-5 of the chosen step.")
     with st.spinner(f"Severity curves for {choice}…"), user_errors():
-        sweep = severity_sweep(reference, spec, choice, n=n, seed=seed)
+        sweep = severity_sweep(reference, spec, choice, n=n, seed=seed, parts=("detectors", "estimates"))
     label = f"severity of {choice}" if choice in {name for name, _ in spec.steps} else \
         "severity of the strongest step (the others scaled along)"
     st.plotly_chart(curves_figure(sweep, report.decision.threshold, report.decision.alpha,
@@ -257,6 +271,8 @@ def lab() -> None:
         reference = _lab.reference_for(version)
         report = reference.check(spec, n=n, seed=seed)
     show_metrics(report, spec, n, seed)
+    _labelfree.show_estimates(report, report.accuracy, key="lab")
+    _labelfree.show_diagnosis(report, reference, key="lab_diagnosis", chosen=spec)
     left, right = st.columns(2, gap="medium")
     with left:
         st.markdown("**Detectors** · reference: clean held-out images; tested: the sample")

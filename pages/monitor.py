@@ -6,6 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from pages import _labelfree
 from pages._ui import (
     active_version,
     ended_job,
@@ -47,7 +48,8 @@ def schedule_text(preset: str, corruption: str, severity: float, before: int, dr
 
 
 def stream_figure(result: dict) -> go.Figure:
-    """Top: p-value per batch (log) with alarms; bottom: accuracy with and without the policy; retrains."""
+    """Top: p-value per batch (log) with alarms; bottom: accuracy with and without the policy, and the
+    label-free estimate of the deployed model's accuracy; retrains."""
     batches = result["batches"]
     index = [b["index"] for b in batches]
     alpha = result["config"].get("alpha", 0.05)
@@ -67,6 +69,16 @@ def stream_figure(result: dict) -> go.Figure:
                        name="without policy", line={"color": "#94a3b8"}, row=2, col=1)
     figure.add_scatter(x=index, y=[b["accuracy_with_policy"] for b in batches], mode="lines",
                        name="with policy", line={"color": "#0f766e", "width": 3}, row=2, col=1)
+    estimated = [b for b in batches if b.get("estimated_accuracy") is not None]
+    if estimated:  # what a user without labels would see: the label-free estimate and its interval
+        figure.add_scatter(
+            x=[b["index"] for b in estimated], y=[b["estimated_accuracy"] for b in estimated],
+            mode="markers", name="estimated, no labels (90 % interval)",
+            marker={"color": "#2563eb", "size": 6},
+            error_y={"type": "data", "symmetric": False, "color": "#93c5fd",
+                     "array": [b["estimate_high"] - b["estimated_accuracy"] for b in estimated],
+                     "arrayminus": [b["estimated_accuracy"] - b["estimate_low"] for b in estimated]},
+            hovertemplate="batch %{x}<br>estimated %{y:.1%}<extra></extra>", row=2, col=1)
     for event in result["retrains"]:
         figure.add_vline(x=event["batch_index"] + 0.5, line_dash="dot", line_color="#7c3aed")
         figure.add_annotation(x=event["batch_index"] + 0.5, y=1, yref="y domain", xanchor="left",
@@ -168,34 +180,20 @@ def simulation() -> None:
         show_result(job.result)
 
 
-def history_figure(rows: list) -> go.Figure:
-    """Smallest detector p-value of each check over time, red where the check decided drift."""
-    figure = go.Figure()
-    for drift, colour, name in ((False, "#0f766e", "no drift"), (True, "#dc2626", "drift")):
-        part = [row for row in rows if bool(row.drift) == drift]
-        smallest = [max(row.min_p_value if row.min_p_value is not None else 1.0, 1e-300) for row in part]
-        figure.add_scatter(x=[row.created for row in part], y=smallest, mode="markers", name=name,
-                           marker={"color": colour, "size": 9},
-                           customdata=[[row.id, row.source, row.n] for row in part],
-                           hovertemplate="check #%{customdata[0]} (n = %{customdata[2]})<br>%{customdata[1]}"
-                                         "<br>smallest p %{y:.3g}<extra></extra>")
-    figure.update_layout(height=320, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                         title="Recorded checks: the smallest detector p-value (log scale)",
-                         legend={"orientation": "h", "y": -0.25},
-                         yaxis={"type": "log", "exponentformat": "power", "title": "smallest p-value"},
-                         xaxis={"title": "time (UTC)"})
-    return figure
-
-
 def show_check(row) -> None:
     """One recorded check's report: verdict, rule, detectors, most drifted files, skipped files."""
     report = row.report
     decision = report.get("decision") or {}
-    columns = st.columns(3)
+    columns = st.columns(4)
     columns[0].metric("Verdict", "drift" if row.drift else "no drift", help=decision.get("rule"))
     columns[1].metric("Images", row.n)
-    columns[2].metric("Model", short_version(row.model_version), help=row.model_version)
+    columns[2].metric("Estimated accuracy", _labelfree.estimate_cell(row),
+                      help="Label-free estimate (no labels used) with its 90 % interval; "
+                           f"{row.estimator or 'no estimator'}.")
+    columns[3].metric("Model", short_version(row.model_version), help=row.model_version)
     st.caption(f"#{row.id} · {row.created} · {row.origin} · {row.source}")
+    if row.diagnosis:
+        st.markdown(f"**Diagnosis:** {row.diagnosis}")
     threshold = decision.get("threshold", 0.0)
     st.table(pd.DataFrame([{"detector": item["detector"], "p-value": f"{item['p_value']:.3g}",
                             "verdict": "drift" if item["p_value"] < threshold else "no drift"}
@@ -256,7 +254,7 @@ def history() -> None:
         st.info("No checks recorded yet. Upload a batch on Your own images, or run "
                 "`python -m zeal_core check FOLDER` (e.g. from cron).")
     else:
-        event = st.plotly_chart(history_figure(rows), key="history_chart", on_select="rerun",
+        event = st.plotly_chart(_labelfree.history_figure(rows), key="history_chart", on_select="rerun",
                                 selection_mode="points")
         points = (event.selection.points if event and event.selection else []) or []
         ids = [row.id for row in reversed(rows)]

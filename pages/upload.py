@@ -8,10 +8,9 @@ once per distinct upload (``zeal_core.history.record_check``), where the retrain
 import hashlib
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
-from pages import _lab
+from pages import _lab, _labelfree
 from pages._ui import (
     StreamlitProgress,
     active_card,
@@ -55,25 +54,6 @@ def batch_key(uploaded: list, reference_n: int) -> str:
     return digest.hexdigest()
 
 
-def history_figure(rows: list, current: int | None) -> go.Figure:
-    """The smallest detector p-value of each recorded check over time, this batch marked."""
-    figure = go.Figure()
-    figure.add_scatter(x=[row.created for row in rows], y=[row.min_p_value for row in rows], mode="markers",
-                       marker={"color": ["#dc2626" if row.drift else "#0f766e" for row in rows], "size": 9},
-                       customdata=[[row.id, row.source] for row in rows], name="checks",
-                       hovertemplate="check #%{customdata[0]}: %{customdata[1]}<br>smallest p %{y:.3g}"
-                                     "<extra></extra>")
-    mine = [row for row in rows if row.id == current]
-    if mine:
-        figure.add_scatter(x=[mine[0].created], y=[mine[0].min_p_value], mode="markers", name="this batch",
-                           marker={"symbol": "star", "size": 18, "color": "#f59e0b",
-                                   "line": {"color": "#111827", "width": 1}})
-    figure.update_layout(height=260, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                         title="Recorded checks (red: drift)", legend={"orientation": "h", "y": -0.3},
-                         yaxis={"type": "log", "exponentformat": "power", "title": "smallest p-value"})
-    return figure
-
-
 with user_errors():
     reference = _lab.reference_for(card.version, int(n_reference))
     bar = StreamlitProgress("Decoding")
@@ -102,16 +82,19 @@ if keep and key not in recorded:
         st.toast(f"The retrain policy queued {action['strategy']} on checks {action['check_ids']}.")
 
 decision = report.decision
-columns = st.columns(4)
+columns = st.columns([0.8, 1.2, 1.4, 1, 0.9])
 columns[0].metric("Images tested", report.n)
 columns[1].metric("Verdict", "drift" if decision.drift else "no drift",
                   delta=f"{len(decision.flagged)} of {decision.detectors} detectors below α/k",
                   delta_color="off", delta_arrow="off", help=decision.rule)
+_labelfree.estimate_metric(columns[2], report)
 confidence = float(np.asarray(report.sample.probs).max(axis=1).mean())
 reference_confidence = float(np.asarray(reference.reference.probs).max(axis=1).mean())
-columns[2].metric("Mean confidence", f"{confidence:.1%}", delta_color="off", delta_arrow="off",
+columns[3].metric("Mean confidence", f"{confidence:.1%}", delta_color="off", delta_arrow="off",
                   delta=f"{(confidence - reference_confidence) * 100:+.1f} pts vs reference")
-columns[3].metric("History", f"check #{recorded[key]}" if key in recorded else "not recorded")
+columns[4].metric("History", f"check #{recorded[key]}" if key in recorded else "not recorded")
+_labelfree.show_estimates(report, key="upload")
+_labelfree.show_diagnosis(report, reference, key="upload_diagnosis")
 
 left, right = st.columns(2, gap="medium")
 with left:
@@ -133,7 +116,7 @@ for column, item in zip(grid, typical, strict=True):
 
 rows = HistoryStore().checks(limit=50)
 if rows:
-    st.plotly_chart(history_figure(rows, recorded.get(key)), key="upload_history")
+    st.plotly_chart(_labelfree.history_figure(rows, recorded.get(key)), key="upload_history")
     st.page_link("pages/monitor.py", label="All recorded checks and the retrain policy: Monitor → History",
                  icon=":material/monitoring:")
 with st.expander("Predictions"):

@@ -56,8 +56,8 @@ def page(name: str, **query: str) -> AppTest:
 
 
 def detector_frame(at: AppTest):
-    """The Drift Lab's detector table (index: detector name)."""
-    return at.table[0].value
+    """The Drift Lab's detector table (index: detector name; the table with a verdict column)."""
+    return next(table.value for table in at.table if "verdict" in table.value.columns)
 
 
 def p_values(frame) -> list[float]:
@@ -101,6 +101,28 @@ def test_drift_lab_severity_slider_moves_p_values_and_url(version: str) -> None:
     assert at.query_params["spec"] in ("gaussian_noise:5", ["gaussian_noise:5"])
     accuracies = {m.label: m.value for m in at.metric}
     assert float(accuracies["Accuracy, drifted"][:-1]) < float(accuracies["Accuracy, clean"][:-1])
+    # The label-free estimate sits next to the true accuracy, with its interval; the estimators' table too.
+    estimated = next(m for m in at.metric if m.label == "Estimated accuracy")
+    assert estimated.value.endswith("%") and "interval" in estimated.delta
+    assert any("estimate" in table.value.columns for table in at.table)
+
+
+def test_drift_lab_diagnosis_warms_up_then_names_the_cause(version: str) -> None:
+    from pages import _lab
+
+    at = page("drift_lab", spec="gaussian_noise:5", n="100")
+    assert not at.exception
+    reference = _lab.reference_for(version)
+    status = reference.label_free.status()
+    assert status.running or status.ready  # the page started the one-off warm-up in the background
+    reference.warm_label_free()  # waits for that warm-up (it never runs twice)
+    assert reference.label_free.ready
+    at.run()
+    assert not at.exception
+    headings = [element.value for element in at.markdown if element.value.startswith("#### ")]
+    assert headings and "covariate shift" in headings[0]  # noise at severity 5 on every image
+    causes = next(table.value for table in at.table if "cause" in table.value.columns)
+    assert len(causes) == 3 and causes["score"].astype(float).is_monotonic_decreasing
 
 
 def test_drift_lab_with_no_corruption_is_clean(version: str) -> None:
@@ -161,10 +183,11 @@ def test_upload_tests_images_and_lists_skipped_files(version: str) -> None:
     assert any(metric.label == "Images tested" and metric.value == "40" for metric in at.metric)
     skipped = next(frame.value for frame in at.dataframe if "reason" in frame.value.columns)
     assert list(skipped["file"]) == ["notes.txt"] and skipped["reason"].iloc[0]
-    results = at.table[0].value
+    results = detector_frame(at)
     # Random noise looks nothing like handwritten digits: the detectors flag it.
     assert (results["verdict"] == "drift").any()
     assert any(metric.label == "Verdict" and metric.value == "drift" for metric in at.metric)
+    assert any(metric.label == "Estimated accuracy" and metric.value.endswith("%") for metric in at.metric)
     # Recorded once in the history, however often the page reruns.
     from zeal_core.history import HistoryStore
 
@@ -210,7 +233,8 @@ def test_monitor_runs_a_sudden_drift_stream_with_the_policy(version: str) -> Non
     # The stream's checks are in the history as the simulation's own; the History tab shows them on demand.
     at.toggle(key="history_simulated").set_value(True).run()
     assert not at.exception and len(at.get("plotly_chart")) == 2
-    assert at.selectbox(key="history_check").value == max(row.id for row in rows)  # the newest check first
+    picker = at.selectbox(key="history_check")
+    assert picker.options[0] == f"#{max(row.id for row in rows)}" and len(picker.options) == len(rows)
 
 
 def test_monitor_custom_schedule_errors_show_the_text_verbatim(version: str) -> None:

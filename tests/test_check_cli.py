@@ -15,6 +15,7 @@ from zeal_core.data import load_dataset
 from zeal_core.embed import part_positions
 from zeal_core.models import ModelConfig, create_model
 from zeal_core.models.registry import ModelRegistry
+from zeal_core.paths import state_dir
 
 
 @pytest.fixture()
@@ -60,13 +61,25 @@ def test_exit_codes_clean_drifted_and_broken(model_version: str, tmp_path: Path,
     code, noisy_out = _check([str(tmp_path / "noisy" / "*.png"), "--reference-n", "120"], capsys)
     assert code == 1 and noisy_out["drift"] is True and noisy_out["exit_code"] == 1
     assert noisy_out["decision"]["flagged"] and noisy_out["most_drifted"][0]["file"].endswith(".png")
+    # The label-free parts: every estimate with its interval, and a diagnosis with ranked causes.
+    for out in (clean_out, noisy_out):
+        first = out["estimates"][0]
+        assert first["estimator"] == "pm-atc" and 0 <= first["low"] <= first["accuracy"] <= first["high"] <= 1
+        assert out["estimated_accuracy"].startswith(f"{first['accuracy']:.1%}")
+        assert out["diagnosis"]["verdict"] in ("no drift", "covariate shift", "label shift", "unknown shift")
+        assert out["cause"] == out["diagnosis"]["summary"] and not out["pending"]
+    assert clean_out["diagnosis"]["verdict"] == "no drift"  # the detectors found nothing: no drift
+    assert noisy_out["diagnosis"]["verdict"] != "no drift" and len(noisy_out["diagnosis"]["causes"]) > 3
+    assert list((state_dir() / "shift_banks").glob("*.npz"))  # the bank is kept for the next process
 
     broken = tmp_path / "broken"
     _write_images(broken, clean[:10])
     (broken / "empty.png").write_bytes(b"")
     (broken / "notes.txt").write_text("not an image")
-    code, broken_out = _check([str(broken), str(tmp_path / "missing"), "--no-record"], capsys)
+    code, broken_out = _check([str(broken), str(tmp_path / "missing"), "--no-record", "--no-diagnosis"],
+                              capsys)
     assert code in (0, 1) and broken_out["n"] == 10 and "check_id" not in broken_out
+    assert broken_out["diagnosis"] is None and broken_out["estimates"]  # estimates need no warm-up
     reasons = {Path(item["file"]).name: item["reason"] for item in broken_out["skipped"]}
     assert set(reasons) == {"empty.png", "notes.txt", "missing"}
 
@@ -76,6 +89,8 @@ def test_exit_codes_clean_drifted_and_broken(model_version: str, tmp_path: Path,
     assert main(["history", "show", "2", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["report"]["decision"]["drift"] is True and shown["batch_file"] == "2.safetensors"
+    assert shown["diagnosis"] == noisy_out["cause"]  # the history keeps the diagnosis in one line
+    assert shown["estimated_accuracy"] == pytest.approx(noisy_out["estimates"][0]["accuracy"])
 
 
 def test_user_errors_exit_2(model_version: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -36,6 +36,11 @@ class _Memory(AccuracyEstimator):
     description = "test double"
     needs_bank = True
 
+    def __init__(self, level: float = 0.9, bootstrap: int = 500, seed: int = 0, folds: int = 5) -> None:
+        """``folds`` as shift-calibrated takes it (the bench turns its inner cross-fitting off with 0)."""
+        super().__init__(level=level, bootstrap=bootstrap, seed=seed)
+        self.folds = folds
+
     def _fit(self, reference: Embeddings, bank: list[ShiftedSet]) -> None:
         self.seen = {shifted.corruption for shifted in bank}
 

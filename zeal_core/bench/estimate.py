@@ -149,7 +149,7 @@ def build_views(dataset_name: str, version: str | None, kinds: Sequence[str] | N
     import torch
 
     from zeal_core import paths
-    from zeal_core.corruptions import IMAGENET_C_ORDER, DriftSpec, list_corruptions
+    from zeal_core.corruptions import IMAGENET_C_ORDER, DriftSpec, list_corruptions, list_drift_kinds
     from zeal_core.data import is_prepared, load_dataset
     from zeal_core.device import resolve_device
     from zeal_core.embed import compute_embeddings, draw_positions, part_positions
@@ -167,8 +167,9 @@ def build_views(dataset_name: str, version: str | None, kinds: Sequence[str] | N
     dataset = load_dataset(dataset_name)
     registered = list_corruptions()
     kinds = list(kinds) if kinds else [name for name in IMAGENET_C_ORDER if name in registered]
-    new_kinds = (list(new_kinds) if new_kinds is not None
-                 else [name for name in registered if name not in IMAGENET_C_ORDER and name not in kinds])
+    new_kinds = (list(new_kinds) if new_kinds is not None  # geometry and capture kinds: never in a bank
+                 else [name for name in list_drift_kinds()
+                       if name not in IMAGENET_C_ORDER and name not in kinds])
     images, labels = dataset.split("val")
     mapping = label_map(card, dataset.class_names)
     model_labels = torch.from_numpy(mapping[labels.numpy()])

@@ -42,7 +42,8 @@ def run_history(args: argparse.Namespace) -> dict[str, Any]:
     rows = store.checks(model_version=args.model, limit=args.limit)
     lines = [f"  #{row.id:<5} {row.created}  {'DRIFT' if row.drift else 'ok   '}  n={row.n:<5} "
              f"min p={row.min_p_value if row.min_p_value is not None else float('nan'):<9.3g} "
-             f"{_estimate_text(row)}  {row.source}" for row in rows]
+             f"{_estimate_text(row)}  {row.source}" + (f"  [{row.diagnosis}]" if row.diagnosis else "")
+             for row in rows]
     return {"history": str(store.path), "count": store.count(), "shown": len(rows),
             "table": "\n" + "\n".join(lines) if lines else "(no checks recorded yet)",
             "checks": [_row_dict(row) for row in rows]}
@@ -58,7 +59,8 @@ def _row_dict(row: Any) -> dict[str, Any]:
     return {"id": row.id, "created": row.created, "model_version": row.model_version, "dataset": row.dataset,
             "source": row.source, "origin": row.origin, "n": row.n, "drift": row.drift,
             "min_p_value": row.min_p_value, "p_values": row.p_values, "alpha": row.alpha,
-            "estimated_accuracy": row.estimated_accuracy, "estimate_low": row.estimate_low,
+            "estimator": row.estimator, "estimated_accuracy": row.estimated_accuracy,
+            "estimate_low": row.estimate_low,
             "estimate_high": row.estimate_high, "diagnosis": row.diagnosis, "batch_file": row.batch_file}
 
 

@@ -202,6 +202,7 @@ def build_table(groups: Sequence[GroupRows], spread_components: int, step: float
                 weights.append((severity - lower) / (upper - lower))
     stacked = (np.stack(items) for items in zip(*parts, strict=True))
     means, covariances, class_means, confusions, soft = stacked
+    covariances = _regularised(covariances)
     logdets = np.linalg.slogdet(covariances)[1]
     # Σ⁻¹ = L Lᵀ with L = (Cholesky factor of Σ)⁻ᵀ
     whitening = np.linalg.inv(np.linalg.cholesky(covariances)).transpose(0, 2, 1)
@@ -242,3 +243,14 @@ def _interpolate(severity: float, clean: tuple, ladder: list[tuple[float, tuple]
             return tuple((1 - weight) * low + weight * high for low, high in zip(below, values, strict=True))
         below_level, below = level, values
     return ladder[-1][1]
+
+
+def _regularised(covariances: np.ndarray) -> np.ndarray:
+    """H x d x d covariances made safely positive definite: a ridge of 1e-6 of each matrix's mean
+    variance (plus 1e-12 absolute). Shrinkage already keeps ordinary ones well conditioned; a model whose
+    features barely vary (an untrained one, or a statistic constant on some shift) would otherwise leave a
+    singular matrix and stop the fit."""
+    dims = covariances.shape[-1]
+    scale = np.trace(covariances, axis1=-2, axis2=-1) / dims
+    ridge = 1e-6 * np.maximum(scale, 0.0) + 1e-12
+    return covariances + ridge[:, None, None] * np.eye(dims)

@@ -43,7 +43,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE checks ADD COLUMN estimated_accuracy REAL",
         "ALTER TABLE checks ADD COLUMN estimate_low REAL",
         "ALTER TABLE checks ADD COLUMN estimate_high REAL",
-        "ALTER TABLE checks ADD COLUMN diagnosis TEXT",          # the top cause's kind
+        "ALTER TABLE checks ADD COLUMN diagnosis TEXT",          # verdict and top cause, one line
         "ALTER TABLE checks ADD COLUMN batch_file TEXT",         # stored images, for adaptation; NULL if none
     ),
     # 3: what the retrain policy did, and its settings.

@@ -45,10 +45,11 @@ class CheckRow:
     drift: bool | None  # the decision (None: no decision)
     min_p_value: float | None  # the smallest detector p-value
     alpha: float | None  # the decision's family-wise level
+    estimator: str | None  # which label-free estimator gave the estimate
     estimated_accuracy: float | None  # label-free estimate (None before estimators or when not run)
     estimate_low: float | None  # its interval
     estimate_high: float | None
-    diagnosis: str | None  # the top cause's kind
+    diagnosis: str | None  # the diagnosis in one line: verdict and top cause
     batch_file: str | None  # stored images (for adaptation), if kept
     p_values: dict[str, float]  # detector -> p-value
     report: dict[str, Any]  # CheckReport.to_dict()
@@ -124,7 +125,7 @@ class HistoryStore:
             "estimated_accuracy": None if estimate is None else estimate["accuracy"],
             "estimate_low": None if estimate is None else estimate["low"],
             "estimate_high": None if estimate is None else estimate["high"],
-            "diagnosis": None if diagnosis is None else diagnosis.get("verdict"),
+            "diagnosis": None if diagnosis is None else diagnosis.get("summary") or diagnosis.get("verdict"),
             "batch_file": batch_file,
         }
         columns = ", ".join(row)
@@ -233,6 +234,7 @@ def _row(row: sqlite3.Row, p_values: dict[str, float]) -> CheckRow:
         id=int(row["id"]), created=row["created"], model_version=row["model_version"], dataset=row["dataset"],
         source=row["source"], origin=row["origin"], n=int(row["n"]),
         drift=None if row["drift"] is None else bool(row["drift"]), min_p_value=row["min_p_value"],
-        alpha=row["alpha"], estimated_accuracy=row["estimated_accuracy"], estimate_low=row["estimate_low"],
+        alpha=row["alpha"], estimator=row["estimator"], estimated_accuracy=row["estimated_accuracy"],
+        estimate_low=row["estimate_low"],
         estimate_high=row["estimate_high"], diagnosis=row["diagnosis"], batch_file=row["batch_file"],
         p_values=p_values, report=json.loads(row["report_json"]))

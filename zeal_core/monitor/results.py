@@ -67,6 +67,9 @@ class MonitorBatch:
     accuracy_with_policy: float  # share correct of the deployed model (after any retrains)
     active_version: str  # the deployed model version for this batch
     retrained: bool  # the policy retrained right after this batch
+    estimated_accuracy: float | None = None  # label-free estimate of accuracy_with_policy (no labels used)
+    estimate_low: float | None = None  # its interval (the estimator's level, 90 % by default)
+    estimate_high: float | None = None
 
 
 @dataclass(frozen=True)

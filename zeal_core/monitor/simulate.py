@@ -91,7 +91,7 @@ class _Stream:
         batch = self.reference.simulate_batch(spec, self.config.batch_size, seed)
         served_by = self.deployed_version  # a retrain after this batch serves from the next one
         seen = self.embed(self.deployed, batch.images, batch.labels)
-        checked = self.active.check(replace(seen, spec=spec.text), parts=("detectors",),
+        checked = self.active.check(replace(seen, spec=spec.text), parts=("detectors", "estimates"),
                                     source=f"stream batch {index + 1}/{total}: {spec.text}")
         result = checked.results[0]
         accuracy_with = float(seen.accuracy)
@@ -109,7 +109,7 @@ class _Stream:
             index=index, drift_spec=spec.text, p_value=result.p_value, statistic=result.statistic,
             alarm=result.is_drift, stream_value=stream_value, stream_alarm=stream_alarm,
             accuracy_without_policy=accuracy_without, accuracy_with_policy=accuracy_with,
-            active_version=served_by, retrained=retrained))
+            active_version=served_by, retrained=retrained, **_estimate_fields(checked.estimated_accuracy)))
         if self.history is not None:
             self.history.record(checked, origin="monitor")
         report(self.progress, "monitor", index + 1, total,
@@ -250,3 +250,11 @@ def _default_retrain(reference: FittedReference, config: MonitorConfig, schedule
         return card.version
 
     return retrain
+
+
+def _estimate_fields(estimate: Any) -> dict[str, float | None]:
+    """A batch's label-free estimate (of the deployed model's accuracy) as ``MonitorBatch`` fields."""
+    if estimate is None:
+        return {}
+    return {"estimated_accuracy": estimate.accuracy, "estimate_low": estimate.low,
+            "estimate_high": estimate.high}

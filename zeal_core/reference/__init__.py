@@ -5,7 +5,9 @@ line, the monitor, the pipeline's detector table and the benchmarks.
 the model sees it, every detector fitted on it, the projection, the per-image drift scores' distances.
 ``reference.check(sample)`` takes a ``DriftSpec``, real images or embeddings and returns a ``CheckReport``:
 per-detector results, one family-wise decision (Bonferroni), the sample's embeddings and projected
-coordinates, the most drift-typical images, accuracy when labels are known, timings.
+coordinates, the most drift-typical images, accuracy when labels are known, the label-free accuracy
+estimates and the drift diagnosis (``reference.labelfree``; the diagnosis after a one-off warm-up that
+builds the shift bank, ``reference.warm_label_free()``), timings.
 """
 
 from zeal_core.reference.cache import forget_references, get_reference
@@ -15,7 +17,8 @@ from zeal_core.reference.fit import fit_reference
 from zeal_core.reference.fitted import FittedReference, ModelSource, SimulatedBatch
 from zeal_core.reference.frames import scatter_frame
 from zeal_core.reference.grid import DetectorGridConfig, DetectorTable, detector_table
-from zeal_core.reference.report import CheckReport, TypicalImage
+from zeal_core.reference.labelfree import DEFAULT_ESTIMATORS, LabelFreeParts, WarmStatus
+from zeal_core.reference.report import CheckReport, TypicalImage, diagnosis_text, estimate_text
 from zeal_core.reference.sweep import (
     WHOLE_SPEC,
     SeveritySweep,
@@ -26,6 +29,7 @@ from zeal_core.reference.sweep import (
 )
 
 __all__ = [
+    "DEFAULT_ESTIMATORS",
     "PARTS",
     "PROJECTIONS",
     "WHOLE_SPEC",
@@ -34,15 +38,19 @@ __all__ = [
     "DetectorGridConfig",
     "DetectorTable",
     "FittedReference",
+    "LabelFreeParts",
     "ModelSource",
     "ReferenceConfig",
     "SeveritySweep",
     "SimulatedBatch",
     "TypicalImage",
+    "WarmStatus",
     "bonferroni",
     "check_parts",
     "current_severity",
     "detector_table",
+    "diagnosis_text",
+    "estimate_text",
     "fit_reference",
     "forget_references",
     "get_reference",

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from zeal_core.device import resolve_device
-from zeal_core.paths import data_dir
+from zeal_core.paths import data_dir, state_dir
 from zeal_core.progress import ProgressCallback
 from zeal_core.reference.config import ReferenceConfig
 from zeal_core.reference.fit import fit_reference
@@ -48,7 +48,8 @@ def get_reference(version: str, dataset: str | None = None, config: ReferenceCon
         with _LOCK:
             if key in _FITTED:
                 return _FITTED[key]
-        fitted = fit_reference(resolved, dataset, config, device=device, registry=registry, progress=progress)
+        fitted = fit_reference(resolved, dataset, config, device=device, registry=registry, progress=progress,
+                               bank_folder=state_dir() / "shift_banks")
         with _LOCK:
             _FITTED[key] = fitted
             _FITTING.pop(key, None)

@@ -25,6 +25,8 @@ class ReferenceConfig:
     detector_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per detector, e.g. mmd B
     split: str = "val"  # the split whose two disjoint halves give the reference and the tested samples
     batch_size: int = 256  # images per forward pass
+    bank_n: int = 200  # reference images the shift bank corrupts (95 shifts each: its warm-up cost)
+    estimators: tuple[str, ...] = ()  # label-free accuracy estimators, preferred first; () = the default list
 
     def __post_init__(self) -> None:
         if self.reference_n is not None:
@@ -32,16 +34,23 @@ class ReferenceConfig:
         check_int(self.seed, "seed", 0)
         check_alpha(self.alpha)
         check_int(self.batch_size, "batch_size", 1)
+        check_int(self.bank_n, "bank_n", 20)
         if self.split not in ("val", "train"):
             raise ConfigError(f"reference split {self.split!r}: use 'val' (held out) or 'train'")
         object.__setattr__(self, "detectors", tuple(self.detectors))
+        object.__setattr__(self, "estimators", tuple(self.estimators))
+        if self.estimators:
+            from zeal_core.estimate import estimator_info
+
+            for name in self.estimators:
+                estimator_info(name)  # raises ConfigError naming the registered ones
 
     def cache_key(self) -> tuple:
         """A hashable form (the detector options as sorted text)."""
         options = tuple(sorted((name, tuple(sorted(values.items())))
                                for name, values in self.detector_options.items()))
         return (self.reference_n, self.seed, self.alpha, self.detectors, options, self.split,
-                self.batch_size)
+                self.batch_size, self.bank_n, self.estimators)
 
 
 def check_parts(parts: tuple[str, ...] | list[str] | None) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,8 @@ from zeal_core.reference.fitted import FittedReference, ModelSource
 
 def fit_reference(version: str, dataset: str | Any | None = None, config: ReferenceConfig | None = None, *,
                   device: str | torch.device = "auto", registry: Any = None,
-                  progress: ProgressCallback | None = None) -> FittedReference:
+                  progress: ProgressCallback | None = None,
+                  bank_folder: Path | None = None) -> FittedReference:
     """Fit a reference for ``version`` on the clean held-out half of its dataset's validation split.
 
     The split is cut into two fixed disjoint halves (``zeal_core.embed.part_positions``): the reference is
@@ -32,6 +34,7 @@ def fit_reference(version: str, dataset: str | Any | None = None, config: Refere
         device: Where the model runs.
         registry: The model registry; default the one in ``models_dir()``.
         progress: Receives ``reference`` events.
+        bank_folder: Where the shift bank of the label-free parts is kept between processes.
 
     Raises:
         ConfigError: A reference size larger than the reference half. ModelError / DataError: the model or
@@ -59,7 +62,8 @@ def fit_reference(version: str, dataset: str | Any | None = None, config: Refere
                          pool=part_positions(images.shape[0], "sample"))
     report(progress, "reference", 2, 3, f"fitting detectors on {len(reference_positions):,} images")
     reference = clean.subset(reference_positions)  # rows of ``clean`` are split positions
-    fitted = FittedReference(reference, config, dataset_name=data.name, version=resolved, source=source)
+    fitted = FittedReference(reference, config, dataset_name=data.name, version=resolved, source=source,
+                             bank_folder=bank_folder)
     report(progress, "reference", 3, 3, "reference ready")
     return fitted
 

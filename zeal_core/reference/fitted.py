@@ -18,6 +18,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,9 +28,11 @@ from zeal_core.corruptions import DriftSpec
 from zeal_core.drift import DriftDetector, DriftResult, create_detector, list_detectors
 from zeal_core.embed import Embeddings, compute_embeddings
 from zeal_core.errors import ConfigError
+from zeal_core.progress import CancelToken, ProgressCallback
 from zeal_core.projection import Projector, fit_projection, umap_ready
 from zeal_core.reference.config import PROJECTIONS, ReferenceConfig, check_parts
 from zeal_core.reference.decision import bonferroni
+from zeal_core.reference.labelfree import DEFAULT_ESTIMATORS, LabelFreeParts
 from zeal_core.reference.report import CheckReport, TypicalImage
 from zeal_core.reference.typical import drift_scores, reference_knn_distances
 
@@ -77,7 +80,8 @@ class FittedReference:
     """A clean reference with everything fitted on it; ``check`` tests a sample against it."""
 
     def __init__(self, reference: Embeddings, config: ReferenceConfig, *, dataset_name: str,
-                 version: str | None = None, source: ModelSource | None = None) -> None:
+                 version: str | None = None, source: ModelSource | None = None,
+                 bank_folder: Path | None = None) -> None:
         """Fit every detector on ``reference`` (use ``fit_reference`` or ``from_embeddings``, not this).
 
         Args:
@@ -86,6 +90,7 @@ class FittedReference:
             dataset_name: The dataset it comes from (for reports).
             version: The model version, if any.
             source: The model and dataset, when checks of images and drift specs are to work.
+            bank_folder: Where built shift banks are kept between processes (None: rebuilt each time).
         """
         self.reference = reference
         self.config = config
@@ -102,6 +107,18 @@ class FittedReference:
         self._projectors: dict[str, Projector] = {}
         self._knn: np.ndarray | None = None
         self._checks: OrderedDict[tuple, CheckReport] = OrderedDict()
+        self.bank_folder = bank_folder
+        self.label_free = self._label_free_parts()
+
+    def _label_free_parts(self) -> LabelFreeParts:
+        """The estimators and the diagnosis; a bank needs a model and labelled reference images."""
+        labelled = self.reference.labels is not None
+        bank_rows = self._bank_rows() if self.source is not None and labelled else None
+        return LabelFreeParts(
+            self.reference if labelled else None,
+            None if bank_rows is None else self.reference.subset(bank_rows),
+            None if bank_rows is None else self._build_bank,
+            estimators=self.config.estimators or DEFAULT_ESTIMATORS, seed=self.config.seed)
 
     @classmethod
     def from_embeddings(cls, reference: Embeddings, config: ReferenceConfig | None = None, *,
@@ -190,9 +207,10 @@ class FittedReference:
         method = self._projection_method(projection) if "projection" in parts else None
         key = (spec.text, count, int(seed), parts, method)
         with self._lock:
-            if key in self._checks:
+            cached = self._checks.get(key)
+            if cached is not None and not (cached.pending and self.label_free.ready):
                 self._checks.move_to_end(key)
-                return self._checks[key]
+                return cached
         start = time.perf_counter()
         batch = self.simulate_batch(spec, count, seed)
         embedded = compute_embeddings(source.model, source.card.model_config, batch.images, source.device,
@@ -232,6 +250,7 @@ class FittedReference:
             scores = drift_scores(self.reference.features, self._reference_knn(), embedded.features)
             typical = _most_typical(scores, embedded, file_names)
             timings["typical"] = time.perf_counter() - mark
+        estimates, diagnosis, pending = self._label_free(embedded, parts, decision, timings)
         timings["total"] = sum(value for key, value in timings.items() if key != "total")
         return CheckReport(
             source=source, version=self.version, dataset=self.dataset_name, n=len(embedded),
@@ -239,7 +258,24 @@ class FittedReference:
             coords=coords, reference_coords=reference_coords, projection=method, drift_scores=scores,
             typical=typical, accuracy=embedded.accuracy if embedded.labels is not None else None,
             clean_accuracy=clean_accuracy, images=images, file_names=file_names, skipped=skipped,
-            timings=timings)
+            estimates=estimates, diagnosis=diagnosis, pending=pending, timings=timings,
+            class_names=self.class_names)
+
+    def _label_free(self, embedded: Embeddings, parts: tuple[str, ...], decision: Any,
+                    timings: dict[str, float]) -> tuple[tuple, Any, tuple[str, ...]]:
+        """The estimates and the diagnosis of a check, and the parts still waiting for the warm-up."""
+        estimates, diagnosis, pending = (), None, []
+        if "estimates" in parts and len(embedded) >= 2:
+            mark = time.perf_counter()
+            estimates, waiting = self.label_free.estimates(embedded)
+            pending += ["estimates"] if waiting else []
+            timings["estimates"] = time.perf_counter() - mark
+        if "diagnosis" in parts and len(embedded) >= 2 and self.label_free.can_warm:
+            mark = time.perf_counter()
+            diagnosis = self.label_free.diagnose(embedded, None if decision is None else decision.drift)
+            pending += ["diagnosis"] if diagnosis is None else []
+            timings["diagnosis"] = time.perf_counter() - mark
+        return estimates, diagnosis, tuple(pending)
 
     def test(self, sample: Embeddings) -> tuple[DriftResult, ...]:
         """Every fitted detector's result on ``sample`` (in the order they were fitted).
@@ -276,6 +312,47 @@ class FittedReference:
             if self._knn is None:
                 self._knn = reference_knn_distances(self.reference.features)
             return self._knn
+
+    def warm_label_free(self, *, background: bool = False, progress: ProgressCallback | None = None,
+                        cancel: CancelToken | None = None) -> Any:
+        """Build (or load) the shift bank and fit the diagnosis on it; see ``LabelFreeParts.warm``."""
+        return self.label_free.warm(background=background, progress=progress, cancel=cancel)
+
+    def _bank_rows(self) -> np.ndarray | None:
+        """Rows of the reference the shift bank is made of: a seeded draw of ``bank_n`` (None: too few)."""
+        count = len(self.reference)
+        if count < 20:
+            return None
+        if count <= self.config.bank_n:
+            return np.arange(count)
+        rng = np.random.default_rng(self.config.seed + 1)  # not the reference draw's own stream
+        return np.sort(rng.choice(count, size=self.config.bank_n, replace=False))
+
+    def _build_bank(self, progress: ProgressCallback | None, cancel: CancelToken | None) -> tuple:
+        """The shift bank of the bank rows: read from ``bank_folder`` when built before, else built."""
+        from zeal_core.reference.bank import bank_key, load_bank, save_bank
+        from zeal_core.shifts import bank_specs, build_shift_bank
+
+        source = self._require_source()
+        bank_reference = self.label_free.bank_reference
+        positions = np.asarray(bank_reference.indices, dtype=np.int64)
+        specs = bank_specs()
+        path = None
+        if self.bank_folder is not None:
+            key = bank_key(source.card.weights_sha256 or str(self.version), source.dataset.fingerprint,
+                           positions, specs, self.config.seed)
+            path = Path(self.bank_folder) / f"{self.version}-{key}.npz"
+            stored = load_bank(path)
+            if stored is not None and len(stored) == len(specs):
+                return stored
+        images = source.split_images[torch.from_numpy(positions.copy())]
+        labels = torch.from_numpy(np.array(bank_reference.labels))  # a writable copy
+        bank = build_shift_bank(source.model, source.card.model_config, images, labels, specs, source.device,
+                                seed=self.config.seed, batch_size=self.config.batch_size, progress=progress,
+                                cancel=cancel)
+        if path is not None:
+            save_bank(path, bank)
+        return bank
 
     # -------------------------------------------------------------------------------------------- inputs
 

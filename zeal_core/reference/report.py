@@ -23,6 +23,41 @@ def now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def estimate_text(estimate: Any) -> str:
+    """One line for an ``AccuracyEstimate``: "93.1 % (90 % interval 88.0-96.2 %, pm-atc)"."""
+    if estimate is None:
+        return "no estimate"
+    return (f"{estimate.accuracy:.1%} ({estimate.level:.0%} interval {estimate.low:.1%}-{estimate.high:.1%}, "
+            f"{estimate.estimator})")
+
+
+def diagnosis_text(diagnosis: Any, class_names: tuple[str, ...] = ()) -> str:
+    """One line for a ``Diagnosis``: its verdict and top cause, e.g. "covariate shift: fog, severity 2.6
+    (score 0.93)"; "label shift" names the (at most two) classes whose share grew most."""
+    if diagnosis is None:
+        return "no diagnosis"
+    best = diagnosis.best
+    if diagnosis.verdict == "no drift":
+        return "no drift"
+    if diagnosis.verdict == "label shift":
+        estimated = diagnosis.estimated_class_proportions or {}
+        before = diagnosis.reference_class_proportions or {}
+        grown = sorted(estimated, key=lambda key: before.get(key, 0.0) - estimated[key])[:2]
+        def name(key: Any) -> str:
+            index = int(key)
+            return class_names[index] if 0 <= index < len(class_names) else f"class {index}"
+
+        shares = ", ".join(f"{name(key)} {before.get(key, 0.0):.0%} -> {estimated[key]:.0%}" for key in grown)
+        return f"label shift ({shares})" if shares else "label shift"
+    if diagnosis.verdict == "unknown shift":
+        nearest = next((cause for cause in diagnosis.causes if cause.kind != "unknown"), None)
+        return "unknown shift" + (f" (nearest known: {nearest.kind})" if nearest is not None else "")
+    severity = "" if best.severity is None else f", severity {best.severity:.1f}"
+    share = best.details.get("fraction") if best.details else None
+    affected = f", on ~{share:.0%} of the images" if share is not None and share < 1 else ""
+    return f"{diagnosis.verdict}: {best.kind}{severity}{affected} (score {best.score:.2f})"
+
+
 @dataclass(frozen=True)
 class TypicalImage:
     """One of the tested images that looks most drifted."""
@@ -61,6 +96,7 @@ class CheckReport:
     pending: tuple[str, ...] = ()  # parts asked for that were still warming up (e.g. "estimates")
     timings: dict[str, float] = field(default_factory=dict)  # seconds: decode, embed, detectors, ...
     created: str = field(default_factory=now_text)  # ISO 8601 UTC
+    class_names: tuple[str, ...] = ()  # names of the model's outputs (for texts about classes)
 
     @property
     def drift(self) -> bool | None:
@@ -71,6 +107,13 @@ class CheckReport:
     def estimated_accuracy(self) -> Any:
         """The first (preferred) label-free estimate, or None."""
         return self.estimates[0] if self.estimates else None
+
+    @property
+    def diagnosis_summary(self) -> str:
+        """The diagnosis in one line (``diagnosis_text``), or why there is none."""
+        if self.diagnosis is None:
+            return "warming up (learning the shift signatures)" if "diagnosis" in self.pending else "none"
+        return diagnosis_text(self.diagnosis, self.class_names)
 
     def result(self, detector: str) -> DriftResult:
         """The result of one detector.
@@ -89,7 +132,8 @@ class CheckReport:
         flagged = f" ({', '.join(self.decision.flagged)})" if self.decision and self.decision.flagged else ""
         estimate = self.estimated_accuracy
         guess = "" if estimate is None else f", estimated accuracy {estimate.accuracy:.1%}"
-        return f"{self.source}: {verdict}{flagged}, n = {self.n}{guess}"
+        cause = f", {self.diagnosis_summary}" if self.diagnosis is not None and self.drift else ""
+        return f"{self.source}: {verdict}{flagged}, n = {self.n}{guess}{cause}"
 
     def to_dict(self, *, per_image: bool = False) -> dict[str, Any]:
         """JSON-ready form: everything but the arrays, which come only with ``per_image``.
@@ -105,7 +149,8 @@ class CheckReport:
             "detectors": [_short(result) for result in self.results],
             "accuracy": self.accuracy, "clean_accuracy": self.clean_accuracy,
             "estimates": [estimate.to_dict() for estimate in self.estimates],
-            "diagnosis": None if self.diagnosis is None else self.diagnosis.to_dict(),
+            "diagnosis": None if self.diagnosis is None else {**self.diagnosis.to_dict(),
+                                                              "summary": self.diagnosis_summary},
             "most_drifted": [{"row": item.row, "index": item.index, "score": item.score, "file": item.name}
                              for item in self.typical],
             "projection": self.projection, "pending": list(self.pending),

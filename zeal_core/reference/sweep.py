@@ -87,6 +87,12 @@ class SeveritySweep:
         """True accuracy per severity (labels are known in a simulated sample)."""
         return [report.accuracy for report in self.reports]
 
+    def estimated_accuracy(self) -> list[tuple[float, float, float] | None]:
+        """The preferred label-free estimate per severity as (accuracy, low, high); None where the sweep
+        ran without the "estimates" part."""
+        estimates = [report.estimated_accuracy for report in self.reports]
+        return [None if item is None else (item.accuracy, item.low, item.high) for item in estimates]
+
 
 def severity_sweep(reference: FittedReference, spec: DriftSpec, choice: str, *, n: int, seed: int = 0,
                    severities: Sequence[float] = SEVERITIES,

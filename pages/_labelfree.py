@@ -1,0 +1,230 @@
+"""What the Drift Lab, Your own images and the Monitor show of a check's label-free parts: the estimated
+accuracy and the diagnosis (``CheckReport.estimates`` / ``.diagnosis``), and the history of checks.
+
+Nothing here computes an estimate or a diagnosis; ``FittedReference.check`` does. The diagnosis needs a
+one-off warm-up per model (the shift bank): ``warm_panel`` starts it in the background and shows its
+progress until the page can show the diagnosis.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from pages import _lab
+from zeal_core.corruptions import DriftSpec, list_corruptions
+from zeal_core.estimate import estimator_info
+from zeal_core.reference import CheckReport, FittedReference
+
+IMAGES_SHOWN = 6  # images that show the diagnosed shift best
+CAUSES_SHOWN = 3  # ranked causes listed
+# Names the diagnosis gives a cause, for people.
+CAUSE_NAMES = {"no_drift": "no drift", "label_shift": "label shift (class mix)", "unknown": "unknown shift"}
+
+
+def estimate_metric(column: Any, report: CheckReport, *, true_accuracy: float | None = None) -> None:
+    """The preferred label-free estimate as a metric: value, interval, and (when known) the true accuracy."""
+    estimate = report.estimated_accuracy
+    if estimate is None:
+        column.metric("Estimated accuracy", "—", help="No estimate: the reference has no labels.")
+        return
+    interval = f"{estimate.level:.0%} interval {estimate.low:.0%}–{estimate.high:.0%}"
+    known = "" if true_accuracy is None else \
+        f" True accuracy (known here, the drift is simulated): {true_accuracy:.1%}."
+    column.metric("Estimated accuracy", f"{estimate.accuracy:.1%}", delta=interval,
+                  delta_color="off", delta_arrow="off",
+                  help=f"Estimated without labels by {estimate.estimator}: "
+                       f"{estimator_info(estimate.estimator).description}.{known} "
+                       "Other estimators: see 'Accuracy estimates'.")
+
+
+def estimates_frame(report: CheckReport, true_accuracy: float | None = None) -> pd.DataFrame:
+    """One row per estimator: estimate, interval, and the error against the true accuracy when known."""
+    rows = []
+    for estimate in report.estimates:
+        row = {"estimator": estimate.estimator, "estimate": f"{estimate.accuracy:.1%}",
+               f"{estimate.level:.0%} interval": f"{estimate.low:.1%} – {estimate.high:.1%}"}
+        if true_accuracy is not None:
+            row["error (points)"] = f"{(estimate.accuracy - true_accuracy) * 100:+.1f}"
+        row["how"] = estimator_info(estimate.estimator).description
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("estimator") if rows else pd.DataFrame()
+
+
+def show_estimates(report: CheckReport, true_accuracy: float | None = None, *, key: str) -> None:
+    """Every estimator's answer in an expander (the preferred one first)."""
+    if not report.estimates:
+        return
+    with st.expander("Accuracy estimates (no labels used)", expanded=False):
+        st.table(estimates_frame(report, true_accuracy))
+        waiting = (" shift-calibrated joins once the diagnosis has warmed up."
+                   if "estimates" in report.pending else "")
+        st.caption("Fitted on the clean reference, whose labels are known; the sample's labels are never "
+                   f"read. The first row is the one shown above.{waiting} See docs/estimation.md.")
+
+
+def expected_cause(spec: DriftSpec) -> set[str]:
+    """Which diagnoses name the drift of ``spec``: its kinds (those the signatures know), label shift for
+    a class mix, "unknown" for kinds outside the signatures, "no drift" for a clean spec."""
+    known = set(list_corruptions())
+    expected = {name if name in known else "unknown" for name, _ in spec.steps}
+    if spec.class_mix is not None:
+        expected.add("label_shift" if spec.class_mix.kind == "label_shift" else "unknown")
+    return expected or {"no_drift"}
+
+
+def causes_frame(diagnosis: Any) -> pd.DataFrame:
+    """The best-ranked causes: kind, family, score, estimated severity and share of images affected."""
+    rows = []
+    for rank, cause in enumerate(diagnosis.top(CAUSES_SHOWN), start=1):
+        share = cause.details.get("fraction") if cause.details else None
+        rows.append({"rank": rank, "cause": CAUSE_NAMES.get(cause.kind, cause.kind), "family": cause.family,
+                     "score": f"{cause.score:.2f}",
+                     "severity": "—" if cause.severity is None else f"{cause.severity:.1f}",
+                     "share affected": "—" if share is None else f"{share:.0%}"})
+    return pd.DataFrame(rows).set_index("rank")
+
+
+def proportions_figure(diagnosis: Any, class_names: tuple[str, ...], true_labels: Any = None) -> go.Figure:
+    """Class shares: the reference's, the sample's as estimated without labels (BBSE), and the true ones."""
+    before = diagnosis.reference_class_proportions or {}
+    after = diagnosis.estimated_class_proportions or {}
+    keys = sorted(set(before) | set(after), key=int)
+    names = [class_names[int(key)] if int(key) < len(class_names) else str(key) for key in keys]
+    figure = go.Figure()
+    figure.add_bar(x=names, y=[before.get(key, 0.0) for key in keys], name="reference",
+                   marker_color="#94a3b8")
+    figure.add_bar(x=names, y=[after.get(key, 0.0) for key in keys], name="sample, estimated (no labels)",
+                   marker_color="#2563eb")
+    if true_labels is not None:
+        labels = np.asarray(true_labels)
+        labels = labels[labels >= 0]
+        if labels.size:
+            figure.add_bar(x=names, y=[float(np.mean(labels == int(key))) for key in keys],
+                           name="sample, true", marker_color="#f59e0b")
+    figure.update_layout(height=260, barmode="group", margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                         title="Class shares", yaxis={"tickformat": ".0%", "title": "share of images"},
+                         legend={"orientation": "h", "y": -0.3})
+    return figure
+
+
+def show_diagnosis(report: CheckReport, reference: FittedReference, *, key: str,
+                   chosen: DriftSpec | None = None) -> None:
+    """The diagnosis of a check, or the warm-up's progress while the signatures are being learnt."""
+    st.markdown("**Diagnosis: what kind of drift is this?**")
+    if report.diagnosis is None:
+        if "diagnosis" in report.pending:
+            warm_panel(reference, key=key)
+        return
+    diagnosis = report.diagnosis
+    st.markdown(f"#### {report.diagnosis_summary}")
+    if chosen is not None:
+        expected = expected_cause(chosen)
+        named = diagnosis.best.kind
+        wanted = ", ".join(CAUSE_NAMES.get(kind, kind) for kind in sorted(expected))
+        if named in expected:
+            st.success(f"Names the drift you chose ({wanted}).", icon=":material/check_circle:")
+        else:
+            st.warning(f"You chose {wanted}; the diagnosis ranks {CAUSE_NAMES.get(named, named)} first.",
+                       icon=":material/help:")
+        if "unknown" in expected:
+            st.caption("The signatures cover the 19 ImageNet-C corruptions and label shift; other kinds "
+                       "should come out as an unknown shift.")
+    left, right = st.columns([3, 2], gap="medium")
+    left.table(causes_frame(diagnosis))
+    left.caption("Score: a calibrated posterior over the causes (no drift, label shift, each corruption); "
+                 "severity on ImageNet-C's 0-5 scale. See docs/diagnosis.md.")
+    if diagnosis.verdict == "label shift" or (chosen is not None and chosen.class_mix is not None):
+        true_labels = report.sample.labels if chosen is not None else None
+        right.plotly_chart(proportions_figure(diagnosis, reference.class_names, true_labels),
+                           key=f"{key}_proportions")
+    show_diagnosed_images(report, right)
+
+
+def show_diagnosed_images(report: CheckReport, where: Any) -> None:
+    """The images that look most like the diagnosed shift (per-image scores of the diagnosis)."""
+    scores = (report.diagnosis.details or {}).get("image_scores")
+    if scores is None or report.images is None or len(scores) != report.n:
+        return
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")[:IMAGES_SHOWN]
+    best = report.diagnosis.best.kind
+    where.markdown(f"Images that show **{CAUSE_NAMES.get(best, best)}** most, most typical first (by how "
+                   "much likelier each image is under it than clean)")
+    grid = where.columns(len(order), gap="small")
+    names = report.file_names
+    for column, row in zip(grid, order, strict=True):
+        caption = names[row] if names else f"#{int(report.sample.indices[row])}"
+        column.image(_lab.thumbnail(report, int(row)), caption=caption, width="stretch")
+
+
+def warm_panel(reference: FittedReference, *, key: str) -> None:
+    """Start the diagnosis's one-off warm-up in the background and show its progress until it is done."""
+    reference.warm_label_free(background=True)
+
+    @st.fragment(run_every=timedelta(seconds=2))
+    def progress() -> None:
+        status = reference.label_free.status()
+        if status.ready:
+            st.rerun(scope="app")  # the whole page, so the check is redone with the diagnosis
+        if status.error:
+            st.error(f"The diagnosis could not warm up: {status.error}")
+            return
+        st.progress(status.fraction, text="Learning the signatures of 95 synthetic shifts, once per model "
+                                          "(about a minute on a laptop CPU for the digits): "
+                                          f"{status.message}")
+
+    progress()
+
+
+def history_figure(rows: list, current: int | None = None) -> go.Figure:
+    """Recorded checks over time: the smallest detector p-value (top, red = drift) and the estimated
+    accuracy with its interval (bottom); ``current`` (a check id) is starred."""
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
+                           row_heights=[0.55, 0.45],
+                           subplot_titles=("smallest detector p-value (log scale)",
+                                           "estimated accuracy, no labels (90 % interval)"))
+    for drift, colour, name in ((False, "#0f766e", "no drift"), (True, "#dc2626", "drift")):
+        part = [row for row in rows if bool(row.drift) == drift]
+        figure.add_scatter(
+            x=[row.created for row in part], y=[max(row.min_p_value or 1.0, 1e-300) for row in part],
+            mode="markers", name=name, marker={"color": colour, "size": 9},
+            customdata=[[row.id, row.source, row.n, row.diagnosis or ""] for row in part],
+            hovertemplate="check #%{customdata[0]} (n = %{customdata[2]})<br>%{customdata[1]}<br>smallest p "
+                          "%{y:.3g}<br>%{customdata[3]}<extra></extra>", row=1, col=1)
+    estimated = [row for row in rows if row.estimated_accuracy is not None]
+    if estimated:
+        figure.add_scatter(
+            x=[row.created for row in estimated], y=[row.estimated_accuracy for row in estimated],
+            mode="markers", name="estimated accuracy", marker={"color": "#2563eb", "size": 8},
+            error_y={"type": "data", "symmetric": False, "color": "#93c5fd",
+                     "array": [(row.estimate_high or row.estimated_accuracy) - row.estimated_accuracy
+                               for row in estimated],
+                     "arrayminus": [row.estimated_accuracy - (row.estimate_low or row.estimated_accuracy)
+                                    for row in estimated]},
+            customdata=[[row.id] for row in estimated],
+            hovertemplate="check #%{customdata[0]}<br>estimated %{y:.1%}<extra></extra>", row=2, col=1)
+    mine = [row for row in rows if row.id == current]
+    if mine:
+        figure.add_scatter(x=[mine[0].created], y=[max(mine[0].min_p_value or 1.0, 1e-300)], mode="markers",
+                           name="this batch", marker={"symbol": "star", "size": 18, "color": "#f59e0b",
+                                                      "line": {"color": "#111827", "width": 1}}, row=1, col=1)
+    figure.update_yaxes(type="log", exponentformat="power", title="p-value", row=1, col=1)
+    figure.update_yaxes(range=[0, 1.02], tickformat=".0%", title="accuracy", row=2, col=1)
+    figure.update_xaxes(title="time (UTC)", row=2, col=1)
+    figure.update_layout(height=440, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                         legend={"orientation": "h", "y": -0.18})
+    return figure
+
+
+def estimate_cell(row: Any) -> str:
+    """A history row's estimate as text."""
+    if row.estimated_accuracy is None:
+        return "—"
+    return f"{row.estimated_accuracy:.1%} ({row.estimate_low:.0%}–{row.estimate_high:.0%})"
+

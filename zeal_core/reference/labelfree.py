@@ -1,0 +1,196 @@
+"""The label-free parts of a fitted reference: accuracy estimates and the drift diagnosis.
+
+Production images come without labels, so after "did it drift?" a check answers "how much accuracy does it
+cost?" (``zeal_core.estimate``) and "what kind of drift is it?" (``zeal_core.diagnose``). Both are fitted
+on the clean reference, whose labels are known:
+
+- the estimators that need nothing else (``pm-atc``, ``atc-mc``, ...) fit in milliseconds, on first use;
+- the diagnosis and the bank-fitted estimators (``shift-calibrated``) also need the shift bank: the
+  reference images under every corruption x severity, 95 forward passes over them. ``warm`` builds (or
+  loads) the bank and fits them, in a background thread when asked; until it is done a check lists
+  "diagnosis" under ``CheckReport.pending`` and pages show its progress.
+
+Everything here is read-only after fitting, so one instance serves every session at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from zeal_core.embed import Embeddings
+from zeal_core.errors import Cancelled
+from zeal_core.progress import CancelToken, ProgressCallback, ProgressEvent, report
+from zeal_core.shifts import ShiftedSet
+
+# Estimators a check runs, preferred first (the first available one is "the" estimate of a report):
+# prior-matched ATC had the lowest error on held-out shifts of the bank-free ones (docs/estimation.md).
+DEFAULT_ESTIMATORS = ("pm-atc", "shift-calibrated", "atc-mc", "average-confidence", "doc")
+DIAGNOSER = "signature"  # the registered diagnoser a check uses
+
+# A bank builder: (progress, cancel) -> the shift bank of the bank reference (built or loaded from disk).
+BankBuilder = Callable[[ProgressCallback | None, CancelToken | None], Sequence[ShiftedSet]]
+
+
+@dataclass(frozen=True)
+class WarmStatus:
+    """Where the warm-up of the bank-fitted parts stands (what a page's progress bar shows)."""
+
+    ready: bool  # the diagnosis and the bank-fitted estimators can be used
+    running: bool  # a warm-up is under way
+    fraction: float  # share done in [0, 1]
+    message: str  # the current step, in words
+    error: str | None = None  # why the last warm-up failed, if it did
+    seconds: float | None = None  # how long the finished warm-up took
+
+
+class LabelFreeParts:
+    """Estimators and diagnoser of one reference, fitted lazily (see the module docstring)."""
+
+    def __init__(self, reference: Embeddings | None, bank_reference: Embeddings | None,
+                 build_bank: BankBuilder | None, *, estimators: Sequence[str] = DEFAULT_ESTIMATORS,
+                 seed: int = 0) -> None:
+        """Args:
+            reference: The clean labelled reference (the bank-free estimators fit on all of it); None
+                when its labels are unknown (nothing label-free can be fitted then).
+            bank_reference: The reference rows the bank is made of (the diagnosis fits on them); None
+                when there is no model to build a bank with (a reference of embeddings).
+            build_bank: Builds or loads that bank; None as for ``bank_reference``.
+            estimators: Registered estimator names, preferred first.
+            seed: Seeds the diagnosis's calibration and the estimators' bootstrap.
+        """
+        from zeal_core.estimate import estimator_info
+
+        self.reference = reference
+        self.bank_reference = bank_reference
+        self._build_bank = build_bank
+        self.estimator_names = tuple(estimators)
+        self._needs_bank = {name: estimator_info(name).needs_bank for name in self.estimator_names}
+        self.seed = int(seed)
+        self._lock = threading.Lock()
+        self._estimators: dict[str, Any] = {}
+        self._diagnoser: Any = None
+        self._thread: threading.Thread | None = None
+        self._status = WarmStatus(ready=False, running=False, fraction=0.0, message="not started")
+
+    # ------------------------------------------------------------------------------------------ status
+
+    @property
+    def can_warm(self) -> bool:
+        """Whether a bank can be built (a reference fitted from a model, with enough images)."""
+        return self._build_bank is not None and self.bank_reference is not None
+
+    @property
+    def ready(self) -> bool:
+        """The bank-fitted parts are fitted."""
+        return self._diagnoser is not None
+
+    def status(self) -> WarmStatus:
+        """The warm-up's progress (cheap: pages poll it)."""
+        return self._status
+
+    # --------------------------------------------------------------------------------------------- use
+
+    def estimates(self, sample: Embeddings) -> tuple[tuple[Any, ...], bool]:
+        """Every available estimate of ``sample``'s accuracy (labels never read), preferred first, and
+        whether some estimator is still waiting for the warm-up."""
+        if self.reference is None:
+            return (), False
+        self._fit_bank_free()
+        results, waiting = [], False
+        for name in self.estimator_names:
+            estimator = self._estimators.get(name)
+            if estimator is None:
+                waiting = waiting or (self._needs_bank[name] and self.can_warm)
+                continue
+            results.append(estimator.estimate(sample))
+        return tuple(results), waiting
+
+    def diagnose(self, sample: Embeddings, drift_detected: bool | None) -> Any:
+        """The diagnosis of ``sample``, or None until the warm-up has fitted the diagnoser."""
+        diagnoser = self._diagnoser
+        return None if diagnoser is None else diagnoser.diagnose(sample, drift_detected=drift_detected)
+
+    # ------------------------------------------------------------------------------------------- warming
+
+    def warm(self, *, background: bool = False, progress: ProgressCallback | None = None,
+             cancel: CancelToken | None = None) -> WarmStatus:
+        """Build or load the shift bank and fit the diagnoser and bank-fitted estimators (once).
+
+        Args:
+            background: Start a daemon thread and return at once (pages poll ``status()``); a second
+                call while it runs changes nothing.
+            progress: Also receives the warm-up's events (``shift-bank``, ``diagnosis``).
+            cancel: Checked between the bank's shifts.
+
+        Raises:
+            ConfigError / Cancelled: In the foreground, what the bank or the fits raised.
+        """
+        if not self.can_warm or self.ready:
+            return self._status
+        if background:
+            with self._lock:
+                if self._thread is None or not self._thread.is_alive():
+                    self._thread = threading.Thread(target=self._warm_quietly, args=(progress, cancel),
+                                                    name="zeal-label-free-warm", daemon=True)
+                    self._set(running=True, message="starting", error=None)
+                    self._thread.start()
+            return self._status
+        with self._lock:  # one warm-up at a time: a foreground caller waits for a background one
+            thread = self._thread
+        if thread is not None and thread.is_alive():
+            thread.join()
+            if self.ready:
+                return self._status
+        self._warm(progress, cancel)
+        return self._status
+
+    def _warm_quietly(self, progress: ProgressCallback | None, cancel: CancelToken | None) -> None:
+        try:
+            self._warm(progress, cancel)
+        except Cancelled:
+            self._set(running=False, message="cancelled")
+        except Exception as error:  # a background thread reports, it cannot raise
+            self._set(running=False, message="failed", error=f"{type(error).__name__}: {error}")
+
+    def _warm(self, progress: ProgressCallback | None, cancel: CancelToken | None) -> None:
+        from zeal_core.diagnose import create_diagnoser
+        from zeal_core.estimate import create_estimator
+
+        start = time.perf_counter()
+        self._set(running=True, fraction=0.0, message="building the shift bank", error=None)
+
+        def on_bank(event: ProgressEvent) -> None:
+            self._set(fraction=0.8 * (event.fraction or 0.0), message=event.message or "shift bank")
+            if progress is not None:
+                progress(event)
+
+        bank = tuple(self._build_bank(on_bank, cancel))
+        message = f"learning the signatures of {len(bank)} shifts"
+        self._set(fraction=0.8, message=message)
+        report(progress, "diagnosis", 0, 1, message)
+        diagnoser = create_diagnoser(DIAGNOSER).fit(self.bank_reference, bank, seed=self.seed)
+        fitted = {name: create_estimator(name, seed=self.seed).fit(self.bank_reference, bank)
+                  for name in self.estimator_names if self._needs_bank[name]}
+        with self._lock:
+            self._estimators.update(fitted)
+            self._diagnoser = diagnoser
+        seconds = time.perf_counter() - start
+        self._set(ready=True, running=False, fraction=1.0, message=f"ready ({seconds:.0f} s)",
+                  seconds=seconds)
+        report(progress, "diagnosis", 1, 1, f"diagnosis ready in {seconds:.0f} s")
+
+    def _fit_bank_free(self) -> None:
+        from zeal_core.estimate import create_estimator
+
+        with self._lock:
+            for name in self.estimator_names:
+                if name not in self._estimators and not self._needs_bank[name]:
+                    self._estimators[name] = create_estimator(name, seed=self.seed).fit(self.reference)
+
+    def _set(self, **changes: Any) -> None:
+        values = {**self._status.__dict__, **changes}
+        self._status = WarmStatus(**values)

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import ROOT
 from zeal_core.bench.app import CHROMIUM as CHROMIUM_PATH
-from zeal_core.bench.app import CHROMIUM_ARGS, seed_model, start_app, stop_app
+from zeal_core.bench.app import CHROMIUM_ARGS, detector_table, seed_model, start_app, stop_app
 from zeal_core.bench.app import wait_idle as bench_wait_idle
 
 pytestmark = pytest.mark.browser
@@ -100,7 +100,7 @@ def save_screenshot(page, folder: Path, name: str, max_height: int = 3200) -> Pa
 
 def p_values(page) -> list[str]:
     """The p-value column of the Drift Lab's detector table, as shown."""
-    table = page.locator('[data-testid="stTable"] table').first
+    table = detector_table(page)
     headers = [cell.inner_text().strip() for cell in table.locator("thead th").all()]
     column = headers.index("p-value")
     return [row.locator("th, td").nth(column).inner_text().strip() for row in table.locator("tbody tr").all()]
@@ -114,7 +114,7 @@ def test_drift_lab_retrain_and_every_page(browser_page, server: str,
     # Drift Lab: mild noise on every image, then the severity slider moved up 12 steps of 0.25 by keyboard.
     page.goto(f"{server}/drift_lab?spec=gaussian_noise:0.5@1&n=200&seed=0")
     page.get_by_text("Verdict").first.wait_for()
-    page.locator('[data-testid="stTable"]').first.wait_for()
+    detector_table(page).wait_for()
     wait_idle(page)
     # The first request of a fresh server: it must have gone through app.py (sidebar status, our pages only).
     assert page.locator('[data-testid="stSidebar"]').get_by_text("Device:").count() > 0

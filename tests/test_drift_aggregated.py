@@ -287,3 +287,31 @@ def test_failing_loudly_grid_runs_on_synthetic_embeddings() -> None:
     summary = summarise(trials)
     table = markdown({"trials": trials, "summary": summary})
     assert all(label in table for label in PAPER_ROWS) and "mmd-agg - mmd" in table
+
+
+def test_failing_loudly_keeps_new_kinds_and_label_shift_out_of_the_paper_table() -> None:
+    """New kinds and label shift get their own rows by group; the paper-comparable rate is ImageNet-C's."""
+    from zeal_core.bench.failing_loudly import BEYOND_SPECS, markdown, run_trials, shift_group, summarise
+    from zeal_core.corruptions import DriftSpec
+    from zeal_core.embed import Embeddings
+
+    rng = np.random.default_rng(1)
+    labels = np.arange(200) % 4
+    features = (rng.standard_normal((200, 5)) + labels[:, None]).astype(np.float32)  # classes apart
+    probs = np.eye(4, dtype=np.float32)[labels]
+    clean = Embeddings(features=features, probs=probs, preds=labels, labels=labels, indices=np.arange(200))
+    rotated = Embeddings(features=features + 5.0, probs=probs, preds=labels, labels=labels,
+                         indices=np.arange(200))
+    specs = [DriftSpec.parse(text) for text in ("fog:3", "rotation:5", "label_shift:5")]
+    assert [shift_group(spec) for spec in specs] == ["imagenet-c", "geometric", "label shift"]
+    assert {shift_group(DriftSpec.parse(text)) for text in BEYOND_SPECS} == {"geometric", "capture",
+                                                                               "label shift"}
+    trials = run_trials(clean, {specs[1].steps: rotated}, specs, ["mmd", "bbsd"], (40,), 80, 2, 3, 0.05,
+                        {"mmd": {"num_permutations": 50}}, seed=0, class_names=["a", "b", "c", "d"])
+    summary = summarise(trials)
+    groups = summary["accuracy_by_group"]["bbsd"]
+    assert set(groups) == {"imagenet-c", "geometric", "label shift"}
+    assert summary["accuracy"]["mmd"][40]["trials"] == 3  # fog only: the paper-comparable set
+    assert groups["label shift"][40]["rate"] == 1.0  # a strong class-mix change moves every prediction share
+    assert summary["accuracy_by_group"]["mmd"]["geometric"][40]["rate"] == 1.0
+    assert "| bbsd | label shift |" in markdown({"trials": trials, "summary": summary})

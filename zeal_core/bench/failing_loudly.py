@@ -48,6 +48,13 @@ COMMON_CORRUPTIONS = (
 )
 SHIFT_SPECS: tuple[str, ...] = tuple(f"{name}:{severity}@{fraction}" for name in COMMON_CORRUPTIONS
                                      for severity in (1, 3, 5) for fraction in (0.1, 0.5, 1))
+# Beyond ImageNet-C (kept out of the paper-comparable table, reported by group): every geometry and capture
+# kind at small / medium / large severity on the whole sample, and label shift at the same strengths.
+BEYOND_KINDS = ("rotation", "zoom", "translation", "perspective", "white_balance", "gamma", "exposure",
+                "vignetting", "resize_nearest", "resize_bilinear", "resize_bicubic", "chroma_subsampling")
+BEYOND_SPECS: tuple[str, ...] = (
+    tuple(f"{name}:{severity}" for name in BEYOND_KINDS for severity in (1, 3, 5))
+    + tuple(f"label_shift:{severity}" for severity in (1, 3, 5)))
 # Rabanser et al. 2019, Table 1 (detection accuracy averaged over all shifts, alpha 0.05), n = SIZES.
 PAPER_ROWS = {
     "paper: BBSD + KS (best method)": (0.19, 0.28, 0.47, 0.47, 0.51, 0.65, 0.70),
@@ -80,7 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detectors", type=_csv(str), default=None, help="comma-separated (default all)")
     parser.add_argument("--sizes", type=_csv(int), default=SIZES, help="comma-separated sample sizes")
     parser.add_argument("--specs", type=_csv(str), default=None,
-                        help="comma-separated drift specs (default: the documented SHIFT_SPECS)")
+                        help="comma-separated drift specs (default: the documented SHIFT_SPECS, and "
+                             "BEYOND_SPECS unless --no-beyond)")
+    parser.add_argument("--no-beyond", action="store_true",
+                        help="leave out the geometry, capture and label-shift specs (BEYOND_SPECS)")
     parser.add_argument("--corruptions", type=_csv(str), default=None,
                         help="keep only the specs whose first step is one of these corruptions (specs "
                              "without corruption steps, e.g. class mixes, are always kept)")
@@ -272,19 +282,43 @@ def summarise(trials: dict[str, Any]) -> dict[str, Any]:
     specs = [DriftSpec.parse(text) for text in trials["specs"]]
     per_spec = trials["trials_per_spec"]
     calibrated_se = {size: math.sqrt(alpha * (1 - alpha) / max(trials["null_trials"], 1)) for size in sizes}
-    fpr, accuracy, by_fraction, by_severity = {}, {}, {}, {}
+    groups = [shift_group(spec) for spec in specs]
+    core = np.array([group == "imagenet-c" for group in groups])  # the paper-comparable shift set
+    spec_of = np.repeat(np.arange(len(specs)), per_spec)
+    core_columns = core[spec_of]
+    fpr, accuracy, by_fraction, by_severity, by_group = {}, {}, {}, {}, {}
     for name, cells in trials["null"].items():
         fpr[name] = {size: _rate(cells[size]) for size in sizes}
     for name, cells in trials["shift"].items():
-        accuracy[name] = {size: _rate(cells[size]) for size in sizes}
         hits = np.array([cells[size] for size in sizes], dtype=float)  # sizes x (specs * trials)
-        spec_of = np.repeat(np.arange(len(specs)), per_spec)
-        by_fraction[name] = _breakdown(hits, spec_of, [spec.fraction for spec in specs])
-        severities = [spec.steps[0][1] if spec.steps else 0.0 for spec in specs]
-        by_severity[name] = _breakdown(hits, spec_of, severities)
-    checks = _targets(trials, fpr, calibrated_se)
+        accuracy[name] = {size: _rate(hits[row][core_columns].astype(int).tolist())
+                          for row, size in enumerate(sizes)}
+        core_specs = [spec for spec, keep in zip(specs, core, strict=True) if keep]
+        core_hits, core_of = hits[:, core_columns], np.repeat(np.arange(len(core_specs)), per_spec)
+        by_fraction[name] = _breakdown(core_hits, core_of, [spec.fraction for spec in core_specs])
+        severities = [spec.steps[0][1] if spec.steps else 0.0 for spec in core_specs]
+        by_severity[name] = _breakdown(core_hits, core_of, severities)
+        key_of = np.array(groups)[spec_of]
+        by_group[name] = {group: {size: _rate(hits[row][key_of == group].astype(int).tolist())
+                                  for row, size in enumerate(sizes)}
+                          for group in dict.fromkeys(groups)}
+    checks = _targets(trials, fpr, calibrated_se, core_columns)
     return {"false_positive_rate": fpr, "calibrated_se": calibrated_se, "accuracy": accuracy,
-            "accuracy_by_fraction": by_fraction, "accuracy_by_severity": by_severity, "targets": checks}
+            "accuracy_by_fraction": by_fraction, "accuracy_by_severity": by_severity,
+            "accuracy_by_group": by_group, "targets": checks}
+
+
+def shift_group(spec: Any) -> str:
+    """The group a shift spec belongs to: "imagenet-c", "geometric", "capture" (its first pixel step's
+    registry group), or "label shift" / "unseen classes" for a class mix."""
+    from zeal_core.corruptions import drift_kind_groups
+
+    if spec.steps:
+        return next((group for group, names in drift_kind_groups().items() if spec.steps[0][0] in names),
+                    "other")
+    if spec.class_mix is not None:
+        return spec.class_mix.kind.replace("_", " ")
+    return "clean"
 
 
 def _rate(decisions: list[int]) -> dict[str, float]:
@@ -301,8 +335,10 @@ def _breakdown(hits: np.ndarray, spec_of: np.ndarray, keys: list[float]) -> dict
     return {f"{key:g}": round(float(hits[:, key_of == key].mean()), 3) for key in sorted(set(keys))}
 
 
-def _targets(trials: dict[str, Any], fpr: dict[str, Any], calibrated_se: dict[int, float]) -> dict[str, Any]:
-    """The issue's checks: calibration of the new detectors, and power against ``mmd`` (paired)."""
+def _targets(trials: dict[str, Any], fpr: dict[str, Any], calibrated_se: dict[int, float],
+             core: np.ndarray) -> dict[str, Any]:
+    """The issue's checks: calibration of the new detectors, and power against ``mmd`` (paired) on the
+    paper-comparable shifts (``core``: a mask over the spec x trial columns)."""
     alpha, sizes = trials["alpha"], trials["sizes"]
     present = [name for name in NEW_DETECTORS if name in trials["shift"]]
     calibration = {name: {size: fpr[name][size]["rate"] <= alpha + 2 * calibrated_se[size] for size in sizes}
@@ -312,7 +348,8 @@ def _targets(trials: dict[str, Any], fpr: dict[str, Any], calibrated_se: dict[in
         for name in present:
             cells = {}
             for size in sizes:
-                difference = np.array(trials["shift"][name][size]) - np.array(trials["shift"][BASELINE][size])
+                difference = (np.array(trials["shift"][name][size])
+                              - np.array(trials["shift"][BASELINE][size]))[core]
                 cells[size] = {"difference": round(float(difference.mean()), 4),
                                "se": round(float(difference.std(ddof=1) / math.sqrt(len(difference))), 4)
                                if len(difference) > 1 else float("nan")}
@@ -334,8 +371,9 @@ def markdown(result: dict[str, Any]) -> str:
     sizes = trials["sizes"]
     head = "| detector | " + " | ".join(f"n={size}" for size in sizes) + " |"
     rule = "|---" * (len(sizes) + 1) + "|"
-    tests = len(trials["specs"]) * trials["trials_per_spec"]
-    lines = [f"Detection accuracy at alpha {trials['alpha']:g}, averaged over {len(trials['specs'])} shifts "
+    core_count = sum(1 for text in trials["specs"] if text in SHIFT_SPECS) or len(trials["specs"])
+    tests = core_count * trials["trials_per_spec"]
+    lines = [f"Detection accuracy at alpha {trials['alpha']:g}, averaged over {core_count} ImageNet-C shifts "
              f"({trials['trials_per_spec']} trial(s) each, so {tests} tests per cell; ± one binomial "
              f"standard error, an upper bound for a mix of shifts); reference {trials['reference_size']} "
              "images:",
@@ -368,6 +406,7 @@ def markdown(result: dict[str, Any]) -> str:
                                                   for key in fractions) + " | "
                      + " | ".join(f"{summary['accuracy_by_severity'][name][key]:.2f}" for key in severities)
                      + " |")
+    lines += _group_lines(summary, sizes)
     targets = summary["targets"]
     if targets["paired_difference_vs_mmd"]:
         lines += ["", "Paired difference in detection rate against mmd (same trials; ± standard error):", "",
@@ -382,6 +421,23 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"Sizes skipped (larger than the {trials['pool_size']}-image sample pool): "
                      f"{', '.join(str(size) for size in trials['skipped_sizes'])}.")
     return "\n".join(lines)
+
+
+def _group_lines(summary: dict[str, Any], sizes: Sequence[int]) -> list[str]:
+    """Detection accuracy per shift group (ImageNet-C, geometric, capture, label shift) and n."""
+    by_group = summary.get("accuracy_by_group") or {}
+    groups = list(dict.fromkeys(group for cells in by_group.values() for group in cells))
+    if len(groups) < 2:
+        return []
+    lines = ["", "Detection accuracy by kind of shift (geometry and capture kinds at severity 1 / 3 / 5 on "
+             "the whole sample; label shift: the class mix changed, no pixel touched):", "",
+             "| detector | group | " + " | ".join(f"n={size}" for size in sizes) + " |",
+             "|---" * (len(sizes) + 2) + "|"]
+    for group in groups:
+        for name, cells in by_group.items():
+            lines.append(f"| {name} | {group} | " + " | ".join(
+                f"{cells[group][size]['rate']:.2f}" for size in sizes) + " |")
+    return lines
 
 
 # Entry points -----------------------------------------------------------------------------------------------
@@ -401,7 +457,8 @@ def bench_failing_loudly(args: argparse.Namespace, progress: ProgressCallback | 
 
     start = time.perf_counter()
     device = str(resolve_device(args.device))
-    specs = select_specs([DriftSpec.parse(text) for text in (args.specs or SHIFT_SPECS)], args.corruptions)
+    texts = args.specs or (SHIFT_SPECS + (() if args.no_beyond else BEYOND_SPECS))
+    specs = select_specs([DriftSpec.parse(text) for text in texts], args.corruptions)
     detectors = list(args.detectors or list_detectors())
     clean, shifted, dataset, info = shift_embeddings(args.dataset, args.model, specs, device, progress,
                                                      args.max_images, args.seed)

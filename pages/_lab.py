@@ -131,3 +131,14 @@ def reference_thumbnail(reference: FittedReference, row: int) -> np.ndarray:
     """The clean reference image of ``row`` (HWC uint8)."""
     position = int(reference.reference.indices[row])
     return reference.source.split_images[position].permute(1, 2, 0).numpy()
+
+
+def style_p_value_and_accuracy(figure: go.Figure, x_title: str, *, height: int, legend_y: float) -> go.Figure:
+    """The layout every two-panel figure shares: a log p-value axis on top, an accuracy axis (0-100 %) below
+    with the x title, a horizontal legend under the plot."""
+    figure.update_yaxes(type="log", exponentformat="power", title="p-value", row=1, col=1)
+    figure.update_yaxes(range=[0, 1.02], tickformat=".0%", title="accuracy", row=2, col=1)
+    figure.update_xaxes(title=x_title, row=2, col=1)
+    figure.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                         legend={"orientation": "h", "y": legend_y})
+    return figure

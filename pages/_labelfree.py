@@ -214,12 +214,7 @@ def history_figure(rows: list, current: int | None = None) -> go.Figure:
         figure.add_scatter(x=[mine[0].created], y=[max(mine[0].min_p_value or 1.0, 1e-300)], mode="markers",
                            name="this batch", marker={"symbol": "star", "size": 18, "color": "#f59e0b",
                                                       "line": {"color": "#111827", "width": 1}}, row=1, col=1)
-    figure.update_yaxes(type="log", exponentformat="power", title="p-value", row=1, col=1)
-    figure.update_yaxes(range=[0, 1.02], tickformat=".0%", title="accuracy", row=2, col=1)
-    figure.update_xaxes(title="time (UTC)", row=2, col=1)
-    figure.update_layout(height=440, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                         legend={"orientation": "h", "y": -0.18})
-    return figure
+    return _lab.style_p_value_and_accuracy(figure, "time (UTC)", height=440, legend_y=-0.18)
 
 
 def estimate_cell(row: Any) -> str:

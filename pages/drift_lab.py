@@ -234,12 +234,8 @@ def curves_figure(sweep, threshold: float, alpha: float, marker: float, label: s
                            hovertemplate="estimated %{y:.1%} at severity %{x}<extra></extra>")
     for row in (1, 2):
         figure.add_vline(x=marker, line_dash="dot", line_color="#9ca3af", row=row, col=1)
-    figure.update_yaxes(type="log", exponentformat="power", title="p-value", row=1, col=1)
-    figure.update_yaxes(range=[0, 1.02], tickformat=".0%", title="accuracy", row=2, col=1)
-    figure.update_xaxes(title=label, row=2, col=1, dtick=1)
-    figure.update_layout(height=520, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                         legend={"orientation": "h", "y": -0.15})
-    return figure
+    figure.update_xaxes(dtick=1, row=2, col=1)
+    return _lab.style_p_value_and_accuracy(figure, label, height=520, legend_y=-0.15)
 
 
 def show_curves(reference, spec: DriftSpec, n: int, seed: int, report) -> None:

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages import _labelfree
+from pages import _lab, _labelfree
 from pages._ui import (
     active_version,
     ended_job,
@@ -89,12 +89,7 @@ def stream_figure(result: dict) -> go.Figure:
     if drifted:
         figure.add_vrect(x0=drifted[0] - 0.5, x1=drifted[-1] + 0.5, fillcolor="#fde68a", opacity=0.25,
                          line_width=0)
-    figure.update_yaxes(type="log", exponentformat="power", title="p-value", row=1, col=1)
-    figure.update_yaxes(range=[0, 1.02], tickformat=".0%", title="accuracy", row=2, col=1)
-    figure.update_xaxes(title="batch", row=2, col=1)
-    figure.update_layout(height=560, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                         legend={"orientation": "h", "y": -0.12})
-    return figure
+    return _lab.style_p_value_and_accuracy(figure, "batch", height=560, legend_y=-0.12)
 
 
 def show_result(result: dict) -> None:

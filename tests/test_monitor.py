@@ -68,6 +68,11 @@ def test_sudden_drift_is_detected_and_the_policy_lifts_accuracy(parent_registry)
     mean_with = sum(b.accuracy_with_policy for b in after) / len(after)
     mean_without = sum(b.accuracy_without_policy for b in after) / len(after)
     assert mean_with > mean_without + 0.05
+    # Every batch has a label-free estimate of the deployed model's accuracy, after the retrain too (then
+    # calibrated on the new model's view of the clean labelled reference); intervals hold the point.
+    assert all(b.estimate_low <= b.estimated_accuracy <= b.estimate_high for b in with_policy.batches)
+    clean_batches = [b for b in with_policy.batches if b.drift_spec == "clean"]
+    assert max(abs(b.estimated_accuracy - b.accuracy_with_policy) for b in clean_batches) < 0.35
     # Before the retrain both curves are the same model.
     assert all(b.accuracy_with_policy == b.accuracy_without_policy for b in with_policy.batches
                if b.index <= event.batch_index)

@@ -45,13 +45,18 @@ class DriftResult:
 
 def check_alpha(alpha: float) -> float:
     """Return ``alpha`` as a float if it lies in (0, 1), else raise ConfigError."""
+    return check_open_unit(alpha, "alpha", "0.05")
+
+
+def check_open_unit(value: Any, what: str, example: str) -> float:
+    """``value`` as a float strictly between 0 and 1, else ConfigError naming ``what`` and an example."""
     try:
-        value = float(alpha)
+        number = float(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"alpha must be a number in (0, 1), got {alpha!r}") from None
-    if not 0.0 < value < 1.0:
-        raise ConfigError(f"alpha must be in (0, 1), got {alpha!r}: use e.g. 0.05")
-    return value
+        raise ConfigError(f"{what} must be a number in (0, 1), got {value!r}") from None
+    if not 0.0 < number < 1.0:
+        raise ConfigError(f"{what} must be in (0, 1), got {value!r}: use e.g. {example}")
+    return number
 
 
 def as_matrix(data: Any, what: str, min_rows: int = 2) -> np.ndarray:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from zeal_core.drift.base import check_int, single_threaded_blas
+from zeal_core.drift.base import check_int, check_open_unit, single_threaded_blas
 from zeal_core.embed import Embeddings
 from zeal_core.errors import ConfigError
 from zeal_core.estimate.calibration import Calibration
@@ -76,13 +76,7 @@ class EstimatorInfo:
 
 def check_level(level: Any) -> float:
     """``level`` as a float in (0, 1), else ConfigError."""
-    try:
-        value = float(level)
-    except (TypeError, ValueError):
-        raise ConfigError(f"level must be a number in (0, 1), got {level!r}") from None
-    if not 0.0 < value < 1.0:
-        raise ConfigError(f"level must be in (0, 1), got {level!r}: use e.g. 0.9")
-    return value
+    return check_open_unit(level, "level", "0.9")
 
 
 def check_replicates(value: Any) -> int:

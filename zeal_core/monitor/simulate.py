@@ -34,7 +34,7 @@ from zeal_core.jsonable import to_jsonable
 from zeal_core.monitor.results import MonitorBatch, MonitorConfig, MonitorResult, RetrainEvent
 from zeal_core.monitor.schedule import Schedule
 from zeal_core.progress import CancelToken, ProgressCallback, check_cancel, report
-from zeal_core.reference import FittedReference, ReferenceConfig, get_reference
+from zeal_core.reference import FittedReference, LabelFreeParts, ReferenceConfig, get_reference
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class _Stream:
     deployed_version: str = field(init=False)  # its version
     active: FittedReference = field(init=False)  # what batches are tested against now
     stream: Any = field(init=False)  # the streaming change detector, or None
+    estimating: LabelFreeParts = field(init=False)  # label-free estimates of the deployed model's accuracy
     alarms: list[int] = field(default_factory=list)  # batch indices that raised an alarm
     alarm_images: dict[int, torch.Tensor] = field(default_factory=dict)  # images of recent alarms
     last_retrain: int | None = None  # batch index of the last retrain
@@ -72,6 +73,7 @@ class _Stream:
 
         self.deployed, self.deployed_version = self.reference.source.model, self.reference.version
         self.active = self.reference
+        self.estimating = self.reference.label_free
         name = self.config.stream_detector
         self.stream = create_stream_detector(name) if name else None
 
@@ -91,8 +93,9 @@ class _Stream:
         batch = self.reference.simulate_batch(spec, self.config.batch_size, seed)
         served_by = self.deployed_version  # a retrain after this batch serves from the next one
         seen = self.embed(self.deployed, batch.images, batch.labels)
-        checked = self.active.check(replace(seen, spec=spec.text), parts=("detectors", "estimates"),
+        checked = self.active.check(replace(seen, spec=spec.text), parts=("detectors",),
                                     source=f"stream batch {index + 1}/{total}: {spec.text}")
+        checked = replace(checked, estimates=self.estimating.estimates(seen)[0])
         result = checked.results[0]
         accuracy_with = float(seen.accuracy)
         accuracy_without = accuracy_with if self.deployed is self.original else \
@@ -156,6 +159,11 @@ class _Stream:
         self.active = FittedReference.from_embeddings(self.embed(model, images, None), self.active.config,
                                                       dataset_name=self.reference.dataset_name,
                                                       version=new_version)
+        # Estimates need labels: they are calibrated on the new model's view of the clean labelled reference.
+        clean = self.reference.reference
+        reference_images = self.reference.source.split_images[torch.from_numpy(clean.indices.copy())]
+        self.estimating = LabelFreeParts(self.embed(model, reference_images.to(self.device), clean.labels),
+                                         None, None, seed=self.config.seed)
         if self.stream is not None:
             self.stream.reset()
         unlabeled = not strategy_info(strategy).needs_labels

@@ -140,21 +140,22 @@ def controls() -> tuple[DriftSpec, int, int]:
 
 
 def show_metrics(report, spec: DriftSpec, n: int, seed: int) -> None:
-    """Spec, accuracies, the verdict and the projection in one row."""
+    """Accuracies (true and estimated), the verdict and the projection in one row; the spec under it."""
     decision = report.decision
-    columns = st.columns([1.3, 1, 1, 1.3, 1.2, 0.8])
-    columns[0].markdown(f"Drift spec  \n`{spec.text}`  \nn = {n} · seed = {seed}")
-    columns[1].metric("Accuracy, clean", f"{report.clean_accuracy:.1%}",
+    columns = st.columns([1, 1, 1.25, 1.1, 0.75])
+    columns[0].metric("Clean accuracy", f"{report.clean_accuracy:.1%}",
                       help="The same images without the drift.")
-    columns[2].metric("Accuracy, drifted", f"{report.accuracy:.1%}",
+    columns[1].metric("Drifted accuracy", f"{report.accuracy:.1%}",
                       delta=f"{(report.accuracy - report.clean_accuracy) * 100:+.1f} pts",
                       help="True accuracy: the labels are known because the drift is simulated.")
-    _labelfree.estimate_metric(columns[3], report, true_accuracy=report.accuracy)
-    columns[4].metric("Verdict", "drift" if decision.drift else "no drift",
-                      delta=f"{len(decision.flagged)} of {decision.detectors} detectors below α/k",
+    _labelfree.estimate_metric(columns[2], report, true_accuracy=report.accuracy)
+    columns[3].metric("Verdict", "drift" if decision.drift else "no drift",
+                      delta=f"{len(decision.flagged)}/{decision.detectors} detectors < α/k",
                       delta_color="off", delta_arrow="off", help=decision.rule)
-    columns[5].metric("Projection", report.projection.upper(),
+    columns[4].metric("Projection", report.projection.upper(),
                       help="PCA is shown until UMAP has warmed up in the background.")
+    st.caption(f"Drift spec `{spec.text}` · n = {n} · seed = {seed} · reference: {report.reference_n} clean "
+               "held-out images")
 
 
 def show_pairs(report, reference) -> None:

@@ -85,7 +85,7 @@ decision = report.decision
 columns = st.columns([0.8, 1.2, 1.4, 1, 0.9])
 columns[0].metric("Images tested", report.n)
 columns[1].metric("Verdict", "drift" if decision.drift else "no drift",
-                  delta=f"{len(decision.flagged)} of {decision.detectors} detectors below α/k",
+                  delta=f"{len(decision.flagged)}/{decision.detectors} detectors < α/k",
                   delta_color="off", delta_arrow="off", help=decision.rule)
 _labelfree.estimate_metric(columns[2], report)
 confidence = float(np.asarray(report.sample.probs).max(axis=1).mean())

@@ -100,7 +100,7 @@ def test_drift_lab_severity_slider_moves_p_values_and_url(version: str) -> None:
     assert at.session_state[KEY_DRIFT_SPEC] == "gaussian_noise:5"
     assert at.query_params["spec"] in ("gaussian_noise:5", ["gaussian_noise:5"])
     accuracies = {m.label: m.value for m in at.metric}
-    assert float(accuracies["Accuracy, drifted"][:-1]) < float(accuracies["Accuracy, clean"][:-1])
+    assert float(accuracies["Drifted accuracy"][:-1]) < float(accuracies["Clean accuracy"][:-1])
     # The label-free estimate sits next to the true accuracy, with its interval; the estimators' table too.
     estimated = next(m for m in at.metric if m.label == "Estimated accuracy")
     assert estimated.value.endswith("%") and "interval" in estimated.delta
@@ -131,7 +131,7 @@ def test_drift_lab_with_no_corruption_is_clean(version: str) -> None:
     assert not at.exception
     assert at.session_state[KEY_DRIFT_SPEC] == "clean"
     accuracies = {m.label: m.value for m in at.metric}
-    assert accuracies["Accuracy, drifted"] != "" and "Accuracy, clean" in accuracies
+    assert accuracies["Drifted accuracy"] != "" and "Clean accuracy" in accuracies
 
 
 def test_retrain_button_makes_a_new_version_with_lineage(version: str) -> None:

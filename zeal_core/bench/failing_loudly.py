@@ -367,11 +367,15 @@ def _targets(trials: dict[str, Any], fpr: dict[str, Any], calibrated_se: dict[in
 
 def markdown(result: dict[str, Any]) -> str:
     """The accuracy table beside the paper's rows, the false-positive table, breakdowns and target checks."""
+    from zeal_core.corruptions import DriftSpec
+
     trials, summary = result["trials"], result["summary"]
     sizes = trials["sizes"]
     head = "| detector | " + " | ".join(f"n={size}" for size in sizes) + " |"
     rule = "|---" * (len(sizes) + 1) + "|"
-    core_count = sum(1 for text in trials["specs"] if text in SHIFT_SPECS) or len(trials["specs"])
+    core_count = sum(1 for text in trials["specs"] if shift_group(DriftSpec.parse(text)) == "imagenet-c")
+    if not core_count:  # only shifts beyond ImageNet-C: their table by group is all there is
+        return "\n".join(_group_lines(summary, sizes, always=True)).strip()
     tests = core_count * trials["trials_per_spec"]
     lines = [f"Detection accuracy at alpha {trials['alpha']:g}, averaged over {core_count} ImageNet-C shifts "
              f"({trials['trials_per_spec']} trial(s) each, so {tests} tests per cell; ± one binomial "
@@ -423,11 +427,12 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _group_lines(summary: dict[str, Any], sizes: Sequence[int]) -> list[str]:
-    """Detection accuracy per shift group (ImageNet-C, geometric, capture, label shift) and n."""
+def _group_lines(summary: dict[str, Any], sizes: Sequence[int], always: bool = False) -> list[str]:
+    """Detection accuracy per shift group (ImageNet-C, geometric, capture, label shift) and n, with the
+    number of tests per cell."""
     by_group = summary.get("accuracy_by_group") or {}
     groups = list(dict.fromkeys(group for cells in by_group.values() for group in cells))
-    if len(groups) < 2:
+    if len(groups) < 2 and not always:
         return []
     lines = ["", "Detection accuracy by kind of shift (geometry and capture kinds at severity 1 / 3 / 5 on "
              "the whole sample; label shift: the class mix changed, no pixel touched):", "",
@@ -437,6 +442,10 @@ def _group_lines(summary: dict[str, Any], sizes: Sequence[int]) -> list[str]:
         for name, cells in by_group.items():
             lines.append(f"| {name} | {group} | " + " | ".join(
                 f"{cells[group][size]['rate']:.2f}" for size in sizes) + " |")
+    counts = {group: next(iter(by_group.values()))[group][sizes[0]]["trials"] for group in groups} if sizes \
+        else {}
+    lines += ["", "Tests per cell: " + ", ".join(f"{group} {count}" for group, count in counts.items())
+              + " (± one binomial standard error: up to 0.5 / sqrt(tests))."]
     return lines
 
 

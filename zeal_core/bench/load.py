@@ -116,7 +116,7 @@ async def _shown_spec(page: Any) -> str:
 
 
 async def _drifted_accuracy(page: Any) -> str:
-    metric = page.locator('[data-testid="stMetric"]', has_text="Accuracy, drifted")
+    metric = page.locator('[data-testid="stMetric"]', has_text="Drifted accuracy")
     return (await metric.locator('[data-testid="stMetricValue"]').inner_text()).strip()
 
 

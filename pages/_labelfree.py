@@ -41,7 +41,8 @@ def estimate_metric(column: Any, report: CheckReport, *, true_accuracy: float | 
                   delta_color="off", delta_arrow="off",
                   help=f"Estimated without labels by {estimate.estimator}: "
                        f"{estimator_info(estimate.estimator).description}.{known} "
-                       "Other estimators: see 'Accuracy estimates'.")
+                       "Shown: shift-calibrated once the diagnosis has warmed up, pm-atc until then and "
+                       "under a diagnosed label shift. Others: 'Accuracy estimates'.")
 
 
 def estimates_frame(report: CheckReport, true_accuracy: float | None = None) -> pd.DataFrame:

@@ -64,7 +64,9 @@ def test_exit_codes_clean_drifted_and_broken(model_version: str, tmp_path: Path,
     # The label-free parts: every estimate with its interval, and a diagnosis with ranked causes.
     for out in (clean_out, noisy_out):
         first = out["estimates"][0]
-        assert first["estimator"] == "pm-atc" and 0 <= first["low"] <= first["accuracy"] <= first["high"] <= 1
+        # Once the diagnosis has warmed up, the bank-fitted estimator leads (pm-atc under a label shift).
+        assert first["estimator"] in ("shift-calibrated", "pm-atc")
+        assert 0 <= first["low"] <= first["accuracy"] <= first["high"] <= 1
         assert out["estimated_accuracy"].startswith(f"{first['accuracy']:.1%}")
         assert out["diagnosis"]["verdict"] in ("no drift", "covariate shift", "label shift", "unknown shift")
         assert out["cause"] == out["diagnosis"]["summary"] and not out["pending"]

@@ -170,3 +170,17 @@ def test_scatter_frame_rows_for_reference_and_sample(reference: FittedReference)
     assert set(uploads[uploads["domain"] != "reference"]["label"]) == {"unknown"}
     with pytest.raises(ConfigError, match="no projection"):
         scatter_frame(reference.check("clean", n=10, parts=["detectors"]), reference)
+
+
+def test_label_shift_puts_pm_atc_first() -> None:
+    """The estimate shown first follows the diagnosis: pm-atc under a label shift, else the given order."""
+    from types import SimpleNamespace
+
+    from zeal_core.reference.labelfree import preferred_order
+
+    estimates = [SimpleNamespace(estimator=name) for name in ("shift-calibrated", "pm-atc", "atc-mc")]
+    shifted = preferred_order(estimates, SimpleNamespace(verdict="label shift"))
+    assert [item.estimator for item in shifted] == ["pm-atc", "shift-calibrated", "atc-mc"]
+    for diagnosis in (None, SimpleNamespace(verdict="covariate shift")):
+        assert [item.estimator for item in preferred_order(estimates, diagnosis)] == \
+            ["shift-calibrated", "pm-atc", "atc-mc"]

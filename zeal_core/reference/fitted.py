@@ -32,7 +32,7 @@ from zeal_core.progress import CancelToken, ProgressCallback
 from zeal_core.projection import Projector, fit_projection, umap_ready
 from zeal_core.reference.config import PROJECTIONS, ReferenceConfig, check_parts
 from zeal_core.reference.decision import bonferroni
-from zeal_core.reference.labelfree import DEFAULT_ESTIMATORS, LabelFreeParts
+from zeal_core.reference.labelfree import DEFAULT_ESTIMATORS, LabelFreeParts, preferred_order
 from zeal_core.reference.report import CheckReport, TypicalImage
 from zeal_core.reference.typical import drift_scores, reference_knn_distances
 
@@ -275,7 +275,7 @@ class FittedReference:
             diagnosis = self.label_free.diagnose(embedded, None if decision is None else decision.drift)
             pending += ["diagnosis"] if diagnosis is None else []
             timings["diagnosis"] = time.perf_counter() - mark
-        return estimates, diagnosis, tuple(pending)
+        return preferred_order(estimates, diagnosis), diagnosis, tuple(pending)
 
     def test(self, sample: Embeddings) -> tuple[DriftResult, ...]:
         """Every fitted detector's result on ``sample`` (in the order they were fitted).

@@ -73,13 +73,19 @@ with user_errors():
     shown = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
     report = reference.check(images, file_names=names, skipped=skipped, source=f"upload: {shown}")
 recorded = st.session_state.setdefault("upload_recorded", {})
+incomplete = st.session_state.setdefault("upload_incomplete", set())  # recorded before the warm-up ended
 key = batch_key(files, int(n_reference))
 if keep and key not in recorded:
     with user_errors():
         recorded[key], action = record_check(report, images=images, origin="upload",
                                              max_side=reference.source.card.model_config.image_size)
+    if report.pending:
+        incomplete.add(key)
     if action:
         st.toast(f"The retrain policy queued {action['strategy']} on checks {action['check_ids']}.")
+elif key in incomplete and not report.pending:  # the diagnosis is ready now: complete the record
+    HistoryStore().complete(recorded[key], report)
+    incomplete.discard(key)
 
 decision = report.decision
 columns = st.columns([0.8, 1.2, 1.4, 1, 0.9])

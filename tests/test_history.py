@@ -179,3 +179,26 @@ def test_auto_promotion_within_the_margin(tiny_reference) -> None:
     job = queue.list()[0]
     assert job.result["promoted"] is True and registry.get_active() == job.result["version"]
     assert load_dataset("digits").num_classes == 10
+
+
+def test_a_check_recorded_before_the_warm_up_is_completed_later(tmp_path: Path) -> None:
+    """The record of a check taken while the diagnosis warmed up gets its final estimate and diagnosis;
+    the decision and the row stay the same."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(3)
+    labels = np.arange(60) % 3
+    reference = FittedReference.from_embeddings(Embeddings(
+        features=rng.normal(size=(60, 8)).astype(np.float32), probs=np.eye(3, dtype=np.float32)[labels],
+        preds=labels, labels=labels, indices=np.arange(60), logits=np.eye(3, dtype=np.float32)[labels] * 4),
+        ReferenceConfig(detectors=("ks",)))
+    store = HistoryStore(tmp_path / "history.sqlite")
+    first = reference.check(_embeddings(5, 30, shift=2.0))
+    check_id = store.record(first, origin="upload")
+    assert store.get(check_id).diagnosis is None
+    later = replace(first, estimates=(replace(first.estimates[0], accuracy=0.25, low=0.2, high=0.3),))
+    store.complete(check_id, later)
+    row = store.get(check_id)
+    assert row.estimated_accuracy == pytest.approx(0.25) and (row.estimate_low, row.estimate_high) == (0.2, 0.3)
+    assert row.drift == first.drift and store.count() == 1
+    assert row.report["estimates"][0]["accuracy"] == pytest.approx(0.25)

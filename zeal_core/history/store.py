@@ -110,8 +110,6 @@ class HistoryStore:
         if origin not in ORIGINS:
             raise ConfigError(f"unknown check origin {origin!r}: use one of {', '.join(ORIGINS)}")
         values = report.to_dict()
-        estimate = values["estimates"][0] if values["estimates"] else None
-        diagnosis = values["diagnosis"]
         decision = values["decision"]
         row = {
             "created": values["created"] or now_text(), "model_version": report.version,
@@ -121,12 +119,7 @@ class HistoryStore:
             "report_json": json.dumps(values, allow_nan=False), "origin": origin,
             "reference_n": report.reference_n, "alpha": None if decision is None else decision["alpha"],
             "decision_rule": None if decision is None else decision["rule"],
-            "estimator": None if estimate is None else estimate["estimator"],
-            "estimated_accuracy": None if estimate is None else estimate["accuracy"],
-            "estimate_low": None if estimate is None else estimate["low"],
-            "estimate_high": None if estimate is None else estimate["high"],
-            "diagnosis": None if diagnosis is None else diagnosis.get("summary") or diagnosis.get("verdict"),
-            "batch_file": batch_file,
+            **_label_free_columns(values), "batch_file": batch_file,
         }
         columns = ", ".join(row)
         marks = ", ".join(f":{name}" for name in row)
@@ -139,6 +132,17 @@ class HistoryStore:
                 [(check_id, result.detector, _finite(result.statistic), result.p_value, int(result.is_drift))
                  for result in report.results])
         return check_id
+
+    def complete(self, check_id: int, report: CheckReport) -> None:
+        """Replace a recorded check's estimate, diagnosis and stored report with those of ``report``: the
+        same check redone once its label-free parts finished warming up (the decision stays as recorded)."""
+        values = report.to_dict()
+        columns = _label_free_columns(values)
+        assignments = ", ".join(f"{name} = :{name}" for name in columns)
+        with self.transaction() as connection:
+            connection.execute(f"UPDATE checks SET {assignments}, report_json = :report_json WHERE id = :id",
+                               {**columns, "report_json": json.dumps(values, allow_nan=False),
+                                "id": int(check_id)})
 
     def set_batch_file(self, check_id: int, batch_file: str | None) -> None:
         """Record (or clear) where a check's images are stored."""
@@ -227,6 +231,17 @@ class HistoryStore:
 
 def _finite(value: float) -> float | None:
     return value if value == value and abs(value) != float("inf") else None  # NaN/inf -> NULL
+
+
+def _label_free_columns(values: dict[str, Any]) -> dict[str, Any]:
+    """The estimate and diagnosis columns of a check from ``CheckReport.to_dict()`` values."""
+    estimate = values["estimates"][0] if values["estimates"] else None
+    diagnosis = values["diagnosis"]
+    return {"estimator": None if estimate is None else estimate["estimator"],
+            "estimated_accuracy": None if estimate is None else estimate["accuracy"],
+            "estimate_low": None if estimate is None else estimate["low"],
+            "estimate_high": None if estimate is None else estimate["high"],
+            "diagnosis": None if diagnosis is None else diagnosis.get("summary") or diagnosis.get("verdict")}
 
 
 def _row(row: sqlite3.Row, p_values: dict[str, float]) -> CheckRow:

@@ -215,12 +215,17 @@ def history_figure(rows: list, current: int | None = None) -> go.Figure:
         figure.add_scatter(x=[mine[0].created], y=[max(mine[0].min_p_value or 1.0, 1e-300)], mode="markers",
                            name="this batch", marker={"symbol": "star", "size": 18, "color": "#f59e0b",
                                                       "line": {"color": "#111827", "width": 1}}, row=1, col=1)
-    return _lab.style_p_value_and_accuracy(figure, "time (UTC)", height=440, legend_y=-0.18)
+    _lab.style_p_value_and_accuracy(figure, "time (UTC)", height=440, legend_y=-0.18)
+    return _readable_time_axis(figure, [row.created for row in rows])
 
 
-def estimate_cell(row: Any) -> str:
-    """A history row's estimate as text."""
-    if row.estimated_accuracy is None:
-        return "—"
-    return f"{row.estimated_accuracy:.1%} ({row.estimate_low:.0%}–{row.estimate_high:.0%})"
-
+def _readable_time_axis(figure: go.Figure, stamps: list[str]) -> go.Figure:
+    """Minutes-and-hours ticks, and an hour either side when the checks span less than a minute (else
+    Plotly zooms to milliseconds around a single check)."""
+    times = pd.to_datetime(pd.Series(stamps), utc=True)
+    if not times.empty and (times.max() - times.min()) < pd.Timedelta(minutes=1):
+        middle = times.min() + (times.max() - times.min()) / 2
+        window = [middle - pd.Timedelta(hours=1), middle + pd.Timedelta(hours=1)]
+        figure.update_xaxes(range=[value.strftime("%Y-%m-%d %H:%M:%S") for value in window])
+    figure.update_xaxes(tickformat="%H:%M\n%b %d", row=2, col=1)
+    return figure

@@ -179,14 +179,17 @@ def show_check(row) -> None:
     """One recorded check's report: verdict, rule, detectors, most drifted files, skipped files."""
     report = row.report
     decision = report.get("decision") or {}
-    columns = st.columns(4)
+    columns = st.columns([1, 0.8, 1.4])
     columns[0].metric("Verdict", "drift" if row.drift else "no drift", help=decision.get("rule"))
     columns[1].metric("Images", row.n)
-    columns[2].metric("Estimated accuracy", _labelfree.estimate_cell(row),
-                      help="Label-free estimate (no labels used) with its 90 % interval; "
-                           f"{row.estimator or 'no estimator'}.")
-    columns[3].metric("Model", short_version(row.model_version), help=row.model_version)
-    st.caption(f"#{row.id} · {row.created} · {row.origin} · {row.source}")
+    if row.estimated_accuracy is None:
+        columns[2].metric("Estimated accuracy", "—", help="No label-free estimate was recorded.")
+    else:
+        columns[2].metric("Estimated accuracy", f"{row.estimated_accuracy:.1%}",
+                          delta=f"90 % interval {row.estimate_low:.0%}–{row.estimate_high:.0%}",
+                          delta_color="off", delta_arrow="off",
+                          help=f"Estimated without labels by {row.estimator}.")
+    st.caption(f"#{row.id} · {row.created} · {row.origin} · {row.source} · model `{row.model_version}`")
     if row.diagnosis:
         st.markdown(f"**Diagnosis:** {row.diagnosis}")
     threshold = decision.get("threshold", 0.0)

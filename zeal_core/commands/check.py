@@ -6,9 +6,9 @@ Made for cron and CI::
 
 Besides the decision it prints the model's estimated accuracy on the images (no labels needed) and a
 diagnosis of the drift (which corruption and how strong, a change of class mix, or an unknown shift). The
-diagnosis learns the signatures of 95 synthetic shifts once per model (about a minute for the digits on a
-laptop CPU); the shift bank it builds is kept in the state folder, so later runs only refit on it.
-``--no-diagnosis`` skips it.
+diagnosis learns the signatures of 95 synthetic shifts: the first run per model builds the shift bank (about
+a minute for the digits on 2 CPU cores) and keeps it in the state folder; later runs load it and refit the
+signatures (15-50 s for the digits). ``--no-diagnosis`` skips it.
 
 Every check is recorded in the history (``python -m zeal_core history``) unless ``--no-record``; with the
 retrain policy switched on, enough drifted checks queue an adaptation job.

@@ -165,8 +165,18 @@ def show_diagnosed_images(report: CheckReport, where: Any) -> None:
 
 
 def warm_panel(reference: FittedReference, *, key: str) -> None:
-    """Start the diagnosis's one-off warm-up in the background and show its progress until it is done."""
-    reference.warm_label_free(background=True)
+    """The diagnosis's one-off warm-up: a button that starts it in the background (it costs about a minute
+    of CPU, so a visit alone never starts it on a shared server), then its progress until it is done."""
+    status = reference.label_free.status()
+    if not (status.running or status.error):
+        st.caption("The diagnosis first learns how this model reacts to 95 synthetic shifts (the 19 "
+                   "ImageNet-C corruptions at 5 severities), once per model: about a minute on a laptop CPU "
+                   "for the digits, several for Imagenette; seconds on a GPU. Every page and check then "
+                   "uses it.")
+        if st.button("Learn the drift signatures", key=f"{key}_warm", icon=":material/model_training:"):
+            reference.warm_label_free(background=True)
+        else:
+            return
 
     @st.fragment(run_every=timedelta(seconds=2))
     def progress() -> None:

@@ -110,8 +110,8 @@ async def _script_idle(page: Any, settle_s: float = 0.3) -> None:
 
 
 async def _shown_spec(page: Any) -> str:
-    """The spec the Drift Lab's results are for (the code span under "Drift spec")."""
-    box = page.locator('[data-testid="stMarkdownContainer"]', has_text="Drift spec").locator("code").first
+    """The spec the Drift Lab's results are for (the code span of the "Drift spec" caption)."""
+    box = page.locator('[data-testid="stCaptionContainer"]', has_text="Drift spec").locator("code").first
     return (await box.inner_text()).strip() if await box.count() else ""
 
 

@@ -123,17 +123,29 @@ def write_plots(robustness_rows: Sequence[dict[str, Any]], drift_rows: Sequence[
 
 
 def _plot_accuracy(rows: Sequence[dict[str, Any]], clean_accuracy: float, path: Path) -> Path:
+    """Accuracy against severity, one panel per drift-kind group (ImageNet-C, geometric, capture), each
+    with its own legend beside it and the clean accuracy as a dashed line."""
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 5), dpi=100)
+    from zeal_core.corruptions import drift_kind_groups
+
+    names = list(dict.fromkeys(row["corruption"] for row in rows))
+    groups = {group: [name for name in members if name in names]
+              for group, members in drift_kind_groups().items()}
+    groups = {group: members for group, members in groups.items() if members} or {"drift": names}
+    figure, panels = plt.subplots(len(groups), 1, figsize=(9, 3.2 * len(groups)), dpi=100, squeeze=False)
     colors = plt.get_cmap("tab20")
-    for index, name in enumerate(dict.fromkeys(row["corruption"] for row in rows)):
-        points = sorted((float(r["severity"]), float(r["accuracy"])) for r in rows if r["corruption"] == name)
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name,
-                  color=colors(index % 20))
-    axes.axhline(clean_accuracy, color="black", linestyle="--", label="clean")
-    axes.set(xlabel="severity", ylabel="top-1 accuracy", ylim=(0, 1.02), title="Accuracy vs severity")
-    axes.legend(fontsize=7, ncol=2, loc="lower left")
+    for axes, (group, members) in zip(panels[:, 0], groups.items(), strict=True):
+        for index, name in enumerate(members):
+            points = sorted((float(r["severity"]), float(r["accuracy"]))
+                            for r in rows if r["corruption"] == name)
+            axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name,
+                      color=colors(index % 20), linestyle="-" if index < 10 else "--")
+        axes.axhline(clean_accuracy, color="black", linestyle="--", label="clean")
+        axes.set(ylabel="top-1 accuracy", ylim=(0, 1.02), title=f"Accuracy vs severity: {group}")
+        axes.legend(fontsize=7, ncol=1 if len(members) < 12 else 2, loc="center left",
+                    bbox_to_anchor=(1.01, 0.5))
+    panels[-1, 0].set_xlabel("severity")
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

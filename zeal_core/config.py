@@ -11,8 +11,9 @@ linger, uses ``known_fields`` to keep only what the current class knows.
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from zeal_core.errors import ConfigError
@@ -84,3 +85,27 @@ def known_fields(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
     written by an older or newer version of the lab (never for user input: use ``build``)."""
     names = set(field_names(cls))
     return _converted(cls, {key: value for key, value in values.items() if key in names})
+
+
+def parse_pairs(pairs: Sequence[str], flag: str, example: str) -> dict[str, Any]:
+    """Command-line ``KEY=VALUE`` pairs as a dict, each value read as JSON (``2``, ``true``, ``[1, 2]``)
+    or else kept as text: what ``build`` / ``override`` then check against a config's fields.
+
+    Args:
+        pairs: The flag's values, e.g. ``["epochs=2", "lr=0.001"]``.
+        flag: The flag, for the message (``--option``, ``--set``).
+        example: One valid pair, for the message.
+
+    Raises:
+        ConfigError: A pair without ``=`` or without a key.
+    """
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {pair!r} must look like KEY=VALUE, e.g. {example}")
+        try:
+            values[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            values[key.strip()] = value
+    return values

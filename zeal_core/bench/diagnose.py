@@ -638,18 +638,9 @@ def machine() -> dict[str, Any]:
 
 
 def _options(pairs: Sequence[str]) -> dict[str, Any]:
-    from zeal_core.errors import ConfigError
+    from zeal_core.config import parse_pairs
 
-    options = {}
-    for pair in pairs:
-        key, equals, value = pair.partition("=")
-        if not equals:
-            raise ConfigError(f"--option {pair!r}: use KEY=VALUE, e.g. components=24")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
-    return options
+    return parse_pairs(pairs, "--option", "components=24")
 
 
 def _model_versions(pairs: Sequence[str]) -> dict[str, str]:

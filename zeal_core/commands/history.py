@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 from zeal_core.errors import ConfigError
@@ -65,20 +64,11 @@ def _row_dict(row: Any) -> dict[str, Any]:
 
 
 def _policy(store: Any, pairs: list[str]) -> dict[str, Any]:
-    from zeal_core.config import override
+    from zeal_core.config import override, parse_pairs
     from zeal_core.history import load_policy, save_policy
 
     policy = load_policy(store)
     if pairs:
-        changes = {}
-        for pair in pairs:
-            key, sep, value = pair.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"--set {pair!r} must look like KEY=VALUE, e.g. enabled=true")
-            try:
-                changes[key.strip()] = json.loads(value)
-            except json.JSONDecodeError:
-                changes[key.strip()] = value
-        policy = override(policy, changes, "history policy")
+        policy = override(policy, parse_pairs(pairs, "--set", "enabled=true"), "history policy")
         save_policy(store, policy)
     return {"history": str(store.path), "policy": policy.to_dict(), "events": store.events()}

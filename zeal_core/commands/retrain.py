@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
-
-from zeal_core.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -31,16 +28,9 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
     """``["epochs=2", "lr=0.001"]`` -> ``{"epochs": 2, "lr": 0.001}`` (values read as JSON, else text)."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"option {pair!r} must look like KEY=VALUE, e.g. epochs=2")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
-    return options
+    from zeal_core.config import parse_pairs
+
+    return parse_pairs(pairs, "option", "epochs=2")
 
 
 def _retrain(args: argparse.Namespace) -> dict:

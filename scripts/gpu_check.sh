@@ -63,11 +63,11 @@ fi
 
 if [[ $parts == *,basic,* ]]; then
 # 1. Corruption throughput on the device (target >= 20,000 images/s at 160 px; the CPU reference is skipped).
-step corruptions "$py" -m zeal_core bench corruptions --device "$device" --n "$corruption_n" --no-reference --json
+step corruptions "$py" -m benchmarks corruptions --device "$device" --n "$corruption_n" --no-reference --json
 # 2. MMD n x n, d = 512, 1000 permutations (target <= 0.1 s on a GPU) and the UMAP transform where installed.
-step detectors_speed "$py" -m zeal_core bench detectors --device "$device" --skip-grid --json
+step detectors_speed "$py" -m benchmarks detectors --device "$device" --skip-grid --json
 # 3. Digits: ours only (the reference recipe is a CPU DataLoader: its figure is in README already).
-step train_digits "$py" -m zeal_core bench train --dataset digits --device "$device" --skip-reference \
+step train_digits "$py" -m benchmarks train --dataset digits --device "$device" --skip-reference \
   --max-seconds "$digits_seconds" --json
 fi
 
@@ -78,7 +78,7 @@ if [[ $parts == *,imagenette,* ]] && [ -n "$archive" ]; then
   export ZEAL_IMAGENETTE_MD5
   step prepare "$py" -m zeal_core data prepare --dataset imagenette --json
   # 5. Images/s and time to 90 % (target: >= 30,000 images/s, >= 90 % val within 60 s), ours and reference.
-  step train_imagenette "$py" -m zeal_core bench train --dataset imagenette --device "$device" \
+  step train_imagenette "$py" -m benchmarks train --dataset imagenette --device "$device" \
     --max-seconds "$inette_seconds" --target 0.9 --json
   # 6. A registered model to adapt, then the retraining targets on gaussian_noise:3 (bn-adapt recovers
   #    >= 50 % of the lost accuracy; finetune >= 80 % with at most 2 points lost on clean data).

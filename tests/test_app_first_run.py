@@ -6,7 +6,7 @@ import time
 
 from streamlit.testing.v1 import AppTest
 
-from pages._ui import KEY_JOB_PREFIX, TRAIN_BUTTON_LABEL, short_version
+from app_pages._ui import KEY_JOB_PREFIX, TRAIN_BUTTON_LABEL, short_version
 from tests.conftest import ROOT
 from zeal_core.jobs import JobQueue
 from zeal_core.models.registry import ModelRegistry
@@ -26,7 +26,7 @@ def test_app_navigation_lists_every_page_and_sidebar_status() -> None:
     assert at.title[0].value == "Zeal Drift Lab"  # Home is the default page
     sidebar = "\n".join(element.value for element in at.sidebar.markdown)
     assert "digits" in sidebar and "none yet" in sidebar and "cpu" in sidebar
-    for page in ("pages/model.py", "pages/retrain.py", "pages/upload.py"):
+    for page in ("app_pages/model.py", "app_pages/retrain.py", "app_pages/upload.py"):
         at.switch_page(page).run()
         assert not at.exception, page
         assert "No model yet" in texts(at) or at.info, page

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from pages._ui import KEY_DRIFT_SPEC, KEY_JOB_PREFIX, short_version
+from app_pages._ui import KEY_DRIFT_SPEC, KEY_JOB_PREFIX, short_version
 from tests.conftest import ROOT
 from zeal_core.corruptions import DriftSpec
 
@@ -46,13 +46,13 @@ def version(isolated_dirs: Path) -> str:
 
 
 def page(name: str, **query: str) -> AppTest:
-    """The app (absolute path to app.py), run once, then switched to ``pages/<name>.py`` and run there."""
+    """The app (absolute path to app.py), run once, then switched to ``app_pages/<name>.py`` and run there."""
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT_S)
     for key, value in query.items():
         at.query_params[key] = value
     at.run()
     assert not at.exception
-    return at.switch_page(f"pages/{name}.py").run()
+    return at.switch_page(f"app_pages/{name}.py").run()
 
 
 def detector_frame(at: AppTest):
@@ -108,7 +108,7 @@ def test_drift_lab_severity_slider_moves_p_values_and_url(version: str) -> None:
 
 
 def test_drift_lab_diagnosis_warms_up_then_names_the_cause(version: str) -> None:
-    from pages import _lab
+    from app_pages import _lab
 
     at = page("drift_lab", spec="gaussian_noise:5", n="100")
     assert not at.exception
@@ -142,7 +142,7 @@ def test_retrain_button_makes_a_new_version_with_lineage(version: str) -> None:
 
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT_S)
     at.session_state[KEY_DRIFT_SPEC] = "gaussian_noise:3@1"  # as if the Drift Lab had set it
-    at.run().switch_page("pages/retrain.py").run()
+    at.run().switch_page("app_pages/retrain.py").run()
     assert not at.exception
     at.selectbox(key="retrain_strategy").set_value("bn-adapt")
     at.button[0].click().run()  # the form's submit button

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.app import CHROMIUM as CHROMIUM_PATH
+from benchmarks.app import CHROMIUM_ARGS, detector_table, seed_model, start_app, stop_app
+from benchmarks.app import wait_idle as bench_wait_idle
 from tests.conftest import ROOT
-from zeal_core.bench.app import CHROMIUM as CHROMIUM_PATH
-from zeal_core.bench.app import CHROMIUM_ARGS, detector_table, seed_model, start_app, stop_app
-from zeal_core.bench.app import wait_idle as bench_wait_idle
 
 pytestmark = pytest.mark.browser
 

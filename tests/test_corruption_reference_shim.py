@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import _corruption_reference as corruption_reference
 from tests.conftest import ROOT
-from zeal_core.bench import _corruption_reference as corruption_reference
 from zeal_core.errors import ConfigError
 
 
@@ -32,7 +32,7 @@ def test_missing_reference_names_the_install_command(reference_missing) -> None:
 
 
 def test_benchmark_without_the_reference_says_why(reference_missing) -> None:
-    from zeal_core.bench.corruptions import run_corruption_benchmark
+    from benchmarks.corruptions import run_corruption_benchmark
 
     result = run_corruption_benchmark(n=4, size=16, names=["contrast"], reference=True)
     assert "pip install imagecorruptions" in result["reference_skipped"]
@@ -47,7 +47,7 @@ def test_library_never_imports_from_tests() -> None:
 
 
 def test_the_shim_is_not_a_bench_action() -> None:
-    from zeal_core.commands.bench import bench_actions
+    from benchmarks._actions import bench_actions
 
     actions = bench_actions()
     assert "corruptions" in actions and all(hasattr(module, "register") for module in actions.values())

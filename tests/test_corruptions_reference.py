@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zeal_core.bench._corruption_reference import load_reference, reference_corrupt
+from benchmarks._corruption_reference import load_reference, reference_corrupt
 from zeal_core.corruptions import apply, list_corruptions
 from zeal_core.corruptions.metrics import ssim
 

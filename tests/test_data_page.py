@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 from tests.test_data_folder import BAD, write_folder
 from tests.test_data_imagenette import ArchiveServer, closed_port, good_archive
 
-PAGE = str((ROOT / "pages" / "data.py").resolve())
+PAGE = str((ROOT / "app_pages" / "data.py").resolve())
 
 
 def open_page() -> AppTest:

@@ -16,7 +16,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
-from zeal_core.bench.diagnose import (
+from benchmarks.diagnose import (
     Prepared,
     confusion_figure,
     draw_label_shifted,

@@ -247,7 +247,7 @@ class ClassMixSpec:
 
 
 def test_trial_sample_uses_the_class_mix_hook() -> None:
-    from zeal_core.bench.failing_loudly import draw_trial_sample
+    from benchmarks.failing_loudly import draw_trial_sample
     from zeal_core.corruptions import DriftSpec
 
     pool_rows = np.arange(100, 160)
@@ -263,7 +263,7 @@ def test_trial_sample_uses_the_class_mix_hook() -> None:
 
 def test_failing_loudly_grid_runs_on_synthetic_embeddings() -> None:
     """Tiny grid: decisions for every detector, the paper's rows in the table, skipped sizes reported."""
-    from zeal_core.bench.failing_loudly import PAPER_ROWS, markdown, run_trials, summarise
+    from benchmarks.failing_loudly import PAPER_ROWS, markdown, run_trials, summarise
     from zeal_core.corruptions import DriftSpec
     from zeal_core.embed import Embeddings
 
@@ -291,7 +291,7 @@ def test_failing_loudly_grid_runs_on_synthetic_embeddings() -> None:
 
 def test_failing_loudly_keeps_new_kinds_and_label_shift_out_of_the_paper_table() -> None:
     """New kinds and label shift get their own rows by group; the paper-comparable rate is ImageNet-C's."""
-    from zeal_core.bench.failing_loudly import BEYOND_SPECS, markdown, run_trials, shift_group, summarise
+    from benchmarks.failing_loudly import BEYOND_SPECS, markdown, run_trials, shift_group, summarise
     from zeal_core.corruptions import DriftSpec
     from zeal_core.embed import Embeddings
 

@@ -50,7 +50,7 @@ def test_drift_command_errors(tiny_version: str, capsys: pytest.CaptureFixture[s
 
 
 def test_bench_grid_on_synthetic_features() -> None:
-    from zeal_core.bench.detectors import _synthetic_features, add_arguments, grid_markdown, run_grid
+    from benchmarks.detectors import _synthetic_features, add_arguments, grid_markdown, run_grid
 
     features, info = _synthetic_features([("shift", 5.0)], seed=0)
     grid = run_grid(features, ["ks", "bbsd"], sizes=[50, 5000], drifts=[("shift", 5.0, 1.0)], null_trials=4,
@@ -69,7 +69,7 @@ def test_bench_grid_on_synthetic_features() -> None:
 
 
 def test_bench_speed_parts_are_skipped_without_their_package() -> None:
-    from zeal_core.bench.detectors import _optional
+    from benchmarks.detectors import _optional
 
     def needs_missing_package() -> dict:
         import zeal_missing_package  # noqa: F401

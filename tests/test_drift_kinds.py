@@ -578,7 +578,7 @@ def test_train_classes_flag_refuses_an_unknown_class() -> None:
 def test_bench_drift_kinds_reports_accuracy_drops_and_verdicts(tmp_path) -> None:
     import argparse
 
-    from zeal_core.bench.drift_kinds import run
+    from benchmarks.drift_kinds import run
     from zeal_core.data import load_dataset
     from zeal_core.models.factory import ModelConfig, build_model
     from zeal_core.models.registry import ModelRegistry

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks import estimate as bench
 from tests.test_estimate import CLASSES, FAST, synthetic, toy_bank
-from zeal_core.bench import estimate as bench
 from zeal_core.embed import Embeddings
 from zeal_core.estimate import AccuracyEstimator, create_estimator, register_estimator
 from zeal_core.estimate.feature_shift import FeatureShift, gate

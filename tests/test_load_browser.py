@@ -1,11 +1,11 @@
-"""Many users at once (``zeal_core.bench.load``): five Chromium sessions on one server plus queued retrains.
+"""Many users at once (``benchmarks.load``): five Chromium sessions on one server plus queued retrains.
 
 Each user moves its own Drift Lab slider (one step at a time, then a fast burst of key presses) while a
 sixth clicks Retrain twice. Checked: every page ends on its own slider's spec (no stale answer from an
 earlier key press) with the drifted accuracy this process computes for that spec, no page shows an
 exception, the health endpoint always answers, the two retrain jobs run one after the other and both
 versions land in the registry, loadable, as children of the seeded model. Timings are reported by
-``python -m zeal_core bench load``, never asserted here.
+``python -m benchmarks load``, never asserted here.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from zeal_core.bench.app import CHROMIUM
-from zeal_core.bench.load import percentile, run, summary
+from benchmarks.app import CHROMIUM
+from benchmarks.load import percentile, run, summary
 
 pytestmark = pytest.mark.browser
 

@@ -56,8 +56,9 @@ def test_killed_retrain_job_fails_cleanly_and_the_next_retrain_job_runs() -> Non
     failed = _wait_until(lambda: (job := queue.get(victim.id)).status == "failed" and job)
     assert failed.error == DEAD_WORKER_MESSAGE and failed.finished is not None
     assert queue.get(follower.id).status in ("queued", "running", "done")  # not lost with the worker
-    # Every page render calls ensure_worker (pages/_ui.py): a new worker picks up the queued job. (A second
-    # worker started by the back-to-back submits may already be waiting for the lock and take it first.)
+    # Every page render calls ensure_worker (app_pages/_ui.py): a new worker picks up the queued job.
+    # (A second worker started by the back-to-back submits may already be waiting for the lock and take it
+    # first.)
     queue.ensure_worker()
     done = queue.wait(follower.id, TIMEOUT_S)
     assert done.status == "done", done.error

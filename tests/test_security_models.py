@@ -186,7 +186,7 @@ def test_folder_datasets_stay_inside_the_allowed_roots(tmp_path: Path, monkeypat
 def test_no_module_unpickles() -> None:
     """Static guard: no pickle.load(s), joblib, np.load(allow_pickle) or torch.load without weights_only."""
     offenders = []
-    for path in [*(ROOT / "zeal_core").rglob("*.py"), *(ROOT / "pages").glob("*.py"), ROOT / "app.py"]:
+    for path in [*(ROOT / "zeal_core").rglob("*.py"), *(ROOT / "app_pages").glob("*.py"), ROOT / "app.py"]:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("#", 1)[0]
             if re.search(r"pickle\.loads?\(|joblib\.load|allow_pickle\s*=\s*True|dill\.load", code) or (

@@ -208,8 +208,8 @@ def test_evaluate_agrees_with_logits() -> None:
     assert sum(map(sum, result.confusion)) == 16
 
 
-def _cli(*args: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "zeal_core", *args, "--json"], cwd=ROOT, capture_output=True,
+def _cli(*args: str, module: str = "zeal_core") -> dict:
+    out = subprocess.run([sys.executable, "-m", module, *args, "--json"], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
@@ -235,9 +235,9 @@ def test_cli_evaluate_unknown_model_fails_with_one_line_reason() -> None:
 
 @pytest.mark.slow
 def test_cli_bench_train_reports_both_recipes() -> None:
-    summary = _cli("bench", "train", "--dataset", "digits", "--max-seconds", "1", "--epochs", "1",
+    summary = _cli("train", "--dataset", "digits", "--max-seconds", "1", "--epochs", "1",
                    "--image-size", "16", "--val-limit", "16", "--reference-epochs", "1",
-                   "--reference-workers", "0", "--device", "cpu")
+                   "--reference-workers", "0", "--device", "cpu", module="benchmarks")
     assert summary["dataset"] == "digits" and summary["target_accuracy"] == pytest.approx(0.97)
     for run in ("ours", "reference"):
         assert summary[run]["images_per_s"] > 0 and 0.0 <= summary[run]["val_accuracy"] <= 1.0

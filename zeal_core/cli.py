@@ -19,8 +19,7 @@ from zeal_core.errors import ZealError
 from zeal_core.progress import ProgressEvent
 
 # Subcommand modules under zeal_core/commands, in help order.
-COMMAND_MODULES = ("data", "train", "evaluate", "models", "drift", "check", "history", "retrain", "monitor",
-                   "bench")
+COMMAND_MODULES = ("data", "train", "evaluate", "models", "drift", "check", "history", "retrain", "monitor")
 
 log = logging.getLogger("zeal_core")
 
@@ -32,10 +31,16 @@ def stderr_progress(event: ProgressEvent) -> None:
     print(f"[{event.stage}]{share} {event.message}".rstrip(), file=sys.stderr, flush=True)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, one subparser per command module that is present."""
+def json_parent() -> argparse.ArgumentParser:
+    """The options every command shares (``--json``), as an argparse parent parser."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, one subparser per command module that is present."""
+    parent = json_parent()
     parser = argparse.ArgumentParser(prog="python -m zeal_core", description="Zeal Drift Lab command line")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
@@ -59,8 +64,12 @@ def _print_human(result: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit code (0 ok, 1 a check found drift or problems, 2 user error,
     130 interrupted)."""
+    return run(build_parser(), argv)
+
+
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` with ``parser`` and run the chosen handler under the exit-code contract of ``main``."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         result = args.handler(args)

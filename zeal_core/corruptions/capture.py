@@ -6,7 +6,7 @@ values (that is what a wrong transfer curve does). Kinds with a direction (warme
 darker) draw it per image from the registry's seeded generator; the severity sets the magnitude.
 
 What each level means (level 0 = identity; levels in between interpolate linearly; set with
-``python -m zeal_core bench drift-kinds`` so that level 3 costs the shared Imagenette model about what
+``python -m benchmarks drift-kinds`` so that level 3 costs the shared Imagenette model about what
 ImageNet-C's level 3 costs; pixel sizes below are for 160 px images):
 
 =============================  ======  ======  =======  =======  =======  ==========================

@@ -27,7 +27,7 @@ level  rotation    zoom: magnification (crop side)      translation (of the     
 Perspective: the scene plane is tilted about a random in-plane axis through the centre and seen from one
 image side away (focal length = that distance, a ~53 degree field of view), so the centre stays put, the near
 edge grows and the far edge shrinks (a keystone). Up to ~54 degrees the whole view stays in front of the
-horizon. The levels were set with ``python -m zeal_core bench drift-kinds`` so that level 3 costs the shared
+horizon. The levels were set with ``python -m benchmarks drift-kinds`` so that level 3 costs the shared
 Imagenette model about what ImageNet-C's level 3 costs (docs/drift_kinds.md).
 """
 

@@ -2,8 +2,8 @@
 
 For tests and benchmarks only: ``bench corruptions`` and ``tests/test_corruptions_reference.py`` import it,
 nothing else in the lab does, and ``imagecorruptions`` itself is imported only when ``load_reference`` is
-called (it is not a dependency of the lab). The leading underscore keeps ``python -m zeal_core bench``
-from taking this module for a benchmark action (``zeal_core.commands.bench``).
+called (it is not a dependency of the lab). The leading underscore keeps ``python -m benchmarks``
+from taking this module for a benchmark action (``benchmarks._actions``).
 
 ``imagecorruptions`` 1.1.2 was written for numpy 1 and scikit-image < 0.19; three things break on today's
 stack, and each gets the smallest fix that leaves the algorithm untouched:

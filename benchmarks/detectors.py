@@ -18,7 +18,7 @@ data for all three, in one process); our MMD against frouros' MMD + PermutationT
 smaller case (measured, then extrapolated to the full case assuming O(B·N²) cost: stated in the output);
 and UMAP: warm-up, fit on 1,000 points, transform of 1,000 points.
 
-Run: ``python -m zeal_core bench detectors --json`` (or ``python -m zeal_core.bench.detectors``).
+Run: ``python -m benchmarks detectors --json`` (or ``python -m benchmarks.detectors``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from zeal_core.bench import script_main
+from benchmarks import script_main
 from zeal_core.progress import ProgressCallback, report
 
 SIZES = (10, 20, 50, 100, 200, 500, 1000)  # sample sizes of the Failing Loudly tables
@@ -438,7 +438,7 @@ def bench_detectors(args: argparse.Namespace, progress: ProgressCallback | None 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Handler of ``python -m zeal_core bench detectors``."""
+    """Handler of ``python -m benchmarks detectors``."""
     from zeal_core.cli import stderr_progress
 
     return bench_detectors(args, progress=stderr_progress)
@@ -451,8 +451,8 @@ def _show(result: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m zeal_core.bench.detectors [options]``: prints the markdown table, then the JSON."""
-    return script_main(__doc__, add_arguments, run, _show, argv, prog="python -m zeal_core.bench.detectors")
+    """``python -m benchmarks.detectors [options]``: prints the markdown table, then the JSON."""
+    return script_main(__doc__, add_arguments, run, _show, argv, prog="python -m benchmarks.detectors")
 
 
 if __name__ == "__main__":

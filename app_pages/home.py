@@ -2,17 +2,14 @@
 
 import streamlit as st
 
-from pages._ui import (
+from app_pages._ui import (
     active_card,
     card_accuracy,
     dataset_name,
     device_text,
-    ensure_app_navigation,
     first_run_panel,
     short_version,
 )
-
-ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
 
 st.title("Zeal Drift Lab")
 st.write("See, measure and fix data drift in an image classifier: corrupt the data, watch the detectors "
@@ -32,10 +29,11 @@ if first_run_panel():
                    f"{accuracy:.1%}.")
     st.subheader("What next")
     for path, label, icon in (
-        ("pages/drift_lab.py", "Drift Lab: corrupt the data and watch the detectors", "science"),
-        ("pages/retrain.py", "Retrain: adapt the model to the drift", "autorenew"),
-        ("pages/monitor.py", "Monitor: a simulated stream, and the history of real checks", "monitoring"),
-        ("pages/upload.py", "Your own images: check a batch against the reference", "upload"),
-        ("pages/model.py", "Model: train, import or pick a version; its confusion matrix", "model_training"),
+        ("app_pages/drift_lab.py", "Drift Lab: corrupt the data and watch the detectors", "science"),
+        ("app_pages/retrain.py", "Retrain: adapt the model to the drift", "autorenew"),
+        ("app_pages/monitor.py", "Monitor: a simulated stream, and the history of real checks", "monitoring"),
+        ("app_pages/upload.py", "Your own images: check a batch against the reference", "upload"),
+        ("app_pages/model.py", "Model: train, import or pick a version; its confusion matrix",
+         "model_training"),
     ):
         st.page_link(path, label=label, icon=f":material/{icon}:")

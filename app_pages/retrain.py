@@ -3,14 +3,13 @@
 import plotly.express as px
 import streamlit as st
 
-from pages._ui import (
+from app_pages._ui import (
     KEY_DRIFT_SPEC,
     POLL_SECONDS,
     active_version,
     cards_column_config,
     cards_frame,
     ended_job,
-    ensure_app_navigation,
     first_run_panel,
     job_queue,
     registry,
@@ -19,9 +18,6 @@ from pages._ui import (
     user_errors,
 )
 from zeal_core import corruptions, retrain
-
-ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
-
 
 st.title("Retrain")
 if not first_run_panel():

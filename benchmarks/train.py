@@ -13,7 +13,7 @@ benchmark fits a CPU; a run stopped by it reports the accuracy it reached.
 Data: ``digits`` is embedded (the reference gets the same images as PNG files in memory). ``imagenette``
 reads the prepared cache (ours) and the raw archive ``data_dir()/imagenette2-160.tgz`` or an extracted
 ``imagenette2-160`` folder (reference, decoding the JPEGs itself); where they are absent the run is skipped
-with a message. Run: ``python -m zeal_core bench train --dataset digits --json``.
+with a message. Run: ``python -m benchmarks train --dataset digits --json``.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ corruption and the average one, which a few severe corruptions such as fog and c
 median). Looser verdicts: ``in IQR`` (between their 25th and 75th percentiles), ``in range`` (between their
 minimum and maximum), else ``weaker`` / ``stronger``. The table marks every kind.
 
-Run: ``python -m zeal_core bench drift-kinds --dataset imagenette --n 1000 --report
+Run: ``python -m benchmarks drift-kinds --dataset imagenette --n 1000 --report
 reports/bench/drift_kinds_imagenette`` (writes ``.json`` and ``.md``), or ``python -m
-zeal_core.bench.drift_kinds``.
+benchmarks.drift_kinds``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from zeal_core.bench import script_main
+from benchmarks import script_main
 from zeal_core.progress import ProgressCallback, report
 
 SEVERITIES = (1.0, 2.0, 3.0, 4.0, 5.0)
@@ -241,7 +241,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Handler of ``python -m zeal_core bench drift-kinds``."""
+    """Handler of ``python -m benchmarks drift-kinds``."""
     from zeal_core.cli import stderr_progress
     from zeal_core.fileio import atomic_write_text
     from zeal_core.jsonable import to_jsonable
@@ -260,8 +260,8 @@ def _show(result: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m zeal_core.bench.drift_kinds [options]``: the markdown table (``--json``: the dict)."""
-    return script_main(__doc__, add_arguments, run, _show, argv, prog="python -m zeal_core.bench.drift_kinds")
+    """``python -m benchmarks.drift_kinds [options]``: the markdown table (``--json``: the dict)."""
+    return script_main(__doc__, add_arguments, run, _show, argv, prog="python -m benchmarks.drift_kinds")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,10 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages import _lab, _labelfree
-from pages._ui import (
+from app_pages import _lab, _labelfree
+from app_pages._ui import (
     KEY_DRIFT_SPEC,
     active_card,
-    ensure_app_navigation,
     first_run_panel,
     load_dataset_cached,
     user_errors,
@@ -32,8 +31,6 @@ from zeal_core.corruptions import (
 from zeal_core.projection import warm_umap
 from zeal_core.reference import current_severity, scatter_frame, severity_sweep, sweep_choices
 from zeal_core.settings import get_settings
-
-ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
 
 st.title("Drift Lab")
 if not first_run_panel():

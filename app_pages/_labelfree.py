@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages import _lab
+from app_pages import _lab
 from zeal_core.corruptions import DriftSpec, list_corruptions
 from zeal_core.estimate import estimator_info
 from zeal_core.reference import CheckReport, FittedReference

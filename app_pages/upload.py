@@ -10,11 +10,10 @@ import hashlib
 import numpy as np
 import streamlit as st
 
-from pages import _lab, _labelfree
-from pages._ui import (
+from app_pages import _lab, _labelfree
+from app_pages._ui import (
     StreamlitProgress,
     active_card,
-    ensure_app_navigation,
     first_run_panel,
     load_dataset_cached,
     user_errors,
@@ -22,8 +21,6 @@ from pages._ui import (
 from zeal_core.data import decode_images
 from zeal_core.history import HistoryStore, record_check
 from zeal_core.reference import scatter_frame
-
-ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
 
 st.title("Your own images")
 st.write("Upload a batch of images — the production sample — and every detector tests it against a clean "
@@ -123,7 +120,8 @@ for column, item in zip(grid, typical, strict=True):
 rows = HistoryStore().checks(limit=50)
 if rows:
     st.plotly_chart(_labelfree.history_figure(rows, recorded.get(key)), key="upload_history")
-    st.page_link("pages/monitor.py", label="All recorded checks and the retrain policy: Monitor → History",
+    st.page_link("app_pages/monitor.py",
+                 label="All recorded checks and the retrain policy: Monitor → History",
                  icon=":material/monitoring:")
 with st.expander("Predictions"):
     probs = np.asarray(report.sample.probs)

@@ -1,6 +1,6 @@
-"""``bench <action>``: benchmarks that print numbers (speed targets live here, never in tests).
+"""``python -m benchmarks <action>``: benchmarks that print numbers (speed targets live here, never in tests).
 
-Extension point: every module ``zeal_core/bench/<name>.py`` (not starting with ``_``) is an action. It
+Extension point: every module ``benchmarks/<name>.py`` (not starting with ``_``) is an action. It
 exposes ``register(actions, parent)``, which adds its own subparser and handler, e.g.::
 
     def register(actions, parent):
@@ -20,29 +20,34 @@ import importlib
 import pkgutil
 from types import ModuleType
 
-# Help order of the known actions; any other module in zeal_core/bench is appended by name.
+# Help order of the known actions; any other module in benchmarks is appended by name.
 ACTION_ORDER = ("train", "corruptions", "detectors", "estimate", "app", "load")
 
 
 def bench_actions() -> dict[str, ModuleType]:
-    """Action name -> module, for every importable ``zeal_core.bench.<name>`` module."""
-    import zeal_core.bench as package
+    """Action name -> module, for every importable ``benchmarks.<name>`` module."""
+    import benchmarks as package
 
     names = [info.name for info in pkgutil.iter_modules(package.__path__) if not info.name.startswith("_")]
     ordered = [name for name in ACTION_ORDER if name in names] + sorted(set(names) - set(ACTION_ORDER))
     actions: dict[str, ModuleType] = {}
     for name in ordered:
         try:
-            actions[name] = importlib.import_module(f"zeal_core.bench.{name}")
+            actions[name] = importlib.import_module(f"benchmarks.{name}")
         except ModuleNotFoundError as error:
-            if error.name and error.name.startswith("zeal_core"):
+            if error.name and error.name.startswith(("zeal_core", "benchmarks")):
                 raise
     return actions
 
 
-def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
-    """Add the ``bench`` command and one action per benchmark module."""
-    bench = subparsers.add_parser("bench", help="benchmarks (print numbers; for speed targets)")
-    actions = bench.add_subparsers(dest="action", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    """``python -m benchmarks``: one subcommand per benchmark module, each with the shared ``--json``."""
+    from zeal_core.cli import json_parent
+
+    parent = json_parent()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks",
+                                     description="Zeal Drift Lab benchmarks (print numbers; speed targets)")
+    actions = parser.add_subparsers(dest="action", required=True)
     for module in bench_actions().values():
         module.register(actions, parent)
+    return parser

@@ -1,6 +1,6 @@
 """Benchmark the app in a real browser: first render after server start, and slider-change latency.
 
-Usage: ``python -m zeal_core bench app [--json] [--steps 6]`` (or ``python -m zeal_core.bench.app``)
+Usage: ``python -m benchmarks app [--json] [--steps 6]`` (or ``python -m benchmarks.app``)
 
 Starts ``streamlit run app.py`` on 127.0.0.1 with its own temporary data, models and state folders (a small
 digits model is trained into them first, outside the timings), then drives Debian's Chromium with Playwright:
@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from zeal_core.bench import script_main
+from benchmarks import script_main
 
 ROOT = Path(__file__).resolve().parents[2]  # the project root, where app.py is
 CHROMIUM = "/usr/bin/chromium"
@@ -203,7 +203,7 @@ def _show(results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point: ``python -m zeal_core.bench.app``."""
+    """Command-line entry point: ``python -m benchmarks.app``."""
     return script_main(__doc__.splitlines()[0], _add_arguments, _handler, _show, argv)
 
 

@@ -21,7 +21,7 @@ the right family?). Speed: fit time and median diagnose time at n = 100, 500, 10
 Writes ``reports/bench/diagnose_<dataset>.json`` / ``.md`` / ``_confusion.png`` (``--out``); embeddings
 are cached under the state folder (``--cache``) so reruns skip the embedding.
 
-Run: ``python -m zeal_core bench diagnose --json`` (or ``python -m zeal_core.bench.diagnose``).
+Run: ``python -m benchmarks diagnose --json`` (or ``python -m benchmarks.diagnose``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from zeal_core.bench import script_main
+from benchmarks import script_main
 from zeal_core.progress import ProgressCallback, report
 
 SIZES = (50, 100, 200, 500)
@@ -747,7 +747,7 @@ def bench_diagnose(args: argparse.Namespace, progress: ProgressCallback | None =
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Handler of ``python -m zeal_core bench diagnose``."""
+    """Handler of ``python -m benchmarks diagnose``."""
     from zeal_core.cli import stderr_progress
 
     return bench_diagnose(args, progress=stderr_progress)
@@ -761,8 +761,8 @@ def _show(result: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m zeal_core.bench.diagnose [options]``."""
-    return script_main(__doc__, add_arguments, run, _show, argv, prog="python -m zeal_core.bench.diagnose")
+    """``python -m benchmarks.diagnose [options]``."""
+    return script_main(__doc__, add_arguments, run, _show, argv, prog="python -m benchmarks.diagnose")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ rule (every detector, Bonferroni at ``--alpha``). The false-positive rate comes 
 error; the target is at most alpha + 2 SE. The batches go through ``FittedReference.check`` directly: the
 command decodes lossless PNGs of the same pixels first, which changes nothing the check sees.
 
-Run: ``python -m zeal_core bench check --json`` (digits; ``--dataset imagenette`` needs the prepared data and
+Run: ``python -m benchmarks check --json`` (digits; ``--dataset imagenette`` needs the prepared data and
 a model for it).
 """
 
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zeal_core.bench import script_main
+from benchmarks import script_main
 
 
 def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -65,7 +65,7 @@ def _model(dataset: str, version: str | None) -> str:
     if dataset != "digits":
         raise SystemExit(f"no model for {dataset}: train one first (python -m zeal_core train --dataset "
                          f"{dataset})")
-    from zeal_core.bench.app import seed_model
+    from benchmarks.app import seed_model
 
     return seed_model(registry.root, epochs=None)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from pages._ui import device
+from app_pages._ui import device
 from zeal_core.drift import detector_info
 from zeal_core.drift.base import p_value_floor
 from zeal_core.embed import part_positions

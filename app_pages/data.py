@@ -11,15 +11,12 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages._ui import ensure_app_navigation
 from zeal_core.data import ImageDataset, is_prepared, list_datasets, load_dataset, prepare_dataset
 from zeal_core.data.imagenette import PREPARE_COMMAND, archive_path, cache_path
 from zeal_core.data.settings import imagenette_settings
 from zeal_core.errors import ZealError
 from zeal_core.paths import data_dir
 from zeal_core.progress import ProgressEvent
-
-ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
 
 FOLDER_OPTION = "Your image folder…"
 SAMPLES_PER_CLASS = 8

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -25,7 +24,6 @@ from zeal_core.progress import ProgressEvent
 # Session-state keys shared between pages (one place, so pages agree on the spelling).
 KEY_DATASET = "dataset"  # chosen dataset name, e.g. "digits" (set by the Data page)
 KEY_DRIFT_SPEC = "zeal_drift_spec"  # the Drift Lab's current DriftSpec text, read by Retrain and Monitor
-KEY_THROUGH_APP = "zeal_through_app"  # True once a run of this session has gone through app.py
 KEY_JOB_PREFIX = "zeal_job_"  # + purpose ("train", "retrain", "monitor"): the id of the job this user watches
 
 DEFAULT_DATASET = "digits"
@@ -352,32 +350,3 @@ def cards_column_config() -> dict[str, Any]:
     percent = {name: st.column_config.NumberColumn(format="%.1f %%") for name in
                ("clean accuracy", "drifted: before", "drifted: after")}
     return {**percent, "active": st.column_config.CheckboxColumn(width="small")}
-
-
-def mark_session_through_app() -> None:
-    """Called by app.py before ``page.run()``: this session's runs go through app.py's ``st.navigation``."""
-    st.session_state[KEY_THROUGH_APP] = True
-
-
-def ensure_app_navigation() -> None:
-    """Start the run again through app.py when Streamlit ran this page file directly.
-
-    A folder called ``pages/`` next to the main script makes a new server process run its first requests in
-    Streamlit's old multipage mode: the requested page file runs without app.py (no page config, no sidebar
-    status, every file in pages/ listed as a page) until a run has called ``st.navigation``. Such a run
-    switches that mode off and reruns; that happens only on a session's first run, so no widget event
-    is lost (AppTest starts every run in that mode: after its first run through app.py, pages run as they
-    are). Every page calls this right after its imports. It must never run inside an import: the rerun
-    would abort the import, and every session importing the same module at that moment would fail with
-    "cannot import name '_lab' from 'pages'" (seen with five users at once).
-    """
-    if st.session_state.get(KEY_THROUGH_APP):
-        return
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    context = get_script_run_ctx()
-    if context is None or Path(context.main_script_path).name != "app.py":
-        return  # a page run as the main script (AppTest.from_file on a page): no app.py to go through
-    PagesManager.uses_pages_directory = False
-    st.rerun()

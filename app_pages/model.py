@@ -5,7 +5,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages._ui import (
+from app_pages._ui import (
     KEY_JOB_PREFIX,
     POLL_SECONDS,
     StreamlitProgress,
@@ -15,7 +15,6 @@ from pages._ui import (
     cards_frame,
     dataset_name,
     device,
-    ensure_app_navigation,
     evaluate_cached,
     folders_key,
     job_queue,
@@ -29,8 +28,6 @@ from zeal_core.errors import ZealError
 from zeal_core.models.export import EXPORT_FORMATS, export_files, list_export_formats, load_hint
 from zeal_core.models.importer import import_checkpoint, server_checkpoint_path
 from zeal_core.settings import get_settings
-
-ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
 
 st.title("Model")
 models = registry()

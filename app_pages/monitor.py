@@ -6,11 +6,10 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages import _lab, _labelfree
-from pages._ui import (
+from app_pages import _lab, _labelfree
+from app_pages._ui import (
     active_version,
     ended_job,
-    ensure_app_navigation,
     first_run_panel,
     registry,
     short_version,
@@ -24,8 +23,6 @@ from zeal_core.errors import ZealError
 from zeal_core.history import HistoryStore, load_policy, save_policy
 from zeal_core.monitor import P_VALUE_FLOOR, Schedule
 from zeal_core.retrain import list_strategies, unlabeled_strategies
-
-ensure_app_navigation()  # a fresh server's first run may skip app.py: go through it
 
 st.title("Monitor")
 if not first_run_panel():

@@ -7,9 +7,9 @@ Two parts, both on the same images (Imagenette val when it is prepared, otherwis
 - validation (``--validate``): for every corruption and severity 1-5, mean SSIM to the clean images for ours
   and for the reference, and the difference.
 
-The reference (``zeal_core.bench._corruption_reference``, a shim over the ``imagecorruptions`` package,
+The reference (``benchmarks._corruption_reference``, a shim over the ``imagecorruptions`` package,
 imported only when the reference is asked for) is only used here and in tests. Run from the project root:
-``python -m zeal_core bench corruptions [--n 512] [--validate]`` or ``python -m zeal_core.bench.corruptions``.
+``python -m benchmarks corruptions [--n 512] [--validate]`` or ``python -m benchmarks.corruptions``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zeal_core.bench import script_main
+from benchmarks import script_main
 from zeal_core.corruptions import apply, list_corruptions
 from zeal_core.corruptions.metrics import ssim
 from zeal_core.device import describe_device, resolve_device
@@ -35,7 +35,7 @@ SSIM_TOLERANCE = 0.05  # the issue's "5 points", read as mean SSIM
 
 def _load_reference() -> tuple[Any, str | None]:
     """The reference shim module, or None and the reason it cannot be used (how to install it)."""
-    from zeal_core.bench import _corruption_reference as corruption_reference
+    from benchmarks import _corruption_reference as corruption_reference
 
     reason = corruption_reference.unavailable_reason()
     return (corruption_reference, None) if reason is None else (None, reason)
@@ -241,7 +241,7 @@ def _handler(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
-    """Add ``bench corruptions`` (the extension point of ``zeal_core.commands.bench``)."""
+    """Add ``bench corruptions`` (the extension point of ``benchmarks._actions``)."""
     sub = actions.add_parser("corruptions", parents=[parent],
                              help="corruption speed and SSIM against imagecorruptions")
     _add_arguments(sub)
@@ -267,9 +267,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m zeal_core.bench.corruptions``: the markdown tables on stdout (``--json`` for the dict)."""
+    """``python -m benchmarks.corruptions``: the markdown tables on stdout (``--json`` for the dict)."""
     return script_main(__doc__, _add_arguments, _handler, lambda result: print(result["markdown"]), argv,
-                       prog="python -m zeal_core.bench.corruptions")
+                       prog="python -m benchmarks.corruptions")
 
 
 if __name__ == "__main__":

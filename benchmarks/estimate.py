@@ -20,7 +20,7 @@ Embeddings are cached (logits, labels, features as float16) under
 ``$ZEAL_STATE_DIR/bench_estimate/<model version>/``, so a rerun only re-scores. ``--save`` writes
 ``reports/bench/estimate_<dataset>.json`` / ``.md`` and the scatter ``docs/figures/estimation_<dataset>.png``.
 
-Run: ``python -m zeal_core bench estimate --json`` (or ``python -m zeal_core.bench.estimate``).
+Run: ``python -m benchmarks estimate --json`` (or ``python -m benchmarks.estimate``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from zeal_core.bench import script_main
+from benchmarks import script_main
 from zeal_core.progress import ProgressCallback, report
 
 DATASETS = ("digits", "imagenette")
@@ -689,7 +689,7 @@ def bench_estimate(args: argparse.Namespace, progress: ProgressCallback | None =
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Handler of ``python -m zeal_core bench estimate``."""
+    """Handler of ``python -m benchmarks estimate``."""
     from zeal_core.cli import stderr_progress
 
     return bench_estimate(args, progress=stderr_progress)
@@ -702,8 +702,8 @@ def _show(result: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m zeal_core.bench.estimate [options]``: prints the Markdown tables, then the JSON."""
-    return script_main(__doc__, add_arguments, run, _show, argv, prog="python -m zeal_core.bench.estimate")
+    """``python -m benchmarks.estimate [options]``: prints the Markdown tables, then the JSON."""
+    return script_main(__doc__, add_arguments, run, _show, argv, prog="python -m benchmarks.estimate")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Many users at once: concurrent Chromium sessions on one app server, with retrain jobs running beside them.
 
-Usage: ``python -m zeal_core bench load [--sessions 5] [--steps 4] [--burst 3] [--retrains 2] [--json]``
+Usage: ``python -m benchmarks load [--sessions 5] [--steps 4] [--burst 3] [--retrains 2] [--json]``
 (exit code 1 when a check failed; the reasons are in ``problems``)
 
 Starts ``streamlit run app.py`` with its own temporary data, models and state folders (a small digits model
@@ -16,10 +16,11 @@ cookies, its own Streamlit session) per user:
   one after another in the worker process), and a thread polls the server's health endpoint.
 
 Every user arrives at the same moment on a fresh server, the case that once made most of them fail with
-"cannot import name '_lab' from 'pages'" (see ``pages._ui.ensure_app_navigation``). Afterwards every user's
-page must show app.py's sidebar and its own spec, and its drifted accuracy must equal the one computed
-in this process for that spec; the registry must list every new version, each loadable and a child of the
-seeded model. The result holds the correctness checks (``ok`` and ``problems``) and the timings: p50/p95/max
+"cannot import name '_lab' from 'pages'" (a rerun raised inside an import; pages now live in app_pages/).
+Afterwards every user's page must show app.py's sidebar and its own spec, and its drifted accuracy must
+equal the one computed in this process for that spec; the registry must list every new version, each
+loadable and a child of the seeded model. The result holds the correctness checks (``ok`` and
+``problems``) and the timings: p50/p95/max
 of a drift check under load, of a health check, and the same drift check measured alone (a baseline, after
 the load, in the same server and browser).
 """
@@ -37,7 +38,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from zeal_core.bench.app import CHROMIUM, CHROMIUM_ARGS, seed_model, start_app, stop_app
+from benchmarks.app import CHROMIUM, CHROMIUM_ARGS, seed_model, start_app, stop_app
 
 # Cheap corruptions, one per user, so that every user's answers differ from the others'.
 CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "contrast", "brightness", "saturate",
@@ -158,7 +159,7 @@ async def _user(browser: Any, url: str, user: int, corruption: str, n: int, step
     await page.goto(f"{url}/drift_lab?spec={spec_text(corruption, severity)}&n={n}&seed={user}")
     await _wait_for_spec(page, spec_text(corruption, severity))
     record["cold_s"] = time.monotonic() - begin
-    # app.py's sidebar status: absent when a fresh server ran the page file on its own (old pages/ mode).
+    # app.py's sidebar status: absent when a fresh server ran the page file on its own (old app_pages/ mode).
     record["through_app"] = await page.locator('[data-testid="stSidebar"]').get_by_text("Device:").count() > 0
     slider = page.locator(f'input[type="range"][aria-label="{corruption} severity"]')
     for _ in range(steps):

@@ -1,7 +1,7 @@
-"""Benchmark actions for ``python -m zeal_core bench <action>``: one module per action.
+"""Benchmark actions for ``python -m benchmarks <action>``: one module per action.
 
-Add ``zeal_core/bench/<name>.py`` exposing ``register(actions, parent)`` (see ``zeal_core.commands.bench``).
-A module that can also run on its own (``python -m zeal_core.bench.<name>``) calls ``script_main``.
+Add ``benchmarks/<name>.py`` exposing ``register(actions, parent)`` (see ``benchmarks._actions``).
+A module that can also run on its own (``python -m benchmarks.<name>``) calls ``script_main``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def script_main(description: str, add_arguments: Callable[[argparse.ArgumentPars
                 handler: Callable[[argparse.Namespace], dict[str, Any]],
                 show: Callable[[dict[str, Any]], None], argv: Sequence[str] | None = None,
                 prog: str | None = None) -> int:
-    """Entry point of ``python -m zeal_core.bench.<name>``: the action's options plus ``--json``.
+    """Entry point of ``python -m benchmarks.<name>``: the action's options plus ``--json``.
 
     Args:
         description: The ``--help`` text.

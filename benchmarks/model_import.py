@@ -7,7 +7,7 @@ warm-up import that is not counted (the first import in a process pays one-time 
 is reported as mean, standard error and minimum over the trials, together with the machine (CPU count,
 torch threads, load average before and after: above the CPU count means other processes shared the cores).
 
-Run: ``python -m zeal_core bench import --version active --json``.
+Run: ``python -m benchmarks import --version active --json``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zeal_core.bench import script_main
+from benchmarks import script_main
 
 STAGES = ("read", "check", "data", "build", "head", "evaluate", "save", "total")
 
@@ -143,9 +143,9 @@ def _show(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m zeal_core.bench.model_import``."""
+    """``python -m benchmarks.model_import``."""
     return script_main(__doc__, _add_arguments, run, _show, argv,
-                       prog="python -m zeal_core.bench.model_import")
+                       prog="python -m benchmarks.model_import")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ A spec may also carry a class mix (label shift): when ``getattr(spec, "class_mix
 draws its sample positions with ``spec.draw_positions(...)`` instead of uniformly (``draw_trial_sample``, the
 one place that knows). New shift kinds are new spec texts in ``SHIFT_SPECS``.
 
-Run: ``python -m zeal_core bench failing-loudly --dataset digits --json`` (``--out reports/bench/X`` also
+Run: ``python -m benchmarks failing-loudly --dataset digits --json`` (``--out reports/bench/X`` also
 writes ``X.json`` and ``X.md``).
 """
 
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from zeal_core.bench import script_main
+from benchmarks import script_main
 from zeal_core.progress import ProgressCallback, report
 
 SIZES = (10, 20, 50, 100, 200, 500, 1000)  # the paper's Table 1 columns
@@ -129,7 +129,7 @@ def shift_embeddings(dataset_name: str, version: str | None, specs: Sequence[Any
     Returns:
         (clean Embeddings, {steps: Embeddings of every image under those steps}, dataset, info).
     """
-    from zeal_core.bench.detectors import load_bench_model
+    from benchmarks.detectors import load_bench_model
     from zeal_core.corruptions import DriftSpec
     from zeal_core.data import load_dataset
     from zeal_core.device import resolve_device
@@ -457,7 +457,7 @@ def bench_failing_loudly(args: argparse.Namespace, progress: ProgressCallback | 
     """Run the benchmark described in the module docstring; returns a JSON-ready dict."""
     import torch
 
-    from zeal_core.bench.detectors import grid_options
+    from benchmarks.detectors import grid_options
     from zeal_core.corruptions import DriftSpec
     from zeal_core.device import resolve_device
     from zeal_core.drift import list_detectors
@@ -496,7 +496,7 @@ def bench_failing_loudly(args: argparse.Namespace, progress: ProgressCallback | 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Handler of ``python -m zeal_core bench failing-loudly``."""
+    """Handler of ``python -m benchmarks failing-loudly``."""
     from zeal_core.cli import stderr_progress
 
     return bench_failing_loudly(args, progress=stderr_progress)
@@ -508,9 +508,9 @@ def _show(result: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m zeal_core.bench.failing_loudly [options]``: prints the tables, then the JSON."""
+    """``python -m benchmarks.failing_loudly [options]``: prints the tables, then the JSON."""
     return script_main(__doc__, add_arguments, run, _show, argv,
-                       prog="python -m zeal_core.bench.failing_loudly")
+                       prog="python -m benchmarks.failing_loudly")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Your own images: upload a batch (the production sample), check it against the reference, keep it in the
 history.
 
-One call does the work: ``FittedReference.check(images)`` (``zeal_core.reference``); the report is recorded
-once per distinct upload (``zeal_core.history.record_check``), where the retrain policy can act on it.
+One call does the work: ``CheckService.check_and_record(images)`` (``zeal_core.service``), under the lab's
+check profile, so an upload gets the same p-values and decision as ``check`` on the command line; the check
+is recorded once per distinct upload, where the retrain policy and the alert webhook act on it.
 """
 
 import hashlib
@@ -15,11 +16,10 @@ from app_pages._ui import (
     StreamlitProgress,
     active_card,
     first_run_panel,
-    load_dataset_cached,
     user_errors,
 )
 from zeal_core.data import decode_images
-from zeal_core.history import HistoryStore, record_check
+from zeal_core.history import HistoryStore
 from zeal_core.reference import scatter_frame
 
 st.title("Your own images")
@@ -29,11 +29,10 @@ st.write("Upload a batch of images — the production sample — and every detec
 if not first_run_panel():
     st.stop()
 card = active_card()
-sizes = _lab.sample_sizes(load_dataset_cached(card.dataset))
+service = _lab.service()
 left, right = st.columns([2, 1], vertical_alignment="bottom")
-n_reference = left.select_slider("Reference size", sizes, value=sizes[-1], key="upload_reference_n",
-                                 help="Clean held-out images of the model's dataset the batch is tested "
-                                      "against.")
+left.caption(f"Checked with the lab's check profile “{service.profile.name}”, the same as `python -m "
+             "zeal_core check`: the same images get the same p-values and verdict here and from cron.")
 keep = right.toggle("Record in the history", value=True, key="upload_record",
                     help="Keep the check (and the images, for a later adaptation) in the history; see the "
                          "Monitor page.")
@@ -43,16 +42,16 @@ if not files:
     st.stop()
 
 
-def batch_key(uploaded: list, reference_n: int) -> str:
-    """Identifies one upload: its files' names and bytes and the reference size (recorded once each)."""
-    digest = hashlib.sha256(str(reference_n).encode())
+def batch_key(uploaded: list, profile: object) -> str:
+    """Identifies one upload: its files' names and bytes and the check settings (recorded once each)."""
+    digest = hashlib.sha256(repr(profile).encode())
     for file in uploaded:
         digest.update(file.name.encode() + b"\0" + file.getvalue())
     return digest.hexdigest()
 
 
 with user_errors():
-    reference = _lab.reference_for(card.version, int(n_reference))
+    reference = service.reference(card.version)
     bar = StreamlitProgress("Decoding")
     images, skipped = decode_images([(file.name, file.getvalue()) for file in files], reference.image_size,
                                     progress=bar)
@@ -66,22 +65,26 @@ if images.shape[0] < 2:
     st.stop()
 skipped_names = {name for name, _ in skipped}
 names = [file.name for file in files if file.name not in skipped_names][:images.shape[0]]
-with user_errors():
-    shown = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
-    report = reference.check(images, file_names=names, skipped=skipped, source=f"upload: {shown}")
 recorded = st.session_state.setdefault("upload_recorded", {})
 incomplete = st.session_state.setdefault("upload_incomplete", set())  # recorded before the warm-up ended
-key = batch_key(files, int(n_reference))
-if keep and key not in recorded:
-    with user_errors():
-        recorded[key], action = record_check(report, images=images, origin="upload",
-                                             max_side=reference.source.card.model_config.image_size)
+key = batch_key(files, service.profile)
+with user_errors():
+    shown = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
+    outcome = service.check_and_record(images, version=card.version, record=keep and key not in recorded,
+                                       origin="upload", file_names=names, skipped=skipped,
+                                       source=f"upload: {shown}")
+report = outcome.report
+if outcome.check_id is not None:
+    recorded[key] = outcome.check_id
     if report.pending:
         incomplete.add(key)
-    if action:
-        st.toast(f"The retrain policy queued {action['strategy']} on checks {action['check_ids']}.")
+    if outcome.policy:
+        st.toast(f"The retrain policy queued {outcome.policy['strategy']} on checks "
+                 f"{outcome.policy['check_ids']}.")
+    if outcome.alert is not None:
+        st.toast(f"Alert {'sent' if outcome.alert.sent else 'NOT sent'} to {outcome.alert.target}.")
 elif key in incomplete and not report.pending:  # the diagnosis is ready now: complete the record
-    HistoryStore().complete(recorded[key], report)
+    service.history.complete(recorded[key], report)
     incomplete.discard(key)
 
 decision = report.decision
@@ -104,6 +107,7 @@ with left:
     st.markdown(f"**Detectors** · reference: {report.reference_n} clean held-out images of {card.dataset}")
     st.table(_lab.detector_frame(report))
     st.caption(_lab.decision_caption(report))
+    st.caption(_lab.profile_caption(report))
 with right:
     frame = scatter_frame(report, reference, sample_domain="upload")
     st.plotly_chart(_lab.scatter_figure(frame, "domain"), key="upload_scatter")

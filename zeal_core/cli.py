@@ -19,7 +19,8 @@ from zeal_core.errors import ZealError
 from zeal_core.progress import ProgressEvent
 
 # Subcommand modules under zeal_core/commands, in help order.
-COMMAND_MODULES = ("data", "train", "evaluate", "models", "drift", "check", "history", "retrain", "monitor")
+COMMAND_MODULES = ("data", "train", "evaluate", "models", "drift", "check", "history", "settings", "retrain",
+                   "monitor")
 
 log = logging.getLogger("zeal_core")
 

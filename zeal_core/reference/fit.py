@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,7 +117,8 @@ def fit_reference(version: str, dataset: str | Any | None = None, config: Refere
 
     restored, was_loaded = load_or_fit(store, "profile", profile_key, fit_profile, encode_objects,
                                        decode_objects)
-    fitted = build(restored) if was_loaded or not built else built[0]
+    # With a store, even the fitting process uses the state as stored (bit-identical to later processes).
+    fitted = built[0] if store is None else build(restored)
     report(progress, "reference", 3, 3, "reference ready" + (" (loaded)" if was_loaded else ""))
     return fitted
 
@@ -197,14 +199,20 @@ class WarmBundle:
         stored = self.store.read("warm", self.key)
         return None if stored is None else _restore(stored)
 
-    def save(self, diagnoser: Any, estimators: dict[str, Any]) -> None:
-        """Keep a finished warm-up for every later process (a storage failure is logged, not raised)."""
+    def save(self, diagnoser: Any, estimators: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """Keep a finished warm-up for every later process (a storage failure is logged, not raised).
+
+        Returns:
+            The warm-up as later processes will load it (the same arrays and layout: bit-identical results),
+            or as given when it cannot be stored.
+        """
         try:
             tree, arrays = encode_objects({"diagnoser": diagnoser, "estimators": estimators})
         except StateError as error:
             log.error("cannot keep the diagnosis warm-up (%s): every process will refit it", error)
-            return
+            return diagnoser, estimators
         self.store.write("warm", self.key, tree, arrays)
+        return _restore((json.loads(json.dumps(tree)), arrays)) or (diagnoser, estimators)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

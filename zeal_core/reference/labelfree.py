@@ -175,8 +175,8 @@ class LabelFreeParts:
         with self._warm_store.lock():  # another process warming the same model: wait, then load its fit
             if self._install(self._warm_store.load(), "loaded"):
                 return
-            diagnoser, fitted = self._fit_warm(progress, cancel)
-            self._warm_store.save(diagnoser, fitted)
+            fitted = self._fit_warm(progress, cancel)
+            self._install(self._warm_store.save(*fitted), self._status.message)  # what later processes load
 
     def _install(self, warmed: tuple[Any, dict[str, Any]] | None, how: str) -> bool:
         """Use a warm-up's diagnoser and bank-fitted estimators; False when there is none."""

@@ -72,6 +72,7 @@ class ReferenceStore:
         folder: Where this version's bundles live (created on the first write).
         """
         self.folder = Path(folder)
+        self._refused: set[tuple[str, int, int]] = set()  # (path, mtime, size) already reported
 
     @classmethod
     def for_version(cls, registry_root: Path, version: str) -> ReferenceStore:
@@ -94,8 +95,19 @@ class ReferenceStore:
         try:
             return read_bundle(path, kind, to_jsonable(dict(key)))
         except BundleRefused as reason:
-            log.warning("refused the fitted reference file %s: %s; refitting it", path, reason)
+            self.refused(path, str(reason))
             return None
+
+    def refused(self, path: Path, reason: str) -> None:
+        """Log that ``path`` cannot be used (once per state of the file)."""
+        try:
+            stat = path.stat()
+            state = (str(path), stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            state = (str(path), 0, 0)
+        if state not in self._refused:
+            self._refused.add(state)
+            log.warning("refused the fitted reference file %s: %s; refitting it", path, reason)
 
     def write(self, kind: str, key: Mapping[str, Any], tree: Any, arrays: Mapping[str, np.ndarray]) -> None:
         """Store a bundle (atomically). A store that cannot be written is logged, never an error: keeping
@@ -223,9 +235,11 @@ def load_or_fit(store: ReferenceStore | None, kind: str, key: Mapping[str, Any],
             tree, arrays = to_bundle(value)
         except StateError as error:  # an attribute that cannot be stored: a bug, never a failed check
             log.error("cannot keep the fitted %s bundle (%s): every process will refit it", kind, error)
-        else:
-            store.write(kind, key, tree, arrays)
-    return value, False
+            return value, False
+        store.write(kind, key, tree, arrays)
+    # The fitting process uses what later processes will load (the same arrays, the same memory layout),
+    # so its results are bit-identical to theirs.
+    return from_bundle(json.loads(json.dumps(tree)), arrays), False
 
 
 def _load(store: ReferenceStore, kind: str, key: Mapping[str, Any], from_bundle: Any) -> Any:
@@ -235,7 +249,7 @@ def _load(store: ReferenceStore, kind: str, key: Mapping[str, Any], from_bundle:
     try:
         return from_bundle(*stored)
     except StateError as error:
-        log.warning("refused the fitted reference file %s: %s; refitting it", store.path(kind, key), error)
+        store.refused(store.path(kind, key), str(error))
         return None
 
 

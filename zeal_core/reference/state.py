@@ -62,19 +62,21 @@ class _Encoder:
 
     def __init__(self) -> None:
         self.arrays: dict[str, np.ndarray] = {}
-        self._names: dict[int, str] = {}
+        self._nodes: dict[int, dict[str, Any]] = {}
         self._keep: list[Any] = []  # keeps encoded arrays alive so their ids stay unique
 
-    def array(self, value: np.ndarray, path: str) -> dict[str, str]:
+    def array(self, value: np.ndarray, path: str) -> dict[str, Any]:
         if value.dtype.kind not in _ARRAY_KINDS:
             raise StateError(f"{path}: a numpy array of dtype {value.dtype} cannot be stored without pickle")
-        name = self._names.get(id(value))
-        if name is None:
+        node = self._nodes.get(id(value))
+        if node is None:
             name = f"a{len(self.arrays)}"
-            self._names[id(value)] = name
-            self.arrays[name] = np.ascontiguousarray(value)
+            stored, axes = _layout(value)
+            self.arrays[name] = stored
+            node = {"$array": name} if axes is None else {"$array": name, "axes": axes}
+            self._nodes[id(value)] = node
             self._keep.append(value)
-        return {"$array": name}
+        return node
 
     def encode(self, value: Any, path: str) -> Any:
         kind = type(value)
@@ -91,7 +93,7 @@ class _Encoder:
             return {"$scalar": value.dtype.str, "value": item}
         torch = sys.modules.get("torch")
         if torch is not None and kind is torch.Tensor:
-            return {"$tensor": self.array(value.detach().cpu().numpy(), path)["$array"]}
+            return {"$tensor": self.array(np.ascontiguousarray(value.detach().cpu().numpy()), path)["$array"]}
         if kind in (list, tuple, set, frozenset):
             items = list(value)
             if kind in (set, frozenset):
@@ -113,6 +115,23 @@ class _Encoder:
             raise StateError(f"{path}: {cls.__qualname__} has no attribute dictionary (__slots__?)")
         state = {name: self.encode(item, f"{path}.{name}") for name, item in attributes.items()}
         return {"$object": f"{cls.__module__}:{cls.__qualname__}", "state": state}
+
+
+def _layout(value: np.ndarray) -> tuple[np.ndarray, list[int] | None]:
+    """The array to store and the axes that give ``value``'s memory layout back on loading.
+
+    BLAS kernels round differently on differently laid-out inputs, so a loaded copy must keep the layout
+    of the fitted array for results to stay bit-identical: a C- or Fortran-ordered array is stored as it
+    is (``np.save`` writes either); a transposed view is stored C-ordered along its axes sorted by stride
+    and transposed back on loading; anything else is copied C-ordered.
+    """
+    if value.flags.c_contiguous or value.flags.f_contiguous or value.ndim < 2:
+        return value, None
+    order = [int(axis) for axis in np.argsort([-stride for stride in value.strides], kind="stable")]
+    permuted = value.transpose(order)
+    if not permuted.flags.c_contiguous:
+        return np.ascontiguousarray(value), None
+    return permuted, [int(axis) for axis in np.argsort(order)]
 
 
 def _unstorable_class(cls: type) -> str:
@@ -180,7 +199,12 @@ def decode(tree: Any, arrays: Mapping[str, np.ndarray]) -> Any:
         if name not in arrays:
             raise StateError(f"stored array {name!r} is missing")
         if "$array" in tree:
-            return arrays[name]
+            axes = tree.get("axes")
+            if axes is None:
+                return arrays[name]
+            if sorted(axes) != list(range(arrays[name].ndim)):
+                raise StateError(f"bad axes {axes!r} for stored array {name!r}")
+            return arrays[name].transpose(axes)
         import torch
 
         return torch.from_numpy(np.array(arrays[name]))

@@ -204,6 +204,9 @@ def new_version_id(dataset: str, arch: str, when: datetime | None = None) -> str
     return paths.safe_name(name, "model version")
 
 
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256 of the weights file
+
+
 def file_sha256(path: Path) -> str:
     """sha256 hex of a file's bytes (read in 1 MiB blocks)."""
     digest = hashlib.sha256()
@@ -244,8 +247,9 @@ class ModelRegistry:
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else paths.models_dir()
-        # Verified weights, by (path, size, mtime_ns) -> sha256, so list() does not rehash unchanged files.
-        self._hash_cache: dict[tuple[str, int, int], str] = {}
+        # Verified weights, by (path, size, mtime_ns) -> sha256, so list() does not rehash unchanged files;
+        # shared by every registry of the process (pages and the check service open one per rerun).
+        self._hash_cache = _HASH_CACHE
 
     # Paths -----------------------------------------------------------------------------------------------
 

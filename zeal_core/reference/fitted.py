@@ -18,7 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -213,9 +213,7 @@ class FittedReference:
                 return cached
         start = time.perf_counter()
         batch = self.simulate_batch(spec, count, seed)
-        embedded = compute_embeddings(source.model, source.card.model_config, batch.images, source.device,
-                                      labels=batch.labels, batch_size=self.config.batch_size)
-        embedded = replace(embedded, indices=batch.positions, spec=spec.text, affected=batch.affected)
+        embedded = self._embed_simulated(batch, spec)
         clean_preds = np.asarray(source.split_clean.preds)[batch.positions]
         report = self._assemble(embedded, parts, method or "pca", {"embed": time.perf_counter() - start},
                                 detectors, source=f"drift spec {spec.text}", images=_thumbnails(batch.images),
@@ -225,6 +223,27 @@ class FittedReference:
             while len(self._checks) > SPEC_CACHE_SIZE:
                 self._checks.popitem(last=False)
         return report
+
+    def _embed_simulated(self, batch: SimulatedBatch, spec: DriftSpec) -> Embeddings:
+        """The batch as the model sees it. Images the spec left untouched are exactly the clean split's, whose
+        embeddings the reference holds: only the changed ones go through the model (none for a pure class
+        mix, half at ``@0.5``)."""
+        source = self._require_source()
+        clean = source.split_clean.subset(batch.positions)
+        values = {name: getattr(clean, name) for name in ("features", "probs", "preds", "logits")}
+        changed = np.flatnonzero(batch.affected)
+        if len(changed):
+            rows = torch.from_numpy(changed)
+            fresh = compute_embeddings(source.model, source.card.model_config, batch.images[rows.to(
+                batch.images.device)], source.device, labels=batch.labels[changed],
+                batch_size=self.config.batch_size)
+            for name, array in values.items():
+                if array is not None:
+                    merged = np.array(array)
+                    merged[changed] = getattr(fresh, name)
+                    values[name] = merged
+        return Embeddings(**values, labels=batch.labels, indices=batch.positions, spec=spec.text,
+                          affected=batch.affected)
 
     def _assemble(self, embedded: Embeddings, parts: tuple[str, ...], projection: str,
                   timings: dict[str, float], detectors: tuple[str, ...], *, source: str,

@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="digits", help="dataset (default digits)")
     parser.add_argument("--model", default=None, help="model version (default: the newest for the dataset; "
                         "a digits model is trained when there is none)")
-    parser.add_argument("--files", type=int, default=200, help="PNG files in the checked folder (default 200)")
+    parser.add_argument("--files", type=int, default=200, help="PNG files in the folder (default 200)")
     parser.add_argument("--repeats", type=int, default=5, help="new-process checks and baselines (default 5)")
     parser.add_argument("--n", type=int, default=100, help="images per calibration batch (default 100)")
     parser.add_argument("--trials", type=int, default=200, help="clean and drifted batches (default 200)")

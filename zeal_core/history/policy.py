@@ -134,7 +134,11 @@ def decide(store: HistoryStore, model_version: str, dataset: str, *,
         dataset: Its dataset.
         policy: The settings; the stored ones when None.
     """
-    policy = policy or load_policy(store)
+    if policy is None:
+        stored = store.setting(POLICY_KEY, {})
+        if not (isinstance(stored, dict) and stored.get("enabled")):
+            return None  # off: nothing to build (a cron check need not import the retraining code)
+        policy = load_policy(store)
     if not policy.enabled:
         return None
     check_ids = checks_to_adapt_on(store, policy, model_version)

@@ -171,6 +171,8 @@ def test_changed_weights_dataset_or_profile_refit(version: str, caplog: pytest.L
         _reference(second)
     assert any("fitted for another model" in message for message in caplog.messages)
     assert read_bundle(mine, "split", _stored_key(mine))  # refitted: its own again
+    registry.delete(second)  # deleting a version deletes what was fitted for it
+    assert not target.folder.exists() and store.folder.exists()
 
 
 def test_damaged_edited_or_foreign_bundles_are_refused_and_refitted(version: str,

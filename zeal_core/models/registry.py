@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import secrets
+import shutil
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -365,6 +366,8 @@ class ModelRegistry:
                              "evaluate --help` or the Models page for the versions there are")
         card_path.unlink(missing_ok=True)
         weights_path.unlink(missing_ok=True)
+        # What checks fitted for this version and kept beside it (zeal_core.reference.persist).
+        shutil.rmtree(self.root / f"{paths.safe_name(version, 'model version')}.fitted", ignore_errors=True)
         if self.get_active() is None:
             (self.root / ACTIVE_FILE).unlink(missing_ok=True)
 

@@ -7,7 +7,6 @@ every session) and each reference keeps its recent simulated checks. Nothing her
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -67,8 +66,9 @@ def p_value_text(result: Any) -> str:
     ``result`` is a ``DriftResult`` or its dict form (a recorded check's ``detectors`` entries), so every page
     shows the same text for the same test."""
     if isinstance(result, dict):
-        result = DriftResult(**{field.name: result[field.name] for field in fields(DriftResult)
-                                if field.name in result})
+        result = DriftResult(detector=str(result.get("detector", "")), statistic=float("nan"),
+                             p_value=float(result["p_value"]), is_drift=bool(result.get("is_drift")),
+                             effect_size=float("nan"), runtime_s=0.0, details=result.get("details") or {})
     floor = p_value_floor(result)
     if floor and result.p_value <= floor * (1 + 1e-9):
         return f"≤ {floor:.3g} (floor)"
@@ -255,8 +255,9 @@ def severity_curves_figure(sweep: Any, threshold: float, alpha: float, marker: f
     for row in (1, 2):
         figure.add_vline(x=marker, line_dash="dot", line_color=MARKER_COLOUR, row=row, col=1)
     figure.update_xaxes(dtick=1, row=2, col=1)
-    figure.update_layout(legend_title_text="detector", legend2_title_text="accuracy")
-    return style_p_value_and_accuracy(figure, x_title, height=540, accuracy_values=values)
+    style_p_value_and_accuracy(figure, x_title, height=540, accuracy_values=values)
+    figure.update_layout(legend={"title": {"text": "detector"}}, legend2={"title": {"text": "accuracy"}})
+    return figure
 
 
 # Monitor stream: what the yellow band and the purple lines mean (they get legend entries of their own).

@@ -175,6 +175,7 @@ TRUTH_COLOUR = "#000000"  # true accuracy, thresholds
 ESTIMATE_COLOUR = "#D55E00"  # the label-free estimate (vermillion), its interval a pale band of it
 ESTIMATE_BAND = "rgba(213, 94, 0, 0.15)"
 MARKER_COLOUR = "#6b7280"  # the current setting's dotted line
+P_SHOWN_FROM = 1e-12  # p-values below are drawn at it: the axis keeps the decades around alpha readable
 MIN_ACCURACY_SPAN = 0.10  # the zoomed accuracy axis shows at least 10 points, so noise is not magnified
 
 
@@ -216,6 +217,11 @@ def style_p_value_and_accuracy(figure: go.Figure, x_title: str, *, height: int,
     return figure
 
 
+def _legend_only(figure: go.Figure, name: str, *, legend: str = "legend", **style: Any) -> None:
+    """A legend entry without data: explains a shape (band, vertical line) drawn outside the traces."""
+    figure.add_scatter(x=[None], y=[None], name=name, legend=legend, hoverinfo="skip", **style)
+
+
 def severity_curves_figure(sweep: Any, threshold: float, alpha: float, marker: float,
                            x_title: str) -> go.Figure:
     """p-value per detector (log axis, top) and accuracy, true and estimated (bottom), against the swept
@@ -223,16 +229,20 @@ def severity_curves_figure(sweep: Any, threshold: float, alpha: float, marker: f
     from plotly.subplots import make_subplots
 
     figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1, row_heights=[0.6, 0.4],
-                           subplot_titles=("p-value per detector (log scale; below the line: drift)",
+                           subplot_titles=("p-value per detector (log scale; below the dashed line: drift)",
                                            "accuracy"))
     curves = sweep.p_values()
     for index, (name, values) in enumerate(curves.items()):
-        figure.add_scatter(x=sweep.severities, y=values, name=name, mode="lines+markers", row=1, col=1,
-                           **series_style(index),
-                           hovertemplate=f"{name}: p = %{{y:.3g}} at severity %{{x}}<extra></extra>")
-    figure.add_hline(y=threshold, line_dash="dash", line_color=TRUTH_COLOUR, row=1, col=1,
-                     annotation_text=f"α/k = {alpha:g}/{len(curves)} = {threshold:.3g}",
-                     annotation_position="bottom right")
+        style = series_style(index)
+        # Permutation tests share a floor (1/(B+1)), so curves can lie on top of each other: markers
+        # shrink along the legend, so each stays visible inside the one drawn before it.
+        style["marker"]["size"] = max(5, 12 - index)
+        figure.add_scatter(x=sweep.severities, y=[max(value, P_SHOWN_FROM) for value in values], name=name,
+                           mode="lines+markers", row=1, col=1, **style, customdata=values,
+                           hovertemplate=f"{name}: p = %{{customdata:.3g}} at severity %{{x}}<extra></extra>")
+    figure.add_hline(y=threshold, line_dash="dash", line_color=TRUTH_COLOUR, row=1, col=1)
+    _legend_only(figure, f"α/k = {alpha:g}/{len(curves)} = {threshold:.3g}", mode="lines",
+                 line={"color": TRUTH_COLOUR, "dash": "dash", "width": 2})
     true_accuracy = sweep.accuracy()
     figure.add_scatter(x=sweep.severities, y=true_accuracy, name="true (labels known)", mode="lines+markers",
                        line={"color": TRUTH_COLOUR, "width": 3}, marker={"symbol": "circle", "size": 7},
@@ -256,6 +266,8 @@ def severity_curves_figure(sweep: Any, threshold: float, alpha: float, marker: f
         figure.add_vline(x=marker, line_dash="dot", line_color=MARKER_COLOUR, row=row, col=1)
     figure.update_xaxes(dtick=1, row=2, col=1)
     style_p_value_and_accuracy(figure, x_title, height=540, accuracy_values=values)
+    figure.update_yaxes(range=[np.log10(P_SHOWN_FROM) - 0.3, 0.15], row=1, col=1,
+                        title=f"p-value (< {P_SHOWN_FROM:.0e} shown at {P_SHOWN_FROM:.0e})")
     figure.update_layout(legend={"title": {"text": "detector"}}, legend2={"title": {"text": "accuracy"}})
     return figure
 
@@ -264,11 +276,6 @@ def severity_curves_figure(sweep: Any, threshold: float, alpha: float, marker: f
 DRIFT_BAND = "rgba(240, 228, 66, 0.30)"  # Okabe-Ito yellow, pale: the batches the schedule drifts
 RETRAIN_COLOUR = "#CC79A7"  # Okabe-Ito reddish purple: a retrain by the policy
 ALARM_COLOUR = "#D55E00"
-
-
-def _legend_only(figure: go.Figure, name: str, *, legend: str = "legend", **style: Any) -> None:
-    """A legend entry without data: explains a shape (band, vertical line) drawn outside the traces."""
-    figure.add_scatter(x=[None], y=[None], name=name, legend=legend, hoverinfo="skip", **style)
 
 
 def stream_figure(result: dict[str, Any]) -> go.Figure:

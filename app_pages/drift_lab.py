@@ -46,6 +46,7 @@ DATASET = load_dataset_cached(card.dataset)
 UNSEEN_OK = supports_unseen_classes(DATASET.class_names, card.class_names)
 PAIRS = 6  # clean/drifted image pairs shown
 KINDS_PER_ROW = 3  # severity sliders side by side
+TYPICAL_PER_ROW = 4  # drift-typical images per row in the half-width column (room for their captions)
 
 
 def load_url_state() -> None:
@@ -236,10 +237,8 @@ def show_typical(report) -> None:
         return
     st.markdown("**Most drift-typical images of the sample** (drift score: share of the reference that is "
                 "nearer the reference than the image)")
-    grid = st.columns(len(items), gap="small")
-    for column, item in zip(grid, items, strict=True):
-        column.image(_lab.thumbnail(report, item.row), caption=f"#{item.index}: {item.score:.2f}",
-                     width="stretch")
+    _lab.image_grid(st, [_lab.thumbnail(report, item.row) for item in items],
+                    [f"#{item.index} · {item.score:.2f}" for item in items], per_row=TYPICAL_PER_ROW)
 
 
 def show_curves(reference, spec: DriftSpec, n: int, seed: int, report) -> None:

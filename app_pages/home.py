@@ -23,15 +23,15 @@ NEXT_STEPS = (  # (page, what it offers, material icon)
 def status_cards(card) -> None:
     """Three cards: the dataset the checks use (and why), the active model in full, the device."""
     in_use, note = dataset_status(card)
-    left, middle, right = st.columns([1, 1.7, 1], gap="medium")
+    left, middle, right = st.columns([1, 1.6, 1.2], gap="medium")
     with left.container(border=True, height="stretch"):
         st.caption("Dataset in use")
-        st.markdown(f"### {in_use}")
+        st.markdown(f"#### {in_use}")
         st.caption("the active model's own dataset" if card else "chosen on Data")
     with middle.container(border=True, height="stretch"):
         st.caption("Active model")
         if card is None:
-            st.markdown("### none yet")
+            st.markdown("#### none yet")
             st.caption("Train or import one on the Model page.")
         else:
             st.markdown(f"`{card.version}`")
@@ -42,7 +42,7 @@ def status_cards(card) -> None:
             st.caption(f"saved {card.created}")
     with right.container(border=True, height="stretch"):
         st.caption("Device")
-        st.markdown(f"### {device_text()}")
+        st.markdown(f"#### {device_text()}")
     if note:
         st.warning(note, icon=":material/info:")
 

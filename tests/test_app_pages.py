@@ -81,7 +81,7 @@ def test_dataset_choice_unlike_the_model_is_explained_everywhere(version: str) -
     assert not at.exception
     note = next(element.value for element in at.warning)
     assert "imagenette" in note and "use digits" in note and "prepare it on Data" in note
-    assert any(element.value == "### digits" for element in at.markdown)  # the dataset in use
+    assert any(element.value == "#### digits" for element in at.markdown)  # the dataset in use
     sidebar = "\n".join(element.value for element in at.sidebar.markdown)
     assert "**Dataset:** digits (the model’s)" in sidebar and "**Chosen on Data:** imagenette" in sidebar
     for name in ("drift_lab", "upload", "monitor"):

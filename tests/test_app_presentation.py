@@ -20,7 +20,7 @@ class FakeSweep:
     severities: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0)
 
     def p_values(self) -> dict[str, list[float]]:
-        return {name: [0.5 / (1 + index * level) for level in self.severities]
+        return {name: [0.5 / (1 + index * level) ** (3 * index) for level in self.severities]
                 for index, name in enumerate(DETECTORS)}
 
     def accuracy(self) -> list[float]:
@@ -63,7 +63,10 @@ def test_severity_curves_every_mark_is_explained_and_detectors_look_different() 
             assert trace.mode == "lines"
     detectors = [trace for trace in traces if trace.name in DETECTORS]
     assert len({trace.line.color for trace in detectors}) == len(DETECTORS)
-    assert {trace.legend for trace in traces if trace.name not in DETECTORS} == {"legend2"}
+    assert {trace.legend for trace in traces if trace.name not in DETECTORS and "α/k" not in trace.name} \
+        == {"legend2"}  # the accuracy panel's own legend
+    assert any(trace.name.startswith("α/k = 0.05/7") for trace in traces)  # the dashed line, explained
+    assert min(min(trace.y) for trace in detectors) >= _lab.P_SHOWN_FROM  # tiny p-values stay on the axis
     low, high = figure.layout.yaxis2.range
     assert low > 0.5 and high <= 1.02  # the accuracy range that matters is not squashed
 

@@ -169,7 +169,7 @@ def reference_thumbnail(reference: FittedReference, row: int) -> np.ndarray:
 # Okabe & Ito's colour-blind-safe palette (black is kept for the truth and the thresholds). Each series also
 # gets its own dash and marker, so no two look alike in grey or to a colour-blind reader.
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")
-DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot", "solid")
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot", "8px,3px,2px,3px,2px,3px")
 SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star", "triangle-down")
 TRUTH_COLOUR = "#000000"  # true accuracy, thresholds
 ESTIMATE_COLOUR = "#D55E00"  # the label-free estimate (vermillion), its interval a pale band of it
@@ -212,7 +212,7 @@ def style_p_value_and_accuracy(figure: go.Figure, x_title: str, *, height: int,
     figure.update_xaxes(title=x_title, row=2, col=1)
     top, bottom = figure.layout.yaxis.domain, figure.layout.yaxis2.domain
     side = {"x": 1.01, "xanchor": "left", "yanchor": "top", "tracegroupgap": 2, "font": {"size": 12}}
-    figure.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+    figure.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=True,
                          legend={**side, "y": top[1]}, legend2={**side, "y": bottom[1]})
     return figure
 
@@ -296,8 +296,9 @@ def stream_figure(result: dict[str, Any]) -> go.Figure:
     alarms = [position for position, batch in enumerate(batches) if batch["alarm"]]
     figure.add_scatter(x=[index[i] for i in alarms], y=[floor[i] for i in alarms], mode="markers",
                        name="alarm", marker={"color": ALARM_COLOUR, "symbol": "x", "size": 11}, row=1, col=1)
-    figure.add_hline(y=alpha, line_dash="dash", line_color=TRUTH_COLOUR, row=1, col=1,
-                     annotation_text=f"α = {alpha:g}", annotation_position="bottom left")
+    figure.add_hline(y=alpha, line_dash="dash", line_color=TRUTH_COLOUR, row=1, col=1)
+    _legend_only(figure, f"α = {alpha:g} (below: the batch differs)", mode="lines",
+                 line={"color": TRUTH_COLOUR, "dash": "dash", "width": 2})
     figure.add_scatter(x=index, y=[batch["accuracy_without_policy"] for batch in batches], mode="lines",
                        name="true, without policy", line={"color": "#6b7280", "dash": "dash", "width": 2},
                        legend="legend2", row=2, col=1)
@@ -334,8 +335,8 @@ def _stream_events(figure: go.Figure, result: dict[str, Any], batches: list[dict
     for event in result["retrains"]:
         figure.add_vline(x=event["batch_index"] + 0.5, line_dash="dot", line_width=2,
                          line_color=RETRAIN_COLOUR)
-        figure.add_annotation(x=event["batch_index"] + 0.5, y=1, yref="y domain", xanchor="left", xshift=4,
-                              yanchor="top", text="retrain", showarrow=False,
+        figure.add_annotation(x=event["batch_index"] + 0.5, y=0, yref="y domain", xanchor="left", xshift=4,
+                              yanchor="bottom", text="retrain", showarrow=False,
                               font={"size": 11, "color": RETRAIN_COLOUR}, row=1, col=1)
     if result["retrains"]:
         _legend_only(figure, "retrain (policy)", mode="lines",

@@ -282,6 +282,8 @@ def history_figure(rows: list, current: int | None = None) -> go.Figure:
                                                       "line": {"color": "#000000", "width": 1}}, row=1, col=1)
     _lab.style_p_value_and_accuracy(figure, "time (UTC)", height=440,
                                     accuracy_values=[*lows, *highs] if estimated else None)
+    smallest = min((max(row.min_p_value or 1.0, 1e-300) for row in rows), default=1.0)
+    figure.update_yaxes(range=[np.log10(smallest) - 0.5, 0.2], row=1, col=1)  # from p = 1 down
     return readable_time_axis(figure, [row.created for row in rows])
 
 

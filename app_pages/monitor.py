@@ -141,10 +141,16 @@ def show_check(row) -> None:
     if row.estimated_accuracy is None:
         columns[2].metric("Estimated accuracy", "—", help="No label-free estimate was recorded.")
     else:
+        shown = next((item for item in report.get("estimates", []) if item.get("estimator") == row.estimator),
+                     {"low": row.estimate_low, "high": row.estimate_high, "n": row.n})
+        caution = _labelfree.estimate_caution(shown)
+        interval = f"90 % interval {row.estimate_low:.0%}–{row.estimate_high:.0%}"
         columns[2].metric("Estimated accuracy", f"{row.estimated_accuracy:.1%}",
-                          delta=f"90 % interval {row.estimate_low:.0%}–{row.estimate_high:.0%}",
-                          delta_color="off", delta_arrow="off",
+                          delta=("⚠ " + interval) if caution else interval,
+                          delta_color="orange" if caution else "off", delta_arrow="off",
                           help=f"Estimated without labels by {row.estimator}.")
+        if caution:
+            columns[2].caption(caution)
     st.caption(f"#{row.id} · {row.created} · {row.origin} · {row.source} · model `{row.model_version}`")
     if row.diagnosis:
         st.markdown(f"**Diagnosis:** {row.diagnosis}")

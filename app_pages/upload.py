@@ -28,8 +28,8 @@ from zeal_core.data.appearance import Appearance, appearance_differences, descri
 from zeal_core.history import HistoryStore, record_check
 from zeal_core.reference import scatter_frame
 
-TYPICAL_SHOWN = 8  # most drift-typical uploads shown
-TYPICAL_PER_ROW = 4  # wide enough for a file name and its score under each
+TYPICAL_SHOWN = 12  # most drift-typical uploads shown
+TYPICAL_PER_ROW = 6  # wide enough for a file name and its score under each
 CAPTION_CHARACTERS = 22  # file names are shortened in the middle beyond this
 
 
@@ -139,7 +139,7 @@ def record(report, images, files: list, reference, n_reference: int, keep: bool)
 def show_metrics(report, reference, recorded: dict, key: str) -> None:
     """Images tested, verdict, estimated accuracy, mean confidence, history id."""
     decision = report.decision
-    columns = st.columns([0.8, 1.2, 1.4, 1, 0.9])
+    columns = st.columns([0.8, 1.1, 1.4, 1.1, 0.9])
     columns[0].metric("Images tested", report.n)
     columns[1].metric("Verdict", "drift" if decision.drift else "no drift",
                       delta=f"{len(decision.flagged)}/{decision.detectors} detectors < α/k",
@@ -151,7 +151,9 @@ def show_metrics(report, reference, recorded: dict, key: str) -> None:
                       delta=f"{(confidence - reference_confidence) * 100:+.1f} pts vs reference",
                       help="The model's average top-class probability on the uploads: how sure it is, not "
                            "how often it is right.")
-    columns[4].metric("History", f"check #{recorded[key]}" if key in recorded else "not recorded")
+    columns[4].metric("History check", f"#{recorded[key]}" if key in recorded else "—",
+                      help="Its number in the history (Monitor → History)" if key in recorded else
+                      "Not recorded: switch on 'Record in the history'.")
 
 
 def show_detectors_and_map(report, reference, dataset: str) -> None:

@@ -231,7 +231,7 @@ def test_upload_tests_images_and_lists_skipped_files(version: str) -> None:
     at.run()
     rows = HistoryStore().checks()
     assert len(rows) == 1 and rows[0].origin == "upload" and rows[0].n == 40 and rows[0].drift is True
-    assert any(metric.label == "History" and metric.value == f"check #{rows[0].id}" for metric in at.metric)
+    assert any(metric.label == "History check" and metric.value == f"#{rows[0].id}" for metric in at.metric)
     assert len(at.get("plotly_chart")) == 2  # the map of uploads and the history
 
 

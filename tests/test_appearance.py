@@ -53,3 +53,9 @@ def test_darker_photos_of_the_same_kind_are_said_to_be_darker() -> None:
 def test_bad_batches_are_refused(shape) -> None:
     with pytest.raises(ValueError, match="N x 3 x H x W"):
         describe_appearance(torch.zeros(shape, dtype=torch.uint8))
+
+
+def test_a_batch_half_inverted_says_which_share(digits: torch.Tensor) -> None:
+    batch = torch.cat([255 - digits[:20], digits[20:40]])
+    assert appearance_differences(describe_appearance(digits), describe_appearance(batch)) == [
+        "50% of them: dark backgrounds where the model saw light ones (inverted colours?)"]

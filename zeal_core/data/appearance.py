@@ -16,6 +16,7 @@ GREY_TOLERANCE = 8  # grey levels (of 255) by which the channels of a "greyscale
 BORDER_FRACTION = 0.125  # the outer ring (this share of each side) that stands for an image's background
 LIGHT, DARK = 0.6, 0.4  # background luminance (0-1) above which it is light, below which it is dark
 MOST = 0.8  # share of images that makes a property the set's ("light backgrounds")
+SOME = 0.2  # share of a batch with an unexpected property that is worth a warning
 SAMPLE = 512  # images looked at (evenly spaced) when a set is larger
 
 
@@ -82,15 +83,22 @@ def describe_appearance(images: torch.Tensor) -> Appearance:
 
 def appearance_differences(expected: Appearance, actual: Appearance) -> list[str]:
     """How ``actual`` (e.g. an upload) differs from ``expected`` (the training images), in plain phrases;
-    empty when nothing stands out."""
+    empty when nothing stands out. A difference that only part of ``actual`` shows (a mixed batch) is given
+    with its share."""
     differences = []
-    if {expected.background, actual.background} == {"light", "dark"}:
-        differences.append(f"{actual.background} backgrounds where the model saw {expected.background} ones "
-                           "(inverted colours?)")
-    if expected.colour == "greyscale" and actual.colour == "colour":
-        differences.append("colour images where the model saw greyscale ones")
-    elif expected.colour == "colour" and actual.colour == "greyscale":
-        differences.append("greyscale images where the model saw colour ones")
+    for mostly, opposite, other_share in (("light", "dark", actual.dark_background),
+                                          ("dark", "light", actual.light_background)):
+        if expected.background == mostly and other_share >= SOME:
+            who = "" if other_share >= MOST else f"{other_share:.0%} of them: "
+            differences.append(f"{who}{opposite} backgrounds where the model saw {mostly} ones "
+                               "(inverted colours?)")
+    in_colour = 1.0 - actual.greyscale
+    if expected.colour == "greyscale" and in_colour >= SOME:
+        who = "" if in_colour >= MOST else f"{in_colour:.0%} of them: "
+        differences.append(f"{who}colour images where the model saw greyscale ones")
+    elif expected.colour == "colour" and actual.greyscale >= SOME:
+        who = "" if actual.greyscale >= MOST else f"{actual.greyscale:.0%} of them: "
+        differences.append(f"{who}greyscale images where the model saw colour ones")
     if abs(actual.brightness - expected.brightness) > 0.3 and not differences:
         lighter = "brighter" if actual.brightness > expected.brightness else "darker"
         differences.append(f"much {lighter} images (mean brightness {actual.brightness:.0%} against "

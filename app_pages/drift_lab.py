@@ -41,6 +41,7 @@ SAMPLE_SIZES = _lab.sample_sizes(load_dataset_cached(card.dataset))  # images pe
 SEVERITY_STEP = 0.25  # slider step; the corruptions interpolate between ImageNet-C's integer levels
 DEFAULT_SPEC = "gaussian_noise:3@0.5"
 NO_MIX = "none"  # the class-mix choice that keeps the held-out half's own class mix
+RANDOM_MIX = "random"  # the class-mix mode that draws the shifted proportions at random
 KIND_GROUP = {name: group for group, names in drift_kind_groups().items() for name in names}
 DATASET = load_dataset_cached(card.dataset)
 UNSEEN_OK = supports_unseen_classes(DATASET.class_names, card.class_names)
@@ -71,7 +72,7 @@ def load_url_state() -> None:
     mix = spec.class_mix
     if mix is not None and (UNSEEN_OK or not mix.info.unseen):
         st.session_state["lab_mix"] = mix.kind
-        st.session_state["lab_mix_mode"] = mix.mode
+        st.session_state["lab_mix_mode"] = mix.mode or RANDOM_MIX
         st.session_state["lab_mix_classes"] = [name for name in DATASET.class_names
                                                if name.replace(" ", "_") in mix.classes]
         st.session_state["lab_mix_severity"] = float(round(mix.severity / SEVERITY_STEP) * SEVERITY_STEP)
@@ -95,10 +96,11 @@ def class_mix_controls() -> ClassMix | None:
     if kind == NO_MIX:
         return None
     info = class_mix_info(kind)
-    meanings = {None: info.default, **dict(info.modes)}
-    mode = columns[1].selectbox("How", list(meanings), key="lab_mix_mode",
-                                format_func=lambda m: m or "random",
-                                help="; ".join(f"{m or 'random'}: {text}" for m, text in meanings.items()))
+    meanings = {RANDOM_MIX: info.default, **dict(info.modes)}
+    # A string, not None, for "no mode": a selectbox shows a None value as an empty "Choose an option".
+    choice = columns[1].selectbox("How", list(meanings), key="lab_mix_mode",
+                                  help="; ".join(f"{m}: {text}" for m, text in meanings.items()))
+    mode = None if choice == RANDOM_MIX else choice
     classes = []
     if mode is not None:
         classes = columns[2].multiselect("Classes", list(DATASET.class_names), key="lab_mix_classes",

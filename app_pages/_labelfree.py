@@ -190,6 +190,10 @@ def show_diagnosis(report: CheckReport, reference: FittedReference, *, key: str,
     left.table(causes_frame(diagnosis))
     left.caption("Score: a calibrated posterior over the causes (no drift, label shift, each corruption); "
                  "severity on ImageNet-C's 0-5 scale. See docs/diagnosis.md.")
+    ranked = diagnosis.top(CAUSES_SHOWN)
+    if diagnosis.best.kind == "no_drift" and any(cause.score > diagnosis.best.score for cause in ranked):
+        left.caption("No detector found drift, so “no drift” comes first whatever the scores; the scores "
+                     "below it show what the diagnosis would name if the data had moved.")
     if diagnosis.verdict == "label shift" or (chosen is not None and chosen.class_mix is not None):
         true_labels = report.sample.labels if chosen is not None else None
         right.plotly_chart(proportions_figure(diagnosis, reference.class_names, true_labels),

@@ -56,12 +56,11 @@ def estimate_caution(estimate: Any) -> str | None:
     or an interval narrower than one image of the sample (e.g. "100 %-100 %" at n = 40)."""
     reason = extrapolation_reason(estimate)
     if reason:
-        return (f"Extrapolating: {reason}. Treat the number as a rough guess; the true accuracy may lie "
-                "outside the interval.")
+        return f"Extrapolating: {reason}; a rough guess, the truth may lie outside the interval."
     low, high, n = _part(estimate, "low"), _part(estimate, "high"), int(_part(estimate, "n", 0) or 0)
     if n > 0 and low is not None and high is not None and high - low < 1.0 / n:
-        return (f"Low information: an interval of {low:.0%}–{high:.0%} is narrower than one image in {n}; "
-                "it shows the estimator's own certainty, not what a sample this small can tell.")
+        return (f"Low information: {low:.0%}–{high:.0%} is narrower than one image in {n}: the estimator's "
+                f"certainty, not what {n} images can tell.")
     return None
 
 

@@ -232,16 +232,17 @@ def severity_curves_figure(sweep: Any, threshold: float, alpha: float, marker: f
                            subplot_titles=("p-value per detector (log scale; below the dashed line: drift)",
                                            "accuracy"))
     curves = sweep.p_values()
-    for index, (name, values) in enumerate(curves.items()):
+    # Permutation tests share a floor (1/(B+1)), so curves can lie on top of each other. They are drawn
+    # last-first with markers shrinking towards the first, so each one drawn later sits inside the one
+    # under it and every curve stays visible; the legend keeps the detectors' order.
+    for index, (name, values) in reversed(list(enumerate(curves.items()))):
         style = series_style(index)
-        # Permutation tests share a floor (1/(B+1)), so curves can lie on top of each other: markers
-        # shrink along the legend, so each stays visible inside the one drawn before it.
-        style["marker"]["size"] = max(5, 12 - index)
+        style["marker"]["size"] = 6 + index
         figure.add_scatter(x=sweep.severities, y=[max(value, P_SHOWN_FROM) for value in values], name=name,
-                           mode="lines+markers", row=1, col=1, **style, customdata=values,
+                           mode="lines+markers", row=1, col=1, **style, customdata=values, legendrank=index,
                            hovertemplate=f"{name}: p = %{{customdata:.3g}} at severity %{{x}}<extra></extra>")
     figure.add_hline(y=threshold, line_dash="dash", line_color=TRUTH_COLOUR, row=1, col=1)
-    _legend_only(figure, f"α/k = {alpha:g}/{len(curves)} = {threshold:.3g}", mode="lines",
+    _legend_only(figure, f"α/k = {alpha:g}/{len(curves)} = {threshold:.3g}", mode="lines", legendrank=100,
                  line={"color": TRUTH_COLOUR, "dash": "dash", "width": 2})
     true_accuracy = sweep.accuracy()
     figure.add_scatter(x=sweep.severities, y=true_accuracy, name="true (labels known)", mode="lines+markers",

@@ -113,10 +113,29 @@ def save_screenshot(page, folder: Path, name: str, max_height: int = 3200) -> Pa
     finally:
         page.set_viewport_size(size)
     path = folder / f"{name}.png"
-    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    reduce_colours(image, 256).save(path, optimize=True)
     if path.stat().st_size > 280_000:  # photo-like pages (sample grids): fewer colours keep it small
-        image.quantize(colors=64, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+        reduce_colours(image, 64).save(path, optimize=True)
     return path
+
+
+def reduce_colours(image, colours: int):
+    """A palette image of ``colours`` colours by median cut, the figures' palette kept exact: thin curves
+    cover few pixels, and median cut alone merges orange, vermillion and yellow. A strip of those colours
+    is added for the cut (so each gets a palette entry of its own) and cropped off afterwards."""
+    from PIL import Image, ImageDraw
+
+    from app_pages._lab import OKABE_ITO, TRUTH_COLOUR
+
+    codes = (*OKABE_ITO, TRUTH_COLOUR)
+    width, height = image.size
+    strip = 8 * len(codes)  # px
+    canvas = Image.new("RGB", (width, height + strip), "#FFFFFF")
+    canvas.paste(image, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for index, code in enumerate(codes):
+        draw.rectangle([0, height + 8 * index, width, height + 8 * index + 7], fill=code)
+    return canvas.quantize(colors=colours, method=Image.Quantize.MEDIANCUT).crop((0, 0, width, height))
 
 
 def p_values(page) -> list[str]:
@@ -188,6 +207,7 @@ def test_drift_kind_picker_adds_what_was_typed_and_shows_every_kind(browser, ser
     detector_table(page).wait_for()
     wait_idle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
+    page.mouse.move(0, 0)  # no tooltip in the picture
     save_screenshot(page, screenshots_dir(tmp_path_factory), "drift_lab_kinds")
     page.context.close()
 

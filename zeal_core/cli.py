@@ -24,6 +24,7 @@ from pathlib import Path
 from zeal_core import cli_progress
 from zeal_core.cli_progress import stderr_progress
 from zeal_core.errors import ZealError
+from zeal_core.textreport.layout import safe
 
 # Subcommand modules under zeal_core/commands, in help order.
 COMMAND_MODULES = ("data", "train", "evaluate", "models", "drift", "check", "history", "retrain", "monitor")
@@ -106,7 +107,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
     except ZealError as error:
         if args.json:
             print(json.dumps({"ok": False, "error": str(error)}))
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {safe(str(error))}", file=sys.stderr)  # a file name's escape codes are not obeyed
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeal_core.plugins import Registry
-from zeal_core.textreport.layout import MAX_WIDTH, output_width
+from zeal_core.textreport.layout import MAX_WIDTH, output_width, width, wrap
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,21 @@ def format_result(command: str, result: dict[str, Any], *, action: str | None = 
     from zeal_core.textreport.generic import render_mapping
 
     options = TextOptions(verbose=verbose, columns=min(columns or output_width(), MAX_WIDTH))
+    formatter = render_mapping
     for name in (f"{command} {action}" if action else None, command):
         if name and name in FORMATTERS:
-            return "\n".join(FORMATTERS.get(name)(result, options))
-    return "\n".join(render_mapping(result, options))
+            formatter = FORMATTERS.get(name)
+            break
+    return "\n".join(fitted(formatter(result, options), options.columns))
+
+
+def fitted(lines: list[str], columns: int) -> list[str]:
+    """``lines`` with any line wider than ``columns`` wrapped (keeping its indent): the width guarantee."""
+    out = []
+    for line in lines:
+        if width(line) <= columns:
+            out.append(line)
+            continue
+        indent = line[:len(line) - len(line.lstrip(" "))]
+        out.extend(wrap(line.strip(), columns, indent=indent + "  ", first=indent))
+    return out

@@ -87,7 +87,7 @@ def clip_middle(text: str, columns: int) -> str:
     """``text`` cut in the middle to at most ``columns`` columns (keeps a path's start and its file name)."""
     if width(text) <= columns or columns < 5:
         return clip(text, columns)
-    tail = columns // 2
+    tail = 2 * columns // 3  # the end of a path (the file name) tells more than its start
     head = columns - tail - 1
     end = text
     while width(end) > tail:
@@ -143,14 +143,14 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]], columns: int, *,
         indent: Put before every line.
         align: One character per column, ``<`` or ``>`` (default: all left).
         stretch: The column that gives up room when the table is too wide (cut in the middle, e.g. file
-            names); default the last.
+            names); default the widest.
     """
     cells = [[_cell(value) for value in row] for row in rows]
     titles = [safe(title) for title in header]
     widths = [max([width(title)] + [width(row[index]) for row in cells])
               for index, title in enumerate(titles)]
     align = align or "<" * len(titles)
-    stretch = len(titles) - 1 if stretch is None else stretch
+    stretch = widths.index(max(widths)) if stretch is None else stretch
     room = columns - width(indent) - 2 * (len(titles) - 1) - sum(widths) + widths[stretch]
     widths[stretch] = max(8, min(widths[stretch], room))
     lines = []

@@ -114,3 +114,16 @@ def test_log_handler_goes_through_the_current_display(capsys: pytest.CaptureFixt
     cli_progress.stderr_progress(ProgressEvent("decode", 1, 2, "1 / 2 images"))
     assert capsys.readouterr().err == ""
     cli_progress.start()
+
+
+def test_the_bar_shows_the_new_stage_at_once() -> None:
+    """A long stage that starts with a status event (the diagnosis fit) shows its own name and message, not
+    the finished stage's."""
+    stream = FakeTerminal()
+    progress = TerminalProgress(stream)
+    for done in range(1, 96):
+        progress(ProgressEvent("shift-bank", done, 95, f"embedded spec {done}"))
+    progress(ProgressEvent("diagnosis", 0, 1, "learning the signatures of 95 shifts"))
+    last_frame = stream.getvalue().rsplit("\r", 1)[-1]
+    assert last_frame.startswith("diagnosis:") and "learning the signatures" in last_frame
+    progress.close()

@@ -104,25 +104,27 @@ class TerminalProgress:
             bar = self._bar = tqdm(file=self.stream, leave=False, dynamic_ncols=True, mininterval=0.1,
                                    total=None, bar_format=self._format(None))
         total = event.total if event.total else None
-        if self._stage is None or self._stage.name != event.stage or bar.total != total:
-            self._stage = _Stage(event.stage)
-            bar.bar_format = self._format(total)
-            bar.reset(total=total)
-            bar.set_description_str(safe(event.stage), refresh=False)
         room = max(10, (bar.ncols or output_width()) - 60)
         bar.set_postfix_str(clip(safe(event.message), room), refresh=False)
+        new_stage = self._stage is None or self._stage.name != event.stage or bar.total != total
+        if new_stage:  # the bar passes to the next stage: its name, format and count
+            self._stage = _Stage(event.stage)
+            bar.bar_format = self._format(total)
+            bar.set_description_str(safe(event.stage), refresh=False)
+            bar.reset(total=total)
         if event.done >= bar.n:
             bar.update(event.done - bar.n)
         else:  # a stage that starts over (a new epoch counted from zero)
             bar.n = event.done
-        if total is None or event.done >= total:
-            bar.refresh()  # a status message or the end of a stage shows at once, not after mininterval
+        if new_stage or total is None or event.done >= total:
+            bar.refresh()  # a new stage, a status message or a stage's end shows at once
 
     @staticmethod
     def _format(total: float | None) -> str:
+        # tqdm puts ", " before a postfix: the stage's message follows the times, as in tqdm's own layout.
         if total is None:
-            return "{desc}: {postfix} [{elapsed}]"
-        return "{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]"
+            return "{desc} [{elapsed}{postfix}]"
+        return "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
 
     # Shared ---------------------------------------------------------------------------------------------
 

@@ -132,12 +132,14 @@ def label_of(key: Any) -> str:
 
 def cause_phrase(cause: Mapping[str, Any]) -> str:
     """``fog (weather, severity 4.9, score 0.98)``."""
-    parts = [safe(cause["family"])] if cause.get("family") else []
+    kind = str(cause.get("kind") or "?")
+    family = cause.get("family")
+    parts = [safe(family)] if family and str(family) not in kind else []  # not "label shift (label, ...)"
     if isinstance(cause.get("severity"), (int, float)):
         parts.append(f"severity {cause['severity']:.1f}")
     if isinstance(cause.get("score"), (int, float)):
         parts.append(f"score {number(cause['score'], 2)}")
-    name = safe(str(cause.get("kind") or "?").replace("_", " "))
+    name = safe(kind.replace("_", " "))
     return f"{name} ({', '.join(parts)})" if parts else name
 
 
@@ -237,14 +239,14 @@ def record_lines(result: Mapping[str, Any], options: TextOptions) -> list[str]:
     lines = []
     if result.get("check_id") is not None:
         lines += wrap(f"Recorded as check #{result['check_id']} in {safe(result.get('history'))} "
-                      f"(zeal history show {result['check_id']})", options.columns, indent="  ")
+                      f"(zeal history show {result['check_id']})", options.columns, indent="  ", first="")
     elif "check_id" not in result and "exit_code" in result:
         lines.append("Not recorded in the history (--no-record).")
     policy = result.get("policy")
     if isinstance(policy, Mapping) and policy.get("job"):
         checks = ", ".join(map(str, policy.get("check_ids") or []))
         lines += wrap(f"Retrain policy: queued job {safe(policy['job'])} ({safe(policy.get('strategy'))} on "
-                      f"checks {checks})", options.columns, indent="  ")
+                      f"checks {checks})", options.columns, indent="  ", first="")
     footer = f"Took {result['seconds']:.1f} s." if isinstance(result.get("seconds"), (int, float)) else ""
     if not options.verbose:
         footer += " More: --verbose (every estimator, cause and file) or --json (everything)."

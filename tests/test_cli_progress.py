@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 
 import pytest
 
@@ -127,3 +128,16 @@ def test_the_bar_shows_the_new_stage_at_once() -> None:
     last_frame = stream.getvalue().rsplit("\r", 1)[-1]
     assert last_frame.startswith("diagnosis:") and "learning the signatures" in last_frame
     progress.close()
+
+
+def test_an_idle_bar_keeps_its_clock_running() -> None:
+    stream = FakeTerminal()
+    progress = TerminalProgress(stream)
+    progress(ProgressEvent("diagnosis", 0, 1, "learning the signatures of 95 shifts"))
+    frames = stream.getvalue().count("\r")
+    time.sleep(2.5)  # one step of a minute: the ticker redraws the bar (its elapsed time) every second
+    assert stream.getvalue().count("\r") >= frames + 2
+    progress.close()
+    after = stream.getvalue()
+    time.sleep(1.5)
+    assert stream.getvalue() == after  # the ticker stops with the bar

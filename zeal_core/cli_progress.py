@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -22,6 +23,7 @@ from zeal_core.textreport.layout import clip, output_width, safe
 MODES = ("auto", "bar", "lines", "quiet")
 LINE_STEPS = 4  # lines a stage with a known total gets between start and end: at 25, 50, 75 and 100 %
 HEARTBEAT_S = 60.0  # seconds: the longest a log goes without a line while a stage runs
+TICK_S = 1.0  # seconds between redraws of an idle bar (its clock keeps running during a long step)
 
 
 @dataclass
@@ -50,6 +52,8 @@ class TerminalProgress:
         self.mode = mode
         self._bar: Any = None
         self._stage: _Stage | None = None
+        self._lock = threading.Lock()  # the bar is drawn by the caller's thread and by the ticker
+        self._stop = threading.Event()
 
     @property
     def stream(self) -> TextIO:
@@ -66,7 +70,8 @@ class TerminalProgress:
         """Show one progress event."""
         mode = self._resolved_mode()
         if mode == "bar":
-            self._show_bar(event)
+            with self._lock:
+                self._show_bar(event)
         elif mode == "lines":
             self._show_line(event)
 
@@ -103,6 +108,9 @@ class TerminalProgress:
 
             bar = self._bar = tqdm(file=self.stream, leave=False, dynamic_ncols=True, mininterval=0.1,
                                    total=None, bar_format=self._format(None))
+            self._stop = threading.Event()  # one per bar: an old ticker never outlives its bar
+            threading.Thread(target=self._tick, args=(self._stop,), name="progress-ticker",
+                             daemon=True).start()
         total = event.total if event.total else None
         room = max(10, (bar.ncols or output_width()) - 60)
         bar.set_postfix_str(clip(safe(event.message), room), refresh=False)
@@ -119,6 +127,15 @@ class TerminalProgress:
         if new_stage or total is None or event.done >= total:
             bar.refresh()  # a new stage, a status message or a stage's end shows at once
 
+    def _tick(self, stop: threading.Event) -> None:
+        """Redraw the bar every ``TICK_S`` so that its elapsed time moves during a step that takes long
+        (fitting the diagnosis is one step of a minute)."""
+        while not stop.wait(TICK_S):
+            with self._lock:
+                if self._bar is None:
+                    return
+                self._bar.refresh()
+
     @staticmethod
     def _format(total: float | None) -> str:
         # tqdm puts ", " before a postfix: the stage's message follows the times, as in tqdm's own layout.
@@ -130,19 +147,22 @@ class TerminalProgress:
 
     def write(self, text: str) -> None:
         """Print a line (a log message, a warning) without breaking the bar."""
-        if self._bar is not None:
-            from tqdm import tqdm
+        with self._lock:
+            if self._bar is not None:
+                from tqdm import tqdm
 
-            tqdm.write(text, file=self.stream)
-        else:
-            print(text, file=self.stream, flush=True)
+                tqdm.write(text, file=self.stream)
+                return
+        print(text, file=self.stream, flush=True)
 
     def close(self) -> None:
         """Clear the bar (the command's answer comes next) and forget the stage."""
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-        self._stage = None
+        self._stop.set()
+        with self._lock:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+            self._stage = None
 
 
 _current = TerminalProgress()

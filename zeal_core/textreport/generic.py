@@ -26,9 +26,15 @@ def label(key: Any) -> str:
     return safe(str(key).replace("_", " "))
 
 
-def scalar_text(key: Any, value: Any) -> str:
-    """A plain value for people: accuracies as percentages, seconds with ``s``, the rest via ``number``."""
-    name = str(key)
+def scalar_text(key: Any, value: Any, parent: Any = "") -> str:
+    """A plain value for people: accuracies as percentages, seconds with ``s``, the rest via ``number``.
+
+    Args:
+        key: The value's key (its name says what it is: ``val_accuracy``, ``train_seconds``).
+        value: The value.
+        parent: The key of the mapping holding it (``per_class_accuracy`` makes its entries accuracies).
+    """
+    name = f"{parent}_{key}" if "accuracy" in str(parent) else str(key)
     if isinstance(value, float) and not isinstance(value, bool):
         if ("accuracy" in name or name.endswith("_share")) and 0.0 <= value <= 1.0:
             return percent(value)
@@ -42,28 +48,29 @@ def is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str))
 
 
-def render_mapping(values: Mapping[str, Any], options: TextOptions, indent: str = "",
-                   depth: int = 0) -> list[str]:
-    """Lines for a result dict (or one of its sections)."""
+def render_mapping(values: Mapping[str, Any], options: TextOptions, indent: str = "", depth: int = 0,
+                   parent: Any = "") -> list[str]:
+    """Lines for a result dict (or one of its sections, ``parent`` being the section's key)."""
     lines: list[str] = []
     for key, value in values.items():
         if key in SKIPPED_KEYS or (key == "ok" and value is True):
             continue
-        lines.extend(render_entry(key, value, options, indent, depth))
+        lines.extend(render_entry(key, value, options, indent, depth, parent))
     return lines
 
 
-def render_entry(key: Any, value: Any, options: TextOptions, indent: str, depth: int) -> list[str]:
+def render_entry(key: Any, value: Any, options: TextOptions, indent: str, depth: int,
+                 parent: Any = "") -> list[str]:
     """Lines for one ``key: value`` entry of any shape."""
     name = label(key)
     if key in PRE_RENDERED_KEYS and isinstance(value, str):
         return [line.rstrip() for line in (f"{indent}{name}:", *(
             _fit(indent + safe(row), options) for row in value.strip("\n").splitlines()))]
     if is_scalar(value):
-        return wrap(scalar_text(key, value), options.columns, indent=indent + "    ",
+        return wrap(scalar_text(key, value, parent), options.columns, indent=indent + "    ",
                     first=f"{indent}{name}: ")
     if isinstance(value, Mapping):
-        return _render_section(name, value, options, indent, depth)
+        return _render_section(key, value, options, indent, depth)
     if isinstance(value, Sequence):
         return _render_list(name, list(value), options, indent)
     return wrap(safe(value), options.columns, indent=indent + "    ", first=f"{indent}{name}: ")
@@ -73,17 +80,18 @@ def _fit(line: str, options: TextOptions) -> str:
     return clip(line, options.columns)
 
 
-def _render_section(name: str, value: Mapping[str, Any], options: TextOptions, indent: str,
+def _render_section(key: Any, value: Mapping[str, Any], options: TextOptions, indent: str,
                     depth: int) -> list[str]:
+    name = label(key)
     if not value:
         return [f"{indent}{name}: -"]
     if all(is_scalar(item) for item in value.values()):
-        inline = ", ".join(f"{label(key)} {scalar_text(key, item)}" for key, item in value.items())
+        inline = ", ".join(f"{label(inner)} {scalar_text(inner, item, key)}" for inner, item in value.items())
         if len(indent) + len(name) + 2 + len(inline) <= options.columns:
             return [f"{indent}{name}: {inline}"]
     if depth + 1 >= DEPTH_SHOWN and not options.verbose:
         return [f"{indent}{name}: {len(value)} entries (--verbose or --json to see them)"]
-    return [f"{indent}{name}:", *render_mapping(value, options, indent + "  ", depth + 1)]
+    return [f"{indent}{name}:", *render_mapping(value, options, indent + "  ", depth + 1, key)]
 
 
 def _render_list(name: str, items: list[Any], options: TextOptions, indent: str) -> list[str]:

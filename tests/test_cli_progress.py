@@ -141,3 +141,22 @@ def test_an_idle_bar_keeps_its_clock_running() -> None:
     after = stream.getvalue()
     time.sleep(1.5)
     assert stream.getvalue() == after  # the ticker stops with the bar
+
+
+def test_milestones_get_a_line_of_their_own() -> None:
+    """Each epoch's result is kept in a log and above the bar; the steps between are not."""
+    log, terminal = io.StringIO(), FakeTerminal()
+    for stream in (log, terminal):
+        progress = TerminalProgress(stream)
+        for epoch in range(1, 9):
+            for step in range(1, 43):
+                progress(ProgressEvent("train", (epoch - 1) * 42 + step, 336, f"epoch {epoch} step {step}"))
+            progress(ProgressEvent("train", epoch * 42, 336, f"epoch {epoch}: val accuracy 9{epoch}%",
+                                   milestone=True))
+        progress.close()
+    lines = log.getvalue().splitlines()
+    assert [line for line in lines if "val accuracy" in line] == [
+        f"[train] {epoch / 8:6.1%} epoch {epoch}: val accuracy 9{epoch}%" for epoch in range(1, 9)]
+    assert len(lines) <= 8 + 5  # the milestones, the start and the quarters
+    for epoch in range(1, 9):  # kept above the bar, each on a line of its own
+        assert f"[train] epoch {epoch}: val accuracy 9{epoch}%\n" in terminal.getvalue()

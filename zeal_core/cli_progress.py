@@ -4,8 +4,9 @@ A ``TerminalProgress`` is a ``ProgressCallback``. On a terminal it draws one tqd
 (``reference``, ``decode``, ``train``, ...) takes over in turn and that is cleared when the command ends, so
 only its answer stays on screen. Anywhere else (cron, CI, a log file, a pipe) it writes a handful of plain
 lines: one when a stage starts and one as it passes each quarter (at most five a stage), one for each new
-status message, and one a minute in between on long stages. ``quiet`` writes nothing. Library code never
-sees any of this: it calls its ``progress`` callback, whatever is behind it.
+status message and each milestone (an epoch's result, also kept above the bar on a terminal), and one a
+minute in between on long stages. ``quiet`` writes nothing. Library code never sees any of this: it calls its
+``progress`` callback, whatever is behind it.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class TerminalProgress:
         """Show one progress event."""
         mode = self._resolved_mode()
         if mode == "bar":
+            if event.milestone:  # kept above the bar, as a log line would be
+                self.write(clip(f"[{safe(event.stage)}] {safe(event.message)}", output_width()))
             with self._lock:
                 self._show_bar(event)
         elif mode == "lines":
@@ -87,7 +90,7 @@ class TerminalProgress:
             due = int(fraction * LINE_STEPS) > stage.step
         else:  # unknown total: a new status message, or a heartbeat while bytes or steps go by
             due = event.done == 0 and message != stage.message
-        due = due or now - stage.written_at >= HEARTBEAT_S
+        due = due or event.milestone or now - stage.written_at >= HEARTBEAT_S
         if not due:
             return
         if fraction is not None:

@@ -185,3 +185,12 @@ def test_check_and_history_in_text_mode(random_digits_model: str, tmp_path: Path
 
     assert main(["check", str(tmp_path / "batch"), "--reference-n", "120", "--no-diagnosis", "--quiet"]) == 1
     assert capsys.readouterr().err == ""  # --quiet: no progress, no log lines
+
+
+def test_a_result_of_an_unexpected_shape_still_shows(fog_report: dict) -> None:
+    fog_report["detectors"] = "not a list"  # a handler that changed its output: the outline, not a crash
+    text = format_result("check", fog_report)
+    assert_plain_report(text)
+    assert "estimated accuracy: 28.6%" in text and "detectors: not a list" in text
+    assert format_result("history", {"history": "/h.sqlite", "count": 0, "shown": 0, "checks": []}) == \
+        "History /h.sqlite: no checks recorded yet (zeal check FOLDER records one)."

@@ -11,6 +11,7 @@ through ``layout.safe``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -62,7 +63,13 @@ def format_result(command: str, result: dict[str, Any], *, action: str | None = 
         if name and name in FORMATTERS:
             formatter = FORMATTERS.get(name)
             break
-    return "\n".join(fitted(formatter(result, options), options.columns))
+    try:
+        lines = formatter(result, options)
+    except Exception as error:  # a result of an unexpected shape: the answer still shows, in the outline
+        logging.getLogger(__name__).warning("text report failed (%s: %s); the plain outline follows",
+                                            type(error).__name__, error)
+        lines = render_mapping(result, options)
+    return "\n".join(fitted(lines, options.columns))
 
 
 def fitted(lines: list[str], columns: int) -> list[str]:

@@ -224,7 +224,7 @@ def warm_panel(reference: FittedReference, *, key: str) -> None:
         st.caption("The diagnosis first learns how this model reacts to 95 synthetic shifts (the 19 "
                    "ImageNet-C corruptions at 5 severities): about a minute on a laptop CPU for the digits, "
                    "several for Imagenette; seconds on a GPU. It happens once per model and is kept on disk: "
-                   "every page, reference size and `check` command, and later server starts, reuse it.")
+                   "every page, reference size and `zeal check` run, and later server starts, reuse it.")
         if st.button("Learn the drift signatures", key=f"{key}_warm", icon=":material/model_training:"):
             reference.warm_label_free(background=True)
         else:

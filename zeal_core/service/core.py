@@ -286,5 +286,7 @@ def _require_two(count: int, total: int, skipped: list[tuple[str, str]]) -> None
     if count >= 2:
         return
     listed = "; ".join(f"{Path(name).name}: {reason}" for name, reason in skipped[:5])
-    raise DataError(f"only {count} of {total} file(s) could be read ({listed}): a check needs at least 2 "
-                    "images, 30 or more for power")
+    unread = f" ({listed})" if listed else ""
+    raise DataError(f"only {count} image(s) could be read from the {total} file(s) given{unread}: a check "
+                    "needs at least 2 images, 30 or more for power; name more files, folders or globs, e.g. "
+                    "`zeal check incoming/`")

@@ -52,6 +52,7 @@ class ModelSource:
         self.label_map = label_map(card, self.class_names)  # int64 per dataset class, -1 if unseen
         self.pool = part_positions(len(self.split_labels), "sample")  # the held-out sample half
         self._dataset = dataset
+        self._split_images: torch.Tensor | None = None
         self._lock = threading.Lock()
 
     @property
@@ -74,8 +75,13 @@ class ModelSource:
 
     @property
     def split_images(self) -> torch.Tensor:
-        """uint8 images of the split the halves come from (loads the dataset)."""
-        return self.dataset.split(self.split)[0]
+        """uint8 images of the split the halves come from (loads the dataset; the split is cut once)."""
+        images = self._split_images
+        if images is None:
+            images = self.dataset.split(self.split)[0]
+            with self._lock:
+                self._split_images = images
+        return images
 
     @property
     def known_classes(self) -> tuple[str, ...]:

@@ -27,8 +27,10 @@ ENV LANG=C.UTF-8 \
 
 # Runtime dependencies only (wheelhouse/requirements-image.txt, from scripts/image_requirements.py): the
 # pins of requirements.txt with torch and torchvision replaced by CPU builds, no test or lint tools. The
-# wheelhouse is bind-mounted for this step, so no wheel ends up in a layer. The last line fails the build
-# if torch is not the CPU build or torchvision's compiled operators do not load beside it.
+# wheelhouse is bind-mounted for this step, so no wheel ends up in a layer. Then what no running app needs
+# is removed in the same layer (about 0.4 GB): the packages' own test suites, torch's C++ headers and its
+# C++ test programs (torch_shm_manager stays). The last line fails the build unless torch is the CPU build
+# and torchvision's compiled operators and timm's ResNet-18 work beside it.
 ARG PYPI_URL=
 RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
     --mount=type=secret,id=pip_ca \
@@ -42,9 +44,14 @@ RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
     fi; \
     pip install --no-cache-dir $source --find-links /wheelhouse -r /wheelhouse/requirements-image.txt; \
     pip check; \
+    site=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
+    find "$site" -depth -type d \( -name tests -o -name test \) -not -path '*.dist-info/*' -exec rm -rf {} +; \
+    rm -rf "$site/torch/include"; \
+    find "$site/torch/bin" -type f ! -name torch_shm_manager -delete; \
     python -c "import torch, torchvision, timm; from torchvision.ops import nms; \
-assert torch.version.cuda is None, 'torch is not the CPU build'; \
-nms(torch.rand(4, 4), torch.rand(4), 0.5); print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+assert torch.version.cuda is None, 'torch is not the CPU build'; nms(torch.rand(4, 4), torch.rand(4), 0.5); \
+timm.create_model('resnet18', num_classes=10)(torch.rand(1, 3, 32, 32)); \
+print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__)"
 
 # The app as it runs: code owned by root (read-only to the app), data/models/state writable by the app user.
 WORKDIR /app

@@ -40,7 +40,13 @@ TEST_TOOLS = ("pytest", "ruff", "playwright", "imagecorruptions")
 
 
 class SmokeFailure(RuntimeError):
-    """A check of the smoke walk failed (the message says which and what was seen)."""
+    """A check of the smoke walk failed (the message says which and what was seen).
+
+    Attributes:
+        results: The figures measured before the failure (filled in by ``run``).
+    """
+
+    results: dict[str, Any] | None = None
 
 
 def docker(*args: str, check: bool = True) -> str:
@@ -167,22 +173,20 @@ def to_mib(text: str) -> float:
     return float(match.group(1)) * scale[match.group(2)]
 
 
-def walk(url: str, container: str, started: float, shots: Path | None) -> dict[str, Any]:
-    """Drive the app in Chromium: Home -> train -> Drift Lab -> slider -> Data; returns the figures."""
+def walk(url: str, started: float, shots: Path | None, results: dict[str, Any]) -> None:
+    """Drive the app in Chromium: Home -> train -> Drift Lab -> slider -> Data; adds to ``results``."""
     from playwright.sync_api import sync_playwright
 
-    results: dict[str, Any] = {}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(viewport={"width": 1280, "height": 1600})  # tall: whole pages in shots
             page.set_default_timeout(WAIT_TIMEOUT_S * 1000)
             train_from_home(page, url, results, started, shots)
             drift_lab(page, url, results, shots)
             results["datasets_offered"] = data_page(page, url, shots)
         finally:
             browser.close()
-    return results
 
 
 def run(image: str, shots: Path | None = None, name: str | None = None) -> dict[str, Any]:
@@ -203,7 +207,7 @@ def run(image: str, shots: Path | None = None, name: str | None = None) -> dict[
     try:
         wait_healthy(url, name)
         results["cold_start_s"] = time.monotonic() - started
-        results.update(walk(url, name, started, shots))
+        walk(url, started, shots, results)
         results.update(inspect_inside(name))
         log = docker("logs", name, check=False)
         if "Traceback" in log:
@@ -211,6 +215,13 @@ def run(image: str, shots: Path | None = None, name: str | None = None) -> dict[
         begin = time.monotonic()
         docker("stop", name)
         results["stop_s"] = time.monotonic() - begin
+    except SmokeFailure as failure:
+        failure.results = results
+        raise
+    except Exception as error:  # a timeout or a browser error: the same verdict, with the figures so far
+        failure = SmokeFailure(f"{type(error).__name__}: {error}")
+        failure.results = results
+        raise failure from error
     finally:
         docker("rm", "-f", name, check=False)
     return {key: round(value, 2) if isinstance(value, float) else value for key, value in results.items()}
@@ -252,8 +263,14 @@ def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParse
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point: ``python -m benchmarks.container``."""
-    return script_main(__doc__.splitlines()[0], _add_arguments, _handler, _show, argv)
+    """Command-line entry point: ``python -m benchmarks.container``; 1 when a check fails."""
+    try:
+        return script_main(__doc__.splitlines()[0], _add_arguments, _handler, _show, argv)
+    except SmokeFailure as failure:
+        for key, value in (failure.results or {}).items():
+            print(f"{key}: {value}")
+        print(f"docker smoke FAILED: {failure}")
+        return 1
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ ENV LANG=C.UTF-8 \
 # pins of requirements.txt with torch and torchvision replaced by CPU builds, no test or lint tools. The
 # wheelhouse is bind-mounted for this step, so no wheel ends up in a layer. Then what no running app needs
 # is removed in the same layer (about 0.4 GB): the packages' own test suites, torch's C++ headers and its
-# C++ test programs (torch_shm_manager stays). The last line fails the build unless torch is the CPU build
+# C++ test programs (torch_shm_manager stays). The next step fails the build unless torch is the CPU build
 # and torchvision's compiled operators and timm's ResNet-18 work beside it.
 ARG PYPI_URL=
 RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
@@ -47,10 +47,10 @@ RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
     site=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"); \
     find "$site" -depth -type d \( -name tests -o -name test \) -not -path '*.dist-info/*' -exec rm -rf {} +; \
     rm -rf "$site/torch/include"; \
-    find "$site/torch/bin" -type f ! -name torch_shm_manager -delete; \
-    python -c "import torch, torchvision, timm; from torchvision.ops import nms; \
+    find "$site/torch/bin" -type f ! -name torch_shm_manager -delete
+RUN python -c "import torch, torchvision, timm; from torchvision.ops import nms; \
 assert torch.version.cuda is None, 'torch is not the CPU build'; nms(torch.rand(4, 4), torch.rand(4), 0.5); \
-timm.create_model('resnet18', num_classes=10)(torch.rand(1, 3, 32, 32)); \
+timm.create_model('resnet18', num_classes=10).eval()(torch.rand(1, 3, 32, 32)); \
 print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__)"
 
 # The app as it runs: code owned by root (read-only to the app), data/models/state writable by the app user.
@@ -63,14 +63,16 @@ RUN set -eu; \
     python -m compileall -q app_pages zeal_core; \
     echo 'zeal:x:10001:10001:Zeal Drift Lab:/home/zeal:/usr/sbin/nologin' >> /etc/passwd; \
     echo 'zeal:x:10001:' >> /etc/group; \
-    mkdir -p /home/zeal data models .zeal; \
+    mkdir -p /home/zeal data models .zeal folders; \
     chown -R 10001:10001 /home/zeal data models .zeal
 
-# The demo mode, locked down for a public URL: digits only, small samples, CPU, capped uploads, no paths
-# on the server (ZEAL_FOLDER_ROOTS is left unset), destructive actions off (see zeal_core/settings.py).
-# ZEAL_DEMO=0 at `docker run -e` gives the full lab (mount volumes on /app/data and /app/models).
+# The demo mode, locked down for a public URL (docs/deploy.md): digits, small samples, CPU, capped uploads,
+# no path on the server typed or shown (folder datasets only from subfolders of ZEAL_FOLDER_ROOTS: mount
+# read-only image folders on /app/folders), costly or destructive actions off unless ZEAL_DEMO_ALLOW names
+# them. ZEAL_DEMO=0 at `docker run -e` gives the full lab (mount volumes on /app/data and /app/models).
 ENV HOME=/home/zeal \
     ZEAL_DEMO=1 \
+    ZEAL_FOLDER_ROOTS=/app/folders \
     DVC_NO_ANALYTICS=1 \
     HF_HUB_OFFLINE=1 \
     MPLCONFIGDIR=/tmp/matplotlib \

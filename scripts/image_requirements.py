@@ -1,6 +1,8 @@
 """Print the pinned runtime requirements of the Docker image: the app's dependencies, no test tools.
 
 Usage: ``python scripts/image_requirements.py --torch 2.13.0+cpu --torchvision 0.28.0+cpushim``
+(``scripts/make_wheelhouse.sh`` writes its output to ``wheelhouse/requirements-image.txt``; with
+``--extra-index-url`` it also makes a requirements file for Streamlit Community Cloud, see docs/deploy.md).
 
 Where the list comes from, in order:
 
@@ -109,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--torch", required=True, help="torch version in the wheelhouse, e.g. 2.13.0+cpu")
     parser.add_argument("--torchvision", required=True, help="torchvision version in the wheelhouse")
     parser.add_argument("--root", type=Path, default=ROOT, help="project root (default: this checkout)")
+    parser.add_argument("--extra-index-url", help="an index line to put first (PyPI lacks CPU torch builds), "
+                        "e.g. for Streamlit Community Cloud's requirements.txt")
     args = parser.parse_args(argv)
-    print("\n".join(image_requirements(args.root, args.torch, args.torchvision)))
+    header = [f"--extra-index-url {args.extra_index_url}"] if args.extra_index_url else []
+    print("\n".join(header + image_requirements(args.root, args.torch, args.torchvision)))
     return 0
 
 

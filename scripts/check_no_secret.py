@@ -2,10 +2,11 @@
 
 Usage: ``python scripts/check_no_secret.py IMAGE BUNDLE [--base BASE_IMAGE]``
 
-The certificates of ``BUNDLE`` that the base image does not already trust (a proxy's own CA, typically) are
-looked for in every file of every layer of ``IMAGE`` (``docker save``), by the base64 text of each
-certificate and by its DER bytes, and ``docker history`` is searched for the bundle's path. Exit code 0 and
-"no trace" when none is found; 1 naming the layer and file otherwise.
+The certificates of ``BUNDLE`` that are not public (neither in the base image's trust store nor in the
+Mozilla lists that certifi and pip install in the image): a proxy's own CA, typically, are looked for in
+every file of every layer of ``IMAGE`` (``docker save``), by their DER bytes and by their whole PEM
+text, and ``docker history`` is searched for the bundle's path. Exit code 0 and "no trace" when none is
+found; 1 naming the layer and file otherwise.
 """
 
 from __future__ import annotations
@@ -28,17 +29,30 @@ def certificates(pem: bytes) -> list[bytes]:
     return [base64.b64decode(b"".join(body.split())) for body in _PEM.findall(pem)]
 
 
-def base_trust(base: str) -> set[bytes]:
-    """The certificates the base image trusts already (its /etc/ssl/certs bundle; empty if it has none)."""
-    done = subprocess.run(["docker", "run", "--rm", "--entrypoint", "cat", base,
-                           "/etc/ssl/certs/ca-certificates.crt"], capture_output=True, check=False)
+def trust_store(image: str, path: str) -> set[bytes]:
+    """The certificates of the PEM bundle at ``path`` inside ``image`` (none if it has no such file)."""
+    done = subprocess.run(["docker", "run", "--rm", "--entrypoint", "sh", image, "-c", f"cat {path}"],
+                          capture_output=True, check=False)
     return set(certificates(done.stdout))
 
 
+def public_certificates(image: str, base: str | None) -> set[bytes]:
+    """Certificates that are no secret: the base image's trust store and the Mozilla lists that certifi
+    and pip (its own copy of certifi, often older) install in ``image``, unchanged from their wheels."""
+    known = trust_store(base, "/etc/ssl/certs/ca-certificates.crt") if base else set()
+    for module in ("certifi", "pip._vendor.certifi"):  # the file itself: Debian's pip patches where()
+        locate = f"import os, {module} as m; print(os.path.join(os.path.dirname(m.__file__), 'cacert.pem'))"
+        known |= trust_store(image, f'"$(python -c "{locate}")"')
+    return known
+
+
 def needles(der: bytes) -> list[bytes]:
-    """What a certificate looks like in a file: its DER bytes, and a 64-character line of its PEM text."""
+    """What a certificate looks like in a file: its DER bytes, and its whole PEM body (64-character lines).
+
+    Whole bodies only: related certificates (a CA's renewed root) share single lines.
+    """
     text = base64.b64encode(der)
-    return [der, text[64:128]]  # the second PEM line: past the header bytes every certificate shares
+    return [der, b"\n".join(text[start:start + 64] for start in range(0, len(text), 64))]
 
 
 def layer_files(image: str, scratch: Path) -> Iterator[tuple[str, str, bytes]]:
@@ -64,12 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("image")
     parser.add_argument("bundle", type=Path)
-    parser.add_argument("--base", help="the base image (default: none; every certificate is looked for)")
+    parser.add_argument("--base", help="the base image, whose trust store is public (default: none)")
     args = parser.parse_args(argv)
-    known = base_trust(args.base) if args.base else set()
+    known = public_certificates(args.image, args.base)
     extra = [der for der in certificates(args.bundle.read_bytes()) if der not in known]
     if not extra:
-        print(f"{args.bundle}: every certificate is already in {args.base}; nothing to look for")
+        print(f"{args.bundle}: every certificate is a public one; nothing secret to look for")
         return 1
     history = subprocess.run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", args.image],
                              capture_output=True, text=True, check=True).stdout
@@ -84,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     if found:
         print("the secret left a trace:\n  " + "\n  ".join(found))
         return 1
-    print(f"no trace: none of the {len(extra)} certificate(s) of {args.bundle} that {args.base or 'no base'} "
-          f"lacks is in any of the {files} files of {args.image}'s layers, nor is the bundle in its history")
+    print(f"no trace: none of the {len(extra)} non-public certificate(s) of {args.bundle} is in any of the "
+          f"{files} files of {args.image}'s layers, nor is the bundle named in its history")
     return 0
 
 

@@ -159,20 +159,25 @@ def data_page(page: Any, url: str, shots: Path | None) -> list[str]:
     return options
 
 
-def inspect_inside(container: str) -> dict[str, Any]:
-    """What the running container is: its user id, test tools present, memory and Docker's health."""
+def inspect_inside(container: str, problems: list[str]) -> dict[str, Any]:
+    """What the running container is: its user id, test tools present, memory and Docker's health.
+
+    Anything wrong is added to ``problems``.
+    """
     user = docker("exec", container, "id", "-u")
     if user == "0":
-        raise SmokeFailure("the app runs as root inside the container")
+        problems.append("the app runs as root inside the container")
     probe = f"import importlib.util as u; print([m for m in {TEST_TOOLS!r} if u.find_spec(m)])"
     tools = docker("exec", container, "python", "-c", probe)
     if tools != "[]":
-        raise SmokeFailure(f"test tools are installed in the image: {tools}")
+        problems.append(f"test tools are installed in the image: {tools}")
     stats = json.loads(docker("stats", "--no-stream", "--format", "{{json .}}", container))
     used = stats["MemUsage"].split("/")[0].strip()
     health = docker("inspect", "-f", "{{.State.Health.Status}}", container)
     if health != "healthy":
-        raise SmokeFailure(f"Docker's health check says {health!r}")
+        problems.append(f"Docker's health check says {health!r}")
+    if "Traceback" in (log := docker("logs", container, check=False)):
+        problems.append(f"the app logged a traceback:\n{log[-3000:]}")
     return {"uid": int(user), "memory": used, "memory_mib": round(to_mib(used), 1), "health": health}
 
 
@@ -185,8 +190,12 @@ def to_mib(text: str) -> float:
     return float(match.group(1)) * scale[match.group(2)]
 
 
-def walk(url: str, started: float, shots: Path | None, results: dict[str, Any]) -> None:
-    """Drive the app in Chromium: Home -> train -> Drift Lab -> slider -> Data; adds to ``results``."""
+def walk(url: str, started: float, shots: Path | None, results: dict[str, Any], problems: list[str]) -> None:
+    """Drive the app in Chromium: Home -> train -> Drift Lab -> slider -> Data; adds to ``results``.
+
+    A failed Data page check is added to ``problems`` (the walk goes on: the figures still count); any
+    other failure stops the walk.
+    """
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -196,7 +205,10 @@ def walk(url: str, started: float, shots: Path | None, results: dict[str, Any]) 
             page.set_default_timeout(WAIT_TIMEOUT_S * 1000)
             train_from_home(page, url, results, started, shots)
             drift_lab(page, url, results, shots)
-            results["datasets_offered"] = data_page(page, url, shots)
+            try:
+                results["datasets_offered"] = data_page(page, url, shots)
+            except SmokeFailure as failure:
+                problems.append(str(failure))
         finally:
             browser.close()
 
@@ -214,19 +226,19 @@ def run(image: str, shots: Path | None = None, name: str | None = None) -> dict[
     results: dict[str, Any] = {"image": image, "image_mb": round(size / 1e6), "port": port}
     if shots:
         shots.mkdir(parents=True, exist_ok=True)
+    problems: list[str] = []
     started = time.monotonic()
     docker("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8501", image)
     try:
         wait_healthy(url, name)
         results["cold_start_s"] = time.monotonic() - started
-        walk(url, started, shots, results)
-        results.update(inspect_inside(name))
-        log = docker("logs", name, check=False)
-        if "Traceback" in log:
-            raise SmokeFailure(f"the app logged a traceback:\n{log[-3000:]}")
+        walk(url, started, shots, results, problems)
+        results.update(inspect_inside(name, problems))
         begin = time.monotonic()
         docker("stop", name)
         results["stop_s"] = time.monotonic() - begin
+        if problems:
+            raise SmokeFailure("; ".join(problems))
     except SmokeFailure as failure:
         failure.results = results
         raise
@@ -236,6 +248,11 @@ def run(image: str, shots: Path | None = None, name: str | None = None) -> dict[
         raise failure from error
     finally:
         docker("rm", "-f", name, check=False)
+    return rounded(results)
+
+
+def rounded(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` with seconds and MiB to 2 decimals, for printing."""
     return {key: round(value, 2) if isinstance(value, float) else value for key, value in results.items()}
 
 
@@ -279,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return script_main(__doc__.splitlines()[0], _add_arguments, _handler, _show, argv)
     except SmokeFailure as failure:
-        for key, value in (failure.results or {}).items():
+        for key, value in rounded(failure.results or {}).items():
             print(f"{key}: {value}")
         print(f"docker smoke FAILED: {failure}")
         return 1

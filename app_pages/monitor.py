@@ -247,7 +247,7 @@ def history() -> None:
     rows = [row for row in store.checks(limit=500) if include or row.origin in REAL]
     if not rows:
         st.info("No checks recorded yet. Upload a batch on Your own images, or run "
-                "`python -m zeal_core check FOLDER` (e.g. from cron).")
+                "`zeal check FOLDER` (e.g. from cron).")
     else:
         event = st.plotly_chart(_labelfree.history_figure(rows), key="history_chart", on_select="rerun",
                                 selection_mode="points")
@@ -267,6 +267,6 @@ with simulation_tab:
              "alarms.")
     simulation()
 with history_tab:
-    st.write("Checks of real batches — uploads and `python -m zeal_core check` — kept in the history "
+    st.write("Checks of real batches — uploads and `zeal check` — kept in the history "
              f"(`{HistoryStore().path}`).")
     history()

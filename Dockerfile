@@ -56,10 +56,14 @@ print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm'
 # The app as it runs: code owned by root (read-only to the app), data/models/state writable by the app user.
 WORKDIR /app
 COPY .streamlit .streamlit
-COPY app.py params.yaml ./
+COPY app.py params.yaml pyproject.toml README.md ./
 COPY app_pages app_pages
 COPY zeal_core zeal_core
+# The project itself, editable (its code stays in /app, one copy) and without dependencies (installed
+# above): this gives the `zeal` command. No index and no build isolation: setuptools is already there.
 RUN set -eu; \
+    pip install --no-cache-dir --no-deps --no-index --no-build-isolation -e .; \
+    pip check; \
     python -m compileall -q app_pages zeal_core; \
     echo 'zeal:x:10001:10001:Zeal Drift Lab:/home/zeal:/usr/sbin/nologin' >> /etc/passwd; \
     echo 'zeal:x:10001:' >> /etc/group; \

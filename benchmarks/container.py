@@ -160,7 +160,7 @@ def data_page(page: Any, url: str, shots: Path | None) -> list[str]:
 
 
 def inspect_inside(container: str, problems: list[str]) -> dict[str, Any]:
-    """What the running container is: its user id, test tools present, memory and Docker's health.
+    """What the running container is: its user id, test tools, the zeal command, memory, Docker's health.
 
     Anything wrong is added to ``problems``.
     """
@@ -171,6 +171,8 @@ def inspect_inside(container: str, problems: list[str]) -> dict[str, Any]:
     tools = docker("exec", container, "python", "-c", probe)
     if tools != "[]":
         problems.append(f"test tools are installed in the image: {tools}")
+    if docker("exec", container, "zeal", "--help", check=False) == "":
+        problems.append("the zeal command does not run in the image")
     stats = json.loads(docker("stats", "--no-stream", "--format", "{{json .}}", container))
     used = stats["MemUsage"].split("/")[0].strip()
     health = docker("inspect", "-f", "{{.State.Health.Status}}", container)

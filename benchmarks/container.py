@@ -20,6 +20,7 @@ The container is stopped and removed in every case. Any failed check raises, so 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import subprocess
@@ -130,6 +131,20 @@ def drift_lab(page: Any, url: str, results: dict[str, Any], shots: Path | None) 
         page.screenshot(path=str(shots / "docker_drift_lab.png"), full_page=True)
 
 
+def settle_after_input(page: Any) -> None:
+    """Wait for the rerun a widget change starts, then for the page to be fully drawn.
+
+    The rerun starts a moment after the input, so a page that is idle just after it may not have begun.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    running = '[data-testid="stApp"][data-test-script-state="running"]'
+    with contextlib.suppress(PlaywrightTimeout):  # a quick rerun can start and end between two polls
+        page.locator(running).wait_for(timeout=5_000)
+    wait_idle(page, settle_s=1.0)
+    page.locator('[data-testid="stSkeleton"]').first.wait_for(state="detached")
+
+
 def data_page(page: Any, url: str, shots: Path | None) -> list[str]:
     """Check that the Data page offers no folder on the server; returns the dataset choices it offers.
 
@@ -144,7 +159,7 @@ def data_page(page: Any, url: str, shots: Path | None) -> list[str]:
     folder_choice = [option for option in options if FOLDER_CHOICE.lower() in option.lower()]
     if folder_choice:
         page.locator('[role="option"]').filter(has_text=folder_choice[0]).first.click()
-        wait_idle(page)
+        settle_after_input(page)
     else:
         page.keyboard.press("Escape")
     if page.get_by_label("Folder path").count():

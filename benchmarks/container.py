@@ -292,7 +292,11 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _handler(args: argparse.Namespace) -> dict[str, Any]:
-    return {"build_s": args.build_s, **run(args.image, args.screenshots, args.name)}
+    try:
+        return {"build_s": args.build_s, **run(args.image, args.screenshots, args.name)}
+    except SmokeFailure as failure:
+        failure.results = {"build_s": args.build_s, **(failure.results or {})}
+        raise
 
 
 def _show(results: dict[str, Any]) -> None:

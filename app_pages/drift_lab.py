@@ -16,6 +16,7 @@ from app_pages._ui import (
     active_card,
     first_run_panel,
     load_dataset_cached,
+    md,
     user_errors,
 )
 from zeal_core.corruptions import (
@@ -59,7 +60,7 @@ def load_url_state() -> None:
     try:
         spec = DriftSpec.parse(text)
     except Exception:  # a hand-edited URL: fall back to the default view, and say so
-        st.toast(f"Ignored the drift spec {text!r} in the URL: it does not parse.")
+        st.toast(f"Ignored the drift spec {md(repr(text))} in the URL: it does not parse.")  # shown as text
         spec = DriftSpec.parse(DEFAULT_SPEC)
     known = set(list_drift_kinds())
     steps = [(name, severity) for name, severity in spec.steps if name in known]
@@ -151,8 +152,8 @@ def show_metrics(report, spec: DriftSpec, n: int, seed: int) -> None:
                       delta_color="off", delta_arrow="off", help=decision.rule)
     columns[4].metric("Projection", report.projection.upper(),
                       help="PCA is shown until UMAP has warmed up in the background.")
-    st.caption(f"Drift spec `{spec.text}` · n = {n} · seed = {seed} · reference: {report.reference_n} clean "
-               "held-out images")
+    st.caption(f"Drift spec {md(spec.text)} · n = {n} · seed = {seed} · reference: {report.reference_n} "
+               "clean held-out images")
 
 
 def show_pairs(report, reference) -> None:

@@ -8,7 +8,9 @@ from app_pages._ui import (
     dataset_name,
     device_text,
     first_run_panel,
+    md,
     short_version,
+    shown_dataset,
 )
 
 st.title("Zeal Drift Lab")
@@ -17,7 +19,7 @@ st.write("See, measure and fix data drift in an image classifier: corrupt the da
 
 card = active_card()
 left, middle, right = st.columns(3)
-left.metric("Dataset", dataset_name())
+left.metric("Dataset", md(shown_dataset(dataset_name())))
 middle.metric("Active model", short_version(card.version) if card else "none yet",
               help=card.version if card else "Train or import one on the Model page.")
 right.metric("Device", device_text())
@@ -25,8 +27,8 @@ right.metric("Device", device_text())
 if first_run_panel():
     accuracy = card_accuracy(card)
     if accuracy is not None:
-        st.caption(f"Model {card.version} was trained on {card.dataset}; clean validation accuracy "
-                   f"{accuracy:.1%}.")
+        st.caption(f"Model {card.version} was trained on {md(shown_dataset(card.dataset))}; clean validation "
+                   f"accuracy {accuracy:.1%}.")
     st.subheader("What next")
     for path, label, icon in (
         ("app_pages/drift_lab.py", "Drift Lab: corrupt the data and watch the detectors", "science"),

@@ -3,6 +3,9 @@ history.
 
 One call does the work: ``FittedReference.check(images)`` (``zeal_core.reference``); the report is recorded
 once per distinct upload (``zeal_core.history.record_check``), where the retrain policy can act on it.
+The files are decoded once per upload (kept in the session while it stays the same), at most
+``ZEAL_MAX_UPLOADS`` files and ``ZEAL_MAX_CHECK_N`` images (a seeded random subset beyond, said on the page
+and in the report's source). A history that cannot be written never hides the report.
 """
 
 import hashlib
@@ -15,12 +18,19 @@ from app_pages._ui import (
     StreamlitProgress,
     active_card,
     first_run_panel,
+    history_store,
     load_dataset_cached,
+    md,
+    show_history_error,
+    shown_dataset,
     user_errors,
 )
 from zeal_core.data import decode_images
-from zeal_core.history import HistoryStore, record_check
+from zeal_core.errors import ZealError
+from zeal_core.history import record_check
 from zeal_core.reference import scatter_frame
+from zeal_core.sampling import seeded_subset
+from zeal_core.settings import get_settings
 
 st.title("Your own images")
 st.write("Upload a batch of images — the production sample — and every detector tests it against a clean "
@@ -43,20 +53,51 @@ if not files:
     st.stop()
 
 
-def batch_key(uploaded: list, reference_n: int) -> str:
-    """Identifies one upload: its files' names and bytes and the reference size (recorded once each)."""
-    digest = hashlib.sha256(str(reference_n).encode())
+def upload_key(uploaded: list) -> str:
+    """Identifies one upload cheaply: Streamlit's id, name and size of each file (no bytes hashed)."""
+    digest = hashlib.sha256()
     for file in uploaded:
-        digest.update(file.name.encode() + b"\0" + file.getvalue())
+        digest.update(f"{getattr(file, 'file_id', '')}\0{file.name}\0{file.size}\n".encode(errors="replace"))
     return digest.hexdigest()
 
 
+def batch_key(uploaded: list, reference_n: int) -> str:
+    """Identifies one check of an upload: the upload and the reference size (recorded once each)."""
+    return hashlib.sha256(f"{upload_key(uploaded)}|{reference_n}".encode()).hexdigest()
+
+
+def capped(uploaded: list) -> tuple[list, str | None]:
+    """At most ``max_uploads`` / ``max_check_n`` files: a seeded random subset beyond, and a note."""
+    settings = get_settings()
+    limit = min(settings.max_uploads, settings.max_check_n)
+    if len(uploaded) <= limit:
+        return uploaded, None
+    kept = [uploaded[int(position)] for position in seeded_subset(len(uploaded), limit, 0)]
+    return kept, (f"a random {limit:,} of {len(uploaded):,} uploaded files (this server checks at most "
+                  f"{limit:,})")
+
+
+def decoded(uploaded: list, size: int) -> tuple:
+    """The upload decoded at ``size`` px: once per upload, then kept in this session (widget changes rerun
+    the page; they must not decode again)."""
+    key = f"{upload_key(uploaded)}|{size}"
+    cache = st.session_state.setdefault("upload_decoded", {})
+    if key not in cache:
+        bar = StreamlitProgress("Decoding")
+        images, skipped = decode_images([(file.name, file.getvalue()) for file in uploaded], size,
+                                        progress=bar)
+        bar.done(f"Decoded {images.shape[0]} of {len(uploaded)} files")
+        cache.clear()  # one upload at a time per session: memory stays bounded
+        cache[key] = (images, skipped)
+    return cache[key]
+
+
+files, sampled_note = capped(files)
+if sampled_note:
+    st.warning(f"Checking {sampled_note}.")
 with user_errors():
     reference = _lab.reference_for(card.version, int(n_reference))
-    bar = StreamlitProgress("Decoding")
-    images, skipped = decode_images([(file.name, file.getvalue()) for file in files], reference.image_size,
-                                    progress=bar)
-    bar.done(f"Decoded {images.shape[0]} of {len(files)} files")
+    images, skipped = decoded(files, reference.image_size)
 if skipped:
     st.warning(f"Skipped {len(skipped)} file(s):")
     st.dataframe([{"file": name, "reason": reason} for name, reason in skipped], hide_index=True,
@@ -68,21 +109,29 @@ skipped_names = {name for name, _ in skipped}
 names = [file.name for file in files if file.name not in skipped_names][:images.shape[0]]
 with user_errors():
     shown = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
-    report = reference.check(images, file_names=names, skipped=skipped, source=f"upload: {shown}")
+    source = f"upload: {sampled_note}: {shown}" if sampled_note else f"upload: {shown}"
+    report = reference.check(images, file_names=names, skipped=skipped, source=source)
 recorded = st.session_state.setdefault("upload_recorded", {})
 incomplete = st.session_state.setdefault("upload_incomplete", set())  # recorded before the warm-up ended
 key = batch_key(files, int(n_reference))
-if keep and key not in recorded:
-    with user_errors():
-        recorded[key], action = record_check(report, images=images, origin="upload",
+store = history_store() if keep else None  # None (and why) when the history cannot be opened
+if store is not None and key not in recorded:
+    try:
+        recorded[key], action = record_check(report, images=images, origin="upload", store=store,
                                              max_side=reference.source.card.model_config.image_size)
-    if report.pending:
+    except ZealError as error:  # the report below still stands; only the record is missing
+        show_history_error(error)
+        action = None
+    if report.pending and key in recorded:
         incomplete.add(key)
     if action:
-        st.toast(f"The retrain policy queued {action['strategy']} on checks {action['check_ids']}.")
-elif key in incomplete and not report.pending:  # the diagnosis is ready now: complete the record
-    HistoryStore().complete(recorded[key], report)
-    incomplete.discard(key)
+        st.toast(f"The retrain policy queued {md(action['strategy'])} on checks {action['check_ids']}.")
+elif store is not None and key in incomplete and not report.pending:  # the diagnosis is ready: complete
+    try:
+        store.complete(recorded[key], report)
+        incomplete.discard(key)
+    except ZealError as error:
+        show_history_error(error)
 
 decision = report.decision
 columns = st.columns([0.8, 1.2, 1.4, 1, 0.9])
@@ -101,7 +150,8 @@ _labelfree.show_diagnosis(report, reference, key="upload_diagnosis")
 
 left, right = st.columns(2, gap="medium")
 with left:
-    st.markdown(f"**Detectors** · reference: {report.reference_n} clean held-out images of {card.dataset}")
+    st.markdown(f"**Detectors** · reference: {report.reference_n} clean held-out images of "
+                f"{md(shown_dataset(card.dataset))}")
     st.table(_lab.detector_frame(report))
     st.caption(_lab.decision_caption(report))
 with right:
@@ -115,9 +165,14 @@ st.markdown("**Most drift-typical uploads** (drift score: share of the reference
 typical = report.typical[:8]
 grid = st.columns(len(typical), gap="small")
 for column, item in zip(grid, typical, strict=True):
-    column.image(_lab.thumbnail(report, item.row), caption=f"{item.name}: {item.score:.2f}", width="stretch")
+    column.image(_lab.thumbnail(report, item.row), caption=f"{md(item.name)}: {item.score:.2f}",
+                 width="stretch")
 
-rows = HistoryStore().checks(limit=50)
+try:
+    rows = store.checks(limit=50) if store is not None else []
+except ZealError as error:
+    show_history_error(error)
+    rows = []
 if rows:
     st.plotly_chart(_labelfree.history_figure(rows, recorded.get(key)), key="upload_history")
     st.page_link("app_pages/monitor.py",

@@ -53,6 +53,9 @@ def folder_path(name: str) -> Path:
     if not raw.strip():
         raise DataError("folder dataset without a path: use folder:PATH, e.g. folder:~/pictures/pets")
     path = Path(raw.strip()).expanduser().resolve()
+    if path.parent == path:  # "/" or a drive: the whole disk, never an image folder
+        raise DataError(f"folder:{raw.strip()} is the root of the disk, not an image folder: use folder:PATH "
+                        "with one subfolder per class")
     allowed = allowed_folder_roots()
     if allowed and not any(path == root or root in path.parents for root in allowed):
         raise DataError(f"image folder {path} is outside the folders this server may read "

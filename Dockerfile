@@ -13,7 +13,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \
     MPLCONFIGDIR=/tmp/matplotlib \
     NUMBA_CACHE_DIR=/tmp/numba \
-    ZEAL_DEMO=1
+    ZEAL_DEMO=1 \
+    ZEAL_FOLDER_ROOTS=/app/folders
 
 # libgomp1: OpenMP runtime for torch and scikit-learn's CPU kernels; curl: the health check.
 RUN apt-get update \
@@ -34,7 +35,7 @@ COPY . .
 
 # Run as an unprivileged user that owns only the folders the app writes to.
 RUN useradd --create-home --uid 1000 zeal \
-    && mkdir -p data models .zeal \
+    && mkdir -p data models .zeal folders \
     && chown -R zeal:zeal data models .zeal
 USER zeal
 

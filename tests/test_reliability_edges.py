@@ -518,3 +518,30 @@ def test_half_precision_weights_are_converted_with_a_note(tmp_path: Path) -> Non
                              device="cpu", progress=events.append)
     assert "float16 -> float32" in card.notes
     assert any("warning" in event.message and "float16" in event.message for event in events)
+
+
+def test_the_root_of_the_disk_is_never_an_image_folder() -> None:
+    """Before: ``folder:/`` walked and decoded the whole disk (the Data page never came back)."""
+    from zeal_core.data import load_dataset
+    from zeal_core.errors import DataError
+
+    with pytest.raises(DataError, match="root of the disk"):
+        load_dataset("folder:/")
+
+
+def test_demo_permissions_are_read_strictly() -> None:
+    from zeal_core.settings import DEMO_ACTIONS, load_settings
+
+    demo = load_settings({"ZEAL_DEMO": "1"})
+    assert demo.allows("train-default") and not any(demo.allows(name) for name in DEMO_ACTIONS
+                                                    if name != "train-default")
+    assert all(load_settings({}).allows(name) for name in DEMO_ACTIONS)  # a local install: everything
+    chosen = load_settings({"ZEAL_DEMO": "1", "ZEAL_DEMO_ALLOW": "delete, Policy"})
+    assert chosen.allows("delete") and chosen.allows("policy") and not chosen.allows("train-default")
+    everything = load_settings({"ZEAL_DEMO": "1", "ZEAL_DEMO_ALLOW": "all"})
+    assert all(everything.allows(name) for name in DEMO_ACTIONS)
+    assert not load_settings({"ZEAL_DEMO": "1", "ZEAL_DEMO_ALLOW": "none"}).allows("train-default")
+    with pytest.raises(ConfigError, match="ZEAL_DEMO_ALLOW"):
+        load_settings({"ZEAL_DEMO": "1", "ZEAL_DEMO_ALLOW": "delete,destroy"})
+    with pytest.raises(ConfigError, match="unknown action"):
+        demo.allows("nonsense")

@@ -239,3 +239,22 @@ def test_drift_lab_spec_from_the_url_is_shown_as_text() -> None:
     toasts = [element.value for element in at.toast]
     assert toasts and all("](http" not in text for text in toasts)
     assert any("\\[click here\\]" in text for text in toasts)
+
+
+def test_data_page_with_the_root_folder_says_so(tmp_path: Path) -> None:
+    at = page("data")
+    at.selectbox(key="data_source").set_value("Your image folder…").run()
+    at.text_input(key="data_folder").set_value("/").run()
+    assert not at.exception
+    assert any("root of the disk" in element.value for element in at.error)
+
+
+def test_data_page_lists_a_folder_with_non_utf8_file_names(tmp_path: Path) -> None:
+    from tests.test_reliability_edges import _non_utf8_folder
+
+    folder = _non_utf8_folder(tmp_path)
+    at = page("data")
+    at.selectbox(key="data_source").set_value("Your image folder…").run()
+    at.text_input(key="data_folder").set_value(str(folder)).run()
+    assert not at.exception
+    assert any(metric.label == "Images" and metric.value == "12" for metric in at.metric)

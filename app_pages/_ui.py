@@ -407,7 +407,7 @@ def cards_frame(cards: list[Any]) -> Any:
     rows = [{
         "version": card.version,
         "origin": card_origin(card),
-        "dataset": card.dataset,
+        "dataset": shown_dataset(card.dataset),
         "clean accuracy": percent(card_accuracy(card)),
         "drifted: before": percent((card.metrics or {}).get("drifted_before")),
         "drifted: after": percent((card.metrics or {}).get("drifted_after")),

@@ -254,7 +254,8 @@ with st.expander("Export for timm"):
                           file_name=f"{chosen}.json", mime="application/json", on_click="ignore",
                           key="model_export_card")
 with st.expander("Model card"):
-    st.json({"version": card.version, "model_config": card.model_config.to_dict(), "dataset": card.dataset,
+    st.json({"version": card.version, "model_config": card.model_config.to_dict(),
+             "dataset": shown_dataset(card.dataset),
              "recipe": card.recipe, "parent": card.parent, "strategy": card.strategy,
              "drift_spec": card.drift_spec, "metrics": card.metrics, "created": card.created,
              "notes": card.notes, "class_names": card.class_names})

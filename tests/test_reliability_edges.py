@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +37,12 @@ CHILD_TIMEOUT_S = 300  # s for one command in a child process (a check imports t
 CHECK_ARGS = ["--json", "--no-diagnosis", "--detector", "mmd,ks", "--reference-n", "120"]
 
 
-def cli(args: list[str], *, env: dict[str, str] | None = None, user: int | None = None,
+def cli(args: list[str], *, env: dict[str, str] | None = None,
         code: str | None = None) -> tuple[int, dict, str]:
     """``python -m zeal_core ARGS`` (or ``python -c CODE``) in a child: (exit code, stdout JSON, stderr)."""
     command = [sys.executable, "-c", code] if code else [sys.executable, "-m", "zeal_core", *args]
-    kwargs = {"user": user} if user is not None else {}
     done = subprocess.run(command, cwd=ROOT, env={**os.environ, **(env or {})}, capture_output=True,
-                          text=True, timeout=CHILD_TIMEOUT_S, **kwargs)
+                          text=True, timeout=CHILD_TIMEOUT_S)
     lines = done.stdout.strip().splitlines()
     return done.returncode, json.loads(lines[-1]) if lines else {}, done.stderr
 
@@ -165,36 +167,39 @@ def test_check_with_a_damaged_history_still_says_drift_with_exit_1(version: str,
     assert status == 1 and out["drift"] is True and out["recorded"] is False
 
 
-def _as_unprivileged(folder: Path) -> int | None:
-    """A user id that file modes apply to (root ignores them): ``nobody`` when this runs as root."""
+@contextmanager
+def read_only(*paths: Path) -> Iterator[None]:
+    """Make files and folders read-only for this user: file modes, or for root (whom modes do not stop)
+    the immutable attribute; skips where neither is possible."""
     if os.geteuid() != 0:
-        return None
-    import pwd
-
-    nobody = pwd.getpwnam("nobody").pw_uid
-    for path in [folder, *folder.rglob("*")]:  # the child must read the data, models and images
-        os.chown(path, nobody, -1, follow_symlinks=False)
-    return nobody
-
-
-def test_check_with_a_read_only_history_reports_and_exits_0(version: str, tmp_path: Path,
-                                                            isolated_dirs: Path) -> None:
-    from zeal_core.data import load_dataset
-
-    load_dataset("digits")  # decoded into the data folder now: the child only reads it
-    HistoryStore().close()
-    clean = held_out_pngs(isolated_dirs / "clean", 30)
-    user = _as_unprivileged(isolated_dirs)
-    os.chmod(isolated_dirs.parent, 0o755)  # pytest's own folders are private to root
-    os.chmod(isolated_dirs.parent.parent, 0o755)
-    history_path().chmod(0o444)
-    history_path().parent.chmod(0o555)
+        modes = [(path, path.stat().st_mode) for path in paths]
+        for path in paths:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        try:
+            yield
+        finally:
+            for path, mode in modes:
+                path.chmod(mode)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", *map(str, paths)],
+                                                        capture_output=True).returncode != 0:
+        pytest.skip("cannot make a file read-only for root here (no chattr +i)")
     try:
-        status, out, err = cli(["check", str(clean), *CHECK_ARGS], user=user)
+        yield
     finally:
-        history_path().parent.chmod(0o755)
-    assert status == 0 and out["drift"] is False, err
-    assert out["recorded"] is False and "read-only" in out["record_error"]
+        subprocess.run(["chattr", "-i", *map(str, paths)], capture_output=True)
+
+
+def test_check_with_a_read_only_history_reports_and_exits_0(version: str, tmp_path: Path) -> None:
+    HistoryStore().close()
+    clean = held_out_pngs(tmp_path / "clean", 30)
+    with read_only(history_path(), history_path().parent):
+        status, out, err = cli(["check", str(clean), *CHECK_ARGS])
+        assert status == 0 and out["drift"] is False, err
+        assert out["recorded"] is False and "read-only" in out["record_error"]
+        status, out, err = cli(["history", "--json"])
+        assert status == 2 and "read-only" in out["error"]
+        one_line_error(err)
 
 
 def test_check_with_a_history_locked_by_another_writer_reports_and_exits_0(version: str,
@@ -263,7 +268,8 @@ def test_repair_salvages_the_readable_rows_of_a_damaged_file(tmp_path: Path) -> 
 def test_history_backup_copies_a_live_database(tmp_path: Path) -> None:
     store = HistoryStore(tmp_path / "h.sqlite")
     store.set_setting("a", 1)
-    result = backup(tmp_path / "h.sqlite", tmp_path / "copies")
+    (tmp_path / "copies").mkdir()
+    result = backup(tmp_path / "h.sqlite", tmp_path / "copies")  # a folder: a dated file inside
     assert Path(result["backup"]).parent == tmp_path / "copies" and result["checks"] == 0
     assert HistoryStore(result["backup"]).setting("a") == 1
 

@@ -106,10 +106,13 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
         if os.environ.get(DEBUG_VARIABLE, "").strip() not in ("", "0"):
             traceback.print_exc(file=sys.stderr)
         return _fail(args, unexpected_error_text(error))
-    if args.json:
-        print(json.dumps(result, default=str))
-    else:
-        _print_human(result)
+    try:
+        if args.json:
+            print(json.dumps(result, default=str))
+        else:
+            _print_human(result)
+    except Exception as error:  # e.g. a name the terminal cannot encode: still one line and exit 2
+        return _fail(args, unexpected_error_text(error))
     if isinstance(result.get("exit_code"), int):  # a command with its own codes (check: 1 means drift)
         return int(result["exit_code"])
     return 1 if result.get("ok") is False else 0  # a check that ran and found problems (e.g. bench load)

@@ -52,6 +52,15 @@ def _folder_images(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     return images, skipped
 
 
+def _glob(pattern: str) -> list[Path]:
+    """Matches of a glob ``pattern``; a parent folder that exists is taken literally (``photos [2024]/*.png``
+    globs inside that folder instead of reading ``[2024]`` as a character class)."""
+    parent = Path(pattern).parent
+    if str(parent) not in ("", ".") and parent.is_dir():
+        pattern = os.path.join(glob.escape(str(parent)), Path(pattern).name)
+    return [Path(match) for match in sorted(glob.glob(pattern, recursive=True))]
+
+
 def find_images(patterns: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
     """Expand files, folders and globs into image files (sorted, each once).
 
@@ -63,7 +72,7 @@ def find_images(patterns: Sequence[str]) -> tuple[list[Path], list[tuple[str, st
     skipped: list[tuple[str, str]] = []
     for pattern in patterns:
         if not Path(pattern).exists() and any(character in pattern for character in GLOB_CHARACTERS):
-            matches = [Path(match) for match in sorted(glob.glob(pattern, recursive=True))]
+            matches = _glob(pattern)
             files = [path for path in matches if path.is_file() and _is_image(path)]
             folders = [path for path in matches if path.is_dir()]
             for folder in folders:

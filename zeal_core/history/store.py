@@ -45,8 +45,9 @@ def history_error(path: Path, error: BaseException, waited_s: float = BUSY_TIMEO
         return HistoryError(f"the check history {path} is read-only ({text}): make the file and its folder "
                             "writable, or set ZEAL_STATE_DIR to a writable folder")
     if "unable to open" in lower:
-        return HistoryError(f"cannot open the check history {path} ({text}): check the folder exists and is "
-                            "writable (or set ZEAL_STATE_DIR)")
+        return HistoryError(f"cannot open the check history {path} ({text}): the file or its folder is "
+                            "missing, read-only or not accessible; make both writable, or set ZEAL_STATE_DIR "
+                            "to a writable folder")
     if "full" in lower:
         return HistoryError(f"the check history {path} cannot grow ({text}): free disk space")
     if "schema version" in lower:

@@ -67,7 +67,7 @@ def plain(text: str) -> str:
 def texts(at: AppTest) -> list[str]:
     """Everything the page wrote as text or Markdown (main area and sidebar), with help texts, labels and
     image captions (Markdown source, as the browser receives it)."""
-    found = [image.caption for element in at.get("imgs") for image in element.proto.imgs]
+    found = [image.caption for element in at.get("image") for image in element.proto.imgs]
     for kind in ("markdown", "caption", "info", "warning", "error", "success", "toast", "title", "subheader"):
         found += [element.value for element in at.get(kind)]
         found += [element.value for element in at.sidebar.get(kind)]

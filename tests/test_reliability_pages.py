@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, shown_text
 from zeal_core.settings import get_settings
 
 TIMEOUT_S = 180  # s per script run; the CPU is shared and a cold page computes embeddings
@@ -57,11 +56,6 @@ def page(name: str, **query: str) -> AppTest:
     at.run()
     assert not at.exception
     return at.switch_page(f"app_pages/{name}.py").run()
-
-
-def plain(text: str) -> str:
-    """Markdown source with its backslash escapes removed: what the reader sees."""
-    return re.sub(r"\\(.)", r"\1", text)
 
 
 def texts(at: AppTest) -> list[str]:
@@ -218,7 +212,7 @@ def test_pages_name_a_damaged_active_model_instead_of_using_another() -> None:
         for name in ("drift_lab", "model"):
             at = page(name)
             assert not at.exception
-            assert any(f"active model version {active}" in plain(element.value) for element in at.error), name
+            assert any(f"active model version {active}" in shown_text(element.value) for element in at.error), name
         assert spare not in " ".join(element.value for element in page("drift_lab").metric)
     finally:
         registry.weights_path(active).write_bytes(saved)

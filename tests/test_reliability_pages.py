@@ -212,7 +212,8 @@ def test_pages_name_a_damaged_active_model_instead_of_using_another() -> None:
         for name in ("drift_lab", "model"):
             at = page(name)
             assert not at.exception
-            assert any(f"active model version {active}" in shown_text(element.value) for element in at.error), name
+            errors = [shown_text(element.value) for element in at.error]
+            assert any(f"active model version {active}" in text for text in errors), name
         assert spare not in " ".join(element.value for element in page("drift_lab").metric)
     finally:
         registry.weights_path(active).write_bytes(saved)

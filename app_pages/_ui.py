@@ -86,7 +86,7 @@ def shown_dataset(name: str) -> str:
 
 def history_store() -> Any | None:
     """The check history, or None after showing why it cannot be opened (damaged, read-only, locked) and
-    how to recover (``python -m zeal_core history repair`` / ``backup``)."""
+    how to recover (``zeal history repair`` / ``backup``)."""
     from zeal_core.history import HistoryStore
 
     try:
@@ -102,7 +102,7 @@ def show_history_error(error: ZealError) -> None:
         st.error(md(error))
     else:
         st.error("The check history cannot be used right now (damaged, read-only or busy). The operator can "
-                 "repair it with python -m zeal\\_core history repair, or restore a backup.")
+                 "repair it with zeal history repair, or restore a backup.")
 
 
 class StreamlitProgress:

@@ -91,7 +91,7 @@ def class_mix_controls() -> ClassMix | None:
     kind = columns[0].selectbox(
         "Class mix", [NO_MIX, *kinds], key="lab_mix",
         help="Change which images the sample holds instead of their pixels. unseen_classes needs a model "
-             "trained on some of the dataset's classes only (python -m zeal_core train --classes ...); "
+             "trained on some of the dataset's classes only (zeal train --classes ...); "
              + ("this one is." if UNSEEN_OK else "the active model knows every class, so it is not offered."))
     if kind == NO_MIX:
         return None

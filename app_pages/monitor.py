@@ -267,7 +267,7 @@ def history_view(store: HistoryStore) -> None:
     rows = [row for row in store.checks(limit=500) if include or row.origin in REAL]
     if not rows:
         st.info("No checks recorded yet. Upload a batch on Your own images, or run "
-                "`python -m zeal_core check FOLDER` (e.g. from cron).")
+                "`zeal check FOLDER` (e.g. from cron).")
     else:
         event = st.plotly_chart(_labelfree.history_figure(rows), key="history_chart", on_select="rerun",
                                 selection_mode="points")
@@ -288,6 +288,5 @@ with simulation_tab:
     simulation()
 with history_tab:
     where = f" ({md(default_path())})" if shows_server_paths() else ""  # no server path in a demo
-    st.write(f"Checks of real batches — uploads and `python -m zeal_core check` — kept in the "
-             f"history{where}.")
+    st.write(f"Checks of real batches — uploads and `zeal check` — kept in the history{where}.")
     history()

@@ -286,7 +286,7 @@ def test_boolean_settings_take_the_usual_words(word: str) -> None:
 
 @pytest.mark.parametrize("word", ["maybe", "2", "", "null", "[1]", "ja"])
 def test_boolean_settings_refuse_anything_else(word: str) -> None:
-    with pytest.raises(ConfigError, match="not a boolean"):
+    with pytest.raises(ConfigError, match="must be true or false"):
         override(HistoryPolicy(), parse_pairs([f"enabled={word}"], "--set", "enabled=true"), "history policy")
 
 
@@ -297,7 +297,7 @@ def test_history_policy_enabled_no_switches_it_off() -> None:
     status, out, _ = cli(["history", "policy", "--set", "enabled=no", "--json"])
     assert status == 0 and out["policy"]["enabled"] is False
     status, out, err = cli(["history", "policy", "--set", "enabled=maybe", "--json"])
-    assert status == 2 and "not a boolean" in out["error"]
+    assert status == 2 and "must be true or false" in out["error"]
     one_line_error(err)
     assert load_policy(HistoryStore()).enabled is False
 

@@ -14,8 +14,6 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     """Add the ``models`` command and its actions (list, import, export, activate, delete)."""
-    from zeal_core.models.export import list_export_formats
-
     # --json belongs to each action (``models list --json``), so the actions' defaults cannot hide it.
     models = subparsers.add_parser("models", help="list, import or export model versions",
                                    description="The model registry: list versions, import a timm/PyTorch "
@@ -58,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
                                              "to a folder.")
     exports.add_argument("version", help="version id, 'active' or 'latest'")
     exports.add_argument("--out", required=True, help="folder to write to (created when missing)")
-    exports.add_argument("--format", choices=list_export_formats(), default=list_export_formats()[0],
+    exports.add_argument("--format", default=None,
                          help="safetensors (default) or state-dict (a torch.save .pth)")
     exports.add_argument("--name", help="file name stem (default: the version id)")
     exports.set_defaults(handler=_export)
@@ -133,9 +131,9 @@ def _import(args: argparse.Namespace) -> dict:
 
 
 def _export(args: argparse.Namespace) -> dict:
-    from zeal_core.models.export import export_version
+    from zeal_core.models.export import export_version, list_export_formats
 
-    return export_version(args.version, args.out, args.format, name=args.name)
+    return export_version(args.version, args.out, args.format or list_export_formats()[0], name=args.name)
 
 
 def _activate(args: argparse.Namespace) -> dict:
@@ -154,6 +152,6 @@ def _delete(args: argparse.Namespace) -> dict:
     registry = ModelRegistry()
     if registry.get_active() == args.version and not args.force:
         raise ModelError(f"{args.version} is the active version and it works: make another version active "
-                         "first (`python -m zeal_core models activate VERSION`), or add --force")
+                         "first (`zeal models activate VERSION`), or add --force")
     registry.delete(args.version)
     return {"deleted": args.version, "active": registry.get_active(), "root": str(registry.root)}

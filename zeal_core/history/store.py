@@ -26,7 +26,7 @@ from zeal_core.reference.report import CheckReport, now_text
 
 BUSY_TIMEOUT_S = 30.0  # s a writer waits for another process's transaction before giving up
 BUSY_VARIABLE = "ZEAL_HISTORY_BUSY_S"  # environment variable overriding BUSY_TIMEOUT_S (seconds)
-REPAIR_COMMAND = "python -m zeal_core history repair"
+REPAIR_COMMAND = "zeal history repair"
 ORIGINS = ("cli", "upload", "monitor", "api")  # where a check was started
 
 
@@ -54,7 +54,7 @@ def history_error(path: Path, error: BaseException, waited_s: float = BUSY_TIMEO
         return HistoryError(f"the check history {path}: {text}")
     return HistoryError(f"the check history {path} is damaged ({type(error).__name__}: {text}): run "
                         f"`{REPAIR_COMMAND}` (it keeps the damaged file beside it and salvages the checks "
-                        "it can still read into a new one), or restore a copy made by `python -m zeal_core "
+                        "it can still read into a new one), or restore a copy made by `zeal "
                         f"history backup` with `{REPAIR_COMMAND} --from COPY`")
 
 
@@ -233,8 +233,8 @@ class HistoryStore:
         with self._connection() as connection:
             row = connection.execute("SELECT * FROM checks WHERE id = ?", (int(check_id),)).fetchone()
             if row is None:
-                raise ConfigError(f"no check {check_id} in the history {self.path}: see `python -m zeal_core "
-                                  "history` for the ids")
+                raise ConfigError(f"no check {check_id} in the history {self.path}: `zeal history` lists "
+                                  "the ids there are")
             return _row(row, self._p_values(connection, [row["id"]]).get(row["id"], {}))
 
     def count(self) -> int:

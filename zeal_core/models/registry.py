@@ -360,8 +360,8 @@ class ModelRegistry:
         """
         card_path, weights_path = self.card_path(version), self.weights_path(version)
         if not card_path.exists() and not weights_path.exists():
-            raise ModelError(f"no model version {version!r} in {self.root}: `python -m zeal_core models "
-                             "list` or the Model page shows the versions there are")
+            raise ModelError(f"no model version {version!r} in {self.root}: `zeal models list` (or the "
+                             "Model page) shows the versions there are")
         was_active = self._active_text_names(version)
         card_path.unlink(missing_ok=True)
         weights_path.unlink(missing_ok=True)
@@ -380,8 +380,9 @@ class ModelRegistry:
     def _read_card(self, version: str) -> ModelCard:
         card_path = self.card_path(version)
         if not card_path.exists():
-            raise ModelError(f"no model version {version!r} in {self.root}: train one with `python -m "
-                             "zeal_core train --dataset digits`, or pick one from `list()`")
+            raise ModelError(f"no model version {version!r} in {self.root}: `zeal models list` shows the "
+                             "versions there are (or use --model active); `zeal train --dataset digits` "
+                             "trains one")
         try:
             card = ModelCard.from_json(card_path.read_text())
         except OSError as error:
@@ -509,8 +510,8 @@ class ModelRegistry:
             return version
         newest = self.latest()
         if newest is None:
-            raise ModelError(f"no model in {self.root}: train one with `python -m zeal_core train "
-                             "--dataset digits`")
+            raise ModelError(f"no model in {self.root}: train one with `zeal train --dataset digits` (or "
+                             "the Home page's button), or import one with `zeal models import`")
         return newest.version
 
     def latest(self, dataset: str | None = None) -> ModelCard | None:
@@ -552,7 +553,7 @@ class ModelRegistry:
             return None
         except (OSError, ValueError, AttributeError, TypeError, ConfigError) as error:
             raise ModelError(f"{path} is damaged ({type(error).__name__}: {error}): make a version active "
-                             "again (`python -m zeal_core models activate VERSION`, or the Model page)") \
+                             "again (`zeal models activate VERSION`, or the Model page)") \
                 from None
 
     def active_problem(self) -> tuple[str, str] | None:
@@ -567,9 +568,9 @@ class ModelRegistry:
     def damaged_active_error(self, version: str, reason: str) -> ModelError:
         """The error for a damaged active version: its name, what is wrong, and how to fix it."""
         return ModelError(f"the active model version {version} cannot be used ({reason}). No other version "
-                          "is used in its place: restore its files, or delete it (`python -m zeal_core "
-                          f"models delete {version}`) and make another version active (`python -m "
-                          "zeal_core models activate VERSION`, or the Model page)")
+                          f"is used in its place: restore its files, or delete it (`zeal models delete "
+                          f"{version}`) and make another version active (`zeal models activate VERSION`, "
+                          "or the Model page)")
 
     def _active_text_names(self, version: str) -> bool:
         try:

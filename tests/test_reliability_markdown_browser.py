@@ -122,5 +122,5 @@ def test_file_names_never_make_the_browser_fetch_anything(app: str, tracker: str
             (Path(os.environ["ZEAL_SCREENSHOTS_H26"]) / name).write_bytes((tmp_path / name).read_bytes())
     assert Recorder.requests == [], Recorder.requests  # nothing left the server for the named host
     assert links == 0
-    for text in (upload_text, history_text):  # the name shows as the characters it is made of
-        assert f"![x](http:&#47;&#47;{tracker}" in text
+    assert "![x](" in upload_text  # thumbnails' captions: the name (shortened) as the characters it is
+    assert f"![x](http:&#47;&#47;{tracker}" in history_text  # made of; the history shows it whole

@@ -5,7 +5,10 @@ One call does the work: ``CheckService.check_and_record(images)`` (``zeal_core.s
 check profile, so an upload gets the same p-values and decision as ``check`` on the command line; the check
 is recorded once per distinct upload, where the retrain policy and the alert webhook act on it. Before
 anything is uploaded the page says what the active model expects (size, colours, examples from its training
-images), and after, whether the batch looks different.
+images), and after, whether the batch looks different. The files are decoded once per upload (kept in the
+session while it stays the same), at most ``ZEAL_MAX_UPLOADS`` files and ``ZEAL_MAX_CHECK_N`` images (a seeded
+random subset beyond, said on the page and in the report's source). A history that cannot be written never
+hides the report.
 """
 
 import hashlib
@@ -19,15 +22,21 @@ from app_pages._ui import (
     active_card,
     first_run_panel,
     folders_key,
+    history_store,
     load_dataset_cached,
+    md,
     short_version,
     show_dataset_note,
+    show_history_error,
+    shown_dataset,
     user_errors,
 )
 from zeal_core.data import decode_images
 from zeal_core.data.appearance import Appearance, appearance_differences, describe_appearance
-from zeal_core.history import HistoryStore
+from zeal_core.errors import ZealError
 from zeal_core.reference import scatter_frame
+from zeal_core.sampling import seeded_subset
+from zeal_core.settings import get_settings
 
 TYPICAL_SHOWN = 12  # most drift-typical uploads shown
 TYPICAL_PER_ROW = 6  # wide enough for a file name and its score under each
@@ -61,7 +70,8 @@ def expected_input(card) -> Appearance:
     size = card.model_config.image_size
     with st.container(border=True):
         st.markdown(f"**What the active model expects** · `{short_version(card.version)}` was trained on "
-                    f"**{card.dataset}**: {look.describe()}; every upload is resized to {size} × {size} px.")
+                    f"**{md(shown_dataset(card.dataset))}**: {look.describe()}; every upload is resized to "
+                    f"{size} × {size} px.")
         st.caption("Examples from its training images. Uploads that look different (white digits on black "
                    "for a model trained on dark ink on white, photos for a model of drawings) are a drift it "
                    "never saw: its accuracy on them can fall to 0 %, and the checks below will say drift.")
@@ -83,21 +93,44 @@ def controls(service) -> tuple[bool, list]:
     return bool(keep), files or []
 
 
-def batch_key(uploaded: list, profile: object) -> str:
-    """Identifies one upload: its files' names and bytes and the check settings (recorded once each)."""
-    digest = hashlib.sha256(repr(profile).encode())
+def upload_key(uploaded: list) -> str:
+    """Identifies one upload cheaply: Streamlit's id, name and size of each file (no bytes hashed)."""
+    digest = hashlib.sha256()
     for file in uploaded:
-        digest.update(file.name.encode() + b"\0" + file.getvalue())
+        digest.update(f"{getattr(file, 'file_id', '')}\0{file.name}\0{file.size}\n".encode(errors="replace"))
     return digest.hexdigest()
 
 
+def batch_key(uploaded: list, profile: object) -> str:
+    """Identifies one check of an upload: the upload and the check settings (recorded once each)."""
+    return hashlib.sha256(f"{upload_key(uploaded)}|{profile!r}".encode()).hexdigest()
+
+
+def capped(uploaded: list) -> tuple[list, str | None]:
+    """At most ``max_uploads`` / ``max_check_n`` files: a seeded random subset beyond, and a note."""
+    settings = get_settings()
+    limit = min(settings.max_uploads, settings.max_check_n)
+    if len(uploaded) <= limit:
+        return uploaded, None
+    kept = [uploaded[int(position)] for position in seeded_subset(len(uploaded), limit, 0)]
+    return kept, (f"a random {limit:,} of {len(uploaded):,} uploaded files (this server checks at most "
+                  f"{limit:,})")
+
+
 def decode(files: list, reference) -> tuple:
-    """The readable uploads at the model's size, their names, and the skipped files (listed here)."""
-    with user_errors():
-        bar = StreamlitProgress("Decoding")
-        images, skipped = decode_images([(file.name, file.getvalue()) for file in files],
-                                        reference.image_size, progress=bar)
-        bar.done(f"Decoded {images.shape[0]} of {len(files)} files")
+    """The readable uploads at the model's size, their names, and the skipped files (listed here): decoded
+    once per upload and kept in this session (widget changes rerun the page; they must not decode again)."""
+    key = f"{upload_key(files)}|{reference.image_size}"
+    cache = st.session_state.setdefault("upload_decoded", {})
+    if key not in cache:
+        with user_errors():
+            bar = StreamlitProgress("Decoding")
+            images, skipped = decode_images([(file.name, file.getvalue()) for file in files],
+                                            reference.image_size, progress=bar)
+            bar.done(f"Decoded {images.shape[0]} of {len(files)} files")
+        cache.clear()  # one upload at a time per session: memory stays bounded
+        cache[key] = (images, skipped)
+    images, skipped = cache[key]
     if skipped:
         st.warning(f"Skipped {len(skipped)} file(s):")
         st.dataframe([{"file": name, "reason": reason} for name, reason in skipped], hide_index=True,
@@ -119,30 +152,35 @@ def compare_look(expected: Appearance, images) -> None:
 
 
 def check_and_record(service, version: str, images, names: list[str], skipped: list, files: list,
-                     keep: bool) -> tuple:
+                     keep: bool, source: str) -> tuple:
     """Check the uploads and record the check once per distinct upload (the service lets the retrain policy
     and the alert webhook act); complete the record when the diagnosis arrives later."""
     recorded = st.session_state.setdefault("upload_recorded", {})
     incomplete = st.session_state.setdefault("upload_incomplete", set())  # recorded before the warm-up ended
     key = batch_key(files, service.profile)
-    shown = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
     with user_errors():
         outcome = service.check_and_record(images, version=version, record=keep and key not in recorded,
-                                           origin="upload", file_names=names, skipped=skipped,
-                                           source=f"upload: {shown}")
+                                           origin="upload", file_names=names, skipped=skipped, source=source)
     report = outcome.report
+    if outcome.record_error is not None:  # the report still stands; only the record is missing
+        show_history_error(ZealError(outcome.record_error))
     if outcome.check_id is not None:
         recorded[key] = outcome.check_id
         if report.pending:
             incomplete.add(key)
         if outcome.policy:
-            st.toast(f"The retrain policy queued {outcome.policy['strategy']} on checks "
+            st.toast(f"The retrain policy queued {md(outcome.policy['strategy'])} on checks "
                      f"{outcome.policy['check_ids']}.")
-        if outcome.alert is not None:
-            st.toast(f"Alert {'sent' if outcome.alert.sent else 'NOT sent'} to {outcome.alert.target}.")
-    elif key in incomplete and not report.pending:  # the diagnosis is ready now: complete the record
-        service.history.complete(recorded[key], report)
-        incomplete.discard(key)
+    elif keep and key in incomplete and not report.pending:  # the diagnosis is ready now: complete the record
+        store = history_store()
+        try:
+            if store is not None:
+                store.complete(recorded[key], report)
+                incomplete.discard(key)
+        except ZealError as error:
+            show_history_error(error)
+    if outcome.alert is not None:
+        st.toast(f"Alert {'sent' if outcome.alert.sent else 'NOT sent'} to {md(outcome.alert.target)}.")
     return report, recorded, key
 
 
@@ -170,7 +208,8 @@ def show_detectors_and_map(report, reference, dataset: str) -> None:
     """The detector table beside the uploads' place in the reference's map."""
     left, right = st.columns(2, gap="medium")
     with left:
-        st.markdown(f"**Detectors** · reference: {report.reference_n} clean held-out images of {dataset}")
+        st.markdown(f"**Detectors** · reference: {report.reference_n} clean held-out images of "
+                    f"{md(shown_dataset(dataset))}")
         st.table(_lab.detector_frame(report))
         st.caption(_lab.decision_caption(report))
         st.caption(_lab.profile_caption(report))
@@ -196,7 +235,12 @@ def show_typical(report) -> None:
 
 def show_history_and_predictions(report, reference, names: list[str], current: int | None) -> None:
     """The recent checks over time (this one starred) and each upload's prediction."""
-    rows = HistoryStore().checks(limit=50)
+    store = history_store()
+    try:
+        rows = store.checks(limit=50) if store is not None else []
+    except ZealError as error:
+        show_history_error(error)
+        rows = []
     if rows:
         st.plotly_chart(_labelfree.history_figure(rows, current), key="upload_history")
         st.page_link("app_pages/monitor.py",
@@ -227,6 +271,9 @@ def main() -> None:
         st.info("No images uploaded yet. At least 2 readable images are needed; 30 or more give the tests "
                 "power.")
         return
+    files, sampled_note = capped(files)
+    if sampled_note:
+        st.warning(f"Checking {sampled_note}.")
     with user_errors():
         reference = service.reference(card.version)
     images, names, skipped = decode(files, reference)
@@ -234,7 +281,10 @@ def main() -> None:
         st.error("Fewer than 2 readable images: upload more to run the tests.")
         return
     compare_look(expected, images)
-    report, recorded, key = check_and_record(service, card.version, images, names, skipped, files, keep)
+    shown = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
+    source = f"upload: {sampled_note}: {shown}" if sampled_note else f"upload: {shown}"
+    report, recorded, key = check_and_record(service, card.version, images, names, skipped, files, keep,
+                                             source)
     show_metrics(report, reference, recorded, key)
     _labelfree.show_estimates(report, key="upload")
     _labelfree.show_diagnosis(report, reference, key="upload_diagnosis")

@@ -14,7 +14,12 @@ second. ``--no-diagnosis`` skips the diagnosis.
 
 Every check is recorded in the history (``python -m zeal_core history``) unless ``--no-record``; with the
 retrain policy switched on, enough drifted checks queue an adaptation job, and a webhook set with
-``python -m zeal_core settings --set webhook_url=...`` is told about drift.
+``python -m zeal_core settings --set webhook_url=...`` is told about drift. A check whose recording fails
+(damaged, read-only or locked history) still prints its report and exits by its decision, with a warning
+on stderr and ``"recorded": false``: a fault of the history is never read as drift.
+
+A batch larger than ``--max-images`` (default ``ZEAL_MAX_CHECK_N``, 5,000) is checked on a seeded random
+subset of that size (``"sampled"`` in the output, and the report's source says so).
 """
 
 from __future__ import annotations
@@ -54,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     command.add_argument("--no-diagnosis", action="store_true",
                          help="skip the diagnosis (saves its one-off warm-up; the accuracy estimate stays)")
     command.add_argument("--no-record", action="store_true", help="do not record the check in the history")
+    command.add_argument("--max-images", type=int, default=None,
+                         help="check at most this many images, a seeded random subset of a larger batch "
+                              "(default ZEAL_MAX_CHECK_N, 5000)")
     command.set_defaults(handler=run_check)
 
 
@@ -68,7 +76,8 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
     service = CheckService(args.profile, overrides=overrides, device=args.device, progress=stderr_progress)
     parts = [part for part in service.profile.parts if not (args.no_diagnosis and part == "diagnosis")]
     outcome = service.check_files(args.images, version=args.model, record=not args.no_record, origin="cli",
-                                  parts=[part for part in PARTS if part in parts])
+                                  parts=[part for part in PARTS if part in parts],
+                                  max_images=args.max_images)
     output = _output(outcome.report, per_image=args.per_image)
     if outcome.diagnosis_error:
         output["cause"] = f"unavailable ({outcome.diagnosis_error})"

@@ -26,12 +26,12 @@ from typing import Any
 
 import torch
 
-from zeal_core.errors import Cancelled, DataError
+from zeal_core.errors import Cancelled, ConfigError, DataError, ZealError
 from zeal_core.progress import ProgressCallback
 from zeal_core.reference import CheckReport, FittedReference, get_reference
 from zeal_core.service.alerts import AlertResult, alert_payload, send_webhook
 from zeal_core.service.lab import LabSettings, load_lab_settings
-from zeal_core.service.profile import CheckProfile, get_profile
+from zeal_core.service.profile import DEFAULT_PROFILE, CheckProfile, get_profile
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,22 @@ class CheckOutcome:
     alert: AlertResult | None = None  # the webhook call made for it (None: nothing to send or no hook)
     diagnosis_error: str | None = None  # why the diagnosis could not be fitted, if it could not
     seconds: float | None = None  # wall time of the whole call
+    record_error: str | None = None  # why recording failed (damaged, read-only, locked history), if it did
+    sampled: dict[str, Any] | None = None  # the seeded subset checked of a batch over the cap (None: all)
+
+    @property
+    def recorded(self) -> bool:
+        """Whether the check is in the history."""
+        return self.check_id is not None
 
     def to_dict(self) -> dict[str, Any]:
         """What happened after the check (the report itself is ``report.to_dict()``)."""
-        values: dict[str, Any] = {"policy": self.policy,
+        values: dict[str, Any] = {"recorded": self.recorded, "sampled": self.sampled, "policy": self.policy,
                                   "alert": None if self.alert is None else self.alert.to_dict()}
         if self.check_id is not None:
             values.update(check_id=self.check_id, history=self.history)
+        if self.record_error is not None:
+            values["record_error"] = self.record_error
         return values
 
 
@@ -105,8 +114,16 @@ class CheckService:
         return self._history
 
     def lab_settings(self) -> LabSettings:
-        """The lab's stored settings (profile choice, webhook)."""
-        return load_lab_settings(self.history)
+        """The lab's stored settings (profile choice, webhook); the defaults, with a warning, when the
+        history cannot be read (damaged, locked): a fault of the history never stops a check."""
+        try:
+            return load_lab_settings(self.history)
+        except ConfigError:  # settings stored but invalid: the user must fix them
+            raise
+        except ZealError as error:
+            log.warning("warning: the lab's settings cannot be read (%s); using the default profile %r "
+                        "and no alerts", error, DEFAULT_PROFILE)
+            return LabSettings()
 
     @property
     def profile(self) -> CheckProfile:
@@ -188,7 +205,15 @@ class CheckService:
         if max_side is None:
             max_side = reference.source.card.model_config.image_size \
                 if reference is not None and reference.source is not None else 224
-        check_id = store_check(report, images=images, origin=origin, store=self.history, max_side=max_side)
+        try:
+            check_id = store_check(report, images=images, origin=origin, store=self.history,
+                                   max_side=max_side)
+        except (KeyboardInterrupt, Cancelled):
+            raise
+        except Exception as error:  # the decision stands: a fault of the history is never a result
+            reason = str(error) if isinstance(error, ZealError) else _unexpected(error)
+            log.warning("warning: the check was not recorded in the history: %s", reason)
+            return CheckOutcome(report=report, record_error=reason, alert=self._alert(report, None, None))
         action = self._apply_policy(report)
         alert = self._alert(report, check_id, action)
         return CheckOutcome(report=report, check_id=check_id, history=str(self.history.path), policy=action,
@@ -218,23 +243,34 @@ class CheckService:
 
     def check_files(self, patterns: Sequence[str], *, version: str = "active", record: bool = True,
                     origin: str = "cli", wait_for_diagnosis: bool = True,
-                    parts: Sequence[str] | None = None) -> CheckOutcome:
+                    parts: Sequence[str] | None = None, max_images: int | None = None) -> CheckOutcome:
         """Find, screen, decode, check and record image files (the ``check`` command's whole flow).
 
-        Files that cannot be images are named and left out before the model is loaded.
+        Files that cannot be images are named and left out before the model is loaded. A batch of more
+        than ``max_images`` files is checked on a seeded random subset (the profile's seed), said in the
+        outcome's ``sampled`` and the report's source.
+
+        Args:
+            max_images: The cap; default ``ZEAL_MAX_CHECK_N`` (``zeal_core.settings``).
 
         Raises:
             DataError: Fewer than 2 readable images (the message lists why files were left out).
+            ConfigError: A cap under 2.
         """
-        from zeal_core.data.files import decode_paths, find_images
+        from zeal_core.data.files import decode_paths, find_images, sample_paths
         from zeal_core.service.files import screen_images
+        from zeal_core.settings import get_settings
 
         start = time.perf_counter()
+        limit = max_images if max_images is not None else get_settings().max_check_n
+        if limit < 2:
+            raise ConfigError(f"--max-images {limit}: a check needs at least 2 images (30 or more for power)")
         paths, problems = find_images(patterns)
         if not paths:
             reasons = "; ".join(f"{name}: {reason}" for name, reason in problems) or "nothing given"
             raise DataError(f"no image files to check ({reasons}): name files, folders or globs such as "
                             "'incoming/*.jpg'")
+        paths, sampled = sample_paths(paths, limit, self.profile.seed)
         candidates, refused = screen_images(paths)
         skipped = problems + refused
         _require_two(len(candidates), len(paths), skipped)
@@ -245,10 +281,20 @@ class CheckService:
         _require_two(images.shape[0], len(paths), skipped)
         outcome = self.check_and_record(images, version=version, record=record, origin=origin,
                                         wait_for_diagnosis=wait_for_diagnosis, parts=parts, file_names=kept,
-                                        skipped=skipped, timings={"decode": time.perf_counter() - mark})
-        return CheckOutcome(**{**outcome.__dict__, "seconds": time.perf_counter() - start})
+                                        skipped=skipped, timings={"decode": time.perf_counter() - mark},
+                                        source=sampled["source"] if sampled else None)
+        seconds = time.perf_counter() - start
+        return CheckOutcome(**{**outcome.__dict__, "sampled": sampled, "seconds": seconds})
 
     # ------------------------------------------------------------------------------ policy and alerts
+
+    def _history_path(self) -> str:
+        """The history database's path, without opening it (it may be the thing that is broken)."""
+        from zeal_core.history import HistoryStore, default_path
+
+        if isinstance(self._history, HistoryStore):
+            return str(self._history.path)
+        return str(self._history or default_path())
 
     def _apply_policy(self, report: CheckReport) -> dict[str, Any] | None:
         """Queue the adaptation job when the retrain policy fires for this check's model."""
@@ -266,19 +312,31 @@ class CheckService:
         job = self._queue.submit(JOB_KIND, decision.job_params(str(self.history.path)))
         return note_queued(self.history, decision, job.id)
 
-    def _alert(self, report: CheckReport, check_id: int, action: dict[str, Any] | None) -> AlertResult | None:
+    def _alert(self, report: CheckReport, check_id: int | None,
+               action: dict[str, Any] | None) -> AlertResult | None:
         """At most one webhook call per check: for a queued adaptation, else for a drift decision."""
-        settings = self.lab_settings()
+        try:
+            settings = self.lab_settings()
+        except ConfigError as error:  # invalid stored settings: say so, the check stands
+            log.warning("warning: no alert sent: %s", error)
+            return None
         event = "policy" if action else ("drift" if report.drift else None)
         if event is None or not settings.webhook_url or event not in settings.alert_on:
             return None
-        payload = alert_payload(event, report, check_id, action, str(self.history.path))
+        payload = alert_payload(event, report, check_id, action, self._history_path())
         result = send_webhook(settings.webhook_url, payload, event=event, retries=settings.webhook_retries,
                               timeout_s=settings.webhook_timeout_s, sleep=self._sleep)
         if not result.sent:
             log.warning("alert to %s not sent after %d attempt(s): %s", result.target, result.attempts,
                         result.error)
         return result
+
+
+def _unexpected(error: BaseException) -> str:
+    """One line for an error that is not the lab's own (as the command line prints it)."""
+    from zeal_core.cli import unexpected_error_text
+
+    return unexpected_error_text(error)
 
 
 def _require_two(count: int, total: int, skipped: list[tuple[str, str]]) -> None:

@@ -17,6 +17,7 @@ per check to the lab's webhook (``zeal_core.service.alerts``): the history only 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -141,10 +142,20 @@ class CheckService:
 
     # ----------------------------------------------------------------------------------------- checks
 
-    def reference(self, version: str = "active", dataset: str | None = None) -> FittedReference:
-        """The fitted reference of ``version`` under the profile: cached in the process, kept on disk."""
+    def reference(self, version: str = "active", dataset: str | None = None,
+                  split: str = "val") -> FittedReference:
+        """The fitted reference of ``version`` under the profile: cached in the process, kept on disk.
+
+        Args:
+            version: The model version ("active", "latest" or an id).
+            dataset: Its dataset; default the model's.
+            split: "val" (held out, every check) or "train" (the ``drift`` command's in-sample view).
+        """
         profile = self.profile
-        return get_reference(version, dataset, profile.reference_config(), device=self.device,
+        config = profile.reference_config()
+        if split != config.split:
+            config = dataclasses.replace(config, split=split)
+        return get_reference(version, dataset, config, device=self.device,
                              registry=self.registry, progress=self.progress, settings=profile.describe())
 
     def warm(self, reference: FittedReference) -> str | None:

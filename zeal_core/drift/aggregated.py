@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from zeal_core.device import resolve_device
-from zeal_core.drift.base import DriftDetector, check_int
+from zeal_core.drift.base import DriftDetector
 from zeal_core.drift.kernels import (
     KERNEL_KINDS,
     MAX_POOLED_ROWS,
@@ -36,6 +36,7 @@ from zeal_core.drift.kernels import (
     check_kernels,
     check_max_rows,
 )
+from zeal_core.validate import check_int
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 from sklearn.preprocessing import StandardScaler
 
-from zeal_core.drift.base import DriftDetector, check_int, register_detector
+from zeal_core.drift.base import DriftDetector, register_detector
 from zeal_core.errors import ConfigError
+from zeal_core.validate import check_int
 
 
 @register_detector

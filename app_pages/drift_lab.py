@@ -12,6 +12,7 @@ from app_pages import _lab, _labelfree
 from app_pages._ui import (
     KEY_DRIFT_SPEC,
     active_card,
+    code,
     first_run_panel,
     load_dataset_cached,
     md,
@@ -193,7 +194,7 @@ def show_metrics(report, spec: DriftSpec, n: int, seed: int) -> None:
                       delta_color="off", delta_arrow="off", help=decision.rule)
     columns[4].metric("Projection", report.projection.upper(),
                       help="PCA is shown until UMAP has warmed up in the background.")
-    st.caption(f"Drift spec {md(spec.text)} · n = {n} · seed = {seed} · reference: {report.reference_n} "
+    st.caption(f"Drift spec {code(spec.text)} · n = {n} · seed = {seed} · reference: {report.reference_n} "
                "clean held-out images")
 
 

@@ -267,3 +267,15 @@ def test_data_page_lists_a_folder_with_non_utf8_file_names(tmp_path: Path) -> No
     at.text_input(key="data_folder").set_value(str(folder)).run()
     assert not at.exception
     assert any(metric.label == "Images" and metric.value == "12" for metric in at.metric)
+
+
+@pytest.mark.parametrize("text", ["gaussian_noise:3", "a`b", "``x``", "`", "two\nlines", "[l](http://h)"])
+def test_code_span_holds_any_text_literally(text: str) -> None:
+    """``_ui.code``: the fence outgrows every backtick run inside, so the text cannot close it early."""
+    from app_pages._ui import code
+
+    span = code(text)
+    fence = span[: len(span) - len(span.lstrip("`"))]
+    inner = span[len(fence): len(span) - len(fence)]
+    assert span.endswith(fence) and "`" * len(fence) not in inner
+    assert inner.strip() == " ".join(text.split())

@@ -76,7 +76,7 @@ def profile_caption(report: CheckReport) -> str:
     return (f"Check profile “{settings.get('profile', '?')}”{changed}: reference of {report.reference_n} "
             f"clean held-out images, {len(settings.get('detectors') or [])} detectors, "
             f"{settings.get('permutations', '?')} permutations, α = {settings.get('alpha', '?')}; the same "
-            "settings as `python -m zeal_core check` (`python -m zeal_core settings` changes them).")
+            "settings as `zeal check` (`zeal settings` changes them).")
 
 
 def sample_sizes(dataset: Any) -> list[int]:

@@ -263,6 +263,36 @@ def test_the_service_queues_the_policy_job_and_alerts_it_once(version: str, hook
     assert "retrain policy" in alert_text("policy", outcomes[1].report, 2, outcomes[1].policy)
 
 
+def test_a_history_that_cannot_be_written_keeps_the_answer_and_the_alert(
+        version: str, hook: HTTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recording fails (a locked or read-only database): the report stands, the drift alert still goes out,
+    the outcome says why nothing was recorded; a damaged database falls back to the default profile."""
+    import zeal_core.history
+    from zeal_core.history.store import HistoryError
+
+    save_lab_settings(HistoryStore(), LabSettings(profile_overrides=FAST, webhook_url=_url(hook)))
+
+    def locked(*args: object, **kwargs: object) -> int:
+        raise HistoryError("the check history is locked by another process: try again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(zeal_core.history, "store_check", locked)
+        outcome = CheckService(sleep=lambda seconds: None).check_and_record(
+            held_out(30, "gaussian_noise:5"), version=version, parts=("detectors",))
+    assert outcome.report.drift and not outcome.recorded and outcome.check_id is None
+    assert outcome.to_dict()["record_error"] == "the check history is locked by another process: try again"
+    assert outcome.to_dict()["recorded"] is False and outcome.policy is None
+    assert [body["event"] for body in hook.bodies] == ["drift"] and hook.bodies[0]["check_id"] is None
+
+    damaged = tmp_path / "history.sqlite"
+    damaged.write_bytes(b"not a database " * 300)
+    service = CheckService(history=damaged)
+    assert service.profile == get_profile("standard")  # the lab's settings cannot be read: the default
+    outcome = service.check_and_record(held_out(30), version=version, parts=("detectors",))
+    assert outcome.report.settings["profile"] == "standard" and not outcome.recorded
+    assert "history repair" in outcome.record_error and outcome.alert is None
+
+
 def test_the_history_imports_no_job_system() -> None:
     """The history stores; the service submits: importing the history never imports jobs or the monitor."""
     code = ("import sys, zeal_core.history; bad = [m for m in sys.modules if m.startswith(('zeal_core.jobs', "

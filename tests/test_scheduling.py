@@ -164,3 +164,18 @@ def test_the_job_worker_runs_at_lower_priority_with_fewer_threads() -> None:
     shown = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                            check=True, timeout=120).stdout.split()
     assert shown == ["5", "1", "1"]
+
+
+def test_five_users_views_and_sweeps_stay_cached(reference: FittedReference,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five Drift Lab views each ask for a check and a six-level sweep: 35 checks, all kept (a bound of 24
+    entries once made every view recompute its sweep). Asking again draws nothing."""
+    from zeal_core.reference.fitted import report_bytes
+
+    questions = [(f"contrast:{level}", seed) for seed in range(5) for level in (0.5, 1, 2, 3, 4, 5, 1.5)]
+    reports = [reference.check(spec, n=20, seed=seed, parts=("detectors",)) for spec, seed in questions]
+    assert 0 < report_bytes(reports[0]) < 2**20
+    drawn = []
+    monkeypatch.setattr(reference, "simulate_batch", lambda *args: drawn.append(args))
+    again = [reference.check(spec, n=20, seed=seed, parts=("detectors",)) for spec, seed in questions]
+    assert not drawn and all(first is second for first, second in zip(reports, again, strict=True))

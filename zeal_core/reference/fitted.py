@@ -41,7 +41,12 @@ from zeal_core.scheduling import check_gate
 
 THUMB_SIDE = 64  # px: a report keeps the tested images at most this large, for thumbnails
 TYPICAL_COUNT = 12  # most drift-typical images listed per report
-SPEC_CACHE_SIZE = 24  # simulated checks kept per reference (each holds n thumbnails: <= 12 MB at n = 1000)
+# Simulated checks kept per reference, least recently used dropped first. Bounded by memory, not count: a
+# Drift Lab view asks for its check and a severity sweep of six more, so five users need 35 entries, and a
+# count of 24 made every view recompute its sweep (bench load). A digits check at n = 100 holds about
+# 0.6 MB (features, logits, 64 px thumbnails); one at n = 1000 on Imagenette about 15 MB.
+SPEC_CACHE_BYTES = 256 * 2**20  # bytes of arrays kept in the cache
+SPEC_CACHE_ENTRIES = 512  # and never more entries than this
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,7 @@ class FittedReference:
         self._projectors: dict[str, Projector] = dict(restored.get("projectors") or {})
         self._knn: np.ndarray | None = restored.get("knn")
         self._checks: OrderedDict[tuple, CheckReport] = OrderedDict()
+        self._cached_bytes = 0  # array bytes held by ``_checks``
         self._computing: dict[tuple, threading.Lock] = {}  # simulated checks being computed, by key
         self.bank_folder = bank_folder
         self.settings = dict(settings) if settings is not None else config.describe()
@@ -225,13 +231,21 @@ class FittedReference:
                 with check_gate().slot(timings):
                     report = self._simulate_and_check(spec, count, seed, parts, method, detectors, timings)
                 with self._lock:
-                    self._checks[key] = report
-                    while len(self._checks) > SPEC_CACHE_SIZE:
-                        self._checks.popitem(last=False)
+                    self._keep(key, report)
                 return report
             finally:
                 with self._lock:
                     self._computing.pop(key, None)
+
+    def _keep(self, key: tuple, report: CheckReport) -> None:
+        """Cache a simulated check, dropping the least recently used beyond the memory and entry bounds
+        (call with ``self._lock`` held)."""
+        self._checks[key] = report
+        self._cached_bytes += report_bytes(report)
+        while len(self._checks) > 1 and (self._cached_bytes > SPEC_CACHE_BYTES
+                                         or len(self._checks) > SPEC_CACHE_ENTRIES):
+            _, dropped = self._checks.popitem(last=False)
+            self._cached_bytes -= report_bytes(dropped)
 
     def _cached_check(self, key: tuple) -> CheckReport | None:
         """A cached simulated check still current (one made before the diagnosis was warm is redone)."""
@@ -480,3 +494,15 @@ def _source_of(file_names: tuple[str, ...] | None) -> str:
         return "images"
     shown = ", ".join(file_names[:3])
     return f"{shown} (+{len(file_names) - 3} more)" if len(file_names) > 3 else shown
+
+
+def report_bytes(report: CheckReport) -> int:
+    """Bytes of the arrays a report holds (its images, embeddings, coordinates and scores)."""
+    total = 0
+    for holder in (report, report.sample):
+        for value in vars(holder).values():
+            if isinstance(value, np.ndarray):
+                total += value.nbytes
+            elif isinstance(value, torch.Tensor):
+                total += value.numel() * value.element_size()
+    return total

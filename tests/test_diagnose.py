@@ -240,7 +240,7 @@ def test_unknown_shift_for_a_corruption_outside_the_bank(world: World) -> None:
     diagnoser = create_diagnoser("signature", **FAST, fractions=(1.0,)).fit(world.reference, bank)
     diagnosis = diagnoser.diagnose(world.shifted_sample("fog:5"), drift_detected=True)
     assert diagnosis.verdict == "unknown shift"
-    assert diagnosis.best.kind == "unknown" and diagnosis.best.score >= 0.99
+    assert diagnosis.best.kind == "unknown" and diagnosis.best.score > 0.5
     assert world.diagnoser.diagnose(world.shifted_sample("fog:5")).verdict == "covariate shift"
 
 

@@ -145,8 +145,11 @@ def build_views(dataset_name: str, version: str | None, *, bank_kinds: Sequence[
                 new_kinds: Sequence[str] | None = None, external: Sequence[str] | None = None,
                 compounds: Sequence[str] = COMPOUNDS, severities: Sequence[float] = SEVERITIES,
                 reference_n: int = 500, pool_n: int = 1000, seed: int = 0, device: str = "auto",
-                progress: ProgressCallback | None = None) -> LabelFreeViews | str:
-    """Embed reference, bank and shifted pool (cached); a string says why the dataset is skipped."""
+                with_pool: bool = True, progress: ProgressCallback | None = None) -> LabelFreeViews | str:
+    """Embed reference, bank and shifted pool (cached); a string says why the dataset is skipped.
+
+    ``with_pool=False`` embeds the reference and the bank only (the pool is then the clean pool alone).
+    """
     import time
 
     import torch
@@ -203,7 +206,7 @@ def build_views(dataset_name: str, version: str | None, *, bank_kinds: Sequence[
         bank.append(ShiftedSet(spec=spec, embeddings=replace_spec(shifted, spec)))
         report(progress, "bank", index + 1, len(specs), f"{dataset_name}: bank {spec.text}")
     groups = pool_shifts(kinds, new, severities, list(external if external is not None else EXTERNAL_SHIFTS),
-                         compounds)
+                         compounds) if with_pool else {}
     pool_seed = seed * SPEC_SEED_STRIDE + SAMPLE_SEED_OFFSET
     pool = embed("sample", pool_rows, "clean", pool_seed)
     shifted_pool = {}

@@ -21,6 +21,7 @@ from app_pages import _lab
 from zeal_core.corruptions import DriftSpec, list_corruptions
 from zeal_core.estimate import estimator_info
 from zeal_core.reference import CheckReport, FittedReference
+from zeal_core.reference.report import EXTRAPOLATION_NOTE, diagnosis_headline
 
 IMAGES_SHOWN = 6  # images that show the diagnosed shift best
 CAUSES_SHOWN = 3  # ranked causes listed
@@ -43,6 +44,9 @@ def estimate_metric(column: Any, report: CheckReport, *, true_accuracy: float | 
                        f"{estimator_info(estimate.estimator).description}.{known} "
                        "Shown: shift-calibrated once the diagnosis has warmed up, pm-atc until then and "
                        "under a diagnosed label shift. Others: 'Accuracy estimates'.")
+    if estimate.extrapolation:
+        column.warning(f"This estimate is {EXTRAPOLATION_NOTE}; its interval carries the error seen on shift "
+                       "families held out of the fit.", icon=":material/warning:")
 
 
 def estimates_frame(report: CheckReport, true_accuracy: float | None = None) -> pd.DataFrame:
@@ -85,7 +89,8 @@ def causes_frame(diagnosis: Any) -> pd.DataFrame:
     rows = []
     for rank, cause in enumerate(diagnosis.top(CAUSES_SHOWN), start=1):
         share = cause.details.get("fraction") if cause.details else None
-        rows.append({"rank": rank, "cause": CAUSE_NAMES.get(cause.kind, cause.kind), "family": cause.family,
+        name = CAUSE_NAMES.get(cause.kind, cause.kind) + (" (weak hint)" if cause.details.get("hint") else "")
+        rows.append({"rank": rank, "cause": name, "family": cause.family,
                      "score": f"{cause.score:.2f}",
                      "severity": "—" if cause.severity is None else f"{cause.severity:.1f}",
                      "share affected": "—" if share is None else f"{share:.0%}"})
@@ -124,7 +129,10 @@ def show_diagnosis(report: CheckReport, reference: FittedReference, *, key: str,
             warm_panel(reference, key=key)
         return
     diagnosis = report.diagnosis
-    st.markdown(f"#### {report.diagnosis_summary}")
+    headline, overruled = diagnosis_headline(diagnosis, report.class_names)
+    st.markdown(f"#### {headline}")
+    if overruled:
+        st.caption(overruled)
     if chosen is not None:
         expected = expected_cause(chosen)
         named = diagnosis.best.kind
@@ -140,7 +148,8 @@ def show_diagnosis(report: CheckReport, reference: FittedReference, *, key: str,
     left, right = st.columns([3, 2], gap="medium")
     left.table(causes_frame(diagnosis))
     left.caption("Score: a calibrated posterior over the causes (no drift, label shift, each corruption); "
-                 "severity on ImageNet-C's 0-5 scale. See docs/diagnosis.md.")
+                 "severity on ImageNet-C's 0-5 scale. An unknown shift lists the nearest known kinds as weak "
+                 "hints. See docs/diagnosis.md.")
     if diagnosis.verdict == "label shift" or (chosen is not None and chosen.class_mix is not None):
         true_labels = report.sample.labels if chosen is not None else None
         right.plotly_chart(proportions_figure(diagnosis, reference.class_names, true_labels),

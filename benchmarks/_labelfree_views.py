@@ -144,11 +144,12 @@ def pool_shifts(bank_kinds: Sequence[str], new_kinds: Sequence[str], severities:
 def build_views(dataset_name: str, version: str | None, *, bank_kinds: Sequence[str] | None = None,
                 new_kinds: Sequence[str] | None = None, external: Sequence[str] | None = None,
                 compounds: Sequence[str] = COMPOUNDS, severities: Sequence[float] = SEVERITIES,
-                reference_n: int = 500, pool_n: int = 1000, seed: int = 0, device: str = "auto",
-                with_pool: bool = True, progress: ProgressCallback | None = None) -> LabelFreeViews | str:
+                pool_severities: Sequence[float] | None = None, reference_n: int = 500, pool_n: int = 1000,
+                seed: int = 0, device: str = "auto", with_pool: bool = True, progress: ProgressCallback | None = None) -> LabelFreeViews | str:
     """Embed reference, bank and shifted pool (cached); a string says why the dataset is skipped.
 
-    ``with_pool=False`` embeds the reference and the bank only (the pool is then the clean pool alone).
+    ``with_pool=False`` embeds the reference and the bank only (the pool is then the clean pool alone);
+    ``pool_severities`` (default: ``severities``) are the levels the pool is scored at.
     """
     import time
 
@@ -205,8 +206,8 @@ def build_views(dataset_name: str, version: str | None, *, bank_kinds: Sequence[
         shifted = embed("reference", reference_rows, spec.text, seed * SPEC_SEED_STRIDE + index)
         bank.append(ShiftedSet(spec=spec, embeddings=replace_spec(shifted, spec)))
         report(progress, "bank", index + 1, len(specs), f"{dataset_name}: bank {spec.text}")
-    groups = pool_shifts(kinds, new, severities, list(external if external is not None else EXTERNAL_SHIFTS),
-                         compounds) if with_pool else {}
+    externals = list(external if external is not None else EXTERNAL_SHIFTS)
+    groups = pool_shifts(kinds, new, pool_severities or severities, externals, compounds) if with_pool else {}
     pool_seed = seed * SPEC_SEED_STRIDE + SAMPLE_SEED_OFFSET
     pool = embed("sample", pool_rows, "clean", pool_seed)
     shifted_pool = {}

@@ -95,7 +95,7 @@ def score_subsets(table: SignatureTable, groups: list[HeldOutGroup], draws: list
         parts.append(summarise(table, table.evaluate(means[start:stop], counts[start:stop].astype(np.float64),
                                                      mean_probs[start:stop], size, ridge)))
     merged = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-    return {"truths": np.asarray(truths), "item_means": item_means, **merged}
+    return {"truths": np.asarray(truths), "item_means": item_means, "pred_shares": counts / size, **merged}
 
 
 def summarise(table: SignatureTable, evaluation: Any) -> dict[str, np.ndarray]:

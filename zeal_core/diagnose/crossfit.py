@@ -95,7 +95,7 @@ class CrossFit:
         for size in self.sizes(len(held)):
             draws, truths = draw_rows(groups, labels, size, plan, rng)
             result = score_subsets(table, groups, draws, truths, size, config.bbse_ridge)
-            result["feature_z"] = check.standardise(result["item_means"], size)
+            result["feature_z"] = check.standardise(result["item_means"], result["pred_shares"], size)
             known[size] = result
             cases.append(self._cases(table, result, size, len(own), unseen=False))
         whole = SubsetPlan(0, 0, 1)

@@ -301,13 +301,18 @@ class SignatureDiagnoser(Diagnoser):
         verdict = {0: "no drift", 1: "label shift"}.get(winner, "covariate shift")
         if drift_detected is False:
             verdict = "no drift"
-        elif winner >= 2 and unknown_probability > self._rule.threshold:
+        elif winner >= 2 and (unknown_probability > self._rule.threshold or free_winner == 0):
+            # no known shift fits clearly enough to be named, or the detectors found a drift that every
+            # known shift explains worse than no drift at all: what they found is unknown here
             verdict = "unknown shift"
-        cause_list = _rank_for_verdict(cause_list, verdict, self._unknown_score(unknown_probability),
-                                       statistics)
+        free_probabilities = posterior(scores, temperature, unrestricted)
+        # u > 0.5 exactly when the verdict is unknown; when no drift fits best, how much it does
+        unknown_score = (self._unknown_score(unknown_probability) if free_winner
+                         else 0.5 + 0.5 * float(free_probabilities[0]))
+        cause_list = _rank_for_verdict(cause_list, verdict, unknown_score, statistics)
         best_hypothesis = self._best_hypothesis(causes[winner], combined, np.asarray(table.kinds))
         details: dict[str, Any] = {"statistics": statistics, "method": "signature"}
-        overruled = _overruled(drift_detected, free_winner, causes, probabilities)
+        overruled = _overruled(drift_detected, free_winner, causes, free_probabilities)
         if overruled:
             details["overruled"] = overruled
         if verdict in ("covariate shift", "unknown shift"):

@@ -29,7 +29,7 @@ import abc
 import inspect
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -140,6 +140,18 @@ def widen_interval(point: float, low: float, high: float, spread: float, level: 
     new_low = point - float(np.sqrt((point - low) ** 2 + extra))
     new_high = point + float(np.sqrt((high - point) ** 2 + extra))
     return max(0.0, new_low), min(1.0, new_high)
+
+
+def as_extrapolation(estimate: AccuracyEstimate) -> AccuracyEstimate:
+    """``estimate`` flagged as an extrapolation, for a sample something else found unlike every known shift
+    (the diagnosis said "unknown shift"): its interval is widened, in quadrature, by the error the estimator
+    showed on shift families held out of its fit (``details["far_spread"]``; estimators without one keep
+    their interval). An estimate already flagged is returned as it is."""
+    if estimate.extrapolation:
+        return estimate
+    spread = float(estimate.details.get("far_spread", 0.0) or 0.0)
+    low, high = widen_interval(estimate.accuracy, estimate.low, estimate.high, spread, estimate.level)
+    return replace(estimate, low=min(low, estimate.low), high=max(high, estimate.high), extrapolation=True)
 
 
 class AccuracyEstimator(abc.ABC):

@@ -145,7 +145,8 @@ def build_views(dataset_name: str, version: str | None, *, bank_kinds: Sequence[
                 new_kinds: Sequence[str] | None = None, external: Sequence[str] | None = None,
                 compounds: Sequence[str] = COMPOUNDS, severities: Sequence[float] = SEVERITIES,
                 pool_severities: Sequence[float] | None = None, reference_n: int = 500, pool_n: int = 1000,
-                seed: int = 0, device: str = "auto", with_pool: bool = True, progress: ProgressCallback | None = None) -> LabelFreeViews | str:
+                seed: int = 0, device: str = "auto", with_pool: bool = True,
+                progress: ProgressCallback | None = None) -> LabelFreeViews | str:
     """Embed reference, bank and shifted pool (cached); a string says why the dataset is skipped.
 
     ``with_pool=False`` embeds the reference and the bank only (the pool is then the clean pool alone);

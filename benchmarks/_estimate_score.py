@@ -18,6 +18,7 @@ from benchmarks._labelfree_views import LabelFreeViews, shift_family, shift_kind
 from zeal_core.progress import ProgressCallback, report
 
 WITHIN = 0.05  # "within 5 points"
+SHOWN = "shown by a check"  # the estimate a warm check shows first: ``preferred_order`` given its diagnosis
 HELD_OUT_GROUPS = ("bank", "new", "external")  # shifts no fit saw anything of (bank: its family left out)
 
 
@@ -39,6 +40,30 @@ def fitted_estimators(views: LabelFreeViews, names: Sequence[str], seed: int) ->
     return fitted
 
 
+def fitted_diagnosers(views: LabelFreeViews, seed: int) -> dict[str, Any]:
+    """{held-out family or "*": the signature diagnoser fitted without that family (or on the whole bank)}."""
+    from zeal_core.diagnose import create_diagnoser
+
+    families = sorted({shift_family(shifted.spec.text) for shifted in views.bank})
+    fits = {family: create_diagnoser("signature").fit(
+        views.reference, [s for s in views.bank if shift_family(s.spec.text) != family], seed=seed)
+        for family in families} if len(families) > 1 else {}
+    fits["*"] = create_diagnoser("signature").fit(views.reference, views.bank, seed=seed)
+    return fits
+
+
+def _estimates(fitted: dict[str, dict[str, Any]], diagnosers: dict[str, Any] | None, views: LabelFreeViews,
+               text: str, sample: Any) -> dict[str, Any]:
+    """Every estimator's estimate of ``sample`` and, with diagnosers, the one a check shows first."""
+    from zeal_core.reference.labelfree import preferred_order
+
+    results = {name: fit_for(fits, views, text).estimate(sample) for name, fits in fitted.items()}
+    if diagnosers:
+        diagnosis = fit_for(diagnosers, views, text).diagnose(sample)
+        results[SHOWN] = preferred_order(list(results.values()), diagnosis)[0]
+    return results
+
+
 def fit_for(fits: dict[str, Any], views: LabelFreeViews, text: str) -> Any:
     """The fit that never saw anything of ``text``'s family (bank kinds), else the whole-bank fit."""
     if views.groups.get(text) == "bank":
@@ -53,13 +78,13 @@ def _row(views: LabelFreeViews, text: str, sample: Any) -> dict[str, Any]:
             "estimates": {}}
 
 
-def score_full(views: LabelFreeViews, fitted: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def score_full(views: LabelFreeViews, fitted: dict[str, dict[str, Any]],
+               diagnosers: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One row per shift of the whole pool: true accuracy and every estimator's estimate and interval."""
     rows = []
     for text, sample in [("clean", views.pool), *views.shifted.items()]:
         row = _row(views, text, sample)
-        for name, fits in fitted.items():
-            result = fit_for(fits, views, text).estimate(sample)
+        for name, result in _estimates(fitted, diagnosers, views, text, sample).items():
             row["estimates"][name] = {"accuracy": result.accuracy, "low": result.low, "high": result.high,
                                       "extrapolation": result.extrapolation}
         rows.append(row)
@@ -67,7 +92,8 @@ def score_full(views: LabelFreeViews, fitted: dict[str, dict[str, Any]]) -> list
 
 
 def score_draws(views: LabelFreeViews, fitted: dict[str, dict[str, Any]], sizes: Sequence[int], trials: int,
-                seed: int, progress: ProgressCallback | None = None) -> dict[str, Any]:
+                seed: int, progress: ProgressCallback | None = None,
+                diagnosers: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every estimator on ``trials`` random draws of each size from every shifted pool (the same draws for
     every estimator): error against the draw's own accuracy, coverage of the draw's and of the stream's
     accuracy (the whole shifted pool), extrapolation flags; summaries per group and per kind."""
@@ -75,14 +101,13 @@ def score_draws(views: LabelFreeViews, fitted: dict[str, dict[str, Any]], sizes:
     out: dict[str, Any] = {}
     shifts = [("clean", views.pool), *views.shifted.items()]
     for step, size in enumerate(sizes):
-        records: dict[str, list[tuple]] = {name: [] for name in fitted}
+        records: dict[str, list[tuple]] = {name: [] for name in [*fitted, *([SHOWN] if diagnosers else [])]}
         usable = [(text, sample) for text, sample in shifts if len(sample) >= size]
         for text, sample in usable:
             row = _row(views, text, sample)
             for _ in range(trials):
                 draw = sample.subset(np.sort(rng.choice(len(sample), size=size, replace=False)))
-                for name, fits in fitted.items():
-                    result = fit_for(fits, views, text).estimate(draw)
+                for name, result in _estimates(fitted, diagnosers, views, text, draw).items():
                     records[name].append((row["group"], row["kind"], result.accuracy - draw.accuracy,
                                           result.low <= draw.accuracy <= result.high,
                                           result.low <= sample.accuracy <= result.high,

@@ -38,8 +38,10 @@ from typing import Any
 from benchmarks import script_main
 from benchmarks._estimate_report import markdown, scatter, targets
 from benchmarks._estimate_score import (
+    SHOWN,
     ablation,
     clean_resplits,
+    fitted_diagnosers,
     fitted_estimators,
     label_shift,
     score_draws,
@@ -93,6 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, default=10, help="draws per shift and size (default 10)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--no-diagnosis", action="store_true",
+                        help="skip the diagnosis (then no 'shown by a check' row: its unknown verdicts flag "
+                        "extrapolations)")
     parser.add_argument("--no-extras", action="store_true",
                         help="skip clean re-splits, the pm-atc ablation and the speed runs")
     parser.add_argument("--save", action="store_true", help="write reports/bench/estimate_<dataset>.json/.md "
@@ -127,12 +132,14 @@ def bench_dataset(dataset_name: str, args: argparse.Namespace, progress: Progres
     names = list(args.estimators or list_estimators())
     start = time.perf_counter()
     fitted = fitted_estimators(views, names, args.seed)
-    rows = score_full(views, fitted)
+    diagnosers = None if args.no_diagnosis else fitted_diagnosers(views, args.seed)
+    rows = score_full(views, fitted, diagnosers)
     draws = score_draws(views, fitted, [n for n in args.sizes if n <= len(views.pool)], args.trials,
-                        args.seed, progress)
+                        args.seed, progress, diagnosers)
     first = next(iter(fitted[names[0]].values()))
     result = {"info": views.info, "machine": machine(), "level": first.level, "rows": rows,
-              "summary": summarise(rows, names), "draws": draws, "trials": args.trials,
+              "summary": summarise(rows, names + ([SHOWN] if diagnosers else [])), "draws": draws,
+              "trials": args.trials,
               "label_shift": label_shift(views, fitted),
               "calibration": {key: first.fit_details[key]
                               for key in ("temperature", "ece_before", "ece_after")},
@@ -141,6 +148,8 @@ def bench_dataset(dataset_name: str, args: argparse.Namespace, progress: Progres
               "ablation": ablation(views, args.seed) if "pm-atc" in names and not args.no_extras else None,
               "score_seconds": round(time.perf_counter() - start, 1)}
     result["targets"] = targets(result)
+    result["targets_estimator"] = targets(result, "shift-calibrated") if result["targets"].get(
+        "estimator") != "shift-calibrated" else None
     result["machine_after"] = machine()
     result["table"] = markdown(result)
     if args.save:

@@ -316,7 +316,7 @@ def test_bench_tables_from_a_small_grid(world: World) -> None:
         spec = DriftSpec.parse(f"{kind}:5")
         shifted[spec.text] = world.embed(spec.apply(world.sample_images, seed=1), world.sample_labels)
     views = LabelFreeViews(reference=world.reference, bank=world.bank, pool=world.sample, shifted=shifted,
-                           groups=dict.fromkeys(shifted, "bank"), class_names=tuple(str(j) for j in range(10)),
+                           groups=dict.fromkeys(shifted, "bank"), class_names=tuple(map(str, range(10))),
                            info={"dataset": "digits", "version": "test", "reference_n": 225,
                                  "pool_n": len(world.sample)})
     rng = np.random.default_rng(0)

@@ -32,9 +32,10 @@ label shift also loses its T_cov / 2 head start (the best-fitting signature then
 Label shift is a candidate only while its assumption holds: when the images moved away from the reference
 images of their predicted class (``assumption``), a changed prediction histogram is a covariate shift that
 collapses predictions, and label shift leaves the candidates. When the winner is a corruption, the unknown
-rule decides whether its name is worth giving: if not, the verdict is "unknown shift", the "unknown" cause
-comes first with score u = sigmoid(logit P(wrong) - logit threshold) (> 0.5 exactly then), and the known
-causes follow as weak hints with their scores multiplied by 1 - u. The estimated severity of c is its
+rule (``rejection``: its family's support and its misfit) decides whether its name is worth giving; a drift
+the detectors assert while no drift fits best is unknown too. Then the verdict is "unknown shift", the
+"unknown" cause comes first with score u = 1/2 + (how far past the rule's thresholds) / 2 (> 0.5), and the
+known causes follow as weak hints with their scores multiplied by 1 - u. The estimated severity of c is its
 maximising s (refined by a parabola through the grid neighbours), among full-share hypotheses unless a
 partial share fits clearly better. When the caller's detectors overrule the scores (``drift_detected``
 False while a drift cause scores highest, or True while no drift does), ``details["overruled"]`` says so.
@@ -94,7 +95,7 @@ class SignatureConfig:
     severity_step: float = 0.25  # severity grid step; the bank's own levels are always on the grid
     fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # shares of corrupted images covered (1 always)
     false_alarm: float = 0.04  # share of clean samples the own gate may call drifted (half per statistic)
-    unknown_recall: float = 0.9  # share of held-out-family subsets the unknown rule must call "unknown"
+    unknown_recall: float = 0.8  # share of held-out-family subsets the unknown rule must call "unknown"
     label_shift_false_reject: float = 0.01  # share of true label shifts the assumption check may reject
     bbse_ridge: float = 1.0  # BBSE ridge towards the reference prior: λ = bbse_ridge / n
     calibration_sizes: tuple[int, ...] = (25, 50, 100, 200)  # held-out subset sizes (up to half a fold)
@@ -220,18 +221,17 @@ class SignatureDiagnoser(Diagnoser):
         wrong = np.concatenate([row[1] for row in rows])
         unseen = np.concatenate([row[2] for row in rows])
         self._rule = UnknownRule.fit(features, wrong, unseen, config.unknown_recall)
-        rejected = self._rule.probability(features) > self._rule.threshold
+        rejected = self._rule.reject(features)
         self._rule_summary = {
             "unseen_cases": int(unseen.sum()), "known_cases": int((~unseen).sum()),
-            "unseen_called_unknown": float(rejected[unseen].mean()) if unseen.any() else None,
             "known_called_unknown": float(rejected[~unseen].mean()) if (~unseen).any() else None,
             "known_wrong_family_named": float((~rejected & wrong & ~unseen).sum() / max((~unseen).sum(), 1))}
 
-    @staticmethod
-    def _rule_rows(case: dict[str, Any], label_threshold: float) -> tuple[np.ndarray, ...]:
+    def _rule_rows(self, case: dict[str, Any], label_threshold: float) -> tuple[np.ndarray, ...]:
         scores = np.maximum(case["best_reference"], case["best_estimated"] - label_threshold / 2)
-        features, best = rule_features(scores, case["corruption_distance"], case["families"], case["size"],
-                                       case["dims"], case["rows"])
+        temperature = self._at_size(case["size"])[2]
+        features, best = rule_features(scores, case["corruption_distance"], case["families"], temperature,
+                                       case["dims"], case["size"], case["rows"])
         unseen = np.full(len(features), case["unseen"])
         wrong = unseen | (case["families"][best] != case["truth_family"])
         return features, wrong, unseen
@@ -296,19 +296,19 @@ class SignatureDiagnoser(Diagnoser):
                                          evaluation, statistics)
                              for index, kind in enumerate(causes) if allowed[index]),
                             key=lambda cause: -cause.score)
-        unknown_probability = self._unknown_probability(scores, summary, n)
-        statistics["unknown_probability"] = unknown_probability
+        support, misfit, rejected, strength = self._unknown_test(scores, summary, temperature, n)
+        statistics.update(family_support=support, misfit=misfit, unknown_rule=self._rule.to_dict())
         verdict = {0: "no drift", 1: "label shift"}.get(winner, "covariate shift")
         if drift_detected is False:
             verdict = "no drift"
-        elif winner >= 2 and (unknown_probability > self._rule.threshold or free_winner == 0):
+        elif winner >= 2 and (rejected or free_winner == 0):
             # no known shift fits clearly enough to be named, or the detectors found a drift that every
             # known shift explains worse than no drift at all: what they found is unknown here
             verdict = "unknown shift"
         free_probabilities = posterior(scores, temperature, unrestricted)
-        # u > 0.5 exactly when the verdict is unknown; when no drift fits best, how much it does
-        unknown_score = (self._unknown_score(unknown_probability) if free_winner
-                         else 0.5 + 0.5 * float(free_probabilities[0]))
+        # u > 0.5 when the verdict is unknown: the farther past the rule's thresholds (or the more no drift
+        # fits best), the surer
+        unknown_score = 0.5 + 0.5 * max(strength if free_winner else float(free_probabilities[0]), 0.02)
         cause_list = _rank_for_verdict(cause_list, verdict, unknown_score, statistics)
         best_hypothesis = self._best_hypothesis(causes[winner], combined, np.asarray(table.kinds))
         details: dict[str, Any] = {"statistics": statistics, "method": "signature"}
@@ -323,19 +323,16 @@ class SignatureDiagnoser(Diagnoser):
                          reference_class_proportions=_as_shares(table.prior, table.prior > 0),
                          details=details)
 
-    def _unknown_probability(self, scores: np.ndarray, summary: dict[str, Any], n: int) -> float:
-        """P(the best corruption's family is wrong) under the unknown rule."""
+    def _unknown_test(self, scores: np.ndarray, summary: dict[str, Any], temperature: float,
+                      len_sample: int) -> tuple[float, float, bool, float]:
+        """The best corruption's family support and misfit, whether the unknown rule rejects it, and how
+        far past its thresholds it is."""
         table = self._table
         families = np.asarray([self._families.get(kind, "other") for kind in table.corruptions])
         features, _ = rule_features(scores[None, 2:], np.asarray(summary["corruption_distance"])[None],
-                                    families, n, table.means.shape[1], table.rows)
-        return float(self._rule.probability(features)[0])
-
-    def _unknown_score(self, probability: float) -> float:
-        """u = sigmoid(logit P(wrong) - logit threshold): above 0.5 exactly when the verdict is unknown."""
-        p = float(np.clip(probability, 1e-9, 1 - 1e-9))
-        t = float(np.clip(self._rule.threshold, 1e-9, 1 - 1e-9))
-        return float(1.0 / (1.0 + np.exp(-(np.log(p / (1 - p)) - np.log(t / (1 - t))))))
+                                    families, temperature, table.means.shape[1], len_sample, table.rows)
+        return (float(features[0, 0]), float(features[0, 1]), bool(self._rule.reject(features)[0]),
+                float(self._rule.strength(features)[0]))
 
     def _cause(self, kind: str, score: float, table: SignatureTable, combined: np.ndarray,
                uses_prior: np.ndarray, evaluation: Any, statistics: dict) -> Cause:
@@ -388,7 +385,7 @@ def _rank_for_verdict(causes: list[Cause], verdict: str, unknown_score: float,
     """
     if verdict == "unknown shift":
         unknown = Cause(UNKNOWN, FAMILY_OF[UNKNOWN], unknown_score, None,
-                        {"probability_wrong": statistics["unknown_probability"],
+                        {"family_support": statistics["family_support"], "misfit": statistics["misfit"],
                          "distance": statistics["distance"]})
         weak = 1 - unknown_score
         hints = [replace(cause, score=cause.score * weak, details={**cause.details, "hint": True})

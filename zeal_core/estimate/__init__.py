@@ -23,6 +23,7 @@ from zeal_core.estimate.base import (
     as_extrapolation,
     create_estimator,
     estimator_info,
+    for_family,
     list_estimators,
     register_estimator,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "estimator_info",
     "expected_calibration_error",
     "fit_temperature",
+    "for_family",
     "leave_one_corruption_out",
     "list_estimators",
     "register_estimator",

@@ -154,6 +154,21 @@ def as_extrapolation(estimate: AccuracyEstimate) -> AccuracyEstimate:
     return replace(estimate, low=min(low, estimate.low), high=max(high, estimate.high), extrapolation=True)
 
 
+def for_family(estimate: AccuracyEstimate, family: str) -> AccuracyEstimate:
+    """``estimate`` for a sample the diagnosis traced to a shift of ``family``: when the estimator's error
+    on that family, held out of its fit (``details["family_residuals"][family]``), exceeds the spread its
+    interval already carries (``details["spread_used"]``), the interval is widened by the difference (in
+    quadrature). Estimators without those details, and families they never saw, keep their interval."""
+    residual = float((estimate.details.get("family_residuals") or {}).get(family, 0.0) or 0.0)
+    used = float(estimate.details.get("spread_used", 0.0) or 0.0)
+    if residual <= used:
+        return estimate
+    extra = float(np.sqrt(residual ** 2 - used ** 2))
+    low, high = widen_interval(estimate.accuracy, estimate.low, estimate.high, extra, estimate.level)
+    return replace(estimate, low=min(low, estimate.low), high=max(high, estimate.high),
+                   details={**estimate.details, "spread_used": residual, "spread_family": family})
+
+
 class AccuracyEstimator(abc.ABC):
     """Base class: subclasses set ``name``, ``description`` and implement ``_fit`` and ``_estimate``.
 

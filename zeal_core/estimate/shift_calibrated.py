@@ -235,7 +235,7 @@ class ShiftCalibratedConfidence(AccuracyEstimator):
         return accuracy, low, high, {
             "sampling_interval": list(sampling), "fit_spread": self.fit_spread,
             "family_spread": self.family_spread, "spread_used": spread, "extrapolation": extrapolation,
-            "far_spread": self.family_spread * FAR_FACTOR,
+            "far_spread": self.family_spread * FAR_FACTOR, "family_residuals": self.family_residuals,
             "bank_distance": distance, "bank_reach": reach,
             "feature_shift": float(signals.shift_items.mean()),
             "cap_gate": float(gate(signals.shift_items.mean(), GATE_LOW, GATE_HIGH)),

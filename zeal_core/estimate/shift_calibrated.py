@@ -24,8 +24,9 @@ resample), widened in quadrature by the estimator's own error on shift families 
 ``family_spread``, the root-mean-square error over the bank's shifts when each family (noise, blur,
 weather, digital, ...) is predicted by a fit without it. Where the sample lies far from every bank shift
 (its batch summary, ``correctness.batch_summary``, is farther from the nearest bank shift than
-``REACH_QUANTILE`` of the bank's shifts are from the nearest shift of another family, allowing for the
-sample's own noise), the estimate is an extrapolation: the widening doubles and the estimate says so
+``REACH_QUANTILE`` of the bank's shifts (and the clean reference) are from the nearest shift of another
+family, allowing for the sample's own noise; a batch surer than the clean reference is not far for that),
+the estimate is an extrapolation: the widening doubles and the estimate says so
 (``AccuracyEstimate.extrapolation``). ``fit_spread`` (corruptions left out in ``folds`` groups) is
 reported beside it: the error on kinds like those in the bank.
 """
@@ -135,6 +136,7 @@ class ShiftCalibratedConfidence(AccuracyEstimator):
         self.model = self._fit_sets([clean, *sets.values()])
         self.fit_spread, self.family_spread = 0.0, 0.0
         self.bank_summaries, self.summary_scale = np.zeros((0, 3)), np.ones(3)
+        self.clean_summary = np.zeros(3)
         self.reach, self.family_residuals = float("inf"), {}
         if self.folds:
             self._fit_errors(bank, clean, sets)
@@ -162,10 +164,13 @@ class ShiftCalibratedConfidence(AccuracyEstimator):
         self.family_residuals = {family: _rms(held_family[text] for text in group)
                                  for family, group in zip(family_names, by_family, strict=True)
                                  if held_family}
-        summaries = np.stack([batch_summary(signals, self.shares) for signals, _ in sets.values()])
+        # the clean reference is a point of the bank's reach too (family "clean")
+        self.clean_summary = batch_summary(clean[0], self.shares)
+        summaries = np.stack([self.clean_summary, *(batch_summary(signals, self.shares)
+                                                    for signals, _ in sets.values())])
         self.bank_summaries = summaries
         self.summary_scale = np.maximum(summaries.std(axis=0), SUMMARY_FLOOR)
-        text_families = np.asarray([families[text] for text in sets])
+        text_families = np.asarray(["clean", *(families[text] for text in sets)])
         nearest_other = [self._distance(summary, text_families != family)
                          for summary, family in zip(summaries, text_families, strict=True)]
         finite = [value for value in nearest_other if np.isfinite(value)]
@@ -207,6 +212,10 @@ class ShiftCalibratedConfidence(AccuracyEstimator):
         """The sample's distance to the nearest bank shift, and the reach it is compared with: the bank's,
         plus two standard errors of the sample's own summary (a small sample scatters around its stream)."""
         summary = batch_summary(signals, self.shares)
+        # a batch "cleaner" than the clean reference (surer, less over-predicted, nearer its neighbours) is
+        # not outside the bank in any way that matters: those coordinates count as the reference's
+        summary = np.array([min(summary[0], self.clean_summary[0]), max(summary[1], self.clean_summary[1]),
+                            max(summary[2], self.clean_summary[2])])
         n = len(signals.predicted)
         values = features(signals, np.ones((1, n)), self.shares)[0]
         item_sd = np.array([values[:, 0].std(), values[:, 1].std(), signals.shift_items.std()])

@@ -83,7 +83,8 @@ def markdown(result: dict[str, Any]) -> str:
     info, machine = result["info"], result["machine"]
     lines = [f"### {info['dataset']} ({info['version']})", "",
              f"Machine: {machine['description']}. Reference {info['reference_n']} images (fit, bank of "
-             f"{result['bank_sets']} shifts), sample pool {info['pool_n']} disjoint images; "
+             f"{result['bank_sets']} shifts), sample pool {info['pool_n']} disjoint images (label shift: "
+             f"{info.get('label_pool_n', info['pool_n'])} clean ones); "
              f"fit {result['fit_seconds']:.0f} s; diagnose median "
              + ", ".join(f"{1000 * value:.0f} ms at n = {n}" for n, value in result["speed_s"].items())
              + ". Rates in % ± one standard error; trials per cell in the last column.", ""]

@@ -168,6 +168,7 @@ def _ablation_lines(ablate: dict[str, Any] | None) -> list[str]:
 def _label_shift_lines(rows: list[dict[str, Any]] | None, names: list[str]) -> list[str]:
     if not rows:
         return []
+    names = [name for name in names if name in rows[0]["estimates"]]
     lines = ["", "Label shift (only the listed classes kept; true vs estimated accuracy, points):", "",
              "| shift | classes | n | true | " + " | ".join(names) + " |", "|---" * (len(names) + 4) + "|"]
     for row in rows:

@@ -102,6 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clean-trials", type=int, default=200, help="clean subsets per size")
     parser.add_argument("--label-trials", type=int, default=100, help="label-shifted subsets per size")
     parser.add_argument("--label-sizes", type=_csv(int), default=LABEL_SIZES)
+    parser.add_argument("--label-pool-n", type=int, default=1000,
+                        help="clean sample-half images label-shift subsets are drawn from (one pass)")
     parser.add_argument("--dirichlet", type=float, default=1.0, help="concentration of the random priors")
     parser.add_argument("--held-out-sizes", type=_csv(int), default=HELD_OUT_SIZES)
     parser.add_argument("--held-out-trials", type=int, default=5, help="subsets per held-out shift and size")
@@ -173,9 +175,16 @@ def bench_dataset(dataset: str, args: argparse.Namespace, progress: ProgressCall
     result["corruptions"] = score_corruptions(diagnoser, views, kinds, args.severities, sizes, args.trials,
                                               rng, progress)
     result["clean"] = score_clean(diagnoser, views.pool, sizes, args.clean_trials, rng)
-    label_sizes = [n for n in args.label_sizes if n <= pool]
-    result["label_shift"] = score_label_shift(diagnoser, views.pool, label_sizes, args.label_trials,
+    clean_pool = views.pool
+    if args.label_pool_n > pool:  # a larger clean pool for large label-shift samples (no shifted copies)
+        larger = build_views(dataset, versions.get(dataset), bank_kinds=args.kinds,
+                             severities=args.severities, reference_n=args.reference_n, pool_n=args.label_pool_n, seed=args.seed,
+                             device=args.device, with_pool=False)
+        clean_pool = larger.pool if not isinstance(larger, str) else clean_pool
+    label_sizes = [n for n in args.label_sizes if n <= len(clean_pool)]
+    result["label_shift"] = score_label_shift(diagnoser, clean_pool, label_sizes, args.label_trials,
                                               args.dirichlet, rng)
+    result["info"] = {**views.info, "label_pool_n": len(clean_pool)}
     result["fractions"] = score_fractions(diagnoser, views, kinds, FRACTION_SEVERITIES, args.fractions,
                                           min(TARGET_SIZE, pool), args.fraction_trials, rng)
     result["speed_s"] = speed(diagnoser, views.pool, SPEED_SIZES, rng)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -74,12 +75,16 @@ def test_bench_scores_bank_estimators_leave_one_family_out(monkeypatch, tmp_path
         fit = bench.fit_for(fitted["memory-test"], views, row["shift"])
         seen = {shift_family(kind + ":1") for kind in fit.seen}
         assert row["group"] != "bank" or row["family"] not in seen
-    draws = bench.score_draws(views, fitted, sizes=(50,), trials=2, seed=0)
+    unknown = SimpleNamespace(diagnose=lambda sample: SimpleNamespace(verdict="unknown shift", best=None))
+    diagnosers = {"*": unknown}  # every draw "unknown": what a check shows is then an extrapolation
+    rows = bench.score_full(views, fitted, diagnosers)
+    draws = bench.score_draws(views, fitted, sizes=(50,), trials=2, seed=0, diagnosers=diagnosers)
+    assert draws["50"][bench.SHOWN]["held_out"]["extrapolation"] == 1.0
     cell = draws["50"]["shift-calibrated"]
     assert cell["bank"]["draws"] == 12 and cell["held_out"]["draws"] == 16 and draws["50"]["trials"] == 2
     assert set(cell["by_kind"]) == {"gaussian_noise", "fog", "contrast", "rotation", "ext/rain"}
     assert 0 <= cell["held_out"]["coverage"] <= 1 and cell["held_out"]["extrapolation"] >= 0
-    summary = bench.summarise(rows, list(fitted))
+    summary = bench.summarise(rows, [*fitted, bench.SHOWN])
     assert summary["pm-atc"]["bank"]["shifts"] == 6 and summary["pm-atc"]["external"]["shifts"] == 1
     result = {"info": views.info, "machine": "test machine", "rows": rows, "summary": summary, "draws": draws,
               "level": 0.9, "speed": bench.speed(views, list(fitted), seed=0, repeats=1),
@@ -87,11 +92,13 @@ def test_bench_scores_bank_estimators_leave_one_family_out(monkeypatch, tmp_path
               "label_shift": bench.label_shift(views, fitted), "ablation": bench.ablation(views, 0, trials=1),
               "clean_resplits": bench.clean_resplits(views, ["atc-mc", "memory-test"], seed=0, splits=2)}
     result["targets"] = report.targets(result)
-    assert result["targets"]["estimator"] == "shift-calibrated" and result["targets"]["n"] == 50
+    assert result["targets"]["estimator"] == bench.SHOWN and result["targets"]["n"] == 50
+    result["targets_estimator"] = report.targets(result, "shift-calibrated")
     assert result["clean_resplits"]["errors"]["atc-mc"]["sd"] >= 0
     table = report.markdown(result)
     assert "| pm-atc |" in table and "test machine" in table and "Label shift" in table
     assert "re-splits" in table and "Targets (shift-calibrated" in table and "| ext/rain |" in table
+    assert f"Targets ({bench.SHOWN}" in table
     figure = report.scatter(result, tmp_path / "scatter.png")
     assert figure.stat().st_size > 1000
 

@@ -211,9 +211,12 @@ def preferred_order(estimates: Sequence[Any], diagnosis: Any) -> tuple[Any, ...]
     from zeal_core.estimate import as_extrapolation, for_family
 
     if diagnosis is not None and diagnosis.verdict == "unknown shift":
-        return tuple(as_extrapolation(estimate) for estimate in estimates)
-    if diagnosis is not None and diagnosis.verdict == "covariate shift":
-        return tuple(for_family(estimate, diagnosis.best.family) for estimate in estimates)
+        return tuple(as_extrapolation(estimate) if hasattr(estimate, "details") else estimate
+                     for estimate in estimates)
+    family = getattr(getattr(diagnosis, "best", None), "family", None)
+    if diagnosis is not None and diagnosis.verdict == "covariate shift" and family:
+        return tuple(for_family(estimate, family) if hasattr(estimate, "details") else estimate
+                     for estimate in estimates)
     if diagnosis is None or diagnosis.verdict != "label shift":
         return tuple(estimates)
     first = [estimate for estimate in estimates if estimate.estimator == LABEL_SHIFT_ESTIMATOR]

@@ -178,8 +178,8 @@ def bench_dataset(dataset: str, args: argparse.Namespace, progress: ProgressCall
     clean_pool = views.pool
     if args.label_pool_n > pool:  # a larger clean pool for large label-shift samples (no shifted copies)
         larger = build_views(dataset, versions.get(dataset), bank_kinds=args.kinds,
-                             severities=args.severities, reference_n=args.reference_n, pool_n=args.label_pool_n, seed=args.seed,
-                             device=args.device, with_pool=False)
+                             severities=args.severities, reference_n=args.reference_n,
+                             pool_n=args.label_pool_n, seed=args.seed, device=args.device, with_pool=False)
         clean_pool = larger.pool if not isinstance(larger, str) else clean_pool
     label_sizes = [n for n in args.label_sizes if n <= len(clean_pool)]
     result["label_shift"] = score_label_shift(diagnoser, clean_pool, label_sizes, args.label_trials,

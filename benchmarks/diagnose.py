@@ -94,6 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="independent-implementation shifts (default: all of _external_shifts)")
     parser.add_argument("--compounds", type=_csv(str), default=COMPOUNDS, help="two-kind specs")
     parser.add_argument("--severities", type=_csv(float), default=SEVERITIES)
+    parser.add_argument("--pool-severities", type=_csv(float), default=None,
+                        help="levels the pool is scored at (default: --severities)")
     parser.add_argument("--sizes", type=_csv(int), default=SIZES,
                         help="known-kind sample sizes (those above the pool are skipped)")
     parser.add_argument("--reference-n", type=int, default=500, help="reference images (fit + bank)")
@@ -151,8 +153,8 @@ def bench_dataset(dataset: str, args: argparse.Namespace, progress: ProgressCall
     versions = dict(item.split("=", 1) for item in args.model)
     views = build_views(dataset, versions.get(dataset), bank_kinds=args.kinds, new_kinds=args.new_kinds,
                         external=args.external, compounds=args.compounds, severities=args.severities,
-                        reference_n=args.reference_n, pool_n=args.pool_n, seed=args.seed, device=args.device,
-                        progress=progress)
+                        pool_severities=args.pool_severities, reference_n=args.reference_n,
+                        pool_n=args.pool_n, seed=args.seed, device=args.device, progress=progress)
     if isinstance(views, str):
         return {"skipped": views}
     options = _options(args.option)
@@ -172,7 +174,9 @@ def bench_dataset(dataset: str, args: argparse.Namespace, progress: ProgressCall
                               "fit_report": getattr(diagnoser, "fit_report", {})}
     result["unseen"] = score_unseen(diagnoser, views, held_sizes, args.held_out_trials, rng)
     result["collapse_known"] = score_collapse_known(diagnoser, views, held_sizes, args.held_out_trials, rng)
-    result["corruptions"] = score_corruptions(diagnoser, views, kinds, args.severities, sizes, args.trials,
+    levels = list(args.pool_severities or args.severities)
+    result["severities"] = levels
+    result["corruptions"] = score_corruptions(diagnoser, views, kinds, levels, sizes, args.trials,
                                               rng, progress)
     result["clean"] = score_clean(diagnoser, views.pool, sizes, args.clean_trials, rng)
     clean_pool = views.pool
@@ -185,7 +189,8 @@ def bench_dataset(dataset: str, args: argparse.Namespace, progress: ProgressCall
     result["label_shift"] = score_label_shift(diagnoser, clean_pool, label_sizes, args.label_trials,
                                               args.dirichlet, rng)
     result["info"] = {**views.info, "label_pool_n": len(clean_pool)}
-    result["fractions"] = score_fractions(diagnoser, views, kinds, FRACTION_SEVERITIES, args.fractions,
+    fraction_levels = [level for level in FRACTION_SEVERITIES if level in levels] or levels[-2:]
+    result["fractions"] = score_fractions(diagnoser, views, kinds, fraction_levels, args.fractions,
                                           min(TARGET_SIZE, pool), args.fraction_trials, rng)
     result["speed_s"] = speed(diagnoser, views.pool, SPEED_SIZES, rng)
     if not args.no_family_refits:

@@ -89,6 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="independent-implementation shifts (default: all of _external_shifts)")
     parser.add_argument("--compounds", type=_csv(str), default=COMPOUNDS, help="two-kind specs, comma-sep.")
     parser.add_argument("--severities", type=_csv(float), default=SEVERITIES, help="comma-separated")
+    parser.add_argument("--pool-severities", type=_csv(float), default=None,
+                        help="levels the pool is scored at (default: --severities)")
     parser.add_argument("--reference-n", type=int, default=500, help="reference images (capped at the half)")
     parser.add_argument("--pool-n", type=int, default=1000, help="sample-pool images (capped at the half)")
     parser.add_argument("--sizes", type=_csv(int), default=SIZES, help="draw sizes (default 50,100,200)")
@@ -124,7 +126,8 @@ def bench_dataset(dataset_name: str, args: argparse.Namespace, progress: Progres
     versions = dict(item.split("=", 1) for item in args.model)
     views = build_views(dataset_name, versions.get(dataset_name), bank_kinds=args.kinds,
                         new_kinds=args.new_kinds, external=args.external, compounds=args.compounds,
-                        severities=args.severities, reference_n=args.reference_n, pool_n=args.pool_n,
+                        severities=args.severities, pool_severities=args.pool_severities,
+                        reference_n=args.reference_n, pool_n=args.pool_n,
                         seed=args.seed, device=args.device, progress=progress)
     if isinstance(views, str):
         print(f"bench estimate: skipping {dataset_name}: {views}", file=sys.stderr)

@@ -2,17 +2,23 @@
 checks (command line, uploads) with the retrain policy over them."""
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from app_pages import _lab, _labelfree
 from app_pages._ui import (
+    active_card,
     active_version,
+    allowed,
     ended_job,
     first_run_panel,
+    history_store,
+    md,
+    off_help,
     registry,
     short_version,
+    show_dataset_note,
+    show_history_error,
+    shows_server_paths,
     submit_job,
     user_errors,
 )
@@ -20,13 +26,14 @@ from zeal_core.config import override
 from zeal_core.corruptions import list_drift_kinds
 from zeal_core.drift import list_detectors
 from zeal_core.errors import ZealError
-from zeal_core.history import HistoryStore, load_policy, save_policy
-from zeal_core.monitor import P_VALUE_FLOOR, Schedule
+from zeal_core.history import HistoryStore, default_path, load_policy, save_policy
+from zeal_core.monitor import Schedule
 from zeal_core.retrain import list_strategies, unlabeled_strategies
 
 st.title("Monitor")
 if not first_run_panel():
     st.stop()
+show_dataset_note(active_card())
 NO_POLICY = "none (observe only)"
 REAL = ("cli", "upload", "api")  # origins of real checks; "monitor" marks the simulation's own
 
@@ -44,51 +51,6 @@ def schedule_text(preset: str, corruption: str, severity: float, before: int, dr
     return Schedule.recurring(spec, clean=before, drifted=per_cycle, cycles=2).text
 
 
-def stream_figure(result: dict) -> go.Figure:
-    """Top: p-value per batch (log) with alarms; bottom: accuracy with and without the policy, and the
-    label-free estimate of the deployed model's accuracy; retrains."""
-    batches = result["batches"]
-    index = [b["index"] for b in batches]
-    alpha = result["config"].get("alpha", 0.05)
-    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
-                           subplot_titles=("Batch test p-value (log scale)", "Accuracy per batch"))
-    figure.add_scatter(x=index, y=[max(b["p_value"], P_VALUE_FLOOR) for b in batches],
-                       mode="lines+markers", name="p-value", line={"color": "#0f766e"},
-                       customdata=[b["drift_spec"] for b in batches],
-                       hovertemplate="batch %{x}<br>p %{y:.3g}<br>%{customdata}<extra></extra>", row=1, col=1)
-    alarms = [b for b in batches if b["alarm"]]
-    figure.add_scatter(x=[b["index"] for b in alarms], y=[max(b["p_value"], P_VALUE_FLOOR) for b in alarms],
-                       mode="markers", name="alarm", marker={"color": "#dc2626", "symbol": "x", "size": 10},
-                       row=1, col=1)
-    figure.add_hline(y=alpha, line_dash="dash", line_color="#111827", row=1, col=1,
-                     annotation_text=f"alpha {alpha:g}", annotation_position="bottom left")
-    figure.add_scatter(x=index, y=[b["accuracy_without_policy"] for b in batches], mode="lines",
-                       name="without policy", line={"color": "#94a3b8"}, row=2, col=1)
-    figure.add_scatter(x=index, y=[b["accuracy_with_policy"] for b in batches], mode="lines",
-                       name="with policy", line={"color": "#0f766e", "width": 3}, row=2, col=1)
-    estimated = [b for b in batches if b.get("estimated_accuracy") is not None]
-    if estimated:  # what a user without labels would see: the label-free estimate and its interval
-        figure.add_scatter(
-            x=[b["index"] for b in estimated], y=[b["estimated_accuracy"] for b in estimated],
-            mode="markers", name="estimated, no labels (90 % interval)",
-            marker={"color": "#2563eb", "size": 6},
-            error_y={"type": "data", "symmetric": False, "color": "#93c5fd",
-                     "array": [b["estimate_high"] - b["estimated_accuracy"] for b in estimated],
-                     "arrayminus": [b["estimated_accuracy"] - b["estimate_low"] for b in estimated]},
-            hovertemplate="batch %{x}<br>estimated %{y:.1%}<extra></extra>", row=2, col=1)
-    for event in result["retrains"]:
-        figure.add_vline(x=event["batch_index"] + 0.5, line_dash="dot", line_color="#7c3aed")
-        figure.add_annotation(x=event["batch_index"] + 0.5, y=1, yref="y domain", xanchor="left",
-                              text="retrain: the reference now follows<br>the new model, so a lasting drift "
-                                   "reads as normal", showarrow=False, font={"size": 10, "color": "#7c3aed"},
-                              row=1, col=1)
-    drifted = [b["index"] for b in batches if b["drift_spec"] not in ("clean", "")]
-    if drifted:
-        figure.add_vrect(x0=drifted[0] - 0.5, x1=drifted[-1] + 0.5, fillcolor="#fde68a", opacity=0.25,
-                         line_width=0)
-    return _lab.style_p_value_and_accuracy(figure, "batch", height=560, legend_y=-0.12)
-
-
 def show_result(result: dict) -> None:
     """Summary metrics, the stream figure and the retrain events of a finished simulation."""
     summary = result["summary"]
@@ -101,7 +63,10 @@ def show_result(result: dict) -> None:
     if with_policy is not None and without is not None:
         columns[3].metric("Drifted accuracy with policy", f"{with_policy:.1%}",
                           delta=f"{(with_policy - without) * 100:+.1f} pts vs without")
-    st.plotly_chart(stream_figure(result), key="monitor_stream")
+    st.plotly_chart(_lab.stream_figure(result), key="monitor_stream")
+    if result["retrains"]:
+        st.caption("After a retrain the reference follows the new model, so a drift that lasts reads as "
+                   "normal again: the p-values rise although the data stays drifted.")
     if result["retrains"]:
         st.dataframe([{"after batch": e["batch_index"], "strategy": e["strategy"], "parent": e["parent"],
                        "new version": e["version"], "seconds": round(e["seconds"], 2)}
@@ -161,7 +126,8 @@ def simulation() -> None:
               "window": int(window), "cooldown": int(cooldown)}
     st.caption(f"{len(schedule)} batches of {batch_size} held-out images, tested with the model "
                f"**{short_version(active_version())}** (the active version).")
-    if st.button("Run the stream", type="primary", key="monitor_run"):
+    if st.button("Run the stream", type="primary", key="monitor_run", disabled=not allowed("monitor"),
+                 help=off_help("monitor")):
         with user_errors():
             submit_job("monitor", {"model": active_version(),
                                    "dataset": registry().card(active_version()).dataset,
@@ -182,21 +148,31 @@ def show_check(row) -> None:
     if row.estimated_accuracy is None:
         columns[2].metric("Estimated accuracy", "—", help="No label-free estimate was recorded.")
     else:
+        shown = next((item for item in report.get("estimates", []) if item.get("estimator") == row.estimator),
+                     {"low": row.estimate_low, "high": row.estimate_high, "n": row.n})
+        caution = _labelfree.estimate_caution(shown)
+        interval = f"90 % interval {row.estimate_low:.0%}–{row.estimate_high:.0%}"
         columns[2].metric("Estimated accuracy", f"{row.estimated_accuracy:.1%}",
-                          delta=f"90 % interval {row.estimate_low:.0%}–{row.estimate_high:.0%}",
-                          delta_color="off", delta_arrow="off",
+                          delta=("⚠ " + interval) if caution else interval,
+                          delta_color="orange" if caution else "off", delta_arrow="off",
                           help=f"Estimated without labels by {row.estimator}.")
-    st.caption(f"#{row.id} · {row.created} · {row.origin} · {row.source} · model `{row.model_version}`")
+        if caution:
+            columns[2].caption(caution)
+    st.caption(f"#{row.id} · {md(row.created)} · {md(row.origin)} · {md(row.source)} · model "
+               f"{md(row.model_version)}")  # the source holds uploaded file names: text, never Markdown
     if row.diagnosis:
-        st.markdown(f"**Diagnosis:** {row.diagnosis}")
+        st.markdown(f"**Diagnosis:** {md(row.diagnosis)}")
     threshold = decision.get("threshold", 0.0)
-    st.table(pd.DataFrame([{"detector": item["detector"], "p-value": f"{item['p_value']:.3g}",
+    st.table(pd.DataFrame([{"detector": item["detector"], "p-value": _lab.p_value_text(item),
                             "verdict": "drift" if item["p_value"] < threshold else "no drift"}
                            for item in report.get("detectors", [])]).set_index("detector"))
+    note = _lab.floor_note(report.get("detectors", []))
+    if note:
+        st.caption(note)
     drifted = report.get("most_drifted", [])
     if drifted:
         st.markdown("Most drift-typical images: " + ", ".join(
-            f"`{item['file'] or item['index']}` ({item['score']:.2f})" for item in drifted[:8]))
+            f"{md(item['file'] or item['index'])} ({item['score']:.2f})" for item in drifted[:8]))
     if report.get("skipped"):
         st.caption(f"{len(report['skipped'])} file(s) could not be read.")
 
@@ -224,7 +200,8 @@ def policy_form(store: HistoryStore) -> None:
                                          key="policy_window")
         cooldown = columns[2].number_input("Cool-down (checks)", 0, 100, policy.cooldown,
                                            key="policy_cooldown")
-        if st.form_submit_button("Save the policy"):
+        if st.form_submit_button("Save the policy", disabled=not allowed("policy"), help=off_help("policy")) \
+                and allowed("policy"):
             with user_errors():
                 save_policy(store, override(policy, {
                     "enabled": enabled, "strategy": strategy, "promote": promote, "margin": margin / 100,
@@ -240,14 +217,25 @@ def policy_form(store: HistoryStore) -> None:
 
 
 def history() -> None:
-    """Every recorded check on a time axis, one click (or pick) to its report, and the policy."""
-    store = HistoryStore()
+    """Every recorded check on a time axis, one click (or pick) to its report, and the policy; a damaged,
+    read-only or locked history says so and how to recover instead."""
+    store = history_store()
+    if store is None:
+        return
+    try:
+        history_view(store)
+    except ZealError as error:
+        show_history_error(error)
+
+
+def history_view(store: HistoryStore) -> None:
+    """The recorded checks and the policy form of a history that opened."""
     include = st.toggle("Include the simulation's own checks", value=False, key="history_simulated",
                         help="Each simulated stream batch is recorded too (origin 'monitor').")
     rows = [row for row in store.checks(limit=500) if include or row.origin in REAL]
     if not rows:
         st.info("No checks recorded yet. Upload a batch on Your own images, or run "
-                "`python -m zeal_core check FOLDER` (e.g. from cron).")
+                "`zeal check FOLDER` (e.g. from cron).")
     else:
         event = st.plotly_chart(_labelfree.history_figure(rows), key="history_chart", on_select="rerun",
                                 selection_mode="points")
@@ -267,6 +255,6 @@ with simulation_tab:
              "alarms.")
     simulation()
 with history_tab:
-    st.write("Checks of real batches — uploads and `python -m zeal_core check` — kept in the history "
-             f"(`{HistoryStore().path}`).")
+    where = f" ({md(default_path())})" if shows_server_paths() else ""  # no server path in a demo
+    st.write(f"Checks of real batches — uploads and `zeal check` — kept in the history{where}.")
     history()

@@ -7,11 +7,14 @@ from app_pages._ui import (
     KEY_DRIFT_SPEC,
     POLL_SECONDS,
     active_version,
+    allowed,
     cards_column_config,
     cards_frame,
     ended_job,
     first_run_panel,
     job_queue,
+    md,
+    off_help,
     registry,
     short_version,
     submit_job,
@@ -72,12 +75,13 @@ with st.form("retrain_form"):
     spec_text = right.text_input("Drift spec", value=st.session_state.get(KEY_DRIFT_SPEC, "gaussian_noise:5"),
                                  key="retrain_spec", help="From the Drift Lab, e.g. gaussian_noise:3@0.5")
     st.caption(f"Parent model: **{parent}** (the active version).")
-    submitted = st.form_submit_button("Retrain", type="primary")
+    submitted = st.form_submit_button("Retrain", type="primary", disabled=not allowed("retrain"),
+                                      help=off_help("retrain"))
 if submitted:
     try:
         spec_text = corruptions.DriftSpec.parse(spec_text).text
     except Exception as error:
-        st.error(f"Drift spec {spec_text!r} does not parse: {error}")
+        st.error(f"Drift spec {md(repr(spec_text))} does not parse: {md(error)}")
     else:
         with user_errors():
             submit_job("retrain", {"model": parent, "strategy": strategy,
@@ -92,7 +96,9 @@ if job is not None:
         new_card = models.card(version)
         st.markdown(f"New version **{version}** (parent {new_card.parent}).")
         show_before_after([new_card], key=f"before_after_{version}")
-        if version != active_version() and st.button(f"Make {version} active", key=f"activate_{version}"):
+        if version != active_version() and st.button(f"Make {version} active", key=f"activate_{version}",
+                                                     disabled=not allowed("activate"),
+                                                     help=off_help("activate")) and allowed("activate"):
             models.set_active(version)
             st.session_state["retrain_version"] = version  # the selector below follows the new choice
             st.rerun()
@@ -110,11 +116,14 @@ if st.session_state.get("retrain_version") not in versions:
 left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
 chosen = left.selectbox("Version", versions, key="retrain_version",
                         format_func=lambda v: f"{v} (active)" if v == active else v)
-if middle.button("Make active", disabled=chosen == active, key="retrain_make_active"):
+if middle.button("Make active", disabled=chosen == active or not allowed("activate"),
+                 key="retrain_make_active", help=off_help("activate")) and allowed("activate"):
     models.set_active(chosen)
     st.rerun()
-if right.button("Delete", disabled=chosen == active, key="retrain_delete", type="secondary",
-                help="Remove this version (card and weights). The active version cannot be deleted."):
+if right.button("Delete", disabled=chosen == active or not allowed("delete"), key="retrain_delete",
+                type="secondary", help=off_help("delete", "Remove this version (card and weights). The "
+                                                          "active version cannot be deleted.")) \
+        and allowed("delete"):
     models.delete(chosen)
     from zeal_core.reference import forget_references
 
@@ -156,7 +165,8 @@ def jobs_panel() -> None:
     if live:
         left, right = st.columns([3, 1])
         to_cancel = left.selectbox("Live job", live, key="retrain_cancel_job", label_visibility="collapsed")
-        if right.button("Cancel job", key="retrain_cancel"):
+        if right.button("Cancel job", key="retrain_cancel", disabled=not allowed("cancel"),
+                        help=off_help("cancel")) and allowed("cancel"):
             queue.cancel(to_cancel)
 
 

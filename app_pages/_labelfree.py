@@ -42,9 +42,10 @@ def _part(estimate: Any, name: str, default: Any = None) -> Any:
 def extrapolation_reason(estimate: Any) -> str | None:
     """Why ``estimate`` is an extrapolation, when its estimator says it is (its ``extrapolation`` flag, or
     the same key in its details); None otherwise."""
-    flag = _part(estimate, "extrapolation")
-    if flag is None:
-        flag = (_part(estimate, "details") or {}).get("extrapolation")
+    flag = _part(estimate, "extrapolation")  # a bool on an AccuracyEstimate (False when not one)
+    in_details = (_part(estimate, "details") or {}).get("extrapolation")
+    if in_details and not isinstance(flag, str):
+        flag = in_details  # a reason, where the estimator gave one
     if not flag:
         return None
     if isinstance(flag, str):

@@ -55,12 +55,15 @@ def fitted_diagnosers(views: LabelFreeViews, seed: int) -> dict[str, Any]:
 def _estimates(fitted: dict[str, dict[str, Any]], diagnosers: dict[str, Any] | None, views: LabelFreeViews,
                text: str, sample: Any) -> dict[str, Any]:
     """Every estimator's estimate of ``sample`` and, with diagnosers, the one a check shows first."""
-    from zeal_core.reference.labelfree import preferred_order
+    from zeal_core.reference.labelfree import DEFAULT_ESTIMATORS, preferred_order
 
     results = {name: fit_for(fits, views, text).estimate(sample) for name, fits in fitted.items()}
     if diagnosers:
         diagnosis = fit_for(diagnosers, views, text).diagnose(sample)
-        results[SHOWN] = preferred_order(list(results.values()), diagnosis)[0]
+        # in the order a check lists them (shift-calibrated first); preferred_order only moves pm-atc up
+        rank = {name: index for index, name in enumerate(DEFAULT_ESTIMATORS)}
+        ordered = sorted(results.values(), key=lambda estimate: rank.get(estimate.estimator, len(rank)))
+        results[SHOWN] = preferred_order(ordered, diagnosis)[0]
     return results
 
 

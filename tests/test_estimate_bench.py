@@ -133,3 +133,21 @@ def test_prior_matching_stays_out_of_a_pure_label_shift() -> None:
     matched = create_estimator("pm-atc", **FAST).fit(reference).estimate(ones)
     assert matched.details["class_shift"] > 0.5 and matched.details["gate"] < 0.1
     assert abs(matched.accuracy - atc.accuracy) < 0.01
+
+
+@pytest.mark.parametrize("verdict", ["covariate shift", "no drift"])
+def test_shown_by_a_check_is_what_a_check_shows_first(verdict: str) -> None:
+    """The bench's "shown by a check" orders the estimates as a check lists them (shift-calibrated first),
+    whatever order the bench fitted them in; only a label-shift verdict moves pm-atc up."""
+    views = toy_views()
+    fitted = bench.fitted_estimators(views, ["atc-mc", "average-confidence", "pm-atc", "shift-calibrated"],
+                                     seed=0)
+    diagnosis = SimpleNamespace(verdict=verdict, best=SimpleNamespace(family=None))
+    sample = views.pool
+    results = bench._estimates(fitted, {"*": SimpleNamespace(diagnose=lambda _: diagnosis)}, views, "clean",
+                               sample)
+    assert results[bench.SHOWN].estimator == "shift-calibrated"
+    label = SimpleNamespace(verdict="label shift", best=SimpleNamespace(family=None))
+    results = bench._estimates(fitted, {"*": SimpleNamespace(diagnose=lambda _: label)}, views, "clean",
+                               sample)
+    assert results[bench.SHOWN].estimator == "pm-atc"

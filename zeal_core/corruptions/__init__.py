@@ -35,7 +35,7 @@ from zeal_core.corruptions.class_mix import (
     register_class_mix,
     supports_unseen_classes,
 )
-from zeal_core.corruptions.drift import DriftSpec
+from zeal_core.corruptions.spec import DriftSpec
 from zeal_core.corruptions.registry import (
     DRIFT_KIND_GROUPS,
     IMAGENET_C_ORDER,

@@ -73,10 +73,11 @@ from zeal_core.diagnose.crossfit import CrossFit, Source
 from zeal_core.diagnose.rejection import UnknownRule, rule_features
 from zeal_core.diagnose.signatures import CLEAN, SignatureTable
 from zeal_core.diagnose.statistics import Projection, raw_statistics
-from zeal_core.drift.base import check_int, single_threaded_blas
+from zeal_core.drift.base import single_threaded_blas
 from zeal_core.embed import Embeddings
 from zeal_core.errors import ConfigError
 from zeal_core.shifts import ShiftedSet
+from zeal_core.validate import check_int
 
 # A partial share (f < 1) names the severity only when it beats the best full-share hypothesis by more than
 # this log-likelihood (half a chi-square(1) 95 % quantile): a mixture has an extra parameter, and a

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from zeal_core.drift.base import check_alpha, check_int
 from zeal_core.errors import ConfigError
+from zeal_core.validate import check_alpha, check_int
 
 # What a check can compute, in the order it computes them; a caller may ask for a subset.
 PARTS = ("detectors", "projection", "typical", "estimates", "diagnosis")
@@ -44,6 +44,15 @@ class ReferenceConfig:
 
             for name in self.estimators:
                 estimator_info(name)  # raises ConfigError naming the registered ones
+
+    def describe(self) -> dict[str, Any]:
+        """The settings a report names (JSON-ready): what the reference is and how the check decides."""
+        from zeal_core.drift import list_detectors
+
+        return {"reference_n": self.reference_n, "seed": self.seed, "alpha": self.alpha,
+                "detectors": list(self.detectors) or list_detectors(),
+                "detector_options": {name: dict(values) for name, values in self.detector_options.items()},
+                "split": self.split, "bank_n": self.bank_n, "estimators": list(self.estimators)}
 
     def cache_key(self) -> tuple:
         """A hashable form (the detector options as sorted text)."""

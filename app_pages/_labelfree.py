@@ -23,6 +23,7 @@ from app_pages._ui import md
 from zeal_core.corruptions import DriftSpec, list_corruptions
 from zeal_core.estimate import estimator_info
 from zeal_core.reference import CheckReport, FittedReference
+from zeal_core.reference.report import diagnosis_headline
 
 IMAGES_SHOWN = 6  # images that show the diagnosed shift best
 IMAGES_PER_ROW = 3  # in the diagnosis's narrow column: wide enough for a file name under each
@@ -41,16 +42,18 @@ def _part(estimate: Any, name: str, default: Any = None) -> Any:
 def extrapolation_reason(estimate: Any) -> str | None:
     """Why ``estimate`` is an extrapolation, when its estimator says it is (its ``extrapolation`` flag, or
     the same key in its details); None otherwise."""
-    flag = _part(estimate, "extrapolation")
-    if flag is None:
-        flag = (_part(estimate, "details") or {}).get("extrapolation")
+    flag = _part(estimate, "extrapolation")  # a bool on an AccuracyEstimate (False when not one)
+    in_details = (_part(estimate, "details") or {}).get("extrapolation")
+    if in_details and not isinstance(flag, str):
+        flag = in_details  # a reason, where the estimator gave one
     if not flag:
         return None
     if isinstance(flag, str):
         return flag
     if isinstance(flag, dict) and flag.get("reason"):
         return str(flag["reason"])
-    return "the sample lies outside the shifts the estimator was fitted on"
+    return ("the sample lies outside the shifts the estimator was fitted on; its interval carries the error "
+            "seen on shift families held out of the fit")
 
 
 def estimate_caution(estimate: Any) -> str | None:
@@ -132,7 +135,8 @@ def causes_frame(diagnosis: Any) -> pd.DataFrame:
     rows = []
     for rank, cause in enumerate(diagnosis.top(CAUSES_SHOWN), start=1):
         share = cause.details.get("fraction") if cause.details else None
-        rows.append({"rank": rank, "cause": CAUSE_NAMES.get(cause.kind, cause.kind), "family": cause.family,
+        name = CAUSE_NAMES.get(cause.kind, cause.kind) + (" (weak hint)" if cause.details.get("hint") else "")
+        rows.append({"rank": rank, "cause": name, "family": cause.family,
                      "score": f"{cause.score:.2f}",
                      "severity": "—" if cause.severity is None else f"{cause.severity:.1f}",
                      "share affected": "—" if share is None else f"{share:.0%}"})
@@ -174,7 +178,10 @@ def show_diagnosis(report: CheckReport, reference: FittedReference, *, key: str,
             warm_panel(reference, key=key)
         return
     diagnosis = report.diagnosis
-    st.markdown(f"#### {md(report.diagnosis_summary)}")
+    headline, overruled = diagnosis_headline(diagnosis, report.class_names)
+    st.markdown(f"#### {md(headline)}")  # class names may come from a user's folder
+    if overruled:
+        st.caption(overruled)
     if chosen is not None:
         expected = expected_cause(chosen)
         named = diagnosis.best.kind
@@ -191,11 +198,8 @@ def show_diagnosis(report: CheckReport, reference: FittedReference, *, key: str,
     left, right = st.columns([3, 2], gap="medium")
     left.table(causes_frame(diagnosis))
     left.caption("Score: a calibrated posterior over the causes (no drift, label shift, each corruption); "
-                 "severity on ImageNet-C's 0-5 scale. See docs/diagnosis.md.")
-    ranked = diagnosis.top(CAUSES_SHOWN)
-    if diagnosis.best.kind == "no_drift" and any(cause.score > diagnosis.best.score for cause in ranked):
-        left.caption("No detector found drift, so “no drift” comes first whatever the scores; the scores "
-                     "below it show what the diagnosis would name if the data had moved.")
+                 "severity on ImageNet-C's 0-5 scale. An unknown shift lists the nearest known kinds as weak "
+                 "hints. See docs/diagnosis.md.")
     if diagnosis.verdict == "label shift" or (chosen is not None and chosen.class_mix is not None):
         true_labels = report.sample.labels if chosen is not None else None
         right.plotly_chart(proportions_figure(diagnosis, reference.class_names, true_labels),

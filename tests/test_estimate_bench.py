@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from benchmarks import estimate as bench
+from benchmarks import _estimate_report as report
+from benchmarks import _estimate_score as bench
+from benchmarks._labelfree_views import LabelFreeViews, shift_family
 from tests.test_estimate import CLASSES, FAST, synthetic, toy_bank
 from zeal_core.embed import Embeddings
 from zeal_core.estimate import AccuracyEstimator, create_estimator, register_estimator
@@ -16,17 +19,21 @@ from zeal_core.plugins import Registry
 from zeal_core.shifts import ShiftedSet
 
 
-def toy_views() -> bench.Views:
-    samples = {"clean": synthetic(300, 20)}
-    for index, shifted in enumerate(toy_bank()):
-        samples[shifted.spec.text] = synthetic(300, 30 + index, scale=3.0 - 0.5 * shifted.severity,
-                                               collapse=0.1 * shifted.severity if shifted.corruption == "fog"
-                                               else 0.0)
-    return bench.Views(reference=synthetic(400, 21), bank=toy_bank(), samples=samples,
-                       kinds=["gaussian_noise", "fog", "contrast"], new_kinds=[],
-                       info={"dataset": "toy", "version": "v", "image_size": 8, "classes": CLASSES,
-                             "reference_n": 400, "sample_n": 300, "bank_shifts": 6, "reference_accuracy": 0.8,
-                             "clean_sample_accuracy": 0.8})
+def toy_views() -> LabelFreeViews:
+    """Pool shifts of the toy bank's kinds (scored leave one family out), one new kind and one external."""
+    shifted, groups = {}, {}
+    for index, shifted_set in enumerate(toy_bank()):
+        text, severity = shifted_set.spec.text, shifted_set.severity
+        collapse = 0.1 * severity if shifted_set.corruption == "fog" else 0.0
+        shifted[text] = synthetic(300, 30 + index, scale=3.0 - 0.5 * severity, collapse=collapse)
+        groups[text] = "bank"
+    shifted["rotation:3"], groups["rotation:3"] = synthetic(300, 40, scale=1.5), "new"
+    shifted["ext/rain:3"], groups["ext/rain:3"] = synthetic(300, 41, scale=2.0, collapse=0.2), "external"
+    return LabelFreeViews(reference=synthetic(400, 21), bank=toy_bank(), pool=synthetic(300, 20),
+                          shifted=shifted, groups=groups,
+                          info={"dataset": "toy", "version": "v", "image_size": 8, "classes": CLASSES,
+                                "reference_n": 400, "pool_n": 300, "bank_shifts": 6,
+                                "reference_accuracy": 0.8, "clean_pool_accuracy": 0.8})
 
 
 class _Memory(AccuracyEstimator):
@@ -48,37 +55,51 @@ class _Memory(AccuracyEstimator):
         return 0.5, 0.4, 0.6, {"seen": sorted(self.seen)}
 
 
-def test_bench_scores_bank_estimators_leave_one_corruption_out(monkeypatch, tmp_path: Path) -> None:
+def test_bench_scores_bank_estimators_leave_one_family_out(monkeypatch, tmp_path: Path) -> None:
     import zeal_core.estimate.base as base
 
     registry: Registry = Registry("estimator")
-    for name in ("atc-mc", "pm-atc"):
+    for name in ("atc-mc", "pm-atc", "shift-calibrated"):
         registry.add(name, base._REGISTRY.get(name))
     monkeypatch.setattr(base, "_REGISTRY", registry)
     register_estimator(_Memory)
     views = toy_views()
-    fitted = bench.fitted_estimators(views, ["atc-mc", "pm-atc", "memory-test"], seed=0)
-    for kind, estimator in fitted["memory-test"].items():
-        assert kind == "*" or kind not in estimator.seen  # a fold never saw the kind it is scored on
+    names = ["atc-mc", "pm-atc", "shift-calibrated", "memory-test"]
+    fitted = bench.fitted_estimators(views, names, seed=0)
+    assert set(fitted["memory-test"]) == {"noise", "weather", "digital", "*"}
+    for family, estimator in fitted["memory-test"].items():  # a fold never saw its family
+        assert family == "*" or not {shift_family(kind + ":1") for kind in estimator.seen} & {family}
     rows = bench.score_full(views, fitted)
-    assert len(rows) == 7 and {row["family"] for row in rows} >= {"clean", "noise", "weather", "digital"}
+    assert len(rows) == 9 and {row["group"] for row in rows} == {"clean", "bank", "new", "external"}
     for row in rows:
-        if row["shift"] != "clean":
-            assert row["kind"] not in bench._for_shift(fitted["memory-test"], row["shift"]).seen
-    draws = bench.score_draws(views, fitted, sizes=(50,), trials=2, seed=0)
-    assert draws["50"]["atc-mc"]["bank"]["draws"] == 12 and draws["50"]["trials"] == 2
-    summary = bench.summarise(rows, list(fitted))
-    assert summary["pm-atc"]["bank_kinds"]["shifts"] == 6
+        fit = bench.fit_for(fitted["memory-test"], views, row["shift"])
+        seen = {shift_family(kind + ":1") for kind in fit.seen}
+        assert row["group"] != "bank" or row["family"] not in seen
+    unknown = SimpleNamespace(diagnose=lambda sample: SimpleNamespace(verdict="unknown shift", best=None))
+    diagnosers = {"*": unknown}  # every draw "unknown": what a check shows is then an extrapolation
+    rows = bench.score_full(views, fitted, diagnosers)
+    draws = bench.score_draws(views, fitted, sizes=(50,), trials=2, seed=0, diagnosers=diagnosers)
+    assert draws["50"][bench.SHOWN]["held_out"]["extrapolation"] == 1.0
+    cell = draws["50"]["shift-calibrated"]
+    assert cell["bank"]["draws"] == 12 and cell["held_out"]["draws"] == 16 and draws["50"]["trials"] == 2
+    assert set(cell["by_kind"]) == {"gaussian_noise", "fog", "contrast", "rotation", "ext/rain"}
+    assert 0 <= cell["held_out"]["coverage"] <= 1 and cell["held_out"]["extrapolation"] >= 0
+    summary = bench.summarise(rows, [*fitted, bench.SHOWN])
+    assert summary["pm-atc"]["bank"]["shifts"] == 6 and summary["pm-atc"]["external"]["shifts"] == 1
     result = {"info": views.info, "machine": "test machine", "rows": rows, "summary": summary, "draws": draws,
               "level": 0.9, "speed": bench.speed(views, list(fitted), seed=0, repeats=1),
               "calibration": {"temperature": 1.0, "ece_before": 0.1, "ece_after": 0.02},
               "label_shift": bench.label_shift(views, fitted), "ablation": bench.ablation(views, 0, trials=1),
               "clean_resplits": bench.clean_resplits(views, ["atc-mc", "memory-test"], seed=0, splits=2)}
+    result["targets"] = report.targets(result)
+    assert result["targets"]["estimator"] == bench.SHOWN and result["targets"]["n"] == 50
+    result["targets_estimator"] = report.targets(result, "shift-calibrated")
     assert result["clean_resplits"]["errors"]["atc-mc"]["sd"] >= 0
-    table = bench.markdown(result)
+    table = report.markdown(result)
     assert "| pm-atc |" in table and "test machine" in table and "Label shift" in table
-    assert "re-splits" in table
-    figure = bench.scatter(result, tmp_path / "scatter.png")
+    assert "re-splits" in table and "Targets (shift-calibrated" in table and "| ext/rain |" in table
+    assert f"Targets ({bench.SHOWN}" in table
+    figure = report.scatter(result, tmp_path / "scatter.png")
     assert figure.stat().st_size > 1000
 
 
@@ -112,3 +133,21 @@ def test_prior_matching_stays_out_of_a_pure_label_shift() -> None:
     matched = create_estimator("pm-atc", **FAST).fit(reference).estimate(ones)
     assert matched.details["class_shift"] > 0.5 and matched.details["gate"] < 0.1
     assert abs(matched.accuracy - atc.accuracy) < 0.01
+
+
+@pytest.mark.parametrize("verdict", ["covariate shift", "no drift"])
+def test_shown_by_a_check_is_what_a_check_shows_first(verdict: str) -> None:
+    """The bench's "shown by a check" orders the estimates as a check lists them (shift-calibrated first),
+    whatever order the bench fitted them in; only a label-shift verdict moves pm-atc up."""
+    views = toy_views()
+    fitted = bench.fitted_estimators(views, ["atc-mc", "average-confidence", "pm-atc", "shift-calibrated"],
+                                     seed=0)
+    diagnosis = SimpleNamespace(verdict=verdict, best=SimpleNamespace(family=None))
+    sample = views.pool
+    results = bench._estimates(fitted, {"*": SimpleNamespace(diagnose=lambda _: diagnosis)}, views, "clean",
+                               sample)
+    assert results[bench.SHOWN].estimator == "shift-calibrated"
+    label = SimpleNamespace(verdict="label shift", best=SimpleNamespace(family=None))
+    results = bench._estimates(fitted, {"*": SimpleNamespace(diagnose=lambda _: label)}, views, "clean",
+                               sample)
+    assert results[bench.SHOWN].estimator == "pm-atc"

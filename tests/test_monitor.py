@@ -9,9 +9,11 @@ import pytest
 from tests.test_retrain import save_tiny_parent
 from zeal_core.cli import main
 from zeal_core.errors import ConfigError
+from zeal_core.estimate import AccuracyEstimate
 from zeal_core.jobs import JobQueue, run_worker
 from zeal_core.models.registry import ModelRegistry
 from zeal_core.monitor import MonitorConfig, Schedule, simulate
+from zeal_core.monitor.simulate import bracket_estimates
 
 ONSET = 4  # clean batches before the drift
 SUDDEN = f"clean*{ONSET},gaussian_noise:5*10"
@@ -116,3 +118,26 @@ def test_monitor_runs_as_a_job_with_its_retrains_inline() -> None:
     retrains = done.result["retrains"]
     assert len(retrains) == 1 and done.result["summary"]["retrains"] == 1
     assert registry.card(retrains[0]["version"]).parent == parent
+
+
+def test_after_an_unlabeled_adaptation_the_estimates_interval_holds_the_truth(parent_registry) -> None:
+    """bn-adapt normalises with the drifted batches' statistics: the estimate is calibrated on the reference
+    seen the same way (its own statistics), its interval widened to the adapted statistics' calibration
+    too, so it holds the truth whether the adaptation worked or not (contrast:5: it barely does here)."""
+    registry, parent = parent_registry
+    result = simulate(parent, "digits", "clean*2,contrast:5*6", CONFIG, device="cpu", registry=registry)
+    assert len(result.retrains) == 1
+    after = [b for b in result.batches if b.index > result.retrains[0].batch_index]
+    assert len(after) >= 3
+    assert all(b.estimate_low <= b.accuracy_with_policy <= b.estimate_high for b in after), \
+        [(b.estimate_low, b.accuracy_with_policy, b.estimate_high) for b in after]
+
+
+def test_bracketed_estimates_hold_both_calibrations_and_say_they_extrapolate() -> None:
+    shown = (AccuracyEstimate(estimator="pm-atc", accuracy=0.97, low=0.9, high=1.0, level=0.9, n=64),
+             AccuracyEstimate(estimator="doc", accuracy=0.9, low=0.85, high=0.95, level=0.9, n=64))
+    other = (AccuracyEstimate(estimator="pm-atc", accuracy=0.7, low=0.6, high=0.8, level=0.9, n=64),)
+    pm_atc, doc = bracket_estimates(shown, other)
+    assert (pm_atc.accuracy, pm_atc.low, pm_atc.high) == (0.97, 0.6, 1.0) and pm_atc.extrapolation
+    assert pm_atc.details["bracketed_by"] == [0.7, 0.6, 0.8]
+    assert doc == shown[1]  # no twin: unchanged

@@ -6,14 +6,14 @@ Fit (reference R with labels, bank = R under every corruption x severity):
    discriminant projection to K coordinates (``statistics``); per hypothesis (clean, corruption c at
    severity s, interpolated between the bank's levels) the mean, covariance and class-wise means of the
    statistics and the confusion matrix (``signatures``).
-2. Calibration by cross-fitting: the reference rows are split into two random halves; a model
-   fitted on one fold scores random subsets of the other fold's images (clean, label-shifted with
-   Dirichlet(1) class priors, and every bank set) at several sample sizes. From these held-out subsets:
-   the label-shift threshold T_LS and covariate threshold T_cov (quantiles of the clean subsets'
-   statistics at 1 - false_alarm / 2 each), the temperature τ of the cause posterior (least negative
-   log-likelihood of the true cause) and the rejection threshold for "unknown shift" (the
-   ``unknown_quantile`` quantile of the held-out known shifts' distance to the nearest signature).
-   Thresholds are interpolated in log n between the calibrated sizes and held constant beyond them.
+2. Calibration by cross-fitting (``crossfit``, ``calibration``): the reference rows are split into two
+   random halves; a model fitted on one fold scores random subsets of the other fold's images (clean,
+   label-shifted with Dirichlet(1) class priors, every bank set, and every family's sets under signatures
+   fitted without that family) at several sample sizes. From these held-out subsets: the label-shift
+   threshold T_LS and covariate threshold T_cov (quantiles of the clean subsets' statistics at
+   1 - false_alarm / 2 each), the temperature τ of the cause posterior (least negative log-likelihood of
+   the true cause, per size, interpolated in log n), the threshold of the label-shift assumption check
+   (``assumption``) and the unknown rule (``rejection``).
 3. The final model is fitted on all reference rows.
 
 Diagnose (sample S, labels never used): with ℓ_h(π_ref), ℓ_h(π̂_h) from ``SignatureTable.evaluate`` and
@@ -27,11 +27,18 @@ so that label shift beats no drift exactly when D_LS = 2(ℓ_clean(π̂) - ℓ_c
 corruption beats both exactly when D_cov = 2(max_c a_c - max(ℓ_clean(π_ref), ℓ_clean(π̂) - p)) > T_cov.
 ``Cause.score`` = (1 - ε) softmax(τ a) + ε / K: a calibrated posterior over the causes (no drift, label
 shift, every corruption). With ``drift_detected=True`` no drift is left out, and when D_LS <= T_LS the
-label shift also loses its T_cov / 2 head start (the best-fitting signature then names the drift). The
-estimated severity of c is its maximising s (refined by a parabola through the grid
-neighbours). When the winner is a corruption but the sample's distance to the nearest signature exceeds
-the rejection threshold, the verdict is "unknown shift": the "unknown" cause's score is the share of
-held-out known shifts that lie closer, and the other scores are multiplied by one minus it.
+label shift also loses its T_cov / 2 head start (the best-fitting signature then names the drift).
+
+Label shift is a candidate only while its assumption holds: when the images moved away from the reference
+images of their predicted class (``assumption``), a changed prediction histogram is a covariate shift that
+collapses predictions, and label shift leaves the candidates. When the winner is a corruption, the unknown
+rule (``rejection``: its family's support and its misfit) decides whether its name is worth giving; a drift
+the detectors assert while no drift fits best is unknown too. Then the verdict is "unknown shift", the
+"unknown" cause comes first with score u = 1/2 + (how far past the rule's thresholds) / 2 (> 0.5), and the
+known causes follow as weak hints with their scores multiplied by 1 - u. The estimated severity of c is its
+maximising s (refined by a parabola through the grid neighbours), among full-share hypotheses unless a
+partial share fits clearly better. When the caller's detectors overrule the scores (``drift_detected``
+False while a drift cause scores highest, or True while no drift does), ``details["overruled"]`` says so.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from zeal_core.corruptions import corruption_info
+from zeal_core.diagnose.assumption import LabelShiftCheck
 from zeal_core.diagnose.base import (
     FAMILY_OF,
     LABEL_SHIFT,
@@ -52,21 +60,30 @@ from zeal_core.diagnose.base import (
     Diagnosis,
     register_diagnoser,
 )
-from zeal_core.diagnose.signatures import CLEAN, GroupRows, SignatureTable, build_table
-from zeal_core.diagnose.statistics import FoldMoments, Projection, raw_statistics
+from zeal_core.diagnose.calibration import (
+    cause_scores,
+    gate_thresholds,
+    pool_parts,
+    posterior,
+    random_folds,
+    summarise,
+    temperatures_by_size,
+)
+from zeal_core.diagnose.crossfit import CrossFit, Source
+from zeal_core.diagnose.rejection import UnknownRule, rule_features
+from zeal_core.diagnose.signatures import CLEAN, SignatureTable
+from zeal_core.diagnose.statistics import Projection, raw_statistics
 from zeal_core.drift.base import single_threaded_blas
 from zeal_core.embed import Embeddings
 from zeal_core.errors import ConfigError
 from zeal_core.shifts import ShiftedSet
 from zeal_core.validate import check_int
 
-# Samples scored together in one calibration batch (bounds the memory of the batched BBSE solves).
-CALIBRATION_BATCH = 24
-# Temperatures tried when calibrating the cause posterior (log-spaced).
-TEMPERATURES = np.exp(np.linspace(np.log(1e-3), np.log(3.0), 61))
-# Share of the cause posterior spread evenly over the causes (ε): a few held-out subsets that the
-# signatures explain badly must not drive the temperature to zero, and no score claims certainty.
-POSTERIOR_FLOOR = 0.02
+# A partial share (f < 1) names the severity only when it beats the best full-share hypothesis by more than
+# this log-likelihood (half a chi-square(1) 95 % quantile): a mixture has an extra parameter, and a
+# stronger corruption on part of the images otherwise mimics a weaker one on all of them (fog:3 read as
+# fog 4.8 on 75 % of the images).
+PARTIAL_PENALTY = 1.92
 
 
 @dataclass(frozen=True)
@@ -79,19 +96,22 @@ class SignatureConfig:
     severity_step: float = 0.25  # severity grid step; the bank's own levels are always on the grid
     fractions: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # shares of corrupted images covered (1 always)
     false_alarm: float = 0.04  # share of clean samples the own gate may call drifted (half per statistic)
-    unknown_quantile: float = 0.99  # known shifts beyond this quantile of distance are called "unknown"
+    unknown_recall: float = 0.8  # share of held-out-family subsets the unknown rule must call "unknown"
+    label_shift_false_reject: float = 0.01  # share of true label shifts the assumption check may reject
     bbse_ridge: float = 1.0  # BBSE ridge towards the reference prior: λ = bbse_ridge / n
     calibration_sizes: tuple[int, ...] = (25, 50, 100, 200)  # held-out subset sizes (up to half a fold)
     calibration_splits: int = 3  # random halvings of the reference; each gives two fold models
+    unknown_splits: int = 1  # of those, halvings that also score every family left out (the unknown rule)
     clean_trials: int = 50  # clean held-out subsets per size and fold model (sets the gate's thresholds)
     label_shift_trials: int = 15  # label-shifted clean subsets per size and fold model (temperature)
-    shift_trials: int = 1  # subsets per bank set, size and fold model (temperature, rejection threshold)
+    shift_trials: int = 1  # subsets per bank set, size and fold model (temperature, unknown rule)
 
     def __post_init__(self) -> None:
         check_int(self.components, "components", 1, 512)
         check_int(self.spread_components, "spread_components", 0, int(self.components))
         for name, low, high in (("shrinkage", 0.0, 1.0), ("false_alarm", 1e-4, 0.5),
-                                ("unknown_quantile", 0.5, 1.0), ("severity_step", 0.01, 5.0)):
+                                ("unknown_recall", 0.0, 1.0), ("label_shift_false_reject", 0.0, 0.5),
+                                ("severity_step", 0.01, 5.0)):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not low <= float(value) <= high:
                 raise ConfigError(f"{name} must be a number in [{low}, {high}], got {value!r}")
@@ -109,17 +129,17 @@ class SignatureConfig:
         object.__setattr__(self, "fractions", tuple(sorted({float(share) for share in shares} | {1.0})))
         for name in ("calibration_splits", "clean_trials", "label_shift_trials", "shift_trials"):
             check_int(getattr(self, name), name, 1, 100_000)
+        check_int(self.unknown_splits, "unknown_splits", 0, 100_000)
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """What the held-out subsets gave: the gate's thresholds and the rejection distances (pooled over
-    sizes, since the statistics are log-likelihood ratios whose null distribution hardly depends on n),
-    and one temperature per size (how much to trust the likelihoods does depend on n)."""
+    """What the held-out subsets gave: the gate's thresholds (pooled over sizes, since the statistics are
+    log-likelihood ratios whose null distribution hardly depends on n) and one temperature per size (how
+    much to trust the likelihoods does depend on n)."""
 
     label_shift_threshold: float  # T_LS
     covariate_threshold: float  # T_cov
-    distances: np.ndarray  # sorted distances of held-out known shifts to their nearest signature
     sizes: tuple[int, ...]  # calibrated sample sizes
     temperatures: tuple[float, ...]  # τ per size
     held_out: tuple[dict[str, float], ...]  # per size: accuracy on the held-out subsets
@@ -131,7 +151,8 @@ class SignatureDiagnoser(Diagnoser):
 
     name = "signature"
     description = ("names the corruption (with severity), a label shift or no drift from set statistics of "
-                   "features and confidences, calibrated on held-out bank subsets")
+                   "features and confidences, calibrated on held-out bank subsets; 'unknown shift' when no "
+                   "known one fits clearly")
 
     def __init__(self, **options: Any) -> None:
         """Args:
@@ -146,6 +167,8 @@ class SignatureDiagnoser(Diagnoser):
         self._projection: Projection | None = None
         self._table: SignatureTable | None = None
         self._calibration: Calibration | None = None
+        self._check: LabelShiftCheck | None = None
+        self._rule: UnknownRule | None = None
         self._families: dict[str, str] = {}
         self.fit_report: dict[str, Any] = {}
 
@@ -156,147 +179,83 @@ class SignatureDiagnoser(Diagnoser):
         rng = np.random.default_rng(seed)
         labels = np.asarray(reference.labels, dtype=np.int64)
         classes = reference.probs.shape[1]
-        sources = [(CLEAN, 0.0, reference)] + [(shifted.corruption, shifted.severity, shifted.embeddings)
-                                               for shifted in bank]
-        self._families = {kind: _family(kind) for kind, _, _ in sources[1:]}
-        corruptions = list(dict.fromkeys(kind for kind, _, _ in sources[1:]))
-        components = min(config.components, len(sources) - 1)
-        spread = min(config.spread_components, components)
-        preds = [np.asarray(embedded.preds, dtype=np.int64) for _, _, embedded in sources]
-        probs = [np.asarray(embedded.probs, dtype=np.float64) for _, _, embedded in sources]
+        self._families = {shifted.corruption: _family(shifted.corruption) for shifted in bank}
         with single_threaded_blas():
-            raws = [_raw(embedded).astype(np.float32) for _, _, embedded in sources]
-
-            def table_for(projection: Projection, rows: np.ndarray) -> SignatureTable:
-                groups = [GroupRows(kind, severity, projection(raws[index][rows]), preds[index][rows],
-                                    probs[index][rows], labels[rows])
-                          for index, (kind, severity, _) in enumerate(sources)]
-                return build_table(groups, spread, config.severity_step, classes, config.fractions)
-
-            parts, full_projection = [], None
-            for _ in range(config.calibration_splits):
-                fold = _random_folds(len(labels), rng)
-                moments = FoldMoments(2)
-                for raw in raws:
-                    moments.add(raw.astype(np.float64), fold)
+            sources = [_source(CLEAN, "", 0.0, reference)] + [
+                _source(shifted.corruption, self._families[shifted.corruption], shifted.severity,
+                        shifted.embeddings) for shifted in bank]
+            components = min(config.components, len(sources) - 1)
+            crossfit = CrossFit(sources, labels, classes, config, components,
+                                min(config.spread_components, components))
+            parts, cases, full_projection = [], [], None
+            for split in range(config.calibration_splits):
+                fold = random_folds(len(labels), rng)
+                moments = crossfit.moments(fold)
                 if full_projection is None:
                     full_projection = moments.projection([0, 1], components, config.shrinkage)
                 for model in (0, 1):
-                    projection = moments.projection([model], components, config.shrinkage)
-                    own, held = np.flatnonzero(fold == model), np.flatnonzero(fold != model)
-                    table = table_for(projection, own)
-                    held_groups = [(kind, table.expand(projection(raws[index][held])), preds[index][held],
-                                    probs[index][held]) for index, (kind, _, _) in enumerate(sources)]
-                    parts.append(self._score_held_out(table, held_groups, labels[held], rng))
-            self._calibration = self._calibrate(parts, corruptions)
+                    known, rule_cases = crossfit.fold_model(moments, fold, model, rng,
+                                                            unseen=split < config.unknown_splits)
+                    parts.append(known)
+                    cases += rule_cases
             self._projection = full_projection
-            self._table = table_for(full_projection, np.arange(len(labels)))
+            self._table = crossfit.table(full_projection, np.arange(len(labels)))
+            self._check = LabelShiftCheck.fit(reference.features, reference.preds, classes, seed)
+            self._calibrate(pool_parts(parts), cases)
+        self.fit_report = self._report(len(labels), len(bank), components)
+
+    def _calibrate(self, by_size: dict[int, dict[str, np.ndarray]], cases: list[dict[str, Any]]) -> None:
+        """Thresholds, temperatures, the assumption check's threshold and the unknown rule."""
+        config = self.config
+        pooled = {key: np.concatenate([data[key] for data in by_size.values()])
+                  for key in next(iter(by_size.values()))}
+        label_threshold, covariate_threshold = gate_thresholds(pooled, config.false_alarm)
+        temperatures, held_out = temperatures_by_size(by_size, list(self._table.corruptions), label_threshold,
+                                                      covariate_threshold)
+        self._calibration = Calibration(label_shift_threshold=label_threshold,
+                                        covariate_threshold=covariate_threshold, sizes=tuple(by_size),
+                                        temperatures=tuple(temperatures), held_out=tuple(held_out))
+        null = np.isin(pooled["truths"], [NO_DRIFT, LABEL_SHIFT])
+        self._check.calibrate(pooled["feature_z"][null], config.label_shift_false_reject)
+        rows = [self._rule_rows(case, label_threshold) for case in cases if len(case["truth_family"])]
+        features = np.concatenate([row[0] for row in rows])
+        wrong = np.concatenate([row[1] for row in rows])
+        unseen = np.concatenate([row[2] for row in rows])
+        self._rule = UnknownRule.fit(features, wrong, unseen, config.unknown_recall)
+        rejected = self._rule.reject(features)
+        self._rule_summary = {
+            "unseen_cases": int(unseen.sum()), "known_cases": int((~unseen).sum()),
+            "known_called_unknown": float(rejected[~unseen].mean()) if (~unseen).any() else None,
+            "known_wrong_family_named": float((~rejected & wrong & ~unseen).sum() / max((~unseen).sum(), 1))}
+
+    def _rule_rows(self, case: dict[str, Any], label_threshold: float) -> tuple[np.ndarray, ...]:
+        scores = np.maximum(case["best_reference"], case["best_estimated"] - label_threshold / 2)
+        temperature = self._at_size(case["size"])[2]
+        features, best = rule_features(scores, case["corruption_distance"], case["families"], temperature,
+                                       case["dims"], case["size"], case["rows"])
+        unseen = np.full(len(features), case["unseen"])
+        wrong = unseen | (case["families"][best] != case["truth_family"])
+        return features, wrong, unseen
+
+    def _report(self, images: int, bank_sets: int, components: int) -> dict[str, Any]:
         calibration = self._calibration
-        self.fit_report = {
-            "reference_images": len(labels), "bank_sets": len(bank), "components": components,
-            "hypotheses": len(self._table.kinds), "corruptions": corruptions,
+        return {
+            "reference_images": images, "bank_sets": bank_sets, "components": components,
+            "hypotheses": len(self._table.kinds), "corruptions": list(self._table.corruptions),
             "label_shift_threshold": calibration.label_shift_threshold,
             "covariate_threshold": calibration.covariate_threshold,
-            "distance_threshold": _quantile(calibration.distances, config.unknown_quantile),
+            "label_shift_check": {"threshold": self._check.threshold, "min_effect": self._check.min_effect},
+            "unknown_rule": {**self._rule.to_dict(), **self._rule_summary},
             "calibration": [{"n": size, "temperature": tau, **held_out} for size, tau, held_out
                             in zip(calibration.sizes, calibration.temperatures, calibration.held_out,
                                    strict=True)],
-            "config": asdict(config)}
-
-    def _score_held_out(self, table: SignatureTable,
-                        groups: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
-                        held_labels: np.ndarray, rng: np.random.Generator) -> dict[int, dict[str, Any]]:
-        """Evaluate random held-out subsets of every size: the raw material of the calibration."""
-        config = self.config
-        pool = len(held_labels)
-        # at most half the pool, so that subsets of one pool differ (a subset of nearly the whole pool
-        # repeats one draw, and the gate's tail quantiles would rest on a handful of draws)
-        sizes = [size for size in config.calibration_sizes if size <= pool // 2] or [max(2, pool // 2)]
-        classes = table.prior.shape[0]
-        support = np.flatnonzero(table.prior > 0)
-        _, clean_u, clean_preds, clean_probs = groups[0]
-        by_class = {j: np.flatnonzero(held_labels == j) for j in support}
-        by_class = {j: rows for j, rows in by_class.items() if len(rows)}
-        results: dict[int, dict[str, Any]] = {}
-        for size in sizes:
-            samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-            truths: list[str] = []
-            for _ in range(config.clean_trials):
-                rows = rng.choice(pool, size, replace=False)
-                samples.append((clean_u[rows], clean_preds[rows], clean_probs[rows]))
-                truths.append(NO_DRIFT)
-            for _ in range(config.label_shift_trials):
-                rows = _label_shifted_rows(by_class, size, rng)
-                samples.append((clean_u[rows], clean_preds[rows], clean_probs[rows]))
-                truths.append(LABEL_SHIFT)
-            for kind, expanded, group_preds, group_probs in groups[1:]:
-                for _ in range(config.shift_trials):
-                    rows = rng.choice(pool, size, replace=False)
-                    samples.append((expanded[rows], group_preds[rows], group_probs[rows]))
-                    truths.append(kind)
-            means = np.stack([u.mean(0) for u, _, _ in samples])
-            counts = np.stack([np.bincount(p, minlength=classes)[:classes] for _, p, _ in samples])
-            counts = counts.astype(np.float64)
-            mean_probs = np.stack([p.mean(0) for _, _, p in samples])
-            chunks = range(0, len(samples), CALIBRATION_BATCH)
-            summaries = [self._summarise(table, table.evaluate(
-                means[start:start + CALIBRATION_BATCH], counts[start:start + CALIBRATION_BATCH],
-                mean_probs[start:start + CALIBRATION_BATCH], size, config.bbse_ridge)) for start in chunks]
-            merged = {key: np.concatenate([part[key] for part in summaries]) for key in summaries[0]}
-            results[size] = {"truths": np.asarray(truths), **merged}
-        return results
-
-    @staticmethod
-    def _summarise(table: SignatureTable, evaluation: Any) -> dict[str, np.ndarray]:
-        """Per sample: the clean log-likelihoods, each corruption's best (at both priors) and distances."""
-        corruptions = table.corruptions
-        kinds = np.asarray(table.kinds)
-        best_reference = np.stack([evaluation.at_reference_prior[:, kinds == name].max(1)
-                                   for name in corruptions], 1)
-        best_estimated = np.stack([evaluation.at_estimated_prior[:, kinds == name].max(1)
-                                   for name in corruptions], 1)
-        distance = np.minimum(evaluation.distance_reference, evaluation.distance_estimated).min(1)
-        return {"clean_reference": evaluation.at_reference_prior[:, 0],
-                "clean_estimated": evaluation.at_estimated_prior[:, 0],
-                "best_reference": best_reference, "best_estimated": best_estimated, "distance": distance}
-
-    def _calibrate(self, parts: list[dict[int, dict[str, Any]]], corruptions: list[str]) -> Calibration:
-        config = self.config
-        sizes = sorted(set.intersection(*(set(part) for part in parts)))
-        by_size = {size: {key: np.concatenate([part[size][key] for part in parts]) for key in parts[0][size]}
-                   for size in sizes}
-        pooled = {key: np.concatenate([by_size[size][key] for size in sizes]) for key in by_size[sizes[0]]}
-        clean = pooled["truths"] == NO_DRIFT
-        label_statistic = 2.0 * (pooled["clean_estimated"] - pooled["clean_reference"])
-        label_threshold = _quantile(label_statistic[clean], 1.0 - config.false_alarm / 2)
-        scores = _cause_scores(pooled, label_threshold, 0.0)
-        base = np.maximum(pooled["clean_reference"], pooled["clean_estimated"] - label_threshold / 2)
-        covariate_threshold = _quantile(2.0 * (scores[clean, 2:].max(1) - base[clean]),
-                                        1.0 - config.false_alarm / 2)
-        causes = [NO_DRIFT, LABEL_SHIFT, *corruptions]
-        temperatures, held_out = [], []
-        for size in sizes:
-            data = by_size[size]
-            truths = data["truths"]
-            scores = _cause_scores(data, label_threshold, covariate_threshold)
-            truth_index = np.asarray([causes.index(truth) for truth in truths])
-            temperatures.append(_fit_temperature(scores, truth_index))
-            winner = scores.argmax(1)
-            is_clean, shifted = truths == NO_DRIFT, truth_index >= 2
-            held_out.append({
-                "clean_no_drift": float((winner[is_clean] == 0).mean()),
-                "label_shift_named": float((winner[truths == LABEL_SHIFT] == 1).mean()),
-                "corruption_top1": float((winner[shifted] == truth_index[shifted]).mean()),
-                "trials_clean": int(is_clean.sum()), "trials_shift": int(shifted.sum())})
-        return Calibration(label_shift_threshold=label_threshold, covariate_threshold=covariate_threshold,
-                           distances=np.sort(pooled["distance"]), sizes=tuple(sizes),
-                           temperatures=tuple(temperatures), held_out=tuple(held_out))
+            "config": asdict(self.config)}
 
     # Diagnosing -------------------------------------------------------------------------------------------
 
     def _diagnose(self, sample: Embeddings, drift_detected: bool | None) -> Diagnosis:
         table, projection, config = self._table, self._projection, self.config
-        assert table is not None and projection is not None
+        assert table is not None and projection is not None and self._check is not None
         n = len(sample)
         classes = table.prior.shape[0]
         with single_threaded_blas():
@@ -305,67 +264,79 @@ class SignatureDiagnoser(Diagnoser):
             mean_probs = np.asarray(sample.probs, dtype=np.float64).mean(0)
             evaluation = table.evaluate(expanded.mean(0)[None], counts[None].astype(np.float64),
                                         mean_probs[None], n, config.bbse_ridge)
-        calibration = self._at_size(n)
-        label_threshold, covariate_threshold, temperature, distances = calibration
-        summary = {key: value[0] for key, value in self._summarise(table, evaluation).items()}
-        scores = _cause_scores({key: value[None] for key, value in summary.items()}, label_threshold,
-                               covariate_threshold)[0]
-        causes = [NO_DRIFT, LABEL_SHIFT, *table.corruptions]
-        allowed = np.ones(len(causes), dtype=bool)
-        if drift_detected is True:
-            allowed[0] = False
-            label_statistic = 2 * (summary["clean_estimated"] - summary["clean_reference"])
-            if label_statistic <= label_threshold:
-                # Drift is asserted but the class mix did not change significantly: label shift loses the
-                # head start it has over no drift, and the best-fitting shift signature names the drift.
-                scores = scores.copy()
-                scores[1] -= covariate_threshold / 2
-        posterior = _posterior(scores, temperature, allowed)
+            check = self._check.test(sample.features, sample.preds)
+        label_threshold, covariate_threshold, temperature = self._at_size(n)
+        summary = {key: value[0] for key, value in summarise(table, evaluation).items()}
+        scores = cause_scores({key: value[None] for key, value in summary.items()}, label_threshold,
+                              covariate_threshold)[0]
+        label_statistic = float(2 * (summary["clean_estimated"] - summary["clean_reference"]))
+        if drift_detected is True and label_statistic <= label_threshold:
+            # Drift is asserted but the class mix did not change significantly: label shift loses the
+            # head start it has over no drift, and the best-fitting shift signature names the drift.
+            scores = scores.copy()
+            scores[1] -= covariate_threshold / 2
+        allowed = np.ones(len(scores), dtype=bool)
+        allowed[0] = drift_detected is not True
+        allowed[1] = bool(check["holds"])  # p(x | y) moved: whatever changed the predictions, not the mix
         winner = int(np.argmax(np.where(allowed, scores, -np.inf)))
+        unrestricted = allowed.copy()
+        unrestricted[0] = True  # what the scores say without the detectors' decision
+        free_winner = int(np.argmax(np.where(unrestricted, scores, -np.inf)))
+        probabilities = posterior(scores, temperature, allowed)
         penalty = label_threshold / 2
         combined = np.maximum(evaluation.at_reference_prior[0], evaluation.at_estimated_prior[0] - penalty)
         uses_prior = evaluation.at_estimated_prior[0] - penalty > evaluation.at_reference_prior[0]
-        kinds = np.asarray(table.kinds)
-        distance = float(summary["distance"])
-        rejection = float(np.searchsorted(distances, distance, side="left") / max(len(distances), 1))
+        causes = [NO_DRIFT, LABEL_SHIFT, *table.corruptions]
         statistics = {
-            "label_shift_statistic": float(2 * (summary["clean_estimated"] - summary["clean_reference"])),
-            "label_shift_threshold": label_threshold,
+            "label_shift_statistic": label_statistic, "label_shift_threshold": label_threshold,
             "covariate_statistic": float(2 * (scores[2:].max() - max(summary["clean_reference"],
                                                                      summary["clean_estimated"] - penalty))),
-            "covariate_threshold": covariate_threshold,
-            "distance": distance, "distance_threshold": _quantile(distances, config.unknown_quantile),
-            "temperature": temperature,
-        }
-        cause_list = []
-        for index, kind in enumerate(causes):
-            if not allowed[index]:
-                continue
-            cause_list.append(self._cause(kind, float(posterior[index]), table, combined, uses_prior, kinds,
-                                          evaluation, statistics))
-        cause_list.sort(key=lambda cause: -cause.score)
+            "covariate_threshold": covariate_threshold, "distance": float(summary["distance"]),
+            "temperature": temperature, "label_shift_check": check}
+        cause_list = sorted((self._cause(kind, float(probabilities[index]), table, combined, uses_prior,
+                                         evaluation, statistics)
+                             for index, kind in enumerate(causes) if allowed[index]),
+                            key=lambda cause: -cause.score)
+        support, misfit, rejected, strength = self._unknown_test(scores, summary, temperature, n)
+        statistics.update(family_support=support, misfit=misfit, unknown_rule=self._rule.to_dict())
         verdict = {0: "no drift", 1: "label shift"}.get(winner, "covariate shift")
         if drift_detected is False:
             verdict = "no drift"
-            cause_list.sort(key=lambda cause: cause.kind != NO_DRIFT)
-        elif winner >= 2 and rejection >= config.unknown_quantile:
+        elif winner >= 2 and (rejected or free_winner == 0):
+            # no known shift fits clearly enough to be named, or the detectors found a drift that every
+            # known shift explains worse than no drift at all: what they found is unknown here
             verdict = "unknown shift"
-            unknown = Cause(UNKNOWN, FAMILY_OF[UNKNOWN], rejection, None,
-                            {"distance": distance, "distance_threshold": statistics["distance_threshold"]})
-            cause_list = [unknown] + [replace(cause, score=cause.score * (1 - rejection))
-                                      for cause in cause_list]
-        best_hypothesis = self._best_hypothesis(causes[winner], combined, kinds)
-        proportions = evaluation.priors[0, best_hypothesis]
+        free_probabilities = posterior(scores, temperature, unrestricted)
+        # u > 0.5 when the verdict is unknown: the farther past the rule's thresholds (or the more no drift
+        # fits best), the surer
+        unknown_score = 0.5 + 0.5 * max(strength if free_winner else float(free_probabilities[0]), 0.02)
+        cause_list = _rank_for_verdict(cause_list, verdict, unknown_score, statistics)
+        best_hypothesis = self._best_hypothesis(causes[winner], combined, np.asarray(table.kinds))
         details: dict[str, Any] = {"statistics": statistics, "method": "signature"}
+        overruled = _overruled(drift_detected, free_winner, causes, free_probabilities)
+        if overruled:
+            details["overruled"] = overruled
         if verdict in ("covariate shift", "unknown shift"):
             details["image_scores"] = table.image_scores(expanded, best_hypothesis)
         return Diagnosis(causes=tuple(cause_list), verdict=verdict,
-                         estimated_class_proportions=_as_shares(proportions, table.prior > 0),
+                         estimated_class_proportions=_as_shares(evaluation.priors[0, best_hypothesis],
+                                                                table.prior > 0),
                          reference_class_proportions=_as_shares(table.prior, table.prior > 0),
                          details=details)
 
+    def _unknown_test(self, scores: np.ndarray, summary: dict[str, Any], temperature: float,
+                      len_sample: int) -> tuple[float, float, bool, float]:
+        """The best corruption's family support and misfit, whether the unknown rule rejects it, and how
+        far past its thresholds it is."""
+        table = self._table
+        families = np.asarray([self._families.get(kind, "other") for kind in table.corruptions])
+        features, _ = rule_features(scores[None, 2:], np.asarray(summary["corruption_distance"])[None],
+                                    families, temperature, table.means.shape[1], len_sample, table.rows)
+        return (float(features[0, 0]), float(features[0, 1]), bool(self._rule.reject(features)[0]),
+                float(self._rule.strength(features)[0]))
+
     def _cause(self, kind: str, score: float, table: SignatureTable, combined: np.ndarray,
-               uses_prior: np.ndarray, kinds: np.ndarray, evaluation: Any, statistics: dict) -> Cause:
+               uses_prior: np.ndarray, evaluation: Any, statistics: dict) -> Cause:
         if kind == NO_DRIFT:
             return Cause(kind, FAMILY_OF[kind], score, None,
                          {"covariate_statistic": statistics["covariate_statistic"],
@@ -373,9 +344,10 @@ class SignatureDiagnoser(Diagnoser):
         if kind == LABEL_SHIFT:
             return Cause(kind, FAMILY_OF[kind], score, None,
                          {"statistic": statistics["label_shift_statistic"],
-                          "threshold": statistics["label_shift_threshold"]})
-        rows = np.flatnonzero(kinds == kind)
-        best = rows[int(np.argmax(combined[rows]))]
+                          "threshold": statistics["label_shift_threshold"],
+                          "assumption_holds": statistics["label_shift_check"]["holds"]})
+        rows = np.flatnonzero(np.asarray(table.kinds) == kind)
+        best = _severity_hypothesis(rows, combined, table.fractions)
         fraction = float(table.fractions[best])
         ladder = rows[table.fractions[rows] == fraction]
         severity = _refine_severity(table.severities[ladder], combined[ladder])
@@ -393,41 +365,57 @@ class SignatureDiagnoser(Diagnoser):
         rows = np.flatnonzero(kinds == cause)
         return int(rows[int(np.argmax(combined[rows]))])
 
-    def _at_size(self, n: int) -> tuple[float, float, float, np.ndarray]:
-        """Thresholds, the temperature (interpolated in log n, constant beyond the calibrated sizes) and the
-        held-out distances, at sample size n."""
+    def _at_size(self, n: int) -> tuple[float, float, float]:
+        """Thresholds and the temperature (interpolated in log n, constant beyond the calibrated sizes)."""
         calibration = self._calibration
         assert calibration is not None
         temperature = float(np.exp(np.interp(np.log(n), np.log(calibration.sizes),
                                              np.log(calibration.temperatures))))
-        return (calibration.label_shift_threshold, calibration.covariate_threshold, temperature,
-                calibration.distances)
+        return calibration.label_shift_threshold, calibration.covariate_threshold, temperature
 
 
-def _cause_scores(data: dict[str, np.ndarray], label_threshold: float,
-                  covariate_threshold: float) -> np.ndarray:
-    """B x (2 + corruptions): a_no_drift, a_label_shift, a_c (module docstring)."""
-    penalty = label_threshold / 2
-    no_drift = data["clean_reference"] + covariate_threshold / 2
-    label_shift = data["clean_estimated"] - penalty + covariate_threshold / 2
-    corruptions = np.maximum(data["best_reference"], data["best_estimated"] - penalty)
-    return np.concatenate([no_drift[:, None], label_shift[:, None], corruptions], axis=1)
+def _rank_for_verdict(causes: list[Cause], verdict: str, unknown_score: float,
+                      statistics: dict[str, Any]) -> list[Cause]:
+    """The causes in the order a reader should see them: the verdict's own cause first.
+
+    For "unknown shift" an ``unknown`` cause leads and the known ones follow as weak hints (scores times
+    1 - u, ``details["hint"]``); for "no drift" the no-drift cause leads (the detectors may have overruled
+    the scores: ``details["overruled"]`` says so); otherwise the order of the scores, which then has the
+    verdict's cause first (the verdict is the best-scoring allowed cause, and the scores are a posterior
+    over the allowed causes).
+    """
+    if verdict == "unknown shift":
+        unknown = Cause(UNKNOWN, FAMILY_OF[UNKNOWN], unknown_score, None,
+                        {"family_support": statistics["family_support"], "misfit": statistics["misfit"],
+                         "distance": statistics["distance"]})
+        weak = 1 - unknown_score
+        hints = [replace(cause, score=cause.score * weak, details={**cause.details, "hint": True})
+                 for cause in causes if cause.kind != NO_DRIFT]
+        return [unknown, *hints]
+    if verdict == "no drift":
+        return sorted(causes, key=lambda cause: cause.kind != NO_DRIFT)
+    return causes
 
 
-def _posterior(scores: np.ndarray, temperature: float, allowed: np.ndarray | None = None) -> np.ndarray:
-    """(1 - ε) softmax(τ a) + ε / K over the allowed causes (last axis): never more certain than 1 - ε."""
-    allowed = np.ones(scores.shape[-1], dtype=bool) if allowed is None else allowed
-    logits = np.where(allowed, temperature * scores, -np.inf)
-    weights = np.exp(logits - logits.max(-1, keepdims=True))
-    softmax = weights / weights.sum(-1, keepdims=True)
-    return (1 - POSTERIOR_FLOOR) * softmax + POSTERIOR_FLOOR * allowed / allowed.sum()
+def _overruled(drift_detected: bool | None, free_winner: int, causes: list[str],
+               probabilities: np.ndarray) -> dict[str, Any] | None:
+    """What the scores alone favoured when the caller's detectors decided otherwise, else None."""
+    if drift_detected is False and free_winner != 0:
+        return {"by": "detectors", "detectors_say": "no drift", "scores_favour": causes[free_winner],
+                "score": float(probabilities[free_winner])}
+    if drift_detected is True and free_winner == 0:
+        return {"by": "detectors", "detectors_say": "drift", "scores_favour": NO_DRIFT,
+                "score": float(probabilities[0])}
+    return None
 
 
-def _fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
-    """τ minimising the mean negative log-likelihood of the true cause under ``_posterior``."""
-    losses = [-np.log(_posterior(scores, temperature)[np.arange(len(truth)), truth]).mean()
-              for temperature in TEMPERATURES]
-    return float(TEMPERATURES[int(np.argmin(losses))])
+def _severity_hypothesis(rows: np.ndarray, combined: np.ndarray, fractions: np.ndarray) -> int:
+    """The hypothesis of a corruption that names its severity: the best full-share one, unless a partial
+    share beats it by more than ``PARTIAL_PENALTY``."""
+    full = rows[fractions[rows] >= 1.0]
+    best_full = int(full[int(np.argmax(combined[full]))]) if len(full) else int(rows[0])
+    best_any = int(rows[int(np.argmax(combined[rows]))])
+    return best_any if combined[best_any] > combined[best_full] + PARTIAL_PENALTY else best_full
 
 
 def _refine_severity(severities: np.ndarray, values: np.ndarray) -> float:
@@ -444,30 +432,15 @@ def _refine_severity(severities: np.ndarray, values: np.ndarray) -> float:
     return float(severities[index])
 
 
+def _source(kind: str, family: str, severity: float, embedded: Embeddings) -> Source:
+    return Source(kind=kind, family=family, severity=float(severity), raw=_raw(embedded).astype(np.float32),
+                  preds=np.asarray(embedded.preds, dtype=np.int64),
+                  probs=np.asarray(embedded.probs, dtype=np.float64),
+                  features=np.asarray(embedded.features, dtype=np.float32))
+
+
 def _raw(embedded: Embeddings) -> np.ndarray:
     return raw_statistics(embedded.features, embedded.logits, embedded.probs)
-
-
-def _random_folds(count: int, rng: np.random.Generator) -> np.ndarray:
-    """0/1 fold per row: a seeded random half each. Not stratified by class: a new sample's class mix
-    differs from the reference's by chance, and the held-out fold must show the gate that variation."""
-    fold = np.zeros(count, dtype=np.int64)
-    fold[rng.permutation(count)[count // 2:]] = 1
-    return fold
-
-
-def _label_shifted_rows(by_class: dict[int, np.ndarray], size: int, rng: np.random.Generator) -> np.ndarray:
-    """Rows of a sample whose class prior is drawn from Dirichlet(1) (with replacement where a class runs
-    out)."""
-    classes = list(by_class)
-    counts = rng.multinomial(size, rng.dirichlet(np.ones(len(classes))))
-    parts = [rng.choice(by_class[label], count, replace=count > len(by_class[label]))
-             for label, count in zip(classes, counts, strict=True) if count]
-    return np.concatenate(parts)
-
-
-def _quantile(values: np.ndarray, level: float) -> float:
-    return float(np.quantile(values, level)) if len(values) else float("inf")
 
 
 def _family(kind: str) -> str:
@@ -479,3 +452,5 @@ def _family(kind: str) -> str:
 
 def _as_shares(values: np.ndarray, support: np.ndarray) -> dict[int, float]:
     return {int(index): float(values[index]) for index in np.flatnonzero(support)}
+
+

@@ -68,21 +68,24 @@ class Projection:
 class FoldMoments:
     """Per-group, per-fold row counts, sums and pooled within scatter of raw vectors.
 
-    ``add(group, raw, fold)`` is called once per group with every row's fold; ``projection(folds)`` then fits
-    the LDA on the union of ``folds`` (sums of folds, plus the between-fold part of each group's scatter).
+    ``add(raw, fold, block)`` is called once per group with every row's fold; ``projection(folds)`` then
+    fits the LDA on the union of ``folds`` (sums of folds, plus the between-fold part of each group's
+    scatter), optionally without one block of groups.
     """
 
     def __init__(self, num_folds: int) -> None:
         self.num_folds = num_folds
         self.counts: list[np.ndarray] = []  # per group: num_folds row counts
         self.sums: list[np.ndarray] = []  # per group: num_folds x d sums
-        self._scatter: np.ndarray | None = None  # num_folds x d x d: Σ over groups of within-fold scatter
+        self.blocks: list[str] = []  # per group: the block it belongs to
+        self._scatter: dict[str, np.ndarray] = {}  # block -> num_folds x d x d within-fold scatter
 
-    def add(self, raw: np.ndarray, fold: np.ndarray) -> None:
-        """Add one group's raw vectors, ``fold[i]`` being the fold of row i."""
+    def add(self, raw: np.ndarray, fold: np.ndarray, block: str = "") -> None:
+        """Add one group's raw vectors, ``fold[i]`` being the fold of row i; ``block`` names the set of
+        groups it belongs to (e.g. its shift family), which ``projection(..., without=block)`` can leave
+        out (within-fold scatters are kept per block, not per group, to bound memory)."""
         dims = raw.shape[1]
-        if self._scatter is None:
-            self._scatter = np.zeros((self.num_folds, dims, dims))
+        scatter = self._scatter.setdefault(block, np.zeros((self.num_folds, dims, dims)))
         counts = np.zeros(self.num_folds)
         sums = np.zeros((self.num_folds, dims))
         for index in range(self.num_folds):
@@ -91,24 +94,29 @@ class FoldMoments:
             if len(rows):
                 sums[index] = rows.sum(0)
                 centred = rows - sums[index] / len(rows)
-                self._scatter[index] += centred.T @ centred
+                scatter[index] += centred.T @ centred
         self.counts.append(counts)
         self.sums.append(sums)
+        self.blocks.append(block)
 
-    def projection(self, folds: Sequence[int], components: int, shrinkage: float) -> Projection:
-        """The discriminant projection fitted on the rows of ``folds``.
+    def projection(self, folds: Sequence[int], components: int, shrinkage: float,
+                   without: str | None = None) -> Projection:
+        """The discriminant projection fitted on the rows of ``folds``, of every group outside the block
+        ``without`` (default: every group). Leaving a whole shift family out fits the projection that a
+        diagnoser without it would have, so its sets can be scored as shifts it never saw.
 
         Raises:
             ConfigError: ``shrinkage`` outside [0, 1], or fewer than 2 groups.
         """
         if not 0.0 <= shrinkage <= 1.0:
             raise ConfigError(f"shrinkage must be in [0, 1], got {shrinkage!r}")
-        if self._scatter is None or len(self.sums) < 2:
+        kept = [index for index, block in enumerate(self.blocks) if block != without]
+        if len(kept) < 2:
             raise ConfigError("a discriminant projection needs at least 2 groups (clean and one shift)")
         chosen = list(folds)
-        scatter = self._scatter[chosen].sum(0)
+        scatter = sum(values[chosen].sum(0) for block, values in self._scatter.items() if block != without)
         means, total_rows = [], 0.0
-        for counts, sums in zip(self.counts, self.sums, strict=True):
+        for counts, sums in ((self.counts[index], self.sums[index]) for index in kept):
             picked_counts, picked_sums = counts[chosen], sums[chosen]
             total = picked_counts.sum()
             mean = picked_sums.sum(0) / total

@@ -46,6 +46,7 @@ class FeatureShift:
             keep = np.sort(np.random.default_rng(seed).choice(len(features), MAX_REFERENCE, replace=False))
             features, preds = features[keep], preds[keep]
         self.features = features
+        self.reference_preds = preds  # predicted classes of the kept reference items
         self.squared = (features.astype(np.float64) ** 2).sum(axis=1)
         own = np.log(self._distances(features, leave_one_out=True))
         overall = float(np.median(own))

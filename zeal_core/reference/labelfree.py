@@ -247,7 +247,22 @@ class LabelFreeParts:
 
 def preferred_order(estimates: Sequence[Any], diagnosis: Any) -> tuple[Any, ...]:
     """``estimates`` with the one to show first in front: pm-atc when the diagnosis says label shift
-    (shift-calibrated takes a class mix that really changed for a model predicting wrongly), else as given."""
+    (shift-calibrated takes a class mix that really changed for a model predicting wrongly), else as given.
+    Under "unknown shift" every estimate is an extrapolation (``zeal_core.estimate.as_extrapolation``):
+    flagged, its interval widened by its error on shift families held out of its fit; under a covariate
+    shift of a named family, an interval carries at least the estimator's error on that family held out
+    (``zeal_core.estimate.for_family``). The diagnosis only
+    says "label shift" after checking that the images still look like their classes (p(x | y) unchanged),
+    so a covariate shift that collapses predictions keeps shift-calibrated first."""
+    from zeal_core.estimate import as_extrapolation, for_family
+
+    if diagnosis is not None and diagnosis.verdict == "unknown shift":
+        return tuple(as_extrapolation(estimate) if hasattr(estimate, "details") else estimate
+                     for estimate in estimates)
+    family = getattr(getattr(diagnosis, "best", None), "family", None)
+    if diagnosis is not None and diagnosis.verdict == "covariate shift" and family:
+        return tuple(for_family(estimate, family) if hasattr(estimate, "details") else estimate
+                     for estimate in estimates)
     if diagnosis is None or diagnosis.verdict != "label shift":
         return tuple(estimates)
     first = [estimate for estimate in estimates if estimate.estimator == LABEL_SHIFT_ESTIMATOR]

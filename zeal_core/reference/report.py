@@ -23,19 +23,53 @@ def now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+# What the diagnosis's cause kinds are called in sentences.
+CAUSE_WORDS = {"no_drift": "no drift", "label_shift": "label shift", "unknown": "unknown shift"}
+EXTRAPOLATION_NOTE = "an extrapolation: the batch is unlike every shift the estimator was fitted on"
+
+
 def estimate_text(estimate: Any) -> str:
-    """One line for an ``AccuracyEstimate``: "93.1 % (90 % interval 88.0-96.2 %, pm-atc)"."""
+    """One line for an ``AccuracyEstimate``: "93.1 % (90 % interval 88.0-96.2 %, pm-atc)", with ", an
+    extrapolation: ..." inside the brackets when the estimate says it is one."""
     if estimate is None:
         return "no estimate"
+    note = f"; {EXTRAPOLATION_NOTE}" if getattr(estimate, "extrapolation", False) else ""
     return (f"{estimate.accuracy:.1%} ({estimate.level:.0%} interval {estimate.low:.1%}-{estimate.high:.1%}, "
-            f"{estimate.estimator})")
+            f"{estimate.estimator}{note})")
+
+
+def overrule_text(diagnosis: Any) -> str:
+    """The sentence a headline adds when the detectors' decision overruled the diagnosis's own scores
+    (``details["overruled"]``), else ""."""
+    overruled = (diagnosis.details or {}).get("overruled") if diagnosis is not None else None
+    if not overruled:
+        return ""
+    favoured = CAUSE_WORDS.get(overruled["scores_favour"], overruled["scores_favour"])
+    if overruled.get("detectors_say") == "no drift":
+        return (f"The detectors found no drift, which overrules the diagnosis's scores: alone they would "
+                f"say {favoured} ({overruled['score']:.2f}).")
+    return (f"The detectors found drift although the diagnosis's scores alone favour no drift "
+            f"({overruled['score']:.2f}): no known shift explains what they found.")
 
 
 def diagnosis_text(diagnosis: Any, class_names: tuple[str, ...] = ()) -> str:
     """One line for a ``Diagnosis``: its verdict and top cause, e.g. "covariate shift: fog, severity 2.6
-    (score 0.93)"; "label shift" names the (at most two) classes whose share grew most."""
+    (score 0.93)"; "label shift" names the (at most two) classes whose share grew most; "unknown shift"
+    gives the nearest known kinds as weak hints. It always names the first of ``diagnosis.causes`` (the
+    ranked table's first row), and adds a sentence when the detectors overruled the scores."""
+    text, sentence = diagnosis_headline(diagnosis, class_names)
+    return f"{text}. {sentence}" if sentence else text
+
+
+def diagnosis_headline(diagnosis: Any, class_names: tuple[str, ...] = ()) -> tuple[str, str]:
+    """(the verdict and its cause, the overrule sentence or ""): ``diagnosis_text`` in two parts, for a page
+    that shows the first as a heading and the second under it."""
     if diagnosis is None:
-        return "no diagnosis"
+        return "no diagnosis", ""
+    return _verdict_text(diagnosis, class_names), overrule_text(diagnosis)
+
+
+def _verdict_text(diagnosis: Any, class_names: tuple[str, ...]) -> str:
     best = diagnosis.best
     if diagnosis.verdict == "no drift":
         return "no drift"
@@ -50,8 +84,9 @@ def diagnosis_text(diagnosis: Any, class_names: tuple[str, ...] = ()) -> str:
         shares = ", ".join(f"{name(key)} {before.get(key, 0.0):.0%} -> {estimated[key]:.0%}" for key in grown)
         return f"label shift ({shares})" if shares else "label shift"
     if diagnosis.verdict == "unknown shift":
-        nearest = next((cause for cause in diagnosis.causes if cause.kind != "unknown"), None)
-        return "unknown shift" + (f" (nearest known: {nearest.kind})" if nearest is not None else "")
+        nearest = [cause.kind for cause in diagnosis.causes if cause.kind != "unknown"][:2]
+        hints = f" (nearest known, weak hints: {', '.join(CAUSE_WORDS.get(k, k) for k in nearest)})"
+        return "unknown shift" + (hints if nearest else "")
     severity = "" if best.severity is None else f", severity {best.severity:.1f}"
     share = best.details.get("fraction") if best.details else None
     affected = f", on ~{share:.0%} of the images" if share is not None and share < 1 else ""
@@ -132,7 +167,8 @@ class CheckReport:
         verdict = "no decision" if self.decision is None else ("DRIFT" if self.decision.drift else "no drift")
         flagged = f" ({', '.join(self.decision.flagged)})" if self.decision and self.decision.flagged else ""
         estimate = self.estimated_accuracy
-        guess = "" if estimate is None else f", estimated accuracy {estimate.accuracy:.1%}"
+        flag = " (an extrapolation)" if getattr(estimate, "extrapolation", False) else ""
+        guess = "" if estimate is None else f", estimated accuracy {estimate.accuracy:.1%}{flag}"
         cause = f", {self.diagnosis_summary}" if self.diagnosis is not None and self.drift else ""
         return f"{self.source}: {verdict}{flagged}, n = {self.n}{guess}{cause}"
 

@@ -12,8 +12,10 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
     strategies = "; ".join(f"{name}: {strategy_info(name).description}" for name in list_strategies())
     command = subparsers.add_parser(
-        "retrain", parents=[parent], help="adapt a model to a drift (bn-adapt, tent, finetune, retrain)",
-        description=f"Strategies: {strategies}.")
+        "retrain", parents=[parent], help=f"adapt a model to a drift ({', '.join(list_strategies())})",
+        description=f"Strategies: {strategies}. Every new version passes the guard: its clean accuracy and "
+                    "its estimated accuracy on the drifted images are compared with the parent's; a refused "
+                    "version is saved, marked, and never activated automatically.")
     command.add_argument("--model", default="active", help="parent version, or 'active' / 'latest'")
     command.add_argument("--strategy", default="bn-adapt", choices=list_strategies())
     command.add_argument("--drift", required=True, help="drift spec, e.g. gaussian_noise:3 or contrast:4@0.5")
@@ -21,6 +23,10 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     command.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     command.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                          help="strategy option (repeatable), e.g. --option epochs=2; VALUE is JSON or text")
+    command.add_argument("--max-clean-drop", type=float, default=None, metavar="SHARE",
+                         help="the guard's clean-accuracy margin, e.g. 0.02 (2 points; the default)")
+    command.add_argument("--activate", action="store_true",
+                         help="make the new version active if (and only if) the guard passed it")
     command.add_argument("--background", action="store_true",
                          help="queue it as a job (see the app's Jobs panel) and return the job id at once")
     command.set_defaults(handler=_retrain)
@@ -37,17 +43,24 @@ def _retrain(args: argparse.Namespace) -> dict:
     from zeal_core.cli import stderr_progress
 
     options = parse_options(args.option)
+    guard = None if args.max_clean_drop is None else {"max_clean_drop": args.max_clean_drop}
     if args.background:
         from zeal_core.jobs import JobQueue
 
         params = {"model": args.model, "strategy": args.strategy, "drift": args.drift,
-                  "dataset": args.dataset, "device": args.device, "options": options}
+                  "dataset": args.dataset, "device": args.device, "options": options, "guard": guard,
+                  "activate": args.activate}
         job = JobQueue().submit("retrain", params)
         return {"job": job.id, "status": job.status, "log": job.log_path}
-    from zeal_core.retrain import adapt
+    from zeal_core.models.registry import ModelRegistry
+    from zeal_core.retrain import adapt, verdict_of
 
     card = adapt(args.strategy, args.model, args.dataset, args.drift, device=args.device,
-                 progress=stderr_progress, options=options or None)
+                 progress=stderr_progress, options=options or None, guard=guard)
+    verdict = verdict_of(card)
+    activated = args.activate and verdict is not None and verdict.passed
+    if activated:
+        ModelRegistry().set_active(card.version)
     metrics = card.metrics
     return {
         "version": card.version, "parent": card.parent, "strategy": card.strategy,
@@ -57,4 +70,7 @@ def _retrain(args: argparse.Namespace) -> dict:
         "recovered_share": metrics["recovered_share"], "seconds": metrics["seconds"],
         "cpu_seconds": metrics.get("cpu_seconds"),
         "details": metrics.get("details", {}),
+        "guard_passed": verdict.passed if verdict else None,
+        "guard": verdict.summary if verdict else None,
+        "activated": activated,
     }

@@ -31,6 +31,7 @@ from zeal_core.corruptions import DriftSpec
 from zeal_core.device import resolve_device
 from zeal_core.embed import Embeddings, compute_embeddings
 from zeal_core.jsonable import to_jsonable
+from zeal_core.monitor.adaptation import serve, start_continual
 from zeal_core.monitor.results import MonitorBatch, MonitorConfig, MonitorResult, RetrainEvent
 from zeal_core.monitor.schedule import Schedule
 from zeal_core.progress import CancelToken, ProgressCallback, check_cancel, report
@@ -62,6 +63,7 @@ class _Stream:
     active: FittedReference = field(init=False)  # what batches are tested against now
     stream: Any = field(init=False)  # the streaming change detector, or None
     estimating: LabelFreeParts = field(init=False)  # label-free estimates of the deployed model's accuracy
+    continual: Any = field(init=False)  # ContinualAdapter in continual mode (monitor/adaptation.py), or None
     alarms: list[int] = field(default_factory=list)  # batch indices that raised an alarm
     alarm_images: dict[int, torch.Tensor] = field(default_factory=dict)  # images of recent alarms
     last_retrain: int | None = None  # batch index of the last retrain
@@ -76,6 +78,7 @@ class _Stream:
         self.estimating = self.reference.label_free
         name = self.config.stream_detector
         self.stream = create_stream_detector(name) if name else None
+        self.continual = start_continual(self.config, self.reference, self.device)
 
     @property
     def original(self) -> torch.nn.Module:
@@ -100,6 +103,9 @@ class _Stream:
         accuracy_with = float(seen.accuracy)
         accuracy_without = accuracy_with if self.deployed is self.original else \
             float(self.embed(self.original, batch.images, batch.labels).accuracy)
+        served = None if self.continual is None else serve(self.continual, batch.images, batch.labels)
+        if served is not None:  # continual mode: the adapted predictions are served
+            accuracy_with = served.accuracy
         stream_value = -math.log10(max(result.p_value, P_VALUE_FLOOR))
         stream_alarm = bool(self.stream.update(stream_value).alarm) if self.stream is not None else False
         if result.is_drift:
@@ -112,7 +118,8 @@ class _Stream:
             index=index, drift_spec=spec.text, p_value=result.p_value, statistic=result.statistic,
             alarm=result.is_drift, stream_value=stream_value, stream_alarm=stream_alarm,
             accuracy_without_policy=accuracy_without, accuracy_with_policy=accuracy_with,
-            active_version=served_by, retrained=retrained, **_estimate_fields(checked.estimated_accuracy)))
+            active_version=served_by, retrained=retrained, adapter_reset=bool(served and served.reset),
+            **_estimate_fields(None if served else checked.estimated_accuracy)))
         if self.history is not None:
             self.history.record(checked, origin="monitor")
         report(self.progress, "monitor", index + 1, total,
@@ -130,7 +137,7 @@ class _Stream:
         from zeal_core.retrain import strategy_info
 
         strategy = self.config.strategy
-        if strategy is None or index >= total - 1:
+        if strategy is None or index >= total - 1 or self.continual is not None:
             return False
         if strategy_info(strategy).needs_labels and not spec.steps:
             return False

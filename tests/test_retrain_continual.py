@@ -1,0 +1,123 @@
+"""Continual adaptation: a stream that drifts and turns clean again, collapse resets, the monitor's mode, and
+the new strategy in every registry-driven place."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.test_retrain import save_tiny_parent, tiny_parent
+from zeal_core.cli import main
+from zeal_core.corruptions import apply
+from zeal_core.data import load_dataset
+from zeal_core.errors import ConfigError
+from zeal_core.models import create_model
+from zeal_core.models.registry import ModelRegistry
+from zeal_core.monitor import MonitorConfig, simulate
+from zeal_core.retrain import (
+    ContinualAdapter,
+    ContinualConfig,
+    continual_strategies,
+    list_strategies,
+    unlabeled_strategies,
+)
+from zeal_core.retrain.continual import effective_classes
+
+BATCH = 64
+
+
+def parent_model() -> tuple[torch.nn.Module, object]:
+    state, config, _ = tiny_parent()
+    model = create_model(config)
+    model.load_state_dict(state)
+    return model.eval(), config
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+@pytest.mark.parametrize("strategy", ["roid", "tent"])
+def test_a_stream_that_turns_clean_again_returns_to_the_source_clean_accuracy(strategy: str) -> None:
+    model, config = parent_model()
+    images, labels = load_dataset("digits").split("train")
+    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
+    images, labels = images[order], labels[order]
+    adapter = ContinualAdapter(model, config, ContinualConfig(strategy=strategy), "cpu")
+    drifted = apply(images[:8 * BATCH], "gaussian_noise", 5, seed=0)
+    gains = []
+    for index in range(8):  # eight drifted batches: the adapted model beats the source on them
+        part = slice(index * BATCH, (index + 1) * BATCH)
+        step = adapter.step(drifted[part])
+        gains.append(accuracy(step.logits, labels[part]) - accuracy(step.source_logits, labels[part]))
+    assert sum(gains[2:]) / 6 > 0.03
+    clean_gaps = []
+    for index in range(8, 14):  # then clean again
+        part = slice(index * BATCH, (index + 1) * BATCH)
+        step = adapter.step(images[part])
+        clean_gaps.append(accuracy(step.source_logits, labels[part]) - accuracy(step.logits, labels[part]))
+    # Within a few batches the adapted model is back at the source's clean accuracy (2 points, averaged over
+    # the batches after the third, to see past the noise of 64 images).
+    assert sum(clean_gaps[3:]) / 3 <= 0.02, clean_gaps
+
+
+def test_a_collapse_sends_the_adapter_back_to_the_source() -> None:
+    model, config = parent_model()
+    images, _ = load_dataset("digits").split("val")
+    adapter = ContinualAdapter(model, config, ContinualConfig(strategy="tent", collapse_batches=2), "cpu")
+    adapter.adapter.model.get_classifier().bias.data[3] = 1e4  # every image now predicted as class 3
+    steps = [adapter.step(images[i * 32:(i + 1) * 32]) for i in range(3)]
+    assert [step.effective_classes for step in steps[:2]] == [1.0, 1.0]
+    assert [step.reset for step in steps] == [False, True, False] and adapter.resets == 1
+    assert steps[2].effective_classes > 3  # the source's weights again
+    assert effective_classes(torch.eye(4), 4) == pytest.approx(4.0)
+
+
+def test_continual_needs_an_online_strategy() -> None:
+    assert set(continual_strategies()) == {"bn-adapt", "tent", "roid"}
+    with pytest.raises(ConfigError, match="continual strategy 'finetune'"):
+        ContinualConfig(strategy="finetune")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        ContinualConfig(strategy="roid", options={"nope": 1})
+    with pytest.raises(ConfigError, match="continual adaptation needs"):
+        MonitorConfig(strategy="finetune", continual=True)
+
+
+@pytest.fixture(scope="module")
+def parent_registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelRegistry, str]:
+    registry = ModelRegistry(tmp_path_factory.mktemp("models"))
+    return registry, save_tiny_parent(registry)
+
+
+def test_the_monitor_adapts_continually_over_a_recurring_drift(parent_registry) -> None:
+    registry, parent = parent_registry
+    schedule = "clean*2,gaussian_noise:5*4,clean*2,gaussian_noise:5*4"
+    config = MonitorConfig(batch_size=64, reference_size=128, strategy="roid", continual=True, seed=0,
+                           record_history=False)
+    result = simulate(parent, "digits", schedule, config, device="cpu", registry=registry)
+    assert not result.retrains and all(b.active_version == parent for b in result.batches)
+    drifted = [b for b in result.batches if b.drift_spec != "clean"]
+    assert len(drifted) == 8 and all(b.estimated_accuracy is None for b in result.batches)
+    with_policy = sum(b.accuracy_with_policy for b in drifted) / 8
+    without = sum(b.accuracy_without_policy for b in drifted) / 8
+    assert with_policy > without + 0.03
+    assert "adapter_resets" in result.summary and json.dumps(result.to_dict())
+
+
+def test_roid_is_in_every_registry_driven_place(parent_registry, monkeypatch, capsys) -> None:
+    from zeal_core.history import HistoryPolicy
+
+    assert "roid" in list_strategies() and "roid" in unlabeled_strategies()
+    assert HistoryPolicy(strategy="roid").strategy == "roid"  # the history's retrain policy
+    with pytest.raises(SystemExit):
+        main(["retrain", "--help"])
+    assert "roid" in capsys.readouterr().out  # the command line lists it with its description
+    registry, parent = parent_registry
+    monkeypatch.setenv("ZEAL_MODELS_DIR", str(registry.root))
+    code = main(["monitor", "--model", parent, "--schedule", "clean*1,gaussian_noise:5*2", "--policy", "roid",
+                 "--continual", "--batch-size", "32", "--reference-size", "64", "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["config"]["strategy"] == "roid" and out["config"]["continual"] is True

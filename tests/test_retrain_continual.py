@@ -106,6 +106,18 @@ def test_the_monitor_adapts_continually_over_a_recurring_drift(parent_registry) 
     assert "adapter_resets" in result.summary and json.dumps(result.to_dict())
 
 
+def test_the_monitor_keeps_serving_the_parent_when_the_guard_refuses(parent_registry) -> None:
+    registry, parent = parent_registry
+    config = MonitorConfig(batch_size=32, reference_size=128, alarms_to_retrain=2, window=3, cooldown=20,
+                           strategy="bn-adapt", seed=0, record_history=False)
+    result = simulate(parent, "digits", "clean*3,gaussian_noise:5*6", config, device="cpu", registry=registry)
+    assert len(result.retrains) == 1 and result.summary["retrains_refused"] == 1
+    event = result.retrains[0]
+    assert not event.deployed and event.guard.startswith("guard refused")
+    assert registry.card(event.version).metrics["guard_passed"] is False  # saved, marked
+    assert all(b.active_version == parent for b in result.batches)
+
+
 def test_roid_is_in_every_registry_driven_place(parent_registry, monkeypatch, capsys) -> None:
     from zeal_core.history import HistoryPolicy
 

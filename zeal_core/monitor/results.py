@@ -93,6 +93,8 @@ class RetrainEvent:
     adapt_images: int  # unlabeled images it adapted on (0 for labelled strategies)
     seconds: float  # wall time of the retrain, s
     metrics: dict[str, Any]  # the new card's before/after metrics
+    deployed: bool = True  # False: the guard refused the version, the parent kept serving
+    guard: str | None = None  # the guard's verdict in one line
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ class MonitorResult:
             "stream_alarms": sum(b.stream_alarm for b in self.batches),
             "false_alarms_clean": sum(b.alarm for b in self.batches if b.drift_spec in ("clean", "")),
             "retrains": len(self.retrains),
+            "retrains_refused": sum(not event.deployed for event in self.retrains),
             "adapter_resets": sum(b.adapter_reset for b in self.batches),
             "drift_onset_batch": onset,
             "first_alarm_after_onset": first_alarm,

@@ -151,8 +151,9 @@ class _Stream:
         return images
 
     def deploy(self, index: int, spec: DriftSpec, images: torch.Tensor) -> None:
-        """Retrain, serve the new model from the next batch, and let the reference follow it."""
-        from zeal_core.retrain import strategy_info
+        """Retrain, serve the new model from the next batch (unless the guard refused it), and let the
+        reference follow it."""
+        from zeal_core.retrain import strategy_info, verdict_of
 
         strategy = self.config.strategy
         report(self.progress, "monitor", index + 1, None, f"batch {index + 1}: "
@@ -161,6 +162,14 @@ class _Stream:
         new_version = self.retrain(strategy, self.deployed_version, spec.text, images)
         seconds = time.perf_counter() - start
         model, card = self.registry.load(new_version, device=self.device)
+        verdict = verdict_of(card)
+        if verdict is not None and not verdict.passed:  # the guard refused it: keep serving the parent
+            self.events.append(RetrainEvent(
+                batch_index=index, strategy=strategy, parent=self.deployed_version, version=new_version,
+                drift_spec=spec.text, adapt_images=0 if strategy_info(strategy).needs_labels else len(images),
+                seconds=seconds, metrics=to_jsonable(card.metrics), deployed=False, guard=verdict.summary))
+            self.last_retrain = index
+            return
         # The new normal: later batches are compared with the new model's view of the images it adapted
         # to, so the persisting drift is not flagged again but a change back is.
         self.active = FittedReference.from_embeddings(self.embed(model, images, None), self.active.config,
@@ -177,7 +186,7 @@ class _Stream:
         self.events.append(RetrainEvent(
             batch_index=index, strategy=strategy, parent=self.deployed_version, version=new_version,
             drift_spec=spec.text, adapt_images=int(images.shape[0]) if unlabeled else 0, seconds=seconds,
-            metrics=to_jsonable(card.metrics)))
+            metrics=to_jsonable(card.metrics), guard=verdict.summary if verdict else None))
         log.info("monitor: batch %d -> %s retrain %s -> %s (%.1f s)", index, strategy, self.deployed_version,
                  new_version, seconds)
         self.deployed, self.deployed_version, self.last_retrain = model, new_version, index
@@ -261,7 +270,7 @@ def _default_retrain(reference: FittedReference, config: MonitorConfig, schedule
                      cancel=cancel, registry=registry, options=config.strategy_options or None,
                      adapt_images=images if unlabeled else None,
                      notes=f"monitor policy retrain on {spec} (schedule {schedule.text})",
-                     provenance={"origin": "monitor", "schedule": schedule.text})
+                     provenance={"origin": "monitor", "schedule": schedule.text}, guard=config.guard or None)
         return card.version
 
     return retrain

@@ -8,8 +8,9 @@ line, the monitor's policy, the history's policy) can skip it. It compares the c
 - **the drift**: the label-free accuracy estimate (``zeal_core.estimate``, ``estimator``) on the drifted
   images the candidate adapted on, each model's estimator fitted on that model's own view of the clean
   reference (so an adapted model's changed confidence is calibrated away). An estimate more than
-  ``max_drifted_loss`` below the parent's refuses it. When the drift is simulated, labelled drifted images
-  exist too, and a measured drifted accuracy below the parent's also refuses it.
+  ``max_drifted_loss`` (2 points) below the parent's refuses it: the estimators err by a few points, so a
+  strict comparison would refuse good versions on noise. When the drift is simulated, labelled drifted
+  images exist too, and a measured drifted accuracy more than that below the parent's also refuses it.
 
 A refused version is still saved, marked (``metrics["guard"]``), so a user can inspect it; it is never made
 active automatically (job ``activate``, the history policy's ``promote="auto"``, the monitor's policy), and
@@ -36,7 +37,9 @@ class GuardConfig:
     """When a candidate version counts as not worse than its parent."""
 
     max_clean_drop: float = MAX_CLEAN_DROP  # share: clean reference accuracy may fall at most this much
-    max_drifted_loss: float = 0.0  # share: drifted accuracy (estimated or measured) may fall at most this
+    # share: drifted accuracy (estimated or measured) may fall at most this much; label-free estimates err
+    # by a few points (docs/estimation.md), so a strict 0 would refuse good versions on the estimator's noise
+    max_drifted_loss: float = 0.02
     estimator: str = DEFAULT_ESTIMATOR  # label-free estimator for the drifted images (list_estimators())
     max_images: int = 1024  # drifted images the estimate looks at, at most (seeded subset)
 

@@ -76,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated; 'source' is the model without adaptation")
     parser.add_argument("--settings", type=_csv, default=SETTINGS, help="continual, mixed, episodic")
     parser.add_argument("--max-clean-drop", type=float, default=0.02, help="the guard's clean margin (share)")
+    parser.add_argument("--no-gate", action="store_true", help="continual runs without the shift gate")
     parser.add_argument("--cache", default=None, help="stream cache folder")
     parser.add_argument("--save", default=None, help="also write the result to this JSON file")
     parser.add_argument("--device", default="cpu")
@@ -88,10 +89,12 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(dim=1) == labels).float().mean())
 
 
-def _adapter(source: torch.nn.Module, model_config: Any, strategy: str, device: torch.device) -> Any:
+def _adapter(source: torch.nn.Module, model_config: Any, strategy: str, device: torch.device,
+             reference: torch.Tensor | None) -> Any:
     from zeal_core.retrain.continual import ContinualAdapter, ContinualConfig
 
-    return ContinualAdapter(source, model_config, ContinualConfig(strategy=strategy), device)
+    config = ContinualConfig(strategy=strategy, gate=reference is not None)
+    return ContinualAdapter(source, model_config, config, device, reference_images=reference)
 
 
 def _source_logits(source: torch.nn.Module, model_config: Any, images: torch.Tensor,
@@ -102,23 +105,28 @@ def _source_logits(source: torch.nn.Module, model_config: Any, images: torch.Ten
 
 
 def run_stream(source: torch.nn.Module, model_config: Any, strategy: str,
-               stream: list[tuple[str, torch.Tensor, torch.Tensor]], device: torch.device) -> dict[str, Any]:
+               stream: list[tuple[str, torch.Tensor, torch.Tensor]], device: torch.device,
+               reference: torch.Tensor | None = None) -> dict[str, Any]:
     """One model adapting online over ``stream`` (corruption, images, labels per batch).
 
+    Args:
+        reference: Clean images for the shift gate (None: no gate).
+
     Returns:
-        Per batch: corruption, adapted and source accuracy, reset; the adapter (None for ``source``).
+        Per batch: corruption, adapted and source accuracy, reset, gated; the adapter (None for ``source``).
     """
-    adapter = None if strategy == "source" else _adapter(source, model_config, strategy, device)
+    adapter = None if strategy == "source" else _adapter(source, model_config, strategy, device, reference)
     records = []
     for corruption, images, labels in stream:
         if adapter is None:
             source_accuracy = _accuracy(_source_logits(source, model_config, images, device), labels)
             records.append({"corruption": corruption, "accuracy": source_accuracy, "source": source_accuracy,
-                            "reset": False})
+                            "reset": False, "gated": False})
             continue
         step = adapter.step(images)
         records.append({"corruption": corruption, "accuracy": _accuracy(step.logits, labels),
-                        "source": _accuracy(step.source_logits, labels), "reset": step.reset})
+                        "source": _accuracy(step.source_logits, labels), "reset": step.reset,
+                        "gated": step.gated})
     return {"batches": records, "adapter": adapter}
 
 
@@ -185,11 +193,12 @@ def episodic_one(source: torch.nn.Module, model_config: Any, strategy: str, stre
 
 def stream_entry(source: torch.nn.Module, model_config: Any, strategy: str,
                  order: list[tuple[str, torch.Tensor, torch.Tensor]], clean: Stream, batch_size: int,
-                 device: torch.device) -> dict[str, Any]:
+                 device: torch.device, reference: torch.Tensor | None) -> dict[str, Any]:
     """A continual or mixed run: accuracies per corruption, resets, runs below the source, clean after."""
-    result = run_stream(source, model_config, strategy, order, device)
+    result = run_stream(source, model_config, strategy, order, device, reference)
     records, adapter = result["batches"], result["adapter"]
     return {"per_corruption": per_corruption(records), "resets": sum(r["reset"] for r in records),
+            "gated": sum(r["gated"] for r in records),
             "longest_run_below_source": longest_run_below(records),
             "batches_below_source": sum(r["accuracy"] < r["source"] - 1e-9 for r in records),
             "batches": len(records),
@@ -211,6 +220,15 @@ def episodic_entry(source: torch.nn.Module, model_config: Any, strategy: str, st
             "runs": runs, "clean_source": float(reference.accuracy)}
 
 
+def gate_reference(dataset: Any, size: int, seed: int, n: int = 512) -> torch.Tensor:
+    """Clean images for the shift gate: a seeded draw from the *train* split (never scored), model size."""
+    from benchmarks._adapt_streams import to_model_size
+
+    images, _ = dataset.split("train")
+    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed + 17))[:n]
+    return to_model_size(images[order], size)
+
+
 def run_seed(source: torch.nn.Module, model_config: Any, dataset: Any, args: argparse.Namespace, seed: int,
              device: torch.device) -> dict[str, Any]:
     """Every setting x strategy for one seed's streams."""
@@ -225,6 +243,7 @@ def run_seed(source: torch.nn.Module, model_config: Any, dataset: Any, args: arg
                             for batch in batches(stream, args.batch_size)],
               "mixed": interleave(streams, args.batch_size)}
     guard = GuardConfig(max_clean_drop=args.max_clean_drop)
+    reference = None if args.no_gate else gate_reference(dataset, size, seed)
     out: dict[str, Any] = {}
     for setting in args.settings:
         out[setting] = {}
@@ -234,7 +253,7 @@ def run_seed(source: torch.nn.Module, model_config: Any, dataset: Any, args: arg
                 entry = episodic_entry(source, model_config, strategy, streams, clean, guard, device)
             else:
                 entry = stream_entry(source, model_config, strategy, orders[setting], clean, args.batch_size,
-                                     device)
+                                     device, reference)
             entry["seconds"] = time.perf_counter() - start
             out[setting][strategy] = entry
             log.info("seed %d %s %s: mean %.1f %% in %.0f s", seed, setting, strategy,
@@ -263,7 +282,7 @@ def summary_row(runs: list[dict[str, Any]], setting: str, strategy: str, args: a
            "per_corruption": {name: _mean(run["per_corruption"][name] for run in runs)
                               for name in runs[0]["per_corruption"]},
            "seconds": _mean(run["seconds"] for run in runs)}
-    for key in ("clean_after", "resets", "batches_below_source", "batches", "clean_source"):
+    for key in ("clean_after", "resets", "gated", "batches_below_source", "batches", "clean_source"):
         if key in runs[0]:
             row[key] = _mean(run[key] for run in runs)
     if "longest_run_below_source" in runs[0]:
@@ -364,7 +383,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "protocol": {"corruptions": list(args.corruptions), "severity": args.severity, "n": args.n,
                      "batch_size": args.batch_size, "seeds": list(args.seeds),
                      "strategies": list(args.strategies), "settings": list(args.settings),
-                     "max_clean_drop": args.max_clean_drop},
+                     "max_clean_drop": args.max_clean_drop, "gate": not args.no_gate},
         "table": table,
         "targets": targets(table, margin=args.max_clean_drop),
         "literature_error_percent": LITERATURE,

@@ -63,6 +63,24 @@ def test_a_stream_that_turns_clean_again_returns_to_the_source_clean_accuracy(st
     assert sum(clean_gaps[3:]) / 3 <= 0.02, clean_gaps
 
 
+def test_the_shift_gate_serves_clean_batches_with_the_source_and_adapts_to_drifted_ones() -> None:
+    model, config = parent_model()
+    train, _ = load_dataset("digits").split("train")
+    images, _ = load_dataset("digits").split("val")
+    images = images[torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))]
+    adapter = ContinualAdapter(model, config, ContinualConfig(strategy="roid"), "cpu",
+                               reference_images=train[:512])
+    clean = [adapter.step(images[i * 32:(i + 1) * 32]) for i in range(4)]
+    noisy = [adapter.step(apply(images[i * 32:(i + 1) * 32], "gaussian_noise", 5, seed=i))
+             for i in range(4, 8)]
+    again = [adapter.step(images[i * 32:(i + 1) * 32]) for i in range(8, 12)]
+    assert sum(step.gated for step in clean + again) >= 7  # clean batches: the source serves them
+    assert not any(step.gated for step in noisy)  # drifted ones are adapted to
+    assert all(torch.equal(step.logits, step.source_logits) for step in clean + again if step.gated)
+    assert min(step.shift_score for step in noisy) > max(step.shift_score for step in clean)
+    assert adapter.adapter.steps == sum(not step.gated for step in clean + noisy + again)  # only those
+
+
 def test_a_collapse_sends_the_adapter_back_to_the_source() -> None:
     model, config = parent_model()
     images, _ = load_dataset("digits").split("val")

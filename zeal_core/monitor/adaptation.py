@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from zeal_core.retrain.continual import ContinualAdapter, ContinualConfig
@@ -24,6 +25,7 @@ class ServedBatch:
 
     accuracy: float  # share of the batch's images it classified correctly (labels of the simulation)
     reset: bool  # it went back to the source after this batch (a collapse)
+    gated: bool  # the batch looked like the source's data: the source served it
 
 
 def start_continual(config: Any, reference: Any, device: torch.device) -> ContinualAdapter | None:
@@ -38,7 +40,10 @@ def start_continual(config: Any, reference: Any, device: torch.device) -> Contin
         return None
     continual = ContinualConfig(strategy=config.strategy, options=dict(config.strategy_options or {}))
     source = reference.source
-    return ContinualAdapter(source.model, source.card.model_config, continual, device)
+    # The shift gate is calibrated on the clean reference images (their labels are not used).
+    positions = torch.from_numpy(np.asarray(reference.reference.indices).copy())
+    return ContinualAdapter(source.model, source.card.model_config, continual, device,
+                            reference_images=source.split_images[positions])
 
 
 def serve(adapter: ContinualAdapter, images: torch.Tensor, labels: Any) -> ServedBatch:
@@ -46,4 +51,4 @@ def serve(adapter: ContinualAdapter, images: torch.Tensor, labels: Any) -> Serve
     step = adapter.step(images)
     labels = torch.as_tensor(labels)
     accuracy = float((step.logits.argmax(dim=1) == labels).float().mean()) if labels.numel() else 0.0
-    return ServedBatch(accuracy=accuracy, reset=step.reset)
+    return ServedBatch(accuracy=accuracy, reset=step.reset, gated=step.gated)

@@ -3,6 +3,11 @@
 ``ContinualAdapter`` runs a label-free strategy's online form (``zeal_core.retrain.online``) batch by
 batch, next to the source model, and keeps the way back to the source:
 
+- **Shift gate** (``zeal_core.retrain.gate``). A batch whose BatchNorm statistics look like the source's
+  (calibrated without labels on clean reference batches) is served by the source model unchanged and
+  teaches nothing: where nothing drifted, adaptation cannot make things worse, and a stream that turns
+  clean again is served by the source at once. Needs ``reference_images``; models without BatchNorm adapt
+  on every batch.
 - **Collapse reset.** Entropy-driven self-training can slide into predicting one class for everything. For
   every batch the adapter compares how many classes the adapted model predicts with how many the source
   predicts on the same images (the effective number of classes, ``exp`` of the entropy of the predicted
@@ -40,6 +45,7 @@ class ContinualConfig:
     reset_on_collapse: bool = True  # restore the source weights when the predictions collapse
     collapse_ratio: float = 0.5  # collapse: effective predicted classes < this share of the source's
     collapse_batches: int = 2  # ... for this many batches in a row
+    gate: bool = True  # serve batches that look like the source's data with the source (needs references)
 
     def __post_init__(self) -> None:
         if self.strategy not in continual_strategies():
@@ -64,6 +70,8 @@ class ContinualStep:
     effective_classes: float  # exp(entropy of the adapted model's predicted-class histogram)
     source_effective_classes: float  # the same for the source
     reset: bool  # the adapter went back to the source after this batch
+    gated: bool = False  # the batch looked like the source's data: the source served it, nothing learned
+    shift_score: float | None = None  # the gate's score (mean Gaussian KL per BatchNorm channel), or None
 
 
 def effective_classes(logits: torch.Tensor, num_classes: int) -> float:
@@ -77,12 +85,14 @@ class ContinualAdapter:
     """A label-free strategy adapting online over a stream, beside the source (module docstring)."""
 
     def __init__(self, model: nn.Module, model_config: ModelConfig, config: ContinualConfig | None = None,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", reference_images: torch.Tensor | None = None) -> None:
         """Args:
         model: The source model (not changed: the adapter adapts a copy).
         model_config: Its config.
-        config: Strategy, options and the collapse rule; defaults when None.
+        config: Strategy, options, the collapse rule and the gate; defaults when None.
         device: Where to compute.
+        reference_images: Clean uint8 images of the source's domain (no labels), for the shift gate;
+            None: no gate.
         """
         self.config = config or ContinualConfig()
         self.device = torch.device(device)
@@ -91,6 +101,12 @@ class ContinualAdapter:
         options = parse_options(self.config.strategy, self.config.options)
         self.adapter = info.online(model, model_config, options, self.device)
         self.source = model.to(self.device).eval()
+        self.gate = None
+        if self.config.gate and reference_images is not None and reference_images.shape[0] >= 2:
+            from zeal_core.retrain.gate import ShiftGate
+
+            gate = ShiftGate(model, model_config, reference_images, self.device)
+            self.gate = gate if gate.active else None
         self.low_batches = 0  # consecutive batches with too few predicted classes
         self.batches = 0  # batches seen
 
@@ -105,8 +121,23 @@ class ContinualAdapter:
         return self.source(prepare_batch(images, self.model_config, self.device)).float().cpu()
 
     def step(self, images: torch.Tensor) -> ContinualStep:
-        """Serve ``images`` (uint8 N x 3 x H x W) with the adapted model, learn, watch for a collapse."""
-        source = self.source_logits(images)
+        """Serve ``images`` (uint8 N x 3 x H x W) with the adapted model, learn, watch for a collapse.
+
+        A batch the gate finds in-domain is served by the source instead, and nothing is learned from it.
+        """
+        score = None
+        if self.gate is not None:
+            source, score = self.gate.forward(images)
+            if self.gate.in_domain(score, images.shape[0]):
+                self.adapter.idle()
+                self.low_batches = 0
+                self.batches += 1
+                classes = effective_classes(source, self.model_config.num_classes)
+                return ContinualStep(logits=source, source_logits=source, effective_classes=classes,
+                                     source_effective_classes=classes, reset=False, gated=True,
+                                     shift_score=score)
+        else:
+            source = self.source_logits(images)
         logits = self.adapter.step(images)
         classes = self.model_config.num_classes
         adapted_k, source_k = effective_classes(logits, classes), effective_classes(source, classes)
@@ -117,7 +148,7 @@ class ContinualAdapter:
             self.low_batches = 0
         self.batches += 1
         return ContinualStep(logits=logits, source_logits=source, effective_classes=adapted_k,
-                             source_effective_classes=source_k, reset=reset)
+                             source_effective_classes=source_k, reset=reset, shift_score=score)
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """The adapted model's served logits without learning (e.g. its clean accuracy now), CPU."""

@@ -86,6 +86,9 @@ class OnlineAdapter:
         """The logits served for this batch (detached). Default: unchanged."""
         return logits
 
+    def idle(self) -> None:
+        """A batch was served without adapting (the shift gate found it in-domain). Default: nothing."""
+
     def reset(self) -> None:
         """Restore the source weights and forget everything learned (optimiser state, running averages)."""
         self.model.load_state_dict(self.source_state)

@@ -103,8 +103,19 @@ class RoidOnline(OnlineAdapter):
         self.optimizer = torch.optim.Adam(self.trainable, lr=self.options.lr)
         self.mean_prediction = torch.full((self.num_classes,), 1.0 / self.num_classes, device=self.device)
 
+    @torch.no_grad()
+    def _ensemble(self) -> None:
+        """Weight ensembling with the source: weights <- alpha * weights + (1 - alpha) * source."""
+        momentum = self.options.ensemble_momentum
+        for parameter, anchor in zip(self.trainable, self.anchors, strict=True):
+            parameter.mul_(momentum).add_(anchor, alpha=1.0 - momentum)
+
     def serve(self, logits: torch.Tensor) -> torch.Tensor:
         return prior_corrected(logits) if self.options.prior_correction else logits
+
+    def idle(self) -> None:
+        """A batch served by the source: the weights relax towards the source by one ensembling step."""
+        self._ensemble()
 
     def learn(self, inputs: torch.Tensor, logits: torch.Tensor) -> None:
         probs = logits.softmax(dim=1)
@@ -117,10 +128,8 @@ class RoidOnline(OnlineAdapter):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        momentum = self.options.ensemble_momentum
+        self._ensemble()
         with torch.no_grad():
-            for parameter, anchor in zip(self.trainable, self.anchors, strict=True):
-                parameter.mul_(momentum).add_(anchor, alpha=1.0 - momentum)
             beta = self.options.diversity_momentum
             self.mean_prediction.mul_(beta).add_(probs.detach().mean(dim=0), alpha=1.0 - beta)
         self.last_loss = float(loss.detach())

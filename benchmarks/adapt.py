@@ -173,7 +173,7 @@ def episodic_one(source: torch.nn.Module, model_config: Any, strategy: str, stre
         return {"source": source_held, "adapted": source_held, "served": source_held, "passed": None}
     context = AdaptContext(dataset=None, drift=None, device=device, parent_card=None,
                            parent_clean_accuracy=float(clean_embeddings.accuracy), adapt_images=adapt_images,
-                           progress=None, cancel=None)
+                           progress=None, cancel=None, reference=(clean.images, clean.labels))
     model, _ = strategy_info(strategy).run(copy.deepcopy(source), model_config, context,
                                            parse_options(strategy, None))
     guard_images = drifted_subset(adapt_images, guard.max_images)

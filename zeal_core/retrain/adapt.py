@@ -38,8 +38,11 @@ from zeal_core.retrain.base import (
     unlabeled_strategies,
 )
 from zeal_core.retrain.guard import GuardConfig, GuardVerdict, drifted_subset, judge
+from zeal_core.sampling import seeded_subset
 
 log = logging.getLogger(__name__)
+
+REFERENCE_IMAGES = 1024  # clean labelled val images a strategy may check itself against (a seeded subset)
 
 
 def recovered_share(clean_before: float, drifted_before: float, drifted_after: float) -> float | None:
@@ -211,9 +214,12 @@ def _run_strategy(run: _Run, before: tuple[Embeddings, float | None], images: to
     Returns:
         (adapted model, the strategy's details, wall seconds, CPU seconds of all threads).
     """
+    val_images, val_labels = run.dataset.split("val")
+    positions = seeded_subset(val_images.shape[0], REFERENCE_IMAGES, EVAL_SEED)
     context = AdaptContext(dataset=run.dataset, drift=run.drift, device=run.device, parent_card=run.card,
                            parent_clean_accuracy=float(before[0].accuracy), adapt_images=images,
-                           progress=run.progress, cancel=run.cancel)
+                           progress=run.progress, cancel=run.cancel,
+                           reference=(val_images[positions], val_labels[positions]))
     start, cpu_start = time.perf_counter(), time.process_time()
     model, details = run.info.run(copy.deepcopy(run.model), run.card.model_config, context, run.options)
     if run.device.type == "cuda":

@@ -37,6 +37,9 @@ class AdaptContext:
     adapt_images: torch.Tensor | None  # unlabeled drifted images (uint8) for the unlabeled strategies
     progress: ProgressCallback | None  # receives the strategy's events
     cancel: CancelToken | None  # checked between steps
+    # clean labelled (images, labels) a strategy may check itself against (a seeded part of the val split);
+    # None when there is none
+    reference: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 StrategyFunction = Callable[[nn.Module, ModelConfig, AdaptContext, Any], tuple[nn.Module, dict[str, Any]]]

@@ -24,8 +24,10 @@ softmax outputs :math:`p_i` over C classes:
   holds few classes (label shift) and is harmless otherwise.
 
 The episodic form (``adapt``) passes the adaptation images through the online form once and saves an
-eval-mode model whose BatchNorm statistics are re-estimated on those images (blended with the source's by
-``saved_source_share``).
+eval-mode model whose BatchNorm statistics blend the source's with those of the adaptation images: by
+default the most adapted blend whose accuracy on the clean labelled reference stays within
+``clean_margin`` of the parent's (``zeal_core.retrain.saved``), so the saved version serves clean and
+drifted inputs alike.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from zeal_core.retrain.base import ADAPT_SEED, AdaptContext, register_strategy
 from zeal_core.retrain.batchnorm import adaptation_subset
 from zeal_core.retrain.norm import norm_kinds, require_norm_layers, train_only_norm_affine
 from zeal_core.retrain.online import OnlineAdapter, run_online
+from zeal_core.retrain.saved import constrained_statistics
 
 PROB_CLIP = (1e-6, 0.99)  # the soft likelihood ratio's clipping of each probability
 
@@ -59,11 +62,15 @@ class RoidOptions:
     diversity_momentum: float = 0.9  # momentum of the running mean prediction the diversity weight uses
     prior_correction: bool = True  # reweight served predictions by the batch's estimated class prior
     source_share: float = 0.0  # BatchNorm statistics: share of the source's blended with the batch's
-    saved_source_share: float = 0.0  # the same, for the running statistics of the saved (episodic) version
+    # the saved (episodic) version's running statistics: the share of the source's blended with those of the
+    # adaptation images; None: the most adapted blend that keeps clean accuracy within clean_margin
+    saved_source_share: float | None = None
+    clean_margin: float = 0.015  # share; below the guard's 2 points, so the full validation split agrees
 
     def __post_init__(self) -> None:
-        for name in ("ensemble_momentum", "diversity_momentum", "source_share", "saved_source_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
+        for name in ("ensemble_momentum", "diversity_momentum", "source_share", "saved_source_share",
+                     "clean_margin"):
+            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"roid option {name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.lr <= 0 or self.batch_size < 2 or self.epochs < 1 or self.max_images < 2:
             raise ConfigError("roid options: lr > 0, batch_size >= 2, epochs >= 1, max_images >= 2")
@@ -145,8 +152,16 @@ def roid(model: nn.Module, model_config: ModelConfig, context: AdaptContext,
     adapter = RoidOnline(model, model_config, options, context.device)
     entropies = run_online(adapter, images, options.batch_size, options.epochs, ADAPT_SEED, context.progress,
                            context.cancel)
-    adapted = adapter.export(images, source_share=options.saved_source_share, cancel=context.cancel)
-    return adapted, {"adapt_images": int(images.shape[0]), "steps": adapter.steps,
+    details: dict[str, Any] = {}
+    if options.saved_source_share is not None or context.reference is None:
+        share = 0.0 if options.saved_source_share is None else options.saved_source_share
+        adapted = adapter.export(images, source_share=share, cancel=context.cancel)
+        details["source_share"] = share
+    else:  # the most adapted statistics that keep clean accuracy (zeal_core.retrain.saved)
+        adapted, details = constrained_statistics(adapter.export(None), model, model_config, images,
+                                                  context.reference, context.device, options.clean_margin,
+                                                  cancel=context.cancel)
+    return adapted, {**details, "adapt_images": int(images.shape[0]), "steps": adapter.steps,
                      "norm_layers": norm_kinds(model),
                      "entropy_first": entropies[0] if entropies else None,
                      "entropy_last": entropies[-1] if entropies else None}

@@ -40,10 +40,11 @@ def start_continual(config: Any, reference: Any, device: torch.device) -> Contin
         return None
     continual = ContinualConfig(strategy=config.strategy, options=dict(config.strategy_options or {}))
     source = reference.source
-    # The shift gate is calibrated on the clean reference images (their labels are not used).
+    # The shift gate is calibrated on the clean reference images; the clean check reads their labels.
     positions = torch.from_numpy(np.asarray(reference.reference.indices).copy())
     return ContinualAdapter(source.model, source.card.model_config, continual, device,
-                            reference_images=source.split_images[positions])
+                            reference_images=source.split_images[positions],
+                            reference_labels=torch.from_numpy(np.array(reference.reference.labels)))
 
 
 def serve(adapter: ContinualAdapter, images: torch.Tensor, labels: Any) -> ServedBatch:

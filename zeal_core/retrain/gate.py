@@ -10,11 +10,12 @@ layers and channels, of the Gaussian Kullback-Leibler divergence
 
 (b: the batch, s: the source). Even a clean batch scores above zero (64 images do not give the exact
 statistics), so the threshold is calibrated, without labels, on clean reference batches of the stream's
-batch size: ``margin`` times the largest score of ``trials`` seeded batches (batches drawn from a few
-hundred reference images understate the tail of fresh clean batches: on the digits model fresh clean
-batches of 32 reached 1.6 times the median, the largest of 20 reference batches 1.4 times). A batch scoring
-at most that is served by the source model unchanged and teaches the adapter nothing; a batch above it is
-adapted to. Models without
+batch size: ``margin`` (1) times the largest score of ``trials`` (20) seeded batches, so about one clean
+batch in 20 still counts as shifted (and is adapted to, which costs little). A batch scoring at most that is
+served by the source model unchanged and teaches the adapter nothing; a batch above it is adapted to.
+Measured on the Imagenette 64 px model (batches of 64): clean 0.008-0.02; pixelate, JPEG and elastic at
+severity 5 0.003-0.016 (adaptation does not help them); zoom, motion and glass blur 0.02-0.034 (it does:
++2 to +10 points); noise 0.05-0.08; snow, frost, fog, brightness and contrast 0.13-0.5. Models without
 BatchNorm have no gate (every batch is adapted to).
 """
 
@@ -34,7 +35,7 @@ class ShiftGate:
     """Scores batches against the source's BatchNorm statistics (module docstring)."""
 
     def __init__(self, model: nn.Module, model_config: ModelConfig, reference_images: torch.Tensor,
-                 device: torch.device, trials: int = 20, margin: float = 1.5, seed: int = 0) -> None:
+                 device: torch.device, trials: int = 20, margin: float = 1.0, seed: int = 0) -> None:
         """Args:
         model: The source model (the gate keeps its own copy, with hooks on its BatchNorm layers).
         model_config: Its config.

@@ -2,8 +2,8 @@
 accuracy and the diagnosis (``CheckReport.estimates`` / ``.diagnosis``), and the history of checks.
 
 Nothing here computes an estimate or a diagnosis; ``FittedReference.check`` does. The diagnosis needs a
-one-off warm-up per model (the shift bank): ``warm_panel`` starts it in the background and shows its
-progress until the page can show the diagnosis.
+one-off warm-up per model (the shift bank, kept on disk): ``warm_panel`` starts it in the background and
+shows its progress until the page can show the diagnosis.
 """
 
 from __future__ import annotations
@@ -23,26 +23,67 @@ from zeal_core.estimate import estimator_info
 from zeal_core.reference import CheckReport, FittedReference
 
 IMAGES_SHOWN = 6  # images that show the diagnosed shift best
+IMAGES_PER_ROW = 3  # in the diagnosis's narrow column: wide enough for a file name under each
 CAUSES_SHOWN = 3  # ranked causes listed
 # Names the diagnosis gives a cause, for people.
 CAUSE_NAMES = {"no_drift": "no drift", "label_shift": "label shift (class mix)", "unknown": "unknown shift"}
 
 
+def _part(estimate: Any, name: str, default: Any = None) -> Any:
+    """A field of an ``AccuracyEstimate`` or of its dict form (a recorded check's report)."""
+    if isinstance(estimate, dict):
+        return estimate.get(name, default)
+    return getattr(estimate, name, default)
+
+
+def extrapolation_reason(estimate: Any) -> str | None:
+    """Why ``estimate`` is an extrapolation, when its estimator says it is (its ``extrapolation`` flag, or
+    the same key in its details); None otherwise."""
+    flag = _part(estimate, "extrapolation")
+    if flag is None:
+        flag = (_part(estimate, "details") or {}).get("extrapolation")
+    if not flag:
+        return None
+    if isinstance(flag, str):
+        return flag
+    if isinstance(flag, dict) and flag.get("reason"):
+        return str(flag["reason"])
+    return "the sample lies outside the shifts the estimator was fitted on"
+
+
+def estimate_caution(estimate: Any) -> str | None:
+    """A warning to show beside an estimate whose interval claims more than it knows: an extrapolation,
+    or an interval narrower than one image of the sample (e.g. "100 %-100 %" at n = 40)."""
+    reason = extrapolation_reason(estimate)
+    if reason:
+        return f"Extrapolating: {reason}; a rough guess, the truth may lie outside the interval."
+    low, high, n = _part(estimate, "low"), _part(estimate, "high"), int(_part(estimate, "n", 0) or 0)
+    if n > 0 and low is not None and high is not None and high - low < 1.0 / n:
+        return (f"Low information: {low:.0%}–{high:.0%} is narrower than one image in {n}: the estimator's "
+                f"certainty, not what {n} images can tell.")
+    return None
+
+
 def estimate_metric(column: Any, report: CheckReport, *, true_accuracy: float | None = None) -> None:
-    """The preferred label-free estimate as a metric: value, interval, and (when known) the true accuracy."""
+    """The preferred label-free estimate as a metric: value, interval, (when known) the true accuracy, and a
+    caution under it when the estimate extrapolates or its interval is implausibly narrow."""
     estimate = report.estimated_accuracy
     if estimate is None:
         column.metric("Estimated accuracy", "—", help="No estimate: the reference has no labels.")
         return
+    caution = estimate_caution(estimate)
     interval = f"{estimate.level:.0%} interval {estimate.low:.0%}–{estimate.high:.0%}"
     known = "" if true_accuracy is None else \
         f" True accuracy (known here, the drift is simulated): {true_accuracy:.1%}."
-    column.metric("Estimated accuracy", f"{estimate.accuracy:.1%}", delta=interval,
-                  delta_color="off", delta_arrow="off",
-                  help=f"Estimated without labels by {estimate.estimator}: "
+    column.metric("Estimated accuracy", f"{estimate.accuracy:.1%}",
+                  delta=("⚠ " + interval) if caution else interval,
+                  delta_color="orange" if caution else "off", delta_arrow="off",
+                  help=f"Estimated without labels by {estimate.estimator} on n = {estimate.n} images: "
                        f"{estimator_info(estimate.estimator).description}.{known} "
                        "Shown: shift-calibrated once the diagnosis has warmed up, pm-atc until then and "
                        "under a diagnosed label shift. Others: 'Accuracy estimates'.")
+    if caution:
+        column.caption(caution)
 
 
 def estimates_frame(report: CheckReport, true_accuracy: float | None = None) -> pd.DataFrame:
@@ -53,6 +94,8 @@ def estimates_frame(report: CheckReport, true_accuracy: float | None = None) -> 
                f"{estimate.level:.0%} interval": f"{estimate.low:.1%} – {estimate.high:.1%}"}
         if true_accuracy is not None:
             row["error (points)"] = f"{(estimate.accuracy - true_accuracy) * 100:+.1f}"
+        caution = estimate_caution(estimate)
+        row["caution"] = caution.split(":")[0] if caution else ""
         row["how"] = estimator_info(estimate.estimator).description
         rows.append(row)
     return pd.DataFrame(rows).set_index("estimator") if rows else pd.DataFrame()
@@ -67,7 +110,9 @@ def show_estimates(report: CheckReport, true_accuracy: float | None = None, *, k
         waiting = (" shift-calibrated joins once the diagnosis has warmed up."
                    if "estimates" in report.pending else "")
         st.caption("Fitted on the clean reference, whose labels are known; the sample's labels are never "
-                   f"read. The first row is the one shown above.{waiting} See docs/estimation.md.")
+                   f"read. The first row is the one shown above.{waiting} Caution: “Extrapolating” — the "
+                   "sample is unlike anything the estimator was fitted on; “Low information” — the interval "
+                   "is narrower than one image of the sample. See docs/estimation.md.")
 
 
 def expected_cause(spec: DriftSpec) -> set[str]:
@@ -100,18 +145,21 @@ def proportions_figure(diagnosis: Any, class_names: tuple[str, ...], true_labels
     names = [class_names[int(key)] if int(key) < len(class_names) else str(key) for key in keys]
     figure = go.Figure()
     figure.add_bar(x=names, y=[before.get(key, 0.0) for key in keys], name="reference",
-                   marker_color="#94a3b8")
+                   marker_color="#999999")
     figure.add_bar(x=names, y=[after.get(key, 0.0) for key in keys], name="sample, estimated (no labels)",
-                   marker_color="#2563eb")
+                   marker_color="#0072B2")
     if true_labels is not None:
         labels = np.asarray(true_labels)
         labels = labels[labels >= 0]
         if labels.size:
             figure.add_bar(x=names, y=[float(np.mean(labels == int(key))) for key in keys],
-                           name="sample, true", marker_color="#f59e0b")
-    figure.update_layout(height=260, barmode="group", margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                           name="sample, true", marker_color="#E69F00", marker_pattern_shape="/")
+    # Class names such as "0".."9" are names: a category axis labels every one (a numeric axis would
+    # label only some ticks).
+    figure.update_xaxes(type="category", tickmode="linear", dtick=1, title="class")
+    figure.update_layout(height=300, barmode="group", margin={"l": 10, "r": 10, "t": 30, "b": 10},
                          title="Class shares", yaxis={"tickformat": ".0%", "title": "share of images"},
-                         legend={"orientation": "h", "y": -0.3})
+                         legend={"orientation": "h", "y": -0.35})
     return figure
 
 
@@ -141,6 +189,10 @@ def show_diagnosis(report: CheckReport, reference: FittedReference, *, key: str,
     left.table(causes_frame(diagnosis))
     left.caption("Score: a calibrated posterior over the causes (no drift, label shift, each corruption); "
                  "severity on ImageNet-C's 0-5 scale. See docs/diagnosis.md.")
+    ranked = diagnosis.top(CAUSES_SHOWN)
+    if diagnosis.best.kind == "no_drift" and any(cause.score > diagnosis.best.score for cause in ranked):
+        left.caption("No detector found drift, so “no drift” comes first whatever the scores; the scores "
+                     "below it show what the diagnosis would name if the data had moved.")
     if diagnosis.verdict == "label shift" or (chosen is not None and chosen.class_mix is not None):
         true_labels = report.sample.labels if chosen is not None else None
         right.plotly_chart(proportions_figure(diagnosis, reference.class_names, true_labels),
@@ -157,11 +209,11 @@ def show_diagnosed_images(report: CheckReport, where: Any) -> None:
     best = report.diagnosis.best.kind
     where.markdown(f"Images that show **{CAUSE_NAMES.get(best, best)}** most, most typical first (by how "
                    "much likelier each image is under it than clean)")
-    grid = where.columns(len(order), gap="small")
     names = report.file_names
-    for column, row in zip(grid, order, strict=True):
-        caption = names[row] if names else f"#{int(report.sample.indices[row])}"
-        column.image(_lab.thumbnail(report, int(row)), caption=caption, width="stretch")
+    captions = [_lab.short_name(names[row], 16) if names else f"#{int(report.sample.indices[row])}"
+                for row in order]
+    _lab.image_grid(where, [_lab.thumbnail(report, int(row)) for row in order], captions,
+                    per_row=IMAGES_PER_ROW)
 
 
 def warm_panel(reference: FittedReference, *, key: str) -> None:
@@ -170,9 +222,9 @@ def warm_panel(reference: FittedReference, *, key: str) -> None:
     status = reference.label_free.status()
     if not (status.running or status.error):
         st.caption("The diagnosis first learns how this model reacts to 95 synthetic shifts (the 19 "
-                   "ImageNet-C corruptions at 5 severities), once per model: about a minute on a laptop CPU "
-                   "for the digits, several for Imagenette; seconds on a GPU. Every page and check then "
-                   "uses it.")
+                   "ImageNet-C corruptions at 5 severities): about a minute on a laptop CPU for the digits, "
+                   "several for Imagenette; seconds on a GPU. It happens once per model and is kept on disk: "
+                   "every page, reference size and `zeal check` run, and later server starts, reuse it.")
         if st.button("Learn the drift signatures", key=f"{key}_warm", icon=":material/model_training:"):
             reference.warm_label_free(background=True)
         else:
@@ -187,55 +239,71 @@ def warm_panel(reference: FittedReference, *, key: str) -> None:
             st.error(f"The diagnosis could not warm up: {status.error}")
             return
         st.progress(status.fraction, text="Learning the signatures of 95 synthetic shifts, once per model "
-                                          "(about a minute on a laptop CPU for the digits): "
-                                          f"{status.message}")
+                                          "and kept on disk (about a minute on a laptop CPU for the "
+                                          f"digits): {status.message}")
 
     progress()
 
 
 def history_figure(rows: list, current: int | None = None) -> go.Figure:
-    """Recorded checks over time: the smallest detector p-value (top, red = drift) and the estimated
-    accuracy with its interval (bottom); ``current`` (a check id) is starred."""
+    """Recorded checks over time: the smallest detector p-value (top; drift and no drift differ in colour
+    and shape) and the estimated accuracy with its interval (bottom); ``current`` (a check id) is
+    starred."""
     figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12,
                            row_heights=[0.55, 0.45],
                            subplot_titles=("smallest detector p-value (log scale)",
                                            "estimated accuracy, no labels (90 % interval)"))
-    for drift, colour, name in ((False, "#0f766e", "no drift"), (True, "#dc2626", "drift")):
+    for drift, colour, symbol, name in ((False, "#0072B2", "circle", "no drift"),
+                                        (True, "#D55E00", "x", "drift")):
         part = [row for row in rows if bool(row.drift) == drift]
         figure.add_scatter(
             x=[row.created for row in part], y=[max(row.min_p_value or 1.0, 1e-300) for row in part],
-            mode="markers", name=name, marker={"color": colour, "size": 9},
+            mode="markers", name=name, marker={"color": colour, "size": 10, "symbol": symbol},
             customdata=[[row.id, row.source, row.n, row.diagnosis or ""] for row in part],
             hovertemplate="check #%{customdata[0]} (n = %{customdata[2]})<br>%{customdata[1]}<br>smallest p "
                           "%{y:.3g}<br>%{customdata[3]}<extra></extra>", row=1, col=1)
     estimated = [row for row in rows if row.estimated_accuracy is not None]
+    lows = [row.estimate_low if row.estimate_low is not None else row.estimated_accuracy for row in estimated]
+    highs = [row.estimate_high if row.estimate_high is not None else row.estimated_accuracy
+             for row in estimated]
     if estimated:
         figure.add_scatter(
             x=[row.created for row in estimated], y=[row.estimated_accuracy for row in estimated],
-            mode="markers", name="estimated accuracy", marker={"color": "#2563eb", "size": 8},
-            error_y={"type": "data", "symmetric": False, "color": "#93c5fd",
-                     "array": [(row.estimate_high or row.estimated_accuracy) - row.estimated_accuracy
-                               for row in estimated],
-                     "arrayminus": [row.estimated_accuracy - (row.estimate_low or row.estimated_accuracy)
-                                    for row in estimated]},
+            mode="markers", name="estimated accuracy (90 % interval)", legend="legend2",
+            marker={"color": _lab.ESTIMATE_COLOUR, "symbol": "diamond", "size": 9},
+            error_y={"type": "data", "symmetric": False, "color": "rgba(213, 94, 0, 0.5)",
+                     "array": [high - row.estimated_accuracy for row, high in zip(estimated, highs,
+                                                                                   strict=True)],
+                     "arrayminus": [row.estimated_accuracy - low for row, low in zip(estimated, lows,
+                                                                                      strict=True)]},
             customdata=[[row.id] for row in estimated],
             hovertemplate="check #%{customdata[0]}<br>estimated %{y:.1%}<extra></extra>", row=2, col=1)
     mine = [row for row in rows if row.id == current]
     if mine:
         figure.add_scatter(x=[mine[0].created], y=[max(mine[0].min_p_value or 1.0, 1e-300)], mode="markers",
-                           name="this batch", marker={"symbol": "star", "size": 18, "color": "#f59e0b",
-                                                      "line": {"color": "#111827", "width": 1}}, row=1, col=1)
-    _lab.style_p_value_and_accuracy(figure, "time (UTC)", height=440, legend_y=-0.18)
-    return _readable_time_axis(figure, [row.created for row in rows])
+                           name="this batch", marker={"symbol": "star", "size": 18, "color": "#F0E442",
+                                                      "line": {"color": "#000000", "width": 1}}, row=1, col=1)
+    _lab.style_p_value_and_accuracy(figure, "time (UTC)", height=440,
+                                    accuracy_values=[*lows, *highs] if estimated else None)
+    smallest = min((max(row.min_p_value or 1.0, 1e-300) for row in rows), default=1.0)
+    figure.update_yaxes(range=[np.log10(smallest) - 0.5, 0.2], row=1, col=1)  # from p = 1 down
+    return readable_time_axis(figure, [row.created for row in rows])
 
 
-def _readable_time_axis(figure: go.Figure, stamps: list[str]) -> go.Figure:
-    """Minutes-and-hours ticks, and an hour either side when the checks span less than a minute (else
-    Plotly zooms to milliseconds around a single check)."""
+TIME_TICKS = [  # tick labels by zoom level (dtick in ms): seconds, minutes, hours, days
+    {"dtickrange": [None, 60_000], "value": "%H:%M:%S"},
+    {"dtickrange": [60_000, 86_400_000], "value": "%H:%M<br>%b %d"},
+    {"dtickrange": [86_400_000, None], "value": "%b %d<br>%Y"}]
+
+
+def readable_time_axis(figure: go.Figure, stamps: list[str]) -> go.Figure:
+    """A time axis that spans the checks with a margin of a tenth of their span (at least 30 s either side,
+    so a single check is not zoomed to milliseconds), labelled in seconds, minutes or days as the span
+    needs."""
     times = pd.to_datetime(pd.Series(stamps), utc=True)
-    if not times.empty and (times.max() - times.min()) < pd.Timedelta(minutes=1):
-        middle = times.min() + (times.max() - times.min()) / 2
-        window = [middle - pd.Timedelta(hours=1), middle + pd.Timedelta(hours=1)]
+    if not times.empty:
+        margin = max((times.max() - times.min()) / 10, pd.Timedelta(seconds=30))
+        window = [times.min() - margin, times.max() + margin]
         figure.update_xaxes(range=[value.strftime("%Y-%m-%d %H:%M:%S") for value in window])
-    figure.update_xaxes(tickformat="%H:%M\n%b %d", row=2, col=1)
+    figure.update_xaxes(tickformatstops=TIME_TICKS, row=2, col=1)
     return figure

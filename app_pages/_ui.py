@@ -122,6 +122,36 @@ def dataset_name() -> str:
     return st.session_state.get(KEY_DATASET, DEFAULT_DATASET)
 
 
+def dataset_status(card: Any | None) -> tuple[str, str | None]:
+    """The dataset every check uses and, when the Data page's choice differs, a note saying why and how to
+    use the chosen one. Checks always run on the active model's own dataset (a model is tested on the
+    classes and images it was trained for); the choice is what a new model is trained on."""
+    chosen = dataset_name()
+    if card is None or card.dataset == chosen:
+        return chosen, None
+    from zeal_core.data import is_prepared
+
+    try:
+        prepared = is_prepared(chosen)
+    except ZealError:  # a folder that has gone, a bad md5 setting: the Data page says what is wrong
+        prepared = False
+    others = [other.version for other in registry().list() if other.dataset == chosen]
+    steps = ("make one of its models active on Model (newest: " + others[0] + ")" if others else
+             ("train or import a model on it on Model" if prepared else
+              "prepare it on Data, then train or import a model on it on Model"))
+    note = (f"You chose {chosen} on Data, but the active model was trained on {card.dataset}, so the Drift "
+            f"Lab, Retrain, Monitor and Your own images use {card.dataset}. To work on {chosen}, {steps}.")
+    return card.dataset, note
+
+
+def show_dataset_note(card: Any | None) -> None:
+    """Say so on a page when the Data page's choice is not the dataset its checks use (see
+    ``dataset_status``)."""
+    _, note = dataset_status(card)
+    if note:
+        st.info(note, icon=":material/info:")
+
+
 def active_version() -> str | None:
     """The server's active model version, if it still exists in the registry."""
     models = registry()
@@ -222,13 +252,16 @@ def ended_job(kind: str, idle_caption: str) -> Any | None:
 
 
 def sidebar_status() -> None:
-    """Dataset, active model version and device, in the sidebar of every page."""
+    """Dataset in use, active model version and device, in the sidebar of every page; the Data page's
+    choice too when it differs from the dataset in use."""
     with st.sidebar:
         st.caption("Status")
-        version = active_version()
+        card = active_card()
+        in_use, note = dataset_status(card)
+        chosen = f"  \n**Chosen on Data:** {dataset_name()} (for new models)" if note else ""
         st.markdown(
-            f"**Dataset:** {dataset_name()}  \n"
-            f"**Model:** {version or 'none yet'}  \n"
+            f"**Dataset:** {in_use}{' (the model’s)' if note else ''}{chosen}  \n"
+            f"**Model:** {card.version if card else 'none yet'}  \n"
             f"**Device:** {device_text()}"
         )
 

@@ -11,6 +11,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from app_pages._ui import active_card, show_dataset_note
 from zeal_core.data import ImageDataset, is_prepared, list_datasets, load_dataset, prepare_dataset
 from zeal_core.data.imagenette import PREPARE_COMMAND, archive_path, cache_path
 from zeal_core.data.settings import imagenette_settings
@@ -40,6 +41,16 @@ def source_key(name: str) -> str:
     return str(data_dir())
 
 
+def remember_choice() -> None:
+    """Keep a new choice for the other pages before the app reruns (so the sidebar shows it at once)."""
+    choice = st.session_state.get("data_source")
+    path = str(st.session_state.get("data_folder", "")).strip()
+    if choice != FOLDER_OPTION:
+        st.session_state["dataset"] = choice
+    elif path:
+        st.session_state["dataset"] = f"folder:{path}"
+
+
 def choose_dataset() -> str | None:
     """Selectbox of built-in datasets plus a folder path; returns the dataset name or None."""
     options = [*list_datasets(), FOLDER_OPTION]
@@ -51,11 +62,12 @@ def choose_dataset() -> str | None:
     if "data_folder" not in st.session_state:
         st.session_state["data_folder"] = current.removeprefix("folder:") if current.startswith("folder:") \
             else ""
-    choice = st.selectbox("Dataset", options, key="data_source",
+    choice = st.selectbox("Dataset", options, key="data_source", on_change=remember_choice,
                           help="digits works offline; Imagenette needs one download; or use your own folder")
     if choice != FOLDER_OPTION:
         return choice
     path = st.text_input("Folder path", key="data_folder", placeholder="/home/me/pictures/pets",
+                         on_change=remember_choice,
                          help="One subfolder per class (cats/, dogs/, ...), or train/ and val/ holding them")
     return f"folder:{path.strip()}" if path.strip() else None
 
@@ -108,40 +120,48 @@ def sample_grid(dataset: ImageDataset) -> None:
         st.image(list(pixels), width=THUMBNAIL_PX)
 
 
-st.title("Data")
-name = choose_dataset()
-if name is None:
-    st.info("Type the path of a folder with one subfolder per class.")
-    st.stop()
-st.session_state["dataset"] = name
+def show_dataset(name: str) -> None:
+    """Counts, fingerprint, skipped files, the per-class chart and sample grid of ``name``."""
+    try:
+        dataset = cached_dataset(name, source_key(name))
+    except ZealError as error:
+        st.error(str(error))
+        return
+    info = dataset.info()
+    columns = st.columns(5)
+    columns[0].metric("Images", f"{info['num_images']:,}")
+    columns[1].metric("Train", f"{info['num_train']:,}")
+    columns[2].metric("Validation", f"{info['num_val']:,}")
+    columns[3].metric("Classes", info["num_classes"])
+    columns[4].metric("Working size", f"{info['image_size']} px")
+    st.caption(f"Content fingerprint `{dataset.fingerprint[:16]}…`")
+    if dataset.skipped:
+        st.warning(f"{len(dataset.skipped)} file(s) could not be used and were skipped.")
+        with st.expander("Skipped files"):
+            st.dataframe(pd.DataFrame(dataset.skipped, columns=["file", "reason"]), hide_index=True)
+    counts_chart(dataset)
+    st.subheader("Samples per class")
+    sample_grid(dataset)
 
-try:
-    missing = name == "imagenette" and not is_prepared("imagenette")
-except ZealError as error:  # e.g. a malformed md5 in params.yaml or the environment
-    st.error(str(error))
-    st.stop()
-if missing:
-    offer_imagenette_download()
-    st.stop()
 
-try:
-    dataset = cached_dataset(name, source_key(name))
-except ZealError as error:
-    st.error(str(error))
-    st.stop()
+def main() -> None:
+    """The page: the choice (kept for the other pages), what it means for the checks, then the data."""
+    st.title("Data")
+    name = choose_dataset()
+    if name is None:
+        st.info("Type the path of a folder with one subfolder per class.")
+        return
+    st.session_state["dataset"] = name
+    show_dataset_note(active_card())
+    try:
+        missing = name == "imagenette" and not is_prepared("imagenette")
+    except ZealError as error:  # e.g. a malformed md5 in params.yaml or the environment
+        st.error(str(error))
+        return
+    if missing:
+        offer_imagenette_download()
+        return
+    show_dataset(name)
 
-info = dataset.info()
-columns = st.columns(5)
-columns[0].metric("Images", f"{info['num_images']:,}")
-columns[1].metric("Train", f"{info['num_train']:,}")
-columns[2].metric("Validation", f"{info['num_val']:,}")
-columns[3].metric("Classes", info["num_classes"])
-columns[4].metric("Working size", f"{info['image_size']} px")
-st.caption(f"Content fingerprint `{dataset.fingerprint[:16]}…`")
-if dataset.skipped:
-    st.warning(f"{len(dataset.skipped)} file(s) could not be used and were skipped.")
-    with st.expander("Skipped files"):
-        st.dataframe(pd.DataFrame(dataset.skipped, columns=["file", "reason"]), hide_index=True)
-counts_chart(dataset)
-st.subheader("Samples per class")
-sample_grid(dataset)
+
+main()

@@ -6,9 +6,7 @@ shared fitted reference. The DriftSpec text goes into the URL (``?spec=gaussian_
 so a link reproduces the view.
 """
 
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from app_pages import _lab, _labelfree
 from app_pages._ui import (
@@ -16,6 +14,7 @@ from app_pages._ui import (
     active_card,
     first_run_panel,
     load_dataset_cached,
+    show_dataset_note,
     user_errors,
 )
 from zeal_core.corruptions import (
@@ -36,17 +35,19 @@ st.title("Drift Lab")
 if not first_run_panel():
     st.stop()
 card = active_card()
+show_dataset_note(card)
 version = card.version
 SAMPLE_SIZES = _lab.sample_sizes(load_dataset_cached(card.dataset))  # images per tested sample
 SEVERITY_STEP = 0.25  # slider step; the corruptions interpolate between ImageNet-C's integer levels
 DEFAULT_SPEC = "gaussian_noise:3@0.5"
 NO_MIX = "none"  # the class-mix choice that keeps the held-out half's own class mix
+RANDOM_MIX = "random"  # the class-mix mode that draws the shifted proportions at random
 KIND_GROUP = {name: group for group, names in drift_kind_groups().items() for name in names}
 DATASET = load_dataset_cached(card.dataset)
 UNSEEN_OK = supports_unseen_classes(DATASET.class_names, card.class_names)
 PAIRS = 6  # clean/drifted image pairs shown
-P_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#8C564B")
-THRESHOLD_COLOUR = "#111827"  # the alpha/k line: black, which no detector curve uses
+KINDS_PER_ROW = 3  # severity sliders side by side
+TYPICAL_PER_ROW = 4  # drift-typical images per row in the half-width column (room for their captions)
 
 
 def load_url_state() -> None:
@@ -71,7 +72,7 @@ def load_url_state() -> None:
     mix = spec.class_mix
     if mix is not None and (UNSEEN_OK or not mix.info.unseen):
         st.session_state["lab_mix"] = mix.kind
-        st.session_state["lab_mix_mode"] = mix.mode
+        st.session_state["lab_mix_mode"] = mix.mode or RANDOM_MIX
         st.session_state["lab_mix_classes"] = [name for name in DATASET.class_names
                                                if name.replace(" ", "_") in mix.classes]
         st.session_state["lab_mix_severity"] = float(round(mix.severity / SEVERITY_STEP) * SEVERITY_STEP)
@@ -90,15 +91,16 @@ def class_mix_controls() -> ClassMix | None:
     kind = columns[0].selectbox(
         "Class mix", [NO_MIX, *kinds], key="lab_mix",
         help="Change which images the sample holds instead of their pixels. unseen_classes needs a model "
-             "trained on some of the dataset's classes only (python -m zeal_core train --classes ...); "
+             "trained on some of the dataset's classes only (zeal train --classes ...); "
              + ("this one is." if UNSEEN_OK else "the active model knows every class, so it is not offered."))
     if kind == NO_MIX:
         return None
     info = class_mix_info(kind)
-    meanings = {None: info.default, **dict(info.modes)}
-    mode = columns[1].selectbox("How", list(meanings), key="lab_mix_mode",
-                                format_func=lambda m: m or "random",
-                                help="; ".join(f"{m or 'random'}: {text}" for m, text in meanings.items()))
+    meanings = {RANDOM_MIX: info.default, **dict(info.modes)}
+    # A string, not None, for "no mode": a selectbox shows a None value as an empty "Choose an option".
+    choice = columns[1].selectbox("How", list(meanings), key="lab_mix_mode",
+                                  help="; ".join(f"{m}: {text}" for m, text in meanings.items()))
+    mode = None if choice == RANDOM_MIX else choice
     classes = []
     if mode is not None:
         classes = columns[2].multiselect("Classes", list(DATASET.class_names), key="lab_mix_classes",
@@ -110,27 +112,66 @@ def class_mix_controls() -> ClassMix | None:
     return ClassMix(kind, float(severity), mode, tuple(name.replace(" ", "_") for name in classes))
 
 
+def add_kind() -> None:
+    """The add picker's callback: append the picked kind to the chosen ones (once) and clear the picker."""
+    name = st.session_state.get("lab_add_kind")
+    chosen = list(st.session_state.get("lab_corruptions", []))
+    if name and name not in chosen:
+        st.session_state["lab_corruptions"] = [*chosen, name]
+    elif name:
+        st.toast(f"{name} is already in the spec: move its slider below.")
+    st.session_state["lab_add_kind"] = None
+
+
+def remove_kind(name: str) -> None:
+    """A remove button's callback: drop ``name`` from the chosen kinds."""
+    st.session_state["lab_corruptions"] = [kind for kind in st.session_state.get("lab_corruptions", [])
+                                           if kind != name]
+
+
+def kind_picker(where) -> None:
+    """A type-ahead picker that adds one drift kind at a time: typing a name and Enter adds that name (the
+    best match comes first; only the kinds' names are matched, not their groups)."""
+    where.selectbox("Add a drift kind", list_drift_kinds(), index=None, key="lab_add_kind",
+                    on_change=add_kind, placeholder="Type a name, e.g. fog, then Enter",
+                    help="ImageNet-C corruptions, camera geometry and capture-pipeline changes. Each kind "
+                         "you add gets its own severity slider below; they are applied in the order added.")
+
+
+def kind_sliders(chosen: list[str]) -> list[tuple[str, float]]:
+    """A severity slider and a remove button for every chosen kind, three to a row; returns the steps."""
+    if not chosen:
+        st.caption("No drift kind chosen: the sample is clean (add one above, or pick a class mix).")
+        return []
+    if len(chosen) > 1:
+        st.caption("Applied in this order to the affected images: " + " → ".join(chosen))
+    steps = []
+    for row_start in range(0, len(chosen), KINDS_PER_ROW):
+        columns = st.columns(KINDS_PER_ROW, gap="medium")
+        for column, name in zip(columns, chosen[row_start:row_start + KINDS_PER_ROW], strict=False):
+            slider_part, button_part = column.columns([7, 1], vertical_alignment="bottom", gap="small")
+            st.session_state.setdefault(f"lab_severity_{name}", 3.0)
+            severity = slider_part.slider(f"{name} severity", 0.0, 5.0, step=SEVERITY_STEP,
+                                          key=f"lab_severity_{name}",
+                                          help=f"{KIND_GROUP.get(name, 'drift kind')}: "
+                                               f"{corruption_info(name).description}")
+            button_part.button("", icon=":material/close:", key=f"lab_remove_{name}", help=f"Remove {name}",
+                               on_click=remove_kind, args=(name,))
+            steps.append((name, float(severity)))
+    return steps
+
+
 def controls() -> tuple[DriftSpec, int, int]:
     """The drift controls; returns (spec, n, seed)."""
     top = st.columns([3.2, 2, 1.6, 1.2], vertical_alignment="bottom")
-    chosen = top[0].multiselect("Drift kinds", list_drift_kinds(), key="lab_corruptions",
-                                format_func=lambda name: f"{name} ({KIND_GROUP.get(name, '')})",
-                                help="ImageNet-C corruptions, then camera geometry and capture pipeline "
-                                     "changes, applied in this order to the affected images.")
+    kind_picker(top[0])
     fraction = top[1].slider("Fraction affected", 0.0, 1.0, step=0.05, key="lab_fraction",
                              help="Share of the sample whose pixels change; the rest stays clean.")
     n = top[2].select_slider("Sample size (n)", SAMPLE_SIZES, key="lab_n",
                              help="Images in the tested sample, drawn from the held-out half of the "
                                   "validation split (the reference is the other half).")
     seed = top[3].number_input("Seed", min_value=0, max_value=10_000, step=1, key="lab_seed")
-    steps = []
-    for row_start in range(0, len(chosen), 3):
-        columns = st.columns(3)
-        for column, name in zip(columns, chosen[row_start:row_start + 3], strict=False):
-            st.session_state.setdefault(f"lab_severity_{name}", 3.0)
-            severity = column.slider(f"{name} severity", 0.0, 5.0, step=SEVERITY_STEP,
-                                     key=f"lab_severity_{name}", help=corruption_info(name).description)
-            steps.append((name, float(severity)))
+    steps = kind_sliders(list(st.session_state.get("lab_corruptions", [])))
     mix = class_mix_controls()
     spec = DriftSpec(steps=tuple(steps), fraction=float(fraction) if steps else 1.0, class_mix=mix)
     return spec, int(n), int(seed)
@@ -198,42 +239,8 @@ def show_typical(report) -> None:
         return
     st.markdown("**Most drift-typical images of the sample** (drift score: share of the reference that is "
                 "nearer the reference than the image)")
-    grid = st.columns(len(items), gap="small")
-    for column, item in zip(grid, items, strict=True):
-        column.image(_lab.thumbnail(report, item.row), caption=f"#{item.index}: {item.score:.2f}",
-                     width="stretch")
-
-
-def curves_figure(sweep, threshold: float, alpha: float, marker: float, label: str) -> go.Figure:
-    """p-value per detector (log axis, top) and accuracy, true and estimated (bottom), against the swept
-    severity."""
-    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1, row_heights=[0.6, 0.4],
-                           subplot_titles=("p-value per detector (log scale; below the line: drift)",
-                                           "accuracy"))
-    for index, (name, values) in enumerate(sweep.p_values().items()):
-        figure.add_scatter(x=sweep.severities, y=values, name=name, mode="lines+markers", row=1, col=1,
-                           line={"color": P_COLOURS[index % len(P_COLOURS)]},
-                           hovertemplate=f"{name}: p = %{{y:.3g}} at severity %{{x}}<extra></extra>")
-    figure.add_hline(y=threshold, line_dash="dash", line_color=THRESHOLD_COLOUR, row=1, col=1,
-                     annotation_text=f"α/k = {alpha:g}/{len(sweep.p_values())} = {threshold:.3g}",
-                     annotation_position="bottom right")
-    figure.add_scatter(x=sweep.severities, y=sweep.accuracy(), name="accuracy (true)", mode="lines+markers",
-                       line={"color": "#374151", "width": 3}, row=2, col=1)
-    estimated = [(x, value) for x, value in zip(sweep.severities, sweep.estimated_accuracy(), strict=True)
-                 if value is not None]
-    if estimated:  # the label-free estimate, with its interval as a band
-        xs = [x for x, _ in estimated]
-        band = [v[2] for _, v in estimated] + [v[1] for _, v in estimated][::-1]  # high, then low back
-        figure.add_scatter(x=xs + xs[::-1], y=band,
-                           fill="toself", fillcolor="rgba(37, 99, 235, 0.15)", line={"width": 0},
-                           hoverinfo="skip", name="estimate's 90 % interval", row=2, col=1)
-        figure.add_scatter(x=xs, y=[v[0] for _, v in estimated], name="accuracy (estimated, no labels)",
-                           mode="lines+markers", line={"color": "#2563eb", "dash": "dash"}, row=2, col=1,
-                           hovertemplate="estimated %{y:.1%} at severity %{x}<extra></extra>")
-    for row in (1, 2):
-        figure.add_vline(x=marker, line_dash="dot", line_color="#9ca3af", row=row, col=1)
-    figure.update_xaxes(dtick=1, row=2, col=1)
-    return _lab.style_p_value_and_accuracy(figure, label, height=520, legend_y=-0.15)
+    _lab.image_grid(st, [_lab.thumbnail(report, item.row) for item in items],
+                    [f"#{item.index} · {item.score:.2f}" for item in items], per_row=TYPICAL_PER_ROW)
 
 
 def show_curves(reference, spec: DriftSpec, n: int, seed: int, report) -> None:
@@ -251,7 +258,7 @@ def show_curves(reference, spec: DriftSpec, n: int, seed: int, report) -> None:
         sweep = severity_sweep(reference, spec, choice, n=n, seed=seed, parts=("detectors", "estimates"))
     label = f"severity of {choice}" if choice in {name for name, _ in spec.steps} else \
         "severity of the strongest step (the others scaled along)"
-    st.plotly_chart(curves_figure(sweep, report.decision.threshold, report.decision.alpha,
+    st.plotly_chart(_lab.severity_curves_figure(sweep, report.decision.threshold, report.decision.alpha,
                                   current_severity(spec, choice), label), key="lab_curves")
 
 

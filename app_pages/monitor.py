@@ -2,17 +2,17 @@
 checks (command line, uploads) with the retrain policy over them."""
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from app_pages import _lab, _labelfree
 from app_pages._ui import (
+    active_card,
     active_version,
     ended_job,
     first_run_panel,
     registry,
     short_version,
+    show_dataset_note,
     submit_job,
     user_errors,
 )
@@ -21,12 +21,13 @@ from zeal_core.corruptions import list_drift_kinds
 from zeal_core.drift import list_detectors
 from zeal_core.errors import ZealError
 from zeal_core.history import HistoryStore, load_policy, save_policy
-from zeal_core.monitor import P_VALUE_FLOOR, Schedule
+from zeal_core.monitor import Schedule
 from zeal_core.retrain import continual_strategies, list_strategies, unlabeled_strategies
 
 st.title("Monitor")
 if not first_run_panel():
     st.stop()
+show_dataset_note(active_card())
 NO_POLICY = "none (observe only)"
 AFTER_ALARMS, CONTINUAL = "after k alarms (retrain)", "continually, every batch"
 MIXED_KINDS = ("gaussian_noise", "fog", "contrast", "motion_blur")  # the mixed preset's default cycle
@@ -51,51 +52,6 @@ def schedule_text(preset: str, corruption: str | list[str], severity: float, bef
     return Schedule.recurring(spec, clean=before, drifted=per_cycle, cycles=2).text
 
 
-def stream_figure(result: dict) -> go.Figure:
-    """Top: p-value per batch (log) with alarms; bottom: accuracy with and without the policy, and the
-    label-free estimate of the deployed model's accuracy; retrains."""
-    batches = result["batches"]
-    index = [b["index"] for b in batches]
-    alpha = result["config"].get("alpha", 0.05)
-    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.1,
-                           subplot_titles=("Batch test p-value (log scale)", "Accuracy per batch"))
-    figure.add_scatter(x=index, y=[max(b["p_value"], P_VALUE_FLOOR) for b in batches],
-                       mode="lines+markers", name="p-value", line={"color": "#0f766e"},
-                       customdata=[b["drift_spec"] for b in batches],
-                       hovertemplate="batch %{x}<br>p %{y:.3g}<br>%{customdata}<extra></extra>", row=1, col=1)
-    alarms = [b for b in batches if b["alarm"]]
-    figure.add_scatter(x=[b["index"] for b in alarms], y=[max(b["p_value"], P_VALUE_FLOOR) for b in alarms],
-                       mode="markers", name="alarm", marker={"color": "#dc2626", "symbol": "x", "size": 10},
-                       row=1, col=1)
-    figure.add_hline(y=alpha, line_dash="dash", line_color="#111827", row=1, col=1,
-                     annotation_text=f"alpha {alpha:g}", annotation_position="bottom left")
-    figure.add_scatter(x=index, y=[b["accuracy_without_policy"] for b in batches], mode="lines",
-                       name="without policy", line={"color": "#94a3b8"}, row=2, col=1)
-    figure.add_scatter(x=index, y=[b["accuracy_with_policy"] for b in batches], mode="lines",
-                       name="with policy", line={"color": "#0f766e", "width": 3}, row=2, col=1)
-    estimated = [b for b in batches if b.get("estimated_accuracy") is not None]
-    if estimated:  # what a user without labels would see: the label-free estimate and its interval
-        figure.add_scatter(
-            x=[b["index"] for b in estimated], y=[b["estimated_accuracy"] for b in estimated],
-            mode="markers", name="estimated, no labels (90 % interval)",
-            marker={"color": "#2563eb", "size": 6},
-            error_y={"type": "data", "symmetric": False, "color": "#93c5fd",
-                     "array": [b["estimate_high"] - b["estimated_accuracy"] for b in estimated],
-                     "arrayminus": [b["estimated_accuracy"] - b["estimate_low"] for b in estimated]},
-            hovertemplate="batch %{x}<br>estimated %{y:.1%}<extra></extra>", row=2, col=1)
-    for event in result["retrains"]:
-        figure.add_vline(x=event["batch_index"] + 0.5, line_dash="dot", line_color="#7c3aed")
-        figure.add_annotation(x=event["batch_index"] + 0.5, y=1, yref="y domain", xanchor="left",
-                              text="retrain: the reference now follows<br>the new model, so a lasting drift "
-                                   "reads as normal", showarrow=False, font={"size": 10, "color": "#7c3aed"},
-                              row=1, col=1)
-    drifted = [b["index"] for b in batches if b["drift_spec"] not in ("clean", "")]
-    if drifted:
-        figure.add_vrect(x0=drifted[0] - 0.5, x1=drifted[-1] + 0.5, fillcolor="#fde68a", opacity=0.25,
-                         line_width=0)
-    return _lab.style_p_value_and_accuracy(figure, "batch", height=560, legend_y=-0.12)
-
-
 def show_result(result: dict) -> None:
     """Summary metrics, the stream figure and the retrain events of a finished simulation."""
     summary = result["summary"]
@@ -108,7 +64,10 @@ def show_result(result: dict) -> None:
     if with_policy is not None and without is not None:
         columns[3].metric("Drifted accuracy with policy", f"{with_policy:.1%}",
                           delta=f"{(with_policy - without) * 100:+.1f} pts vs without")
-    st.plotly_chart(stream_figure(result), key="monitor_stream")
+    st.plotly_chart(_lab.stream_figure(result), key="monitor_stream")
+    if result["retrains"]:
+        st.caption("After a retrain the reference follows the new model, so a drift that lasts reads as "
+                   "normal again: the p-values rise although the data stays drifted.")
     if result["retrains"]:
         st.dataframe([{"after batch": e["batch_index"], "strategy": e["strategy"], "parent": e["parent"],
                        "new version": e["version"], "served": e.get("deployed", True),
@@ -210,17 +169,26 @@ def show_check(row) -> None:
     if row.estimated_accuracy is None:
         columns[2].metric("Estimated accuracy", "—", help="No label-free estimate was recorded.")
     else:
+        shown = next((item for item in report.get("estimates", []) if item.get("estimator") == row.estimator),
+                     {"low": row.estimate_low, "high": row.estimate_high, "n": row.n})
+        caution = _labelfree.estimate_caution(shown)
+        interval = f"90 % interval {row.estimate_low:.0%}–{row.estimate_high:.0%}"
         columns[2].metric("Estimated accuracy", f"{row.estimated_accuracy:.1%}",
-                          delta=f"90 % interval {row.estimate_low:.0%}–{row.estimate_high:.0%}",
-                          delta_color="off", delta_arrow="off",
+                          delta=("⚠ " + interval) if caution else interval,
+                          delta_color="orange" if caution else "off", delta_arrow="off",
                           help=f"Estimated without labels by {row.estimator}.")
+        if caution:
+            columns[2].caption(caution)
     st.caption(f"#{row.id} · {row.created} · {row.origin} · {row.source} · model `{row.model_version}`")
     if row.diagnosis:
         st.markdown(f"**Diagnosis:** {row.diagnosis}")
     threshold = decision.get("threshold", 0.0)
-    st.table(pd.DataFrame([{"detector": item["detector"], "p-value": f"{item['p_value']:.3g}",
+    st.table(pd.DataFrame([{"detector": item["detector"], "p-value": _lab.p_value_text(item),
                             "verdict": "drift" if item["p_value"] < threshold else "no drift"}
                            for item in report.get("detectors", [])]).set_index("detector"))
+    note = _lab.floor_note(report.get("detectors", []))
+    if note:
+        st.caption(note)
     drifted = report.get("most_drifted", [])
     if drifted:
         st.markdown("Most drift-typical images: " + ", ".join(
@@ -277,7 +245,7 @@ def history() -> None:
     rows = [row for row in store.checks(limit=500) if include or row.origin in REAL]
     if not rows:
         st.info("No checks recorded yet. Upload a batch on Your own images, or run "
-                "`python -m zeal_core check FOLDER` (e.g. from cron).")
+                "`zeal check FOLDER` (e.g. from cron).")
     else:
         event = st.plotly_chart(_labelfree.history_figure(rows), key="history_chart", on_select="rerun",
                                 selection_mode="points")
@@ -297,6 +265,6 @@ with simulation_tab:
              "alarms.")
     simulation()
 with history_tab:
-    st.write("Checks of real batches — uploads and `python -m zeal_core check` — kept in the history "
+    st.write("Checks of real batches — uploads and `zeal check` — kept in the history "
              f"(`{HistoryStore().path}`).")
     history()

@@ -2,7 +2,9 @@
 history.
 
 One call does the work: ``FittedReference.check(images)`` (``zeal_core.reference``); the report is recorded
-once per distinct upload (``zeal_core.history.record_check``), where the retrain policy can act on it.
+once per distinct upload (``zeal_core.history.record_check``), where the retrain policy can act on it. Before
+anything is uploaded the page says what the active model expects (size, colours, examples from its training
+images), and after, whether the batch looks different.
 """
 
 import hashlib
@@ -15,32 +17,69 @@ from app_pages._ui import (
     StreamlitProgress,
     active_card,
     first_run_panel,
+    folders_key,
     load_dataset_cached,
+    short_version,
+    show_dataset_note,
     user_errors,
 )
 from zeal_core.data import decode_images
+from zeal_core.data.appearance import Appearance, appearance_differences, describe_appearance
 from zeal_core.history import HistoryStore, record_check
 from zeal_core.reference import scatter_frame
 
-st.title("Your own images")
-st.write("Upload a batch of images — the production sample — and every detector tests it against a clean "
-         "held-out sample of the model's own dataset. PNG, JPEG, BMP, GIF, TIFF and WebP work; files that "
-         "cannot be read are listed with the reason.")
-if not first_run_panel():
-    st.stop()
-card = active_card()
-sizes = _lab.sample_sizes(load_dataset_cached(card.dataset))
-left, right = st.columns([2, 1], vertical_alignment="bottom")
-n_reference = left.select_slider("Reference size", sizes, value=sizes[-1], key="upload_reference_n",
-                                 help="Clean held-out images of the model's dataset the batch is tested "
-                                      "against.")
-keep = right.toggle("Record in the history", value=True, key="upload_record",
-                    help="Keep the check (and the images, for a later adaptation) in the history; see the "
-                         "Monitor page.")
-files = st.file_uploader("Images", type=None, accept_multiple_files=True, key="upload_files")
-if not files:
-    st.info("No images uploaded yet. At least 2 readable images are needed; 30 or more give the tests power.")
-    st.stop()
+TYPICAL_SHOWN = 12  # most drift-typical uploads shown
+TYPICAL_PER_ROW = 6  # wide enough for a file name and its score under each
+CAPTION_CHARACTERS = 22  # file names are shortened in the middle beyond this
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _training_look(dataset_name: str, class_names: tuple[str, ...] | None,
+                   folders: str) -> tuple[Appearance, list[np.ndarray], list[str]]:
+    data = load_dataset_cached(dataset_name)
+    if class_names is not None:  # a model of some classes: its own classes only
+        data = data.with_classes(class_names)
+    images, labels = data.split("train")
+    examples, captions = [], []
+    for label, name in enumerate(data.class_names):  # the first training image of each class
+        rows = (labels == label).nonzero()
+        if len(rows):
+            examples.append(images[int(rows[0])].permute(1, 2, 0).numpy())
+            captions.append(name)
+    return describe_appearance(images), examples, captions
+
+
+def training_look(card) -> tuple[Appearance, list[np.ndarray], list[str]]:
+    """How the active model's training images look, and one example per class (with its class name)."""
+    return _training_look(card.dataset, card.class_names, folders_key())
+
+
+def expected_input(card) -> Appearance:
+    """What the active model expects: its input size, how its training images look, examples of them."""
+    look, examples, captions = training_look(card)
+    size = card.model_config.image_size
+    with st.container(border=True):
+        st.markdown(f"**What the active model expects** · `{short_version(card.version)}` was trained on "
+                    f"**{card.dataset}**: {look.describe()}; every upload is resized to {size} × {size} px.")
+        st.caption("Examples from its training images. Uploads that look different (white digits on black "
+                   "for a model trained on dark ink on white, photos for a model of drawings) are a drift it "
+                   "never saw: its accuracy on them can fall to 0 %, and the checks below will say drift.")
+        shown = examples[:10]
+        _lab.image_grid(st, shown, captions[:len(shown)], per_row=len(shown))
+    return look
+
+
+def controls(sizes: list[int]) -> tuple[int, bool, list]:
+    """Reference size, whether to record, the uploaded files."""
+    left, right = st.columns([2, 1], vertical_alignment="bottom")
+    n_reference = left.select_slider("Reference size", sizes, value=sizes[-1], key="upload_reference_n",
+                                     help="Clean held-out images of the model's dataset the batch is "
+                                          "tested against.")
+    keep = right.toggle("Record in the history", value=True, key="upload_record",
+                        help="Keep the check (and the images, for a later adaptation) in the history; see "
+                             "the Monitor page.")
+    files = st.file_uploader("Images", type=None, accept_multiple_files=True, key="upload_files")
+    return int(n_reference), bool(keep), files or []
 
 
 def batch_key(uploaded: list, reference_n: int) -> str:
@@ -51,81 +90,148 @@ def batch_key(uploaded: list, reference_n: int) -> str:
     return digest.hexdigest()
 
 
-with user_errors():
-    reference = _lab.reference_for(card.version, int(n_reference))
-    bar = StreamlitProgress("Decoding")
-    images, skipped = decode_images([(file.name, file.getvalue()) for file in files], reference.image_size,
-                                    progress=bar)
-    bar.done(f"Decoded {images.shape[0]} of {len(files)} files")
-if skipped:
-    st.warning(f"Skipped {len(skipped)} file(s):")
-    st.dataframe([{"file": name, "reason": reason} for name, reason in skipped], hide_index=True,
-                 key="upload_skipped")
-if images.shape[0] < 2:
-    st.error("Fewer than 2 readable images: upload more to run the tests.")
-    st.stop()
-skipped_names = {name for name, _ in skipped}
-names = [file.name for file in files if file.name not in skipped_names][:images.shape[0]]
-with user_errors():
-    shown = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
-    report = reference.check(images, file_names=names, skipped=skipped, source=f"upload: {shown}")
-recorded = st.session_state.setdefault("upload_recorded", {})
-incomplete = st.session_state.setdefault("upload_incomplete", set())  # recorded before the warm-up ended
-key = batch_key(files, int(n_reference))
-if keep and key not in recorded:
+def decode(files: list, reference) -> tuple:
+    """The readable uploads at the model's size, their names, and the skipped files (listed here)."""
     with user_errors():
-        recorded[key], action = record_check(report, images=images, origin="upload",
-                                             max_side=reference.source.card.model_config.image_size)
-    if report.pending:
-        incomplete.add(key)
-    if action:
-        st.toast(f"The retrain policy queued {action['strategy']} on checks {action['check_ids']}.")
-elif key in incomplete and not report.pending:  # the diagnosis is ready now: complete the record
-    HistoryStore().complete(recorded[key], report)
-    incomplete.discard(key)
+        bar = StreamlitProgress("Decoding")
+        images, skipped = decode_images([(file.name, file.getvalue()) for file in files],
+                                        reference.image_size, progress=bar)
+        bar.done(f"Decoded {images.shape[0]} of {len(files)} files")
+    if skipped:
+        st.warning(f"Skipped {len(skipped)} file(s):")
+        st.dataframe([{"file": name, "reason": reason} for name, reason in skipped], hide_index=True,
+                     key="upload_skipped")
+    skipped_names = {name for name, _ in skipped}
+    names = [file.name for file in files if file.name not in skipped_names][:images.shape[0]]
+    return images, names, skipped
 
-decision = report.decision
-columns = st.columns([0.8, 1.2, 1.4, 1, 0.9])
-columns[0].metric("Images tested", report.n)
-columns[1].metric("Verdict", "drift" if decision.drift else "no drift",
-                  delta=f"{len(decision.flagged)}/{decision.detectors} detectors < α/k",
-                  delta_color="off", delta_arrow="off", help=decision.rule)
-_labelfree.estimate_metric(columns[2], report)
-confidence = float(np.asarray(report.sample.probs).max(axis=1).mean())
-reference_confidence = float(np.asarray(reference.reference.probs).max(axis=1).mean())
-columns[3].metric("Mean confidence", f"{confidence:.1%}", delta_color="off", delta_arrow="off",
-                  delta=f"{(confidence - reference_confidence) * 100:+.1f} pts vs reference")
-columns[4].metric("History", f"check #{recorded[key]}" if key in recorded else "not recorded")
-_labelfree.show_estimates(report, key="upload")
-_labelfree.show_diagnosis(report, reference, key="upload_diagnosis")
 
-left, right = st.columns(2, gap="medium")
-with left:
-    st.markdown(f"**Detectors** · reference: {report.reference_n} clean held-out images of {card.dataset}")
-    st.table(_lab.detector_frame(report))
-    st.caption(_lab.decision_caption(report))
-with right:
-    frame = scatter_frame(report, reference, sample_domain="upload")
-    st.plotly_chart(_lab.scatter_figure(frame, "domain"), key="upload_scatter")
-    st.caption(f"Where the uploads (×) sit in the reference's {report.projection.upper()} map of the model's "
-               "features.")
+def compare_look(expected: Appearance, images) -> None:
+    """Warn when the uploads look unlike the training images (before reading any test)."""
+    actual = describe_appearance(images)
+    differences = appearance_differences(expected, actual)
+    if differences:
+        st.warning("Your uploads look unlike the model's training images: " + "; ".join(differences)
+                   + f". They are {actual.describe()}. Expect low accuracy; if this is how production data "
+                   "will look, the model needs adapting (Retrain) or training on such images.",
+                   icon=":material/warning:")
 
-st.markdown("**Most drift-typical uploads** (drift score: share of the reference that is nearer the "
-            "reference than the image; 1.00 = further out than every reference image)")
-typical = report.typical[:8]
-grid = st.columns(len(typical), gap="small")
-for column, item in zip(grid, typical, strict=True):
-    column.image(_lab.thumbnail(report, item.row), caption=f"{item.name}: {item.score:.2f}", width="stretch")
 
-rows = HistoryStore().checks(limit=50)
-if rows:
-    st.plotly_chart(_labelfree.history_figure(rows, recorded.get(key)), key="upload_history")
-    st.page_link("app_pages/monitor.py",
-                 label="All recorded checks and the retrain policy: Monitor → History",
-                 icon=":material/monitoring:")
-with st.expander("Predictions"):
-    probs = np.asarray(report.sample.probs)
-    class_names = reference.class_names
-    st.dataframe({"file": names, "prediction": [class_names[i] for i in probs.argmax(axis=1)],
-                  "confidence": probs.max(axis=1), "drift score": report.drift_scores}, hide_index=True,
-                 key="upload_predictions")
+def record(report, images, files: list, reference, n_reference: int, keep: bool) -> tuple[dict, str]:
+    """Record the check once per distinct upload (completing it when the diagnosis arrives later)."""
+    recorded = st.session_state.setdefault("upload_recorded", {})
+    incomplete = st.session_state.setdefault("upload_incomplete", set())  # recorded before the warm-up ended
+    key = batch_key(files, n_reference)
+    if keep and key not in recorded:
+        with user_errors():
+            recorded[key], action = record_check(report, images=images, origin="upload",
+                                                 max_side=reference.source.card.model_config.image_size)
+        if report.pending:
+            incomplete.add(key)
+        if action:
+            st.toast(f"The retrain policy queued {action['strategy']} on checks {action['check_ids']}.")
+    elif key in incomplete and not report.pending:  # the diagnosis is ready now: complete the record
+        HistoryStore().complete(recorded[key], report)
+        incomplete.discard(key)
+    return recorded, key
+
+
+def show_metrics(report, reference, recorded: dict, key: str) -> None:
+    """Images tested, verdict, estimated accuracy, mean confidence, history id."""
+    decision = report.decision
+    columns = st.columns([0.8, 1.1, 1.4, 1.1, 0.9])
+    columns[0].metric("Images tested", report.n)
+    columns[1].metric("Verdict", "drift" if decision.drift else "no drift",
+                      delta=f"{len(decision.flagged)}/{decision.detectors} detectors < α/k",
+                      delta_color="off", delta_arrow="off", help=decision.rule)
+    _labelfree.estimate_metric(columns[2], report)
+    confidence = float(np.asarray(report.sample.probs).max(axis=1).mean())
+    reference_confidence = float(np.asarray(reference.reference.probs).max(axis=1).mean())
+    columns[3].metric("Mean confidence", f"{confidence:.1%}", delta_color="off", delta_arrow="off",
+                      delta=f"{(confidence - reference_confidence) * 100:+.1f} pts vs reference",
+                      help="The model's average top-class probability on the uploads: how sure it is, not "
+                           "how often it is right.")
+    columns[4].metric("History check", f"#{recorded[key]}" if key in recorded else "—",
+                      help="Its number in the history (Monitor → History)" if key in recorded else
+                      "Not recorded: switch on 'Record in the history'.")
+
+
+def show_detectors_and_map(report, reference, dataset: str) -> None:
+    """The detector table beside the uploads' place in the reference's map."""
+    left, right = st.columns(2, gap="medium")
+    with left:
+        st.markdown(f"**Detectors** · reference: {report.reference_n} clean held-out images of {dataset}")
+        st.table(_lab.detector_frame(report))
+        st.caption(_lab.decision_caption(report))
+    with right:
+        frame = scatter_frame(report, reference, sample_domain="upload")
+        st.plotly_chart(_lab.scatter_figure(frame, "domain"), key="upload_scatter")
+        st.caption(f"Where the uploads (×) sit in the reference's {report.projection.upper()} map of the "
+                   "model's features.")
+
+
+def show_typical(report) -> None:
+    """The uploads that look least like the reference, with their file names and drift scores."""
+    typical = report.typical[:TYPICAL_SHOWN]
+    if not typical:
+        return
+    st.markdown("**Most drift-typical uploads** (drift score: share of the reference that is nearer the "
+                "reference than the image; 1.00 = further out than every reference image)")
+    captions = [f"{_lab.short_name(item.name or f'#{item.index}', CAPTION_CHARACTERS)} · {item.score:.2f}"
+                for item in typical]
+    _lab.image_grid(st, [_lab.thumbnail(report, item.row) for item in typical], captions,
+                    per_row=TYPICAL_PER_ROW)
+
+
+def show_history_and_predictions(report, reference, names: list[str], current: int | None) -> None:
+    """The recent checks over time (this one starred) and each upload's prediction."""
+    rows = HistoryStore().checks(limit=50)
+    if rows:
+        st.plotly_chart(_labelfree.history_figure(rows, current), key="upload_history")
+        st.page_link("app_pages/monitor.py",
+                     label="All recorded checks and the retrain policy: Monitor → History",
+                     icon=":material/monitoring:")
+    with st.expander("Predictions"):
+        probs = np.asarray(report.sample.probs)
+        class_names = reference.class_names
+        st.dataframe({"file": names, "prediction": [class_names[i] for i in probs.argmax(axis=1)],
+                      "confidence": probs.max(axis=1), "drift score": report.drift_scores}, hide_index=True,
+                     key="upload_predictions")
+
+
+def main() -> None:
+    """The page."""
+    st.title("Your own images")
+    st.write("Upload a batch of images — the production sample — and every detector tests it against a "
+             "clean held-out sample of the model's own dataset. PNG, JPEG, BMP, GIF, TIFF and WebP work; "
+             "files that cannot be read are listed with the reason.")
+    if not first_run_panel():
+        return
+    card = active_card()
+    show_dataset_note(card)
+    expected = expected_input(card)
+    n_reference, keep, files = controls(_lab.sample_sizes(load_dataset_cached(card.dataset)))
+    if not files:
+        st.info("No images uploaded yet. At least 2 readable images are needed; 30 or more give the tests "
+                "power.")
+        return
+    with user_errors():
+        reference = _lab.reference_for(card.version, n_reference)
+    images, names, skipped = decode(files, reference)
+    if images.shape[0] < 2:
+        st.error("Fewer than 2 readable images: upload more to run the tests.")
+        return
+    compare_look(expected, images)
+    with user_errors():
+        shown = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
+        report = reference.check(images, file_names=names, skipped=skipped, source=f"upload: {shown}")
+    recorded, key = record(report, images, files, reference, n_reference, keep)
+    show_metrics(report, reference, recorded, key)
+    _labelfree.show_estimates(report, key="upload")
+    _labelfree.show_diagnosis(report, reference, key="upload_diagnosis")
+    show_detectors_and_map(report, reference, card.dataset)
+    show_typical(report)
+    show_history_and_predictions(report, reference, names, recorded.get(key))
+
+
+main()

@@ -31,7 +31,7 @@ from typing import Any
 
 from benchmarks import script_main
 
-ROOT = Path(__file__).resolve().parents[2]  # the project root, where app.py is
+ROOT = Path(__file__).resolve().parents[1]  # the project root, where app.py is
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

@@ -6,7 +6,7 @@ import time
 
 from streamlit.testing.v1 import AppTest
 
-from app_pages._ui import KEY_JOB_PREFIX, TRAIN_BUTTON_LABEL, short_version
+from app_pages._ui import KEY_JOB_PREFIX, TRAIN_BUTTON_LABEL
 from tests.conftest import ROOT
 from zeal_core.jobs import JobQueue
 from zeal_core.models.registry import ModelRegistry
@@ -72,4 +72,4 @@ def test_finished_train_job_becomes_the_active_model() -> None:
     at.run()
     assert "No model yet" not in texts(at)
     version = finished.result["version"]
-    assert any(metric.value == short_version(version) and metric.help == version for metric in at.metric)
+    assert any(element.value == f"`{version}`" for element in at.markdown)  # Home's model card, in full

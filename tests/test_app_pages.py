@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app_pages._ui import KEY_DRIFT_SPEC, KEY_JOB_PREFIX, short_version
+from app_pages._ui import KEY_DRIFT_SPEC, KEY_JOB_PREFIX
 from tests.conftest import ROOT
 from zeal_core.corruptions import DriftSpec
 
@@ -68,8 +68,26 @@ def p_values(frame) -> list[float]:
 def test_home_shows_the_active_model(version: str) -> None:
     at = page("home")
     assert not at.exception
-    assert any(metric.value == short_version(version) and metric.help == version for metric in at.metric)
+    assert any(element.value == f"`{version}`" for element in at.markdown)  # in full, never cut
+    assert any("clean validation accuracy" in element.value for element in at.markdown)
     assert not any("No model yet" in element.value for element in at.subheader)
+    assert not at.warning  # the Data page's choice (digits) is the model's dataset
+
+
+def test_dataset_choice_unlike_the_model_is_explained_everywhere(version: str) -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT_S)
+    at.session_state["dataset"] = "imagenette"  # chosen on Data, not downloaded; the model is a digits one
+    at.run()
+    assert not at.exception
+    note = next(element.value for element in at.warning)
+    assert "imagenette" in note and "use digits" in note and "prepare it on Data" in note
+    assert any(element.value == "#### digits" for element in at.markdown)  # the dataset in use
+    sidebar = "\n".join(element.value for element in at.sidebar.markdown)
+    assert "**Dataset:** digits (the model’s)" in sidebar and "**Chosen on Data:** imagenette" in sidebar
+    for name in ("drift_lab", "upload", "monitor"):
+        at.switch_page(f"app_pages/{name}.py").run()
+        assert not at.exception, name
+        assert any("use digits" in element.value for element in at.info), name
 
 
 def test_model_page_lists_versions_and_shows_confusion_matrix(version: str) -> None:
@@ -85,7 +103,7 @@ def test_model_page_lists_versions_and_shows_confusion_matrix(version: str) -> N
 def test_drift_lab_severity_slider_moves_p_values_and_url(version: str) -> None:
     at = page("drift_lab", spec="gaussian_noise:0.25@1", n="100")
     assert not at.exception
-    assert at.multiselect(key="lab_corruptions").value == ["gaussian_noise"]
+    assert at.session_state["lab_corruptions"] == ["gaussian_noise"]
     clean = detector_frame(at)
     assert set(clean.columns) >= {"what it compares", "p-value", "verdict", "effect size"}
     at.slider(key="lab_severity_gaussian_noise").set_value(5.0).run()
@@ -128,9 +146,25 @@ def test_drift_lab_diagnosis_warms_up_then_names_the_cause(version: str) -> None
     assert len(causes) == 3 and causes["score"].astype(float).is_monotonic_decreasing
 
 
+def test_drift_lab_picker_adds_the_typed_kind_with_its_own_slider(version: str) -> None:
+    at = page("drift_lab", spec="gaussian_noise:2", n="100")
+    for name in ("fog", "frost", "rotation", "fog"):  # the second fog is already in: not added twice
+        at.selectbox(key="lab_add_kind").set_value(name).run()
+        assert not at.exception
+        assert at.selectbox(key="lab_add_kind").value is None  # ready for the next one
+    assert at.session_state["lab_corruptions"] == ["gaussian_noise", "fog", "frost", "rotation"]
+    for name in at.session_state["lab_corruptions"]:  # every chosen kind has its slider, none hidden
+        assert at.slider(key=f"lab_severity_{name}").value == (2.0 if name == "gaussian_noise" else 3.0)
+    assert at.session_state[KEY_DRIFT_SPEC] == "gaussian_noise:2+fog:3+frost:3+rotation:3"
+    at.button(key="lab_remove_frost").click().run()
+    assert not at.exception
+    assert at.session_state["lab_corruptions"] == ["gaussian_noise", "fog", "rotation"]
+    assert at.session_state[KEY_DRIFT_SPEC] == "gaussian_noise:2+fog:3+rotation:3"
+
+
 def test_drift_lab_with_no_corruption_is_clean(version: str) -> None:
     at = page("drift_lab", n="100")
-    at.multiselect(key="lab_corruptions").set_value([]).run()
+    at.button(key="lab_remove_gaussian_noise").click().run()
     assert not at.exception
     assert at.session_state[KEY_DRIFT_SPEC] == "clean"
     accuracies = {m.label: m.value for m in at.metric}
@@ -199,8 +233,31 @@ def test_upload_tests_images_and_lists_skipped_files(version: str) -> None:
     at.run()
     rows = HistoryStore().checks()
     assert len(rows) == 1 and rows[0].origin == "upload" and rows[0].n == 40 and rows[0].drift is True
-    assert any(metric.label == "History" and metric.value == f"check #{rows[0].id}" for metric in at.metric)
+    assert any(metric.label == "History check" and metric.value == f"#{rows[0].id}" for metric in at.metric)
     assert len(at.get("plotly_chart")) == 2  # the map of uploads and the history
+
+
+def test_upload_says_what_the_model_expects_and_flags_inverted_digits(version: str) -> None:
+    from zeal_core.data import load_dataset
+
+    at = page("upload")
+    assert not at.exception
+    expects = next(element.value for element in at.markdown
+                   if "What the active model expects" in element.value)
+    assert "dark content on a light background" in expects and "32 × 32 px" in expects
+    assert len(at.get("image")) == 10  # example training images, one per class
+    assert not at.warning
+    images, _ = load_dataset("digits").split("val")
+    files = []
+    for index in range(30):  # white digits on black: the model was trained on dark ink on white
+        buffer = io.BytesIO()
+        Image.fromarray((255 - images[index]).permute(1, 2, 0).numpy()).save(buffer, format="PNG")
+        files.append((f"inverted_{index}.png", buffer.getvalue(), "image/png"))
+    at.toggle(key="upload_record").set_value(False)
+    at.file_uploader(key="upload_files").set_value(files).run()
+    assert not at.exception
+    warning = next(element.value for element in at.warning if "unlike the model's training" in element.value)
+    assert "dark backgrounds where the model saw light ones" in warning
 
 
 def test_monitor_runs_a_sudden_drift_stream_with_the_policy(version: str) -> None:

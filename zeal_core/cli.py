@@ -1,22 +1,30 @@
-"""The command line: ``python -m zeal_core <command> ... [--json]`` (the commands: ``COMMAND_MODULES``).
+"""The command line: ``zeal <command> ... [--json]`` or ``python -m zeal_core ...`` (``COMMAND_MODULES``).
 
 Each subcommand lives in ``zeal_core/commands/<name>.py`` and exposes ``register(subparsers, parent)``; its
 handler returns a JSON-ready dict. With ``--json`` exactly one JSON object goes to stdout and logs go to
-stderr; on error the exit code is non-zero and stderr gets a one-line reason.
+stderr; without it the same dict is printed as a short report (``zeal_core.textreport``; ``--verbose`` for
+more). Progress goes to stderr: one bar on a terminal, a few lines in a log, nothing with ``--quiet``
+(``zeal_core.cli_progress``). On error the exit code is non-zero and stderr gets a one-line reason.
+
+Building the parser imports no heavy module (torch, timm, scikit-learn, ...): a command module imports what
+it needs inside its handler, so ``zeal check --help`` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
+from zeal_core import cli_progress
+from zeal_core.cli_progress import stderr_progress
 from zeal_core.errors import ZealError
-from zeal_core.progress import ProgressEvent
+from zeal_core.textreport.layout import safe
 
 # Subcommand modules under zeal_core/commands, in help order.
 COMMAND_MODULES = ("data", "train", "evaluate", "models", "drift", "check", "history", "retrain", "monitor")
@@ -24,24 +32,30 @@ COMMAND_MODULES = ("data", "train", "evaluate", "models", "drift", "check", "his
 log = logging.getLogger("zeal_core")
 
 
-def stderr_progress(event: ProgressEvent) -> None:
-    """Log a progress event as one line on stderr (stdout stays clean for ``--json``)."""
-    fraction = event.fraction
-    share = f" {fraction:6.1%}" if fraction is not None else ""
-    print(f"[{event.stage}]{share} {event.message}".rstrip(), file=sys.stderr, flush=True)
+__all__ = ["build_parser", "main", "run", "stderr_progress"]
 
 
 def json_parent() -> argparse.ArgumentParser:
-    """The options every command shares (``--json``), as an argparse parent parser."""
+    """The options every command shares (``--json``, ``--verbose``, ``--quiet``), as a parent parser."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    parent.add_argument("-v", "--verbose", action="store_true",
+                        help="text output: every estimator, cause, file and timing, not just the top few")
+    parent.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress and no log messages on stderr (warnings and errors still show)")
     return parent
+
+
+def program_name() -> str:
+    """``zeal`` when run as the console script, else ``python -m zeal_core``."""
+    return "zeal" if Path(sys.argv[0]).name == "zeal" else "python -m zeal_core"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, one subparser per command module that is present."""
     parent = json_parent()
-    parser = argparse.ArgumentParser(prog="python -m zeal_core", description="Zeal Drift Lab command line")
+    parser = argparse.ArgumentParser(prog=program_name(), description="Zeal Drift Lab command line: see, "
+                                     "measure and fix data drift in image classifiers")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -54,11 +68,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_human(result: dict[str, Any]) -> None:
-    for key, value in result.items():
-        if isinstance(value, (dict, list)):
-            value = json.dumps(value)
-        print(f"{key}: {value}")
+def _print_text(args: argparse.Namespace, result: dict) -> None:
+    from zeal_core.textreport import format_result
+
+    print(format_result(getattr(args, "command", None) or "", result, action=getattr(args, "action", None),
+                        verbose=getattr(args, "verbose", False)))
+
+
+@contextlib.contextmanager
+def _progress_display(args: argparse.Namespace) -> Iterator[None]:
+    """A fresh progress display while the handler runs (log messages go through it), cleared before the
+    answer or an error is printed."""
+    quiet = getattr(args, "quiet", False)
+    display = cli_progress.start(quiet=quiet)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, cli_progress.ProgressLogHandler):
+            handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    try:
+        yield
+    finally:
+        display.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,14 +98,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` with ``parser`` and run the chosen handler under the exit-code contract of ``main``."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s",
+                        handlers=[cli_progress.ProgressLogHandler()])
     args = parser.parse_args(argv)
     try:
-        result = args.handler(args)
+        with _progress_display(args):
+            result = args.handler(args)
     except ZealError as error:
         if args.json:
             print(json.dumps({"ok": False, "error": str(error)}))
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {safe(str(error))}", file=sys.stderr)  # a file name's escape codes are not obeyed
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -84,7 +115,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
     if args.json:
         print(json.dumps(result, default=str))
     else:
-        _print_human(result)
+        _print_text(args, result)
     if isinstance(result.get("exit_code"), int):  # a command with its own codes (check: 1 means drift)
         return int(result["exit_code"])
     return 1 if result.get("ok") is False else 0  # a check that ran and found problems (e.g. bench load)

@@ -3,15 +3,19 @@
 Every settings object of the lab (training recipes, strategy options, monitor and policy settings, pipeline
 parameters) is a frozen dataclass with a comment per field. Values from outside (job parameters, params.yaml,
 ``--option KEY=VALUE``, a page form) go through ``build`` or ``override``: unknown keys are an error that
-names the known ones, lists become tuples where the field holds a tuple, and a wrong type becomes a
-``ConfigError`` rather than a ``TypeError`` deep inside. Reading a stored card or recipe, where old keys may
-linger, uses ``known_fields`` to keep only what the current class knows.
+names the known ones, lists become tuples where the field holds a tuple, and a value of the wrong type
+(``window=abc`` for an integer, ``enabled=maybe`` for a flag) is a ``ConfigError`` that names the setting,
+the value and an example, rather than a ``TypeError`` deep inside or a wrong value silently kept. Reading a
+stored card or recipe, where old keys may linger, uses ``known_fields`` to keep only what the current class
+knows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
+import types
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
@@ -54,6 +58,52 @@ def _tuple_fields(cls: type) -> set[str]:
     return tuples
 
 
+def _type_problem(hint: Any, value: Any) -> str | None:
+    """None when ``value`` fits the type ``hint``, else what it should be (``"an integer"``); types this
+    does not know (classes, callables) are left to the dataclass itself."""
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        problems = [_type_problem(argument, value) for argument in arguments]
+        return None if None in problems else " or ".join(dict.fromkeys(problems))  # type: ignore[arg-type]
+    if origin is typing.Literal:
+        return None if value in arguments else f"one of {', '.join(map(repr, arguments))}"
+    checks: list[tuple[Any, bool, str]] = [
+        (type(None), value is None, "empty (null)"),
+        (bool, isinstance(value, bool), "true or false"),
+        (int, isinstance(value, numbers.Integral) and not isinstance(value, bool), "an integer"),
+        (float, isinstance(value, numbers.Real) and not isinstance(value, bool), "a number"),
+        (str, isinstance(value, str), "text"),
+    ]
+    for kind, fits, wanted in checks:
+        if hint is kind:
+            return None if fits else wanted
+    if tuple in (hint, origin) or list in (hint, origin):
+        return None if isinstance(value, (list, tuple)) else "a list"
+    if dict in (hint, origin) or origin is Mapping:
+        return None if isinstance(value, Mapping) else "a mapping of name -> value"
+    return None
+
+
+def check_types(cls: type, values: Mapping[str, Any], where: str) -> None:
+    """Raise ``ConfigError`` when a value in ``values`` does not fit its field's type in ``cls``.
+
+    Args:
+        cls: A dataclass.
+        values: The settings given (keys already checked).
+        where: What the settings are and how they were given, for the message (e.g. "zeal history policy
+            --set").
+    """
+    hints = typing.get_type_hints(cls)
+    defaults = {item.name: item.default for item in dataclasses.fields(cls)}
+    for name, value in values.items():
+        wanted = _type_problem(hints.get(name, Any), value)
+        if wanted is None:
+            continue
+        default = defaults.get(name, dataclasses.MISSING)
+        example = "" if default in (dataclasses.MISSING, None) else f", e.g. {name}={json.dumps(default)}"
+        raise ConfigError(f"{where}: {name}={value!r} must be {wanted}{example}")
+
+
 def _converted(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
     tuples = _tuple_fields(cls)
     return {key: tuple(value) if key in tuples and isinstance(value, list) else value
@@ -64,6 +114,7 @@ def build(cls: type[Config], values: Mapping[str, Any] | None, where: str) -> Co
     """``cls(**values)``, strictly: unknown keys and wrong types raise ``ConfigError`` naming ``where``."""
     values = dict(values or {})
     check_keys(cls, values, where)
+    check_types(cls, values, where)
     try:
         return cls(**_converted(cls, values))
     except TypeError as error:
@@ -74,6 +125,7 @@ def override(config: Config, values: Mapping[str, Any] | None, where: str) -> Co
     """A copy of ``config`` with ``values`` replacing its fields, strictly (see ``build``)."""
     values = dict(values or {})
     check_keys(type(config), values, where)
+    check_types(type(config), values, where)
     try:
         return dataclasses.replace(config, **_converted(type(config), values))
     except TypeError as error:

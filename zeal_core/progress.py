@@ -1,8 +1,8 @@
 """Progress reporting and cooperative cancellation for long work.
 
 Library functions take ``progress: ProgressCallback | None`` and ``cancel: CancelToken | None``.
-Pages turn events into ``st.progress``/``st.status``; the command line logs them to stderr; jobs write them
-to their status file.
+Pages turn events into ``st.progress``/``st.status``; the command line shows them on stderr (one bar on a
+terminal, a few lines in a log: ``zeal_core.cli_progress``); jobs write them to their status file.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class ProgressEvent:
     total: float | None = None  # units in all, None when unknown
     message: str = ""  # one human-readable line
     metrics: dict[str, Any] = field(default_factory=dict)  # e.g. loss, accuracy, images_per_s, eta_s
+    milestone: bool = False  # a result worth keeping in a log (an epoch's validation accuracy), not a tick
 
     @property
     def fraction(self) -> float | None:

@@ -459,7 +459,8 @@ def _validate(run: _Run, epoch: int, entry: dict[str, Any], cancel: CancelToken 
     report(run.say, "train", run.global_step, run.total_steps,
            message=f"epoch {epoch}/{run.config.epochs}: train loss {entry['train_loss']:.3f}, "
                    f"val accuracy {result.accuracy:.1%}",
-           metrics={"epoch": epoch, "val_accuracy": result.accuracy, "loss": entry["train_loss"]})
+           metrics={"epoch": epoch, "val_accuracy": result.accuracy, "loss": entry["train_loss"]},
+           milestone=True)
 
 
 def _finish(run: _Run, wall_start: float, init_model: nn.Module | None) -> TrainResult:

@@ -75,8 +75,10 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
     skipped = problems + skipped
     if images.shape[0] < 2:
         listed = "; ".join(f"{name}: {reason}" for name, reason in skipped[:5])
-        raise DataError(f"only {images.shape[0]} of {len(paths)} file(s) could be read ({listed}): a check "
-                        "needs at least 2 images, 30 or more for power")
+        unread = f" ({listed})" if listed else ""
+        raise DataError(f"only {images.shape[0]} image(s) could be read from the {len(paths)} file(s) given"
+                        f"{unread}: a check needs at least 2 images, 30 or more for power; name more files, "
+                        "folders or globs, e.g. `zeal check incoming/`")
     parts = [part for part in PARTS if not (args.no_diagnosis and part == "diagnosis")]
     diagnosis_error = _warm_diagnosis(reference) if "diagnosis" in parts else None
     if diagnosis_error:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import time
 
-from zeal_core.data import is_prepared, load_dataset, prepare_dataset
 from zeal_core.errors import ConfigError
 
 
@@ -27,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 
 def _prepare(args: argparse.Namespace) -> dict:
     from zeal_core.cli import stderr_progress
+    from zeal_core.data import is_prepared, prepare_dataset
 
     start = time.perf_counter()
     was_prepared = args.dataset != "digits" and is_prepared(args.dataset, image_size=args.size)
@@ -39,6 +39,7 @@ def _prepare(args: argparse.Namespace) -> dict:
 
 def _info(args: argparse.Namespace) -> dict:
     from zeal_core.cli import stderr_progress
+    from zeal_core.data import load_dataset
 
     return load_dataset(args.dataset, progress=stderr_progress, image_size=args.size).info()
 

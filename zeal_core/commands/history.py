@@ -33,7 +33,8 @@ def run_history(args: argparse.Namespace) -> dict[str, Any]:
     store = HistoryStore()
     if args.action == "show":
         if args.id is None:
-            raise ConfigError("history show needs a check id, e.g. `python -m zeal_core history show 3`")
+            raise ConfigError("history show needs a check id, e.g. `zeal history show 3` (`zeal history` "
+                              "lists them)")
         row = store.get(args.id)
         return {"history": str(store.path), **_row_dict(row), "report": row.report}
     if args.action == "policy":
@@ -69,6 +70,6 @@ def _policy(store: Any, pairs: list[str]) -> dict[str, Any]:
 
     policy = load_policy(store)
     if pairs:
-        policy = override(policy, parse_pairs(pairs, "--set", "enabled=true"), "history policy")
+        policy = override(policy, parse_pairs(pairs, "--set", "enabled=true"), "zeal history policy --set")
         save_policy(store, policy)
     return {"history": str(store.path), "policy": policy.to_dict(), "events": store.events()}

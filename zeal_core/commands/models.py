@@ -12,8 +12,6 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     """Add the ``models`` command and its ``list``, ``import`` and ``export`` actions."""
-    from zeal_core.models.export import list_export_formats
-
     # --json belongs to each action (``models list --json``), so the actions' defaults cannot hide it.
     models = subparsers.add_parser("models", help="list, import or export model versions",
                                    description="The model registry: list versions, import a timm/PyTorch "
@@ -55,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
                                              "to a folder.")
     exports.add_argument("version", help="version id, 'active' or 'latest'")
     exports.add_argument("--out", required=True, help="folder to write to (created when missing)")
-    exports.add_argument("--format", choices=list_export_formats(), default=list_export_formats()[0],
+    exports.add_argument("--format", default=None,
                          help="safetensors (default) or state-dict (a torch.save .pth)")
     exports.add_argument("--name", help="file name stem (default: the version id)")
     exports.set_defaults(handler=_export)
@@ -109,6 +107,6 @@ def _import(args: argparse.Namespace) -> dict:
 
 
 def _export(args: argparse.Namespace) -> dict:
-    from zeal_core.models.export import export_version
+    from zeal_core.models.export import export_version, list_export_formats
 
-    return export_version(args.version, args.out, args.format, name=args.name)
+    return export_version(args.version, args.out, args.format or list_export_formats()[0], name=args.name)

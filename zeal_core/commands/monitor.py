@@ -15,13 +15,12 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     command.add_argument("--model", default="active", help="starting version, or 'active' / 'latest'")
     command.add_argument("--schedule", required=True, help="e.g. clean*10,gaussian_noise:3*20")
     command.add_argument("--dataset", default=None, help="dataset name (default: the model's)")
-    from zeal_core.retrain import continual_strategies, list_strategies
-
-    command.add_argument("--policy", default="bn-adapt", choices=[*list_strategies(), "none"],
-                         help="retrain strategy the policy uses, or 'none' to only observe")
+    command.add_argument("--policy", default="bn-adapt",
+                         help="retrain strategy the policy uses (zeal retrain --help lists them), or 'none' "
+                              "to only observe")
     command.add_argument("--continual", action="store_true",
-                         help="adapt online on every batch with the --policy strategy (one of "
-                              f"{', '.join(continual_strategies())}) instead of retraining after alarms")
+                         help="adapt online on every batch with the --policy strategy (a label-free one: "
+                              "bn-adapt, tent, roid, ...) instead of retraining after alarms")
     command.add_argument("--alarms", type=int, default=3, help="k: alarms within the window that trigger it")
     command.add_argument("--window", type=int, default=5, help="batches the alarm count looks back over")
     command.add_argument("--cooldown", type=int, default=10, help="batches between two retrains, at least")

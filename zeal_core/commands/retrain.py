@@ -8,16 +8,15 @@ from typing import Any
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     """Add the ``retrain`` command."""
-    from zeal_core.retrain import list_strategies, strategy_info
+    from zeal_core.commands import describe_lazily
 
-    strategies = "; ".join(f"{name}: {strategy_info(name).description}" for name in list_strategies())
     command = subparsers.add_parser(
-        "retrain", parents=[parent], help=f"adapt a model to a drift ({', '.join(list_strategies())})",
-        description=f"Strategies: {strategies}. Every new version passes the guard: its clean accuracy and "
-                    "its estimated accuracy on the drifted images are compared with the parent's; a refused "
-                    "version is saved, marked, and never activated automatically.")
+        "retrain", parents=[parent], help="adapt a model to a drift with a registered strategy (bn-adapt, "
+                                          "tent, roid, finetune, retrain, ...)")
+    describe_lazily(command, _describe_strategies)
     command.add_argument("--model", default="active", help="parent version, or 'active' / 'latest'")
-    command.add_argument("--strategy", default="bn-adapt", choices=list_strategies())
+    command.add_argument("--strategy", default="bn-adapt",
+                         help="a registered strategy (default bn-adapt; the list: zeal retrain --help)")
     command.add_argument("--drift", required=True, help="drift spec, e.g. gaussian_noise:3 or contrast:4@0.5")
     command.add_argument("--dataset", default=None, help="dataset name (default: the model's)")
     command.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -32,6 +31,16 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     command.set_defaults(handler=_retrain)
 
 
+def _describe_strategies() -> str:
+    from zeal_core.retrain import list_strategies, strategy_info
+
+    return ("Strategies: " + "; ".join(f"{name}: {strategy_info(name).description}"
+                                       for name in list_strategies())
+            + ". Every new version passes the guard: its clean accuracy and its estimated accuracy on the "
+              "drifted images are compared with the parent's; a refused version is saved, marked, and never "
+              "activated automatically.")
+
+
 def parse_options(pairs: list[str]) -> dict[str, Any]:
     """``["epochs=2", "lr=0.001"]`` -> ``{"epochs": 2, "lr": 0.001}`` (values read as JSON, else text)."""
     from zeal_core.config import parse_pairs
@@ -41,7 +50,9 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
 
 def _retrain(args: argparse.Namespace) -> dict:
     from zeal_core.cli import stderr_progress
+    from zeal_core.retrain import strategy_info
 
+    strategy_info(args.strategy)  # an unknown name fails here, listing the registered ones
     options = parse_options(args.option)
     guard = None if args.max_clean_drop is None else {"max_clean_drop": args.max_clean_drop}
     if args.background:

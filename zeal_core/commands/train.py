@@ -13,10 +13,11 @@ import sys
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from zeal_core.train import OPTIMIZERS, TrainConfig, default_config, reference_config
+from zeal_core.errors import ConfigError
 
 if TYPE_CHECKING:
     from zeal_core.models.registry import ModelCard
+    from zeal_core.train import TrainConfig
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     train.add_argument("--image-size", type=int, help="model input side in px")
     train.add_argument("--batch-size", type=int, help="images per step (per process)")
     train.add_argument("--lr", type=float, help="peak learning rate")
-    train.add_argument("--optimizer", choices=OPTIMIZERS,
+    train.add_argument("--optimizer",
                        help="sgd (Nesterov, one-cycle) or adamw (lr 1e-3, weight decay 0.01 unless --lr)")
     train.add_argument("--arch", help="timm model name (default resnet18)")
     train.add_argument("--pretrained", action="store_true",
@@ -50,7 +51,11 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     train.set_defaults(handler=_train)
 
 
-def _config_from_args(args: argparse.Namespace):
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+    from zeal_core.train import OPTIMIZERS, default_config, reference_config
+
+    if args.optimizer is not None and args.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"--optimizer {args.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
     config = reference_config() if args.recipe == "reference" else default_config(args.dataset)
     if args.optimizer == "adamw" and config.optimizer != "adamw":
         config = replace(config, optimizer="adamw", lr=1e-3, weight_decay=0.01)

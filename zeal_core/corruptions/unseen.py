@@ -29,7 +29,7 @@ def _no_unseen_classes_error(context: MixContext) -> ConfigError:
     return ConfigError(
         f"unseen_classes needs a model trained on a subset of the dataset's classes, and this model predicts "
         f"all {len(context.class_names)} of them. Models whose card lists fewer classes (ModelCard."
-        "class_names) support it: train one with `python -m zeal_core train --dataset NAME --classes "
+        "class_names) support it: train one with `zeal train --dataset NAME --classes "
         f"{','.join(map(str, context.class_names[:max(2, len(context.class_names) // 2)]))}`")
 
 

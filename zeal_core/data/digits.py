@@ -8,8 +8,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits as _sklearn_digits
-from sklearn.model_selection import train_test_split
 
 from zeal_core.data.dataset import ImageDataset, content_fingerprint
 
@@ -20,7 +18,12 @@ DIGITS_SPLIT_SEED = 0  # fixed, so every run and every model sees the same split
 
 def load_digits_dataset() -> ImageDataset:
     """Build the digits dataset (about 0.1 s; deterministic)."""
-    bunch = _sklearn_digits()
+    # scikit-learn is imported here, not at module level: it costs seconds, and every page of the app
+    # imports this package (the app's first render waits for it).
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sklearn_digits()
     pixels = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)  # N x 8 x 8, ink in [0, 1]
     upsampled = F.interpolate(pixels[:, None], size=(DIGITS_SIZE, DIGITS_SIZE), mode="bilinear",
                               align_corners=False)

@@ -29,7 +29,7 @@ from zeal_core.errors import DataError
 from zeal_core.progress import CancelToken, ProgressCallback, check_cancel, report
 
 ARCHIVE_NAME = "imagenette2-160.tgz"
-PREPARE_COMMAND = "python -m zeal_core data prepare --dataset imagenette"
+PREPARE_COMMAND = "zeal data prepare --dataset imagenette"
 # ImageNet WordNet ids of the ten Imagenette classes and their readable names.
 WNID_NAMES = {
     "n01440764": "tench",

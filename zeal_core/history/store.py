@@ -175,8 +175,8 @@ class HistoryStore:
         with self._connection() as connection:
             row = connection.execute("SELECT * FROM checks WHERE id = ?", (int(check_id),)).fetchone()
             if row is None:
-                raise ConfigError(f"no check {check_id} in the history {self.path}: see `python -m zeal_core "
-                                  "history` for the ids")
+                raise ConfigError(f"no check {check_id} in the history {self.path}: `zeal history` lists "
+                                  "the ids there are")
             return _row(row, self._p_values(connection, [row["id"]]).get(row["id"], {}))
 
     def count(self) -> int:

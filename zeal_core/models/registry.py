@@ -357,8 +357,8 @@ class ModelRegistry:
         """
         card_path, weights_path = self.card_path(version), self.weights_path(version)
         if not card_path.exists() and not weights_path.exists():
-            raise ModelError(f"no model version {version!r} in {self.root}: see `python -m zeal_core "
-                             "evaluate --help` or the Models page for the versions there are")
+            raise ModelError(f"no model version {version!r} in {self.root}: `zeal models list` (or the "
+                             "Model page) shows the versions there are")
         card_path.unlink(missing_ok=True)
         weights_path.unlink(missing_ok=True)
         if self.get_active() is None:
@@ -376,8 +376,9 @@ class ModelRegistry:
     def _read_card(self, version: str) -> ModelCard:
         card_path = self.card_path(version)
         if not card_path.exists():
-            raise ModelError(f"no model version {version!r} in {self.root}: train one with `python -m "
-                             "zeal_core train --dataset digits`, or pick one from `list()`")
+            raise ModelError(f"no model version {version!r} in {self.root}: `zeal models list` shows the "
+                             "versions there are (or use --model active); `zeal train --dataset digits` "
+                             "trains one")
         try:
             card = ModelCard.from_json(card_path.read_text())
         except OSError as error:
@@ -475,8 +476,8 @@ class ModelRegistry:
         newest = self.latest()
         version = (self.get_active() if name == "active" else None) or (newest.version if newest else None)
         if version is None:
-            raise ModelError(f"no model in {self.root}: train one with `python -m zeal_core train "
-                             "--dataset digits`")
+            raise ModelError(f"no model in {self.root}: train one with `zeal train --dataset digits` (or "
+                             "the Home page's button), or import one with `zeal models import`")
         return version
 
     def latest(self, dataset: str | None = None) -> ModelCard | None:

@@ -154,7 +154,7 @@ def test_images_for_a_labelled_strategy_are_a_config_error_listing_the_unlabeled
     """The path that once indexed the strategy registry with [] (a TypeError) now says what to use."""
     registry, parent = parent_registry
     images = load_dataset("digits").split("train")[0][:16]
-    with pytest.raises(ConfigError, match=r"trains on labelled data.*\['bn-adapt', 'tent'\]"):
+    with pytest.raises(ConfigError, match=r"trains on labelled data.*\['bn-adapt', 'tent', 'roid'\]"):
         adapt("finetune", parent, None, DRIFT, device="cpu", registry=registry, adapt_images=images)
     with pytest.raises(ConfigError, match="needs a drift spec"):
         adapt("finetune", parent, None, None, device="cpu", registry=registry)

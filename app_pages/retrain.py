@@ -74,6 +74,12 @@ def activation_check(card) -> str | None:
     return None
 
 
+def guard_label(card) -> str:
+    """The guard's verdict in a word, for the versions table ("" for trained or imported versions)."""
+    verdict = verdict_of(card)
+    return "" if verdict is None else ("passed" if verdict.passed else "refused")
+
+
 def show_accuracy_change(card, container) -> None:
     """Clean and drifted accuracy before -> after, and the guard's verdict, as metrics in ``container``."""
     metrics = card.metrics or {}
@@ -89,7 +95,7 @@ def show_accuracy_change(card, container) -> None:
             column.metric(f"{data.capitalize()} accuracy", "—", help="Not measured for this version.")
     verdict = verdict_of(card)
     if verdict is not None:
-        container.caption(("✅ " if verdict.passed else "⚠️ ") + verdict.summary)
+        container.caption(verdict.summary[0].upper() + verdict.summary[1:])
 
 
 def activation_panel(card, key: str) -> None:
@@ -184,6 +190,7 @@ cards = models.list()
 active = active_version()
 table = cards_frame(cards)
 table.insert(0, "active", table["version"] == active)
+table.insert(2, "guard", [guard_label(card) for card in cards])
 st.dataframe(table, hide_index=True, key="retrain_registry", column_config=cards_column_config())
 versions = [card.version for card in cards]
 if st.session_state.get("retrain_version") not in versions:

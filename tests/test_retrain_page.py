@@ -59,7 +59,7 @@ def test_make_active_asks_first_when_the_guard_refused_the_version(registry) -> 
     drifted = next(metric for metric in at.metric if metric.label == "Drifted accuracy")
     assert clean.value == "92.0%" and clean.delta == "-6.0 pts"
     assert drifted.value == "93.0%" and drifted.delta == "+18.0 pts"
-    assert any("guard refused" in caption.value for caption in at.caption)
+    assert any("Guard refused" in caption.value for caption in at.caption)
     at.button(key="retrain_chosen_activate").click().run()
     assert models.get_active() == parent  # not yet: the page asks first
     assert any("loses 6.0 points" in warning.value for warning in at.warning)

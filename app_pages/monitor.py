@@ -74,10 +74,12 @@ def show_result(result: dict) -> None:
                        "guard": e.get("guard") or "", "seconds": round(e["seconds"], 2)}
                       for e in result["retrains"]], hide_index=True, key="monitor_retrains")
     if result["config"].get("continual"):
-        resets = summary.get("adapter_resets", 0)
+        resets, gated = summary.get("adapter_resets", 0), summary.get("adapter_gated", 0)
         st.caption(f"Continual adaptation with {result['config']['strategy']}: the served model learned from "
-                   f"every batch; it went back to the source {resets} time(s) after a collapse. The "
-                   "label-free estimate is not shown: it is calibrated for the source.")
+                   f"every batch that looked drifted; {gated} batch(es) looked like clean data and the "
+                   f"source served them unchanged; it went back to the source {resets} time(s) (a collapse "
+                   "or a failed clean check). The label-free estimate is not shown: it is calibrated for the "
+                   "source.")
     st.caption(f"Schedule `{result['schedule']}` · {summary['batches']} batches in {result['seconds']:.1f} s")
 
 

@@ -79,6 +79,7 @@ class MonitorBatch:
     estimate_low: float | None = None  # its interval (the estimator's level, 90 % by default)
     estimate_high: float | None = None
     adapter_reset: bool = False  # continual mode: the adapted model went back to the source after this batch
+    adapter_gated: bool = False  # continual mode: the batch looked like clean data, the source served it
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class MonitorResult:
             "retrains": len(self.retrains),
             "retrains_refused": sum(not event.deployed for event in self.retrains),
             "adapter_resets": sum(b.adapter_reset for b in self.batches),
+            "adapter_gated": sum(b.adapter_gated for b in self.batches),
             "drift_onset_batch": onset,
             "first_alarm_after_onset": first_alarm,
             "detection_delay_batches": None if first_alarm is None else first_alarm - onset,

@@ -119,6 +119,7 @@ class _Stream:
             alarm=result.is_drift, stream_value=stream_value, stream_alarm=stream_alarm,
             accuracy_without_policy=accuracy_without, accuracy_with_policy=accuracy_with,
             active_version=served_by, retrained=retrained, adapter_reset=bool(served and served.reset),
+            adapter_gated=bool(served and served.gated),
             **_estimate_fields(None if served else checked.estimated_accuracy)))
         if self.history is not None:
             self.history.record(checked, origin="monitor")

@@ -10,7 +10,8 @@ line, the monitor's policy, the history's policy) can skip it. It compares the c
   reference (so an adapted model's changed confidence is calibrated away). An estimate more than
   ``max_drifted_loss`` (2 points) below the parent's refuses it: the estimators err by a few points, so a
   strict comparison would refuse good versions on noise. When the drift is simulated, labelled drifted
-  images exist too, and a measured drifted accuracy more than that below the parent's also refuses it.
+  images exist too, and a measured drifted accuracy more than ``max_measured_loss`` (0) below the parent's
+  also refuses it.
 
 A refused version is still saved, marked (``metrics["guard"]``), so a user can inspect it; it is never made
 active automatically (job ``activate``, the history policy's ``promote="auto"``, the monitor's policy), and
@@ -40,13 +41,14 @@ class GuardConfig:
     # share: drifted accuracy (estimated or measured) may fall at most this much; label-free estimates err
     # by a few points (docs/estimation.md), so a strict 0 would refuse good versions on the estimator's noise
     max_drifted_loss: float = 0.02
+    max_measured_loss: float = 0.0  # share: the same for the measured drifted accuracy (simulated drift only)
     estimator: str = DEFAULT_ESTIMATOR  # label-free estimator for the drifted images (list_estimators())
     max_images: int = 1024  # drifted images the estimate looks at, at most (seeded subset)
 
     def __post_init__(self) -> None:
         from zeal_core.estimate import estimator_info
 
-        for name in ("max_clean_drop", "max_drifted_loss"):
+        for name in ("max_clean_drop", "max_drifted_loss", "max_measured_loss"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"guard {name} must be a share in [0, 1), got {getattr(self, name)!r}")
         if self.max_images < 10:
@@ -149,7 +151,7 @@ def judge(parent_clean: Embeddings, candidate_clean: Embeddings, parent_drifted:
         if estimated[1] < estimated[0] - config.max_drifted_loss - 1e-12:
             reasons.append(f"estimated {100 * (estimated[0] - estimated[1]):.1f} points worse on the drifted "
                            "images")
-    if measured is not None and measured[1] < measured[0] - config.max_drifted_loss - 1e-12:
+    if measured is not None and measured[1] < measured[0] - config.max_measured_loss - 1e-12:
         reasons.append(f"measured {100 * (measured[0] - measured[1]):.1f} points worse on the drifted "
                        "validation images")
     return GuardVerdict(

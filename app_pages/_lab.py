@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from app_pages._ui import device
+from app_pages._ui import device, md
 from zeal_core.drift import detector_info
 from zeal_core.drift.base import DriftResult, p_value_floor
 from zeal_core.embed import part_positions
@@ -155,7 +155,7 @@ def image_grid(where: Any, images: list[np.ndarray], captions: list[str], per_ro
         columns = where.columns(per_row, gap="small")
         for column, image, caption in zip(columns, images[start:start + per_row],
                                           captions[start:start + per_row], strict=False):
-            column.image(image, caption=caption, width="stretch")
+            column.image(image, caption=md(caption), width="stretch")  # captions hold file names: as text
 
 
 def reference_thumbnail(reference: FittedReference, row: int) -> np.ndarray:

@@ -8,6 +8,7 @@ shows its progress until the page can show the diagnosis.
 
 from __future__ import annotations
 
+import html
 from datetime import timedelta
 from typing import Any
 
@@ -18,6 +19,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from app_pages import _lab
+from app_pages._ui import md
 from zeal_core.corruptions import DriftSpec, list_corruptions
 from zeal_core.estimate import estimator_info
 from zeal_core.reference import CheckReport, FittedReference
@@ -172,15 +174,16 @@ def show_diagnosis(report: CheckReport, reference: FittedReference, *, key: str,
             warm_panel(reference, key=key)
         return
     diagnosis = report.diagnosis
-    st.markdown(f"#### {report.diagnosis_summary}")
+    st.markdown(f"#### {md(report.diagnosis_summary)}")
     if chosen is not None:
         expected = expected_cause(chosen)
         named = diagnosis.best.kind
         wanted = ", ".join(CAUSE_NAMES.get(kind, kind) for kind in sorted(expected))
         if named in expected:
-            st.success(f"Names the drift you chose ({wanted}).", icon=":material/check_circle:")
+            st.success(f"Names the drift you chose ({md(wanted)}).", icon=":material/check_circle:")
         else:
-            st.warning(f"You chose {wanted}; the diagnosis ranks {CAUSE_NAMES.get(named, named)} first.",
+            first = md(CAUSE_NAMES.get(named, named))
+            st.warning(f"You chose {md(wanted)}; the diagnosis ranks {first} first.",
                        icon=":material/help:")
         if "unknown" in expected:
             st.caption("The signatures cover the 19 ImageNet-C corruptions and label shift; other kinds "
@@ -236,7 +239,7 @@ def warm_panel(reference: FittedReference, *, key: str) -> None:
         if status.ready:
             st.rerun(scope="app")  # the whole page, so the check is redone with the diagnosis
         if status.error:
-            st.error(f"The diagnosis could not warm up: {status.error}")
+            st.error(f"The diagnosis could not warm up: {md(status.error)}")
             return
         st.progress(status.fraction, text="Learning the signatures of 95 synthetic shifts, once per model "
                                           "and kept on disk (about a minute on a laptop CPU for the "
@@ -259,7 +262,9 @@ def history_figure(rows: list, current: int | None = None) -> go.Figure:
         figure.add_scatter(
             x=[row.created for row in part], y=[max(row.min_p_value or 1.0, 1e-300) for row in part],
             mode="markers", name=name, marker={"color": colour, "size": 10, "symbol": symbol},
-            customdata=[[row.id, row.source, row.n, row.diagnosis or ""] for row in part],
+            # user text as Plotly text, not its HTML subset (Plotly shows &lt; as <)
+            customdata=[[row.id, html.escape(row.source), row.n, html.escape(row.diagnosis or "")]
+                        for row in part],
             hovertemplate="check #%{customdata[0]} (n = %{customdata[2]})<br>%{customdata[1]}<br>smallest p "
                           "%{y:.3g}<br>%{customdata[3]}<extra></extra>", row=1, col=1)
     estimated = [row for row in rows if row.estimated_accuracy is not None]

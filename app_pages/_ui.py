@@ -9,6 +9,7 @@ Cache keys include the data and models folders so that two servers (or two tests
 from __future__ import annotations
 
 import contextlib
+import string
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from zeal_core.jobs import JobQueue
 from zeal_core.models.registry import ModelRegistry
 from zeal_core.paths import data_dir, models_dir, state_dir
 from zeal_core.progress import ProgressEvent
+from zeal_core.settings import DEMO_ACTIONS, get_settings
 
 # Session-state keys shared between pages (one place, so pages agree on the spelling).
 KEY_DATASET = "dataset"  # chosen dataset name, e.g. "digits" (set by the Data page)
@@ -30,18 +32,77 @@ DEFAULT_DATASET = "digits"
 POLL_SECONDS = 1.0  # how often a running job's progress is re-read from disk
 
 
+def md(text: Any) -> str:
+    """``text`` made safe for any element that renders Markdown (``st.markdown``, ``st.caption``,
+    ``st.toast``, ``st.error``, image captions, labels): every ASCII punctuation mark is backslash-escaped
+    (CommonMark lets any be) and line breaks are folded, so a file name such as ``![x](http://host/p.png)``
+    shows as those characters and never becomes an image, a link, LaTeX or a directive. Everything a user
+    typed or uploaded (file names, paths, drift specs from the URL, class and folder names, error messages
+    that quote them) goes through this before it reaches Markdown."""
+    folded = " ".join(str(text).split())
+    return "".join(f"\\{char}" if char in string.punctuation else char for char in folded)
+
+
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Show a ``ZealError`` (bad spec, missing model, unreadable data) as a message and stop this run.
 
-    The messages name the value and the fix, so users see them in full; other exceptions are bugs and
-    reach Streamlit's own error display.
+    The messages name the value and the fix, so users see them in full (as text: they quote user input);
+    other exceptions are bugs and reach Streamlit's own error display.
     """
     try:
         yield
     except ZealError as error:
-        st.error(str(error))
+        st.error(md(error))
         st.stop()
+
+
+# ----------------------------------------------------------------------------------- demo mode, history
+
+DEMO_OFF = "Switched off in this demo (the server's ZEAL_DEMO_ALLOW setting)."
+
+
+def allowed(action: str) -> bool:
+    """Whether a visitor may take ``action`` (a ``zeal_core.settings.DEMO_ACTIONS`` name) on this server."""
+    return get_settings().allows(action)
+
+
+def off_help(action: str, help_text: str | None = None) -> str | None:
+    """A widget's help: ``help_text``, or why it is disabled in this demo."""
+    return help_text if allowed(action) else f"{DEMO_OFF} ({DEMO_ACTIONS[action]})"
+
+
+def shows_server_paths() -> bool:
+    """False in a demo: no page shows or takes a path on the server's disk."""
+    return allowed("server-paths")
+
+
+def shown_dataset(name: str) -> str:
+    """A dataset name for display: ``folder:PATH`` keeps only the folder's own name in a demo."""
+    if name.startswith("folder:") and not shows_server_paths():
+        return f"folder:…/{name.rstrip('/').rsplit('/', 1)[-1]}"
+    return name
+
+
+def history_store() -> Any | None:
+    """The check history, or None after showing why it cannot be opened (damaged, read-only, locked) and
+    how to recover (``zeal history repair`` / ``backup``)."""
+    from zeal_core.history import HistoryStore
+
+    try:
+        return HistoryStore()
+    except ZealError as error:
+        show_history_error(error)
+        return None
+
+
+def show_history_error(error: ZealError) -> None:
+    """The history's error: in full for a local user; without server paths in a demo."""
+    if shows_server_paths():
+        st.error(md(error))
+    else:
+        st.error("The check history cannot be used right now (damaged, read-only or busy). The operator can "
+                 "repair it with zeal history repair, or restore a backup.")
 
 
 class StreamlitProgress:
@@ -136,11 +197,13 @@ def dataset_status(card: Any | None) -> tuple[str, str | None]:
     except ZealError:  # a folder that has gone, a bad md5 setting: the Data page says what is wrong
         prepared = False
     others = [other.version for other in registry().list() if other.dataset == chosen]
-    steps = ("make one of its models active on Model (newest: " + others[0] + ")" if others else
+    steps = ("make one of its models active on Model (newest: " + md(others[0]) + ")" if others else
              ("train or import a model on it on Model" if prepared else
               "prepare it on Data, then train or import a model on it on Model"))
-    note = (f"You chose {chosen} on Data, but the active model was trained on {card.dataset}, so the Drift "
-            f"Lab, Retrain, Monitor and Your own images use {card.dataset}. To work on {chosen}, {steps}.")
+    # Markdown-safe: dataset names may be folder paths a user typed
+    picked, trained = md(shown_dataset(chosen)), md(shown_dataset(card.dataset))
+    note = (f"You chose {picked} on Data, but the active model was trained on {trained}, so the Drift "
+            f"Lab, Retrain, Monitor and Your own images use {trained}. To work on {picked}, {steps}.")
     return card.dataset, note
 
 
@@ -185,8 +248,15 @@ def find_job(kind: str, statuses: tuple[str, ...] = ("queued", "running")) -> An
     return max(jobs, key=lambda job: job.created) if jobs else None
 
 
-def submit_job(kind: str, params: dict[str, Any]) -> Any:
-    """Queue a job, start the worker if needed, and remember its id for this user."""
+def submit_job(kind: str, params: dict[str, Any], action: str | None = None) -> Any:
+    """Queue a job, start the worker if needed, and remember its id for this user.
+
+    ``action`` (default ``kind``) is the demo permission it needs; without it nothing is queued (the
+    page's button is disabled too: this guards against a forged click).
+    """
+    if not allowed(action or kind):
+        st.error(f"{DEMO_OFF} ({DEMO_ACTIONS[action or kind]})")
+        st.stop()
     queue = job_queue()
     job = queue.submit(kind, params)
     queue.ensure_worker()
@@ -210,11 +280,11 @@ def show_job(job: Any, on_done: Callable[[Any], None] | None = None) -> None:
     """Draw a job's status and progress; call ``on_done(job)`` once, when it has just finished."""
     label = f"{job.kind} job `{job.id}`: {job.status}"
     if job.status in ("queued", "running"):
-        st.progress(float(job.progress or 0.0), text=f"{label} — {job.message or 'starting…'}")
+        st.progress(float(job.progress or 0.0), text=f"{label} — {md(job.message or 'starting…')}")
     elif job.status == "done":
         st.success(label)
     elif job.status == "failed":
-        st.error(f"{label}: {job.error or job.message}")
+        st.error(f"{label}: {md(job.error or job.message)}")
     else:
         st.warning(label)
     seen_key = f"zeal_job_seen_{job.id}"
@@ -258,9 +328,10 @@ def sidebar_status() -> None:
         st.caption("Status")
         card = active_card()
         in_use, note = dataset_status(card)
-        chosen = f"  \n**Chosen on Data:** {dataset_name()} (for new models)" if note else ""
+        picked = md(shown_dataset(dataset_name()))
+        chosen = f"  \n**Chosen on Data:** {picked} (for new models)" if note else ""
         st.markdown(
-            f"**Dataset:** {in_use}{' (the model’s)' if note else ''}{chosen}  \n"
+            f"**Dataset:** {md(shown_dataset(in_use))}{' (the model’s)' if note else ''}{chosen}  \n"
             f"**Model:** {card.version if card else 'none yet'}  \n"
             f"**Device:** {device_text()}"
         )
@@ -288,6 +359,12 @@ def first_run_panel() -> bool:
     if active_version() is not None:
         return True
     models = registry()
+    problem = models.active_problem()
+    if problem is not None:  # never another version in its place: say which one and how to fix it
+        st.error(md(models.damaged_active_error(*problem)))
+        st.page_link("app_pages/model.py", label="Model page: delete it or make another version active",
+                     icon=":material/model_training:")
+        return False
     st.subheader("No model yet")
     job = watched_job("train")
     if job is not None and job.status == "done":
@@ -311,12 +388,13 @@ def first_run_panel() -> bool:
         return False
     st.write("The lab needs a classifier to probe. A small ResNet-18 on the embedded handwritten digits "
              "trains in the background, with progress here; you can keep browsing meanwhile.")
-    if st.button(TRAIN_BUTTON_LABEL, type="primary", key="first_run_train"):
+    if st.button(TRAIN_BUTTON_LABEL, type="primary", key="first_run_train",
+                 disabled=not allowed("train-default"), help=off_help("train-default")):
         running = find_job("train")  # another user may have started one a moment ago: watch that one
         if running is not None:
             st.session_state[KEY_JOB_PREFIX + "train"] = running.id
-        else:
-            submit_job("train", {"dataset": DEFAULT_DATASET})
+        else:  # the default recipe only: bounded (and in a demo, max_epochs caps the rest)
+            submit_job("train", {"dataset": DEFAULT_DATASET}, action="train-default")
         st.rerun()
     return False
 
@@ -365,7 +443,7 @@ def cards_frame(cards: list[Any]) -> Any:
     rows = [{
         "version": card.version,
         "origin": card_origin(card),
-        "dataset": card.dataset,
+        "dataset": shown_dataset(card.dataset),
         "clean accuracy": percent(card_accuracy(card)),
         "drifted: before": percent((card.metrics or {}).get("drifted_before")),
         "drifted: after": percent((card.metrics or {}).get("drifted_after")),

@@ -11,8 +11,9 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from app_pages._ui import active_card, show_dataset_note
+from app_pages._ui import active_card, md, show_dataset_note, shows_server_paths
 from zeal_core.data import ImageDataset, is_prepared, list_datasets, load_dataset, prepare_dataset
+from zeal_core.data.folder import allowed_folder_roots
 from zeal_core.data.imagenette import PREPARE_COMMAND, archive_path, cache_path
 from zeal_core.data.settings import imagenette_settings
 from zeal_core.errors import ZealError
@@ -66,10 +67,39 @@ def choose_dataset() -> str | None:
                           help="digits works offline; Imagenette needs one download; or use your own folder")
     if choice != FOLDER_OPTION:
         return choice
+    if not shows_server_paths():  # a demo: folders only from the allow-list, never a typed server path
+        return choose_allowed_folder()
     path = st.text_input("Folder path", key="data_folder", placeholder="/home/me/pictures/pets",
                          on_change=remember_choice,
                          help="One subfolder per class (cats/, dogs/, ...), or train/ and val/ holding them")
     return f"folder:{path.strip()}" if path.strip() else None
+
+
+def allowed_folders() -> dict[str, str]:
+    """Image folders a demo visitor may pick: the subfolders of each ``ZEAL_FOLDER_ROOTS`` folder, by a
+    label that shows no server path (``<root name>/<folder name>``) -> its ``folder:PATH`` name."""
+    found = {}
+    for root in allowed_folder_roots():
+        try:
+            children = sorted(path for path in root.iterdir()
+                              if path.is_dir() and not path.name.startswith("."))
+        except OSError:
+            continue
+        for child in children:
+            found[f"{root.name}/{child.name}"] = f"folder:{child}"
+    return found
+
+
+def choose_allowed_folder() -> str | None:
+    """A selectbox of the allowed image folders (none without ``ZEAL_FOLDER_ROOTS``)."""
+    folders = allowed_folders()
+    if not folders:
+        st.info("This demo offers no image folders: the built-in datasets work, and a check of your own "
+                "images is on the Your own images page.")
+        return None
+    label = st.selectbox("Image folder", list(folders), key="data_allowed_folder",
+                         help="The folders this server offers (one subfolder per class inside each).")
+    return folders[label]
 
 
 def offer_imagenette_download() -> None:
@@ -89,12 +119,13 @@ def offer_imagenette_download() -> None:
             prepare_dataset("imagenette", progress=on_progress)
         except ZealError as error:
             bar.empty()
-            st.error(f"Could not prepare Imagenette. {error}")
+            st.error(f"Could not prepare Imagenette. {md(error)}")
             return
         st.rerun()
-    st.caption("No network? Set `ZEAL_IMAGENETTE_URL` (a mirror URL or local file) and "
-               f"`ZEAL_IMAGENETTE_MD5`, or place `imagenette2-160.tgz` at `{archive_path()}`, then click "
-               f"the button or run `{PREPARE_COMMAND}`.")
+    if shows_server_paths():  # a demo names no server path
+        st.caption("No network? Set `ZEAL_IMAGENETTE_URL` (a mirror URL or local file) and "
+                   f"`ZEAL_IMAGENETTE_MD5`, or place `imagenette2-160.tgz` at {md(archive_path())}, then "
+                   f"click the button or run `{PREPARE_COMMAND}`.")
 
 
 def counts_chart(dataset: ImageDataset) -> None:
@@ -116,7 +147,7 @@ def sample_grid(dataset: ImageDataset) -> None:
             continue
         chosen = np.sort(rng.choice(members, size=min(SAMPLES_PER_CLASS, members.size), replace=False))
         pixels = dataset.images[chosen].permute(0, 2, 3, 1).numpy()  # N x H x W x 3 for st.image
-        st.markdown(f"**{class_name}** · {members.size:,} images")
+        st.markdown(f"**{md(class_name)}** · {members.size:,} images")
         st.image(list(pixels), width=THUMBNAIL_PX)
 
 
@@ -125,7 +156,7 @@ def show_dataset(name: str) -> None:
     try:
         dataset = cached_dataset(name, source_key(name))
     except ZealError as error:
-        st.error(str(error))
+        st.error(md(error))
         return
     info = dataset.info()
     columns = st.columns(5)
@@ -149,14 +180,15 @@ def main() -> None:
     st.title("Data")
     name = choose_dataset()
     if name is None:
-        st.info("Type the path of a folder with one subfolder per class.")
+        if shows_server_paths():
+            st.info("Type the path of a folder with one subfolder per class.")
         return
     st.session_state["dataset"] = name
     show_dataset_note(active_card())
     try:
         missing = name == "imagenette" and not is_prepared("imagenette")
     except ZealError as error:  # e.g. a malformed md5 in params.yaml or the environment
-        st.error(str(error))
+        st.error(md(error))
         return
     if missing:
         offer_imagenette_download()

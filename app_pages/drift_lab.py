@@ -14,6 +14,7 @@ from app_pages._ui import (
     active_card,
     first_run_panel,
     load_dataset_cached,
+    md,
     show_dataset_note,
     user_errors,
 )
@@ -60,7 +61,7 @@ def load_url_state() -> None:
     try:
         spec = DriftSpec.parse(text)
     except Exception:  # a hand-edited URL: fall back to the default view, and say so
-        st.toast(f"Ignored the drift spec {text!r} in the URL: it does not parse.")
+        st.toast(f"Ignored the drift spec {md(repr(text))} in the URL: it does not parse.")  # shown as text
         spec = DriftSpec.parse(DEFAULT_SPEC)
     known = set(list_drift_kinds())
     steps = [(name, severity) for name, severity in spec.steps if name in known]
@@ -192,8 +193,8 @@ def show_metrics(report, spec: DriftSpec, n: int, seed: int) -> None:
                       delta_color="off", delta_arrow="off", help=decision.rule)
     columns[4].metric("Projection", report.projection.upper(),
                       help="PCA is shown until UMAP has warmed up in the background.")
-    st.caption(f"Drift spec `{spec.text}` · n = {n} · seed = {seed} · reference: {report.reference_n} clean "
-               "held-out images")
+    st.caption(f"Drift spec {md(spec.text)} · n = {n} · seed = {seed} · reference: {report.reference_n} "
+               "clean held-out images")
 
 
 def show_pairs(report, reference) -> None:
@@ -208,7 +209,7 @@ def show_pairs(report, reference) -> None:
         position = int(report.sample.indices[row])
         label = int(report.sample.labels[row])
         column.image(reference.source.split_images[position].permute(1, 2, 0).numpy(),
-                     caption=f"class {names[label] if label >= 0 else 'unseen'}", width="stretch")
+                     caption=f"class {md(names[label]) if label >= 0 else 'unseen'}", width="stretch")
         column.image(_lab.thumbnail(report, row), width="stretch")
 
 
@@ -229,7 +230,7 @@ def show_scatter(report, reference) -> None:
              else _lab.thumbnail(report, int(row)))
     left, right = st.columns([1, 3])
     left.image(image, width=96)
-    right.markdown(f"**{domain} #{index}**  \nlabel **{label}**, prediction **{prediction}**")
+    right.markdown(f"**{domain} #{index}**  \nlabel **{md(label)}**, prediction **{md(prediction)}**")
 
 
 def show_typical(report) -> None:

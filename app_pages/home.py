@@ -8,6 +8,8 @@ from app_pages._ui import (
     dataset_status,
     device_text,
     first_run_panel,
+    md,
+    shown_dataset,
 )
 from zeal_core.models.registry import card_origin
 
@@ -26,7 +28,7 @@ def status_cards(card) -> None:
     left, middle, right = st.columns([1, 1.6, 1.2], gap="medium")
     with left.container(border=True, height="stretch"):
         st.caption("Dataset in use")
-        st.markdown(f"#### {in_use}")
+        st.markdown(f"#### {md(shown_dataset(in_use))}")
         st.caption("the active model's own dataset" if card else "chosen on Data")
     with middle.container(border=True, height="stretch"):
         st.caption("Active model")
@@ -37,8 +39,9 @@ def status_cards(card) -> None:
             st.markdown(f"`{card.version}`")
             accuracy = card_accuracy(card)
             score = "" if accuracy is None else f" · clean validation accuracy **{accuracy:.1%}**"
-            st.markdown(f"{card_origin(card)} on **{card.dataset}** at {card.model_config.image_size} px"
-                        f"{score}")
+            trained_on = md(shown_dataset(card.dataset))
+            size = card.model_config.image_size
+            st.markdown(f"{card_origin(card)} on **{trained_on}** at {size} px{score}")
             st.caption(f"saved {card.created}")
     with right.container(border=True, height="stretch"):
         st.caption("Device")

@@ -11,6 +11,7 @@ from app_pages._ui import (
     StreamlitProgress,
     activate_job_result,
     active_version,
+    allowed,
     cards_column_config,
     cards_frame,
     dataset_name,
@@ -18,8 +19,12 @@ from app_pages._ui import (
     evaluate_cached,
     folders_key,
     job_queue,
+    md,
+    off_help,
     registry,
     show_job,
+    shown_dataset,
+    shows_server_paths,
     submit_job,
     watched_job,
 )
@@ -83,8 +88,9 @@ with st.form("train_form", border=True):
     pretrained = st.checkbox("Start from ImageNet weights (timm hub)", key="train_pretrained",
                              help="Needs the timm hub (internet, or the weights in the Hugging Face cache). "
                                   "Where it cannot be reached the job says so and trains from scratch.")
-    start = st.form_submit_button(f"Train on {dataset_name()}", type="primary",
-                                  disabled=job_queue() is None)
+    start = st.form_submit_button(f"Train on {md(shown_dataset(dataset_name()))}", type="primary",
+                                  disabled=job_queue() is None or not allowed("train"),
+                                  help=off_help("train"))
 if start:
     submit_job("train", {"dataset": dataset_name(), "epochs": int(epochs), "seed": int(seed),
                          "pretrained": bool(pretrained)})
@@ -132,7 +138,9 @@ st.caption("A timm checkpoint trained elsewhere: a .safetensors file or a PyTorc
 with st.form("import_form", border=True):
     upload = st.file_uploader("Checkpoint file", key="import_upload",
                               type=["safetensors", "pth", "pt", "bin", "ckpt", "tar"])
-    server_path = st.text_input("…or its path on the server", key="import_path")
+    # A demo never takes a server path: checkpoints come from uploads only.
+    server_path = (st.text_input("…or its path on the server", key="import_path")
+                   if shows_server_paths() else "")
     columns = st.columns(3)
     arch = columns[0].text_input("Architecture (timm name)", value="resnet18", key="import_arch")
     choices = list(list_datasets()) + ([dataset_name()] if dataset_name() not in list_datasets() else [])
@@ -142,11 +150,15 @@ with st.form("import_form", border=True):
                                          max_value=1024, value=0, step=1, key="import_image_size")
     reset_head = st.checkbox("New classifier head for the dataset's classes (fitted on the train split, rest "
                              "of the network frozen)", key="import_reset_head")
-    import_active = st.checkbox("Make it active", value=True, key="import_activate")
-    do_import = st.form_submit_button("Import", key="import_submit")
-if do_import:
+    import_active = st.checkbox("Make it active", value=allowed("activate"), key="import_activate",
+                                disabled=not allowed("activate"), help=off_help("activate"))
+    do_import = st.form_submit_button("Import", key="import_submit", disabled=not allowed("import"),
+                                      help=off_help("import"))
+if do_import and allowed("import"):
     bar = StreamlitProgress("Importing…")
     try:
+        if upload is None and not shows_server_paths():
+            raise ZealError("no checkpoint uploaded: choose a .safetensors or .pth file above")
         source = upload.getvalue() if upload is not None else server_checkpoint_path(server_path)
         imported = import_checkpoint(source, filename=upload.name if upload is not None else None,
                                      arch=arch.strip() or None, dataset=import_dataset,
@@ -154,18 +166,31 @@ if do_import:
                                      registry=models, device=device(), progress=bar)
     except ZealError as error:
         bar.done("Import failed")
-        st.error(str(error))
+        st.error(md(error))
     else:
         bar.done("Imported")
-        if import_active:
+        if import_active and allowed("activate"):
             models.set_active(imported.version)
-        st.success(f"Imported {imported.recipe['import']['file']} as {imported.version}: validation accuracy "
-                   f"{imported.metrics['val_accuracy']:.1%} on {imported.metrics['val_n']} images "
+        st.success(f"Imported {md(imported.recipe['import']['file'])} as {imported.version}: validation "
+                   f"accuracy {imported.metrics['val_accuracy']:.1%} on {imported.metrics['val_n']} images "
                    f"({imported.metrics['seconds']:.1f} s).")
-        st.caption(imported.notes)
+        st.caption(md(imported.notes))
 
 # --------------------------------------------------------------------------------------------- registry
 st.subheader("Versions")
+problem = models.active_problem()
+if problem is not None:  # the pages use no other version in its place until the user picks one
+    st.error(md(models.damaged_active_error(*problem)))
+damaged = models.damaged()
+if damaged:
+    st.warning(f"{len(damaged)} damaged version(s): never used. Delete them, or restore their files.")
+    st.dataframe([{"version": version, "problem": reason} for version, reason in damaged], hide_index=True,
+                 key="model_damaged")
+    to_delete = st.selectbox("Damaged version", [version for version, _ in damaged], key="model_damaged_pick")
+    if st.button("Delete the damaged version", key="model_damaged_delete", disabled=not allowed("delete"),
+                 help=off_help("delete")) and allowed("delete"):
+        models.delete(to_delete)
+        st.rerun()
 cards = models.list()
 if not cards:
     st.info("No versions yet: train one above (or from the Home page).")
@@ -179,8 +204,9 @@ if st.session_state.get("model_version") not in versions:
     st.session_state.pop("model_version", None)  # a deleted version: fall back to the active one
 chosen = st.selectbox("Version", versions, index=versions.index(active) if active in versions else 0,
                       key="model_version")
-if st.button("Make active", disabled=chosen == active, key="model_make_active",
-             help="The version every page and the check command use."):
+if st.button("Make active", disabled=chosen == active or not allowed("activate"), key="model_make_active",
+             help=off_help("activate", "The version every page and the check command use.")) \
+        and allowed("activate"):
     models.set_active(chosen)
     st.rerun()
 
@@ -228,7 +254,8 @@ with st.expander("Export for timm"):
                           file_name=f"{chosen}.json", mime="application/json", on_click="ignore",
                           key="model_export_card")
 with st.expander("Model card"):
-    st.json({"version": card.version, "model_config": card.model_config.to_dict(), "dataset": card.dataset,
+    st.json({"version": card.version, "model_config": card.model_config.to_dict(),
+             "dataset": shown_dataset(card.dataset),
              "recipe": card.recipe, "parent": card.parent, "strategy": card.strategy,
              "drift_spec": card.drift_spec, "metrics": card.metrics, "created": card.created,
              "notes": card.notes, "class_names": card.class_names})

@@ -8,11 +8,17 @@ from app_pages import _lab, _labelfree
 from app_pages._ui import (
     active_card,
     active_version,
+    allowed,
     ended_job,
     first_run_panel,
+    history_store,
+    md,
+    off_help,
     registry,
     short_version,
     show_dataset_note,
+    show_history_error,
+    shows_server_paths,
     submit_job,
     user_errors,
 )
@@ -20,7 +26,7 @@ from zeal_core.config import override
 from zeal_core.corruptions import list_drift_kinds
 from zeal_core.drift import list_detectors
 from zeal_core.errors import ZealError
-from zeal_core.history import HistoryStore, load_policy, save_policy
+from zeal_core.history import HistoryStore, default_path, load_policy, save_policy
 from zeal_core.monitor import Schedule
 from zeal_core.retrain import continual_strategies, list_strategies, unlabeled_strategies
 
@@ -150,7 +156,8 @@ def simulation() -> None:
               "window": int(window), "cooldown": int(cooldown), "continual": continual}
     st.caption(f"{len(schedule)} batches of {batch_size} held-out images, tested with the model "
                f"**{short_version(active_version())}** (the active version).")
-    if st.button("Run the stream", type="primary", key="monitor_run"):
+    if st.button("Run the stream", type="primary", key="monitor_run", disabled=not allowed("monitor"),
+                 help=off_help("monitor")):
         with user_errors():
             submit_job("monitor", {"model": active_version(),
                                    "dataset": registry().card(active_version()).dataset,
@@ -181,9 +188,10 @@ def show_check(row) -> None:
                           help=f"Estimated without labels by {row.estimator}.")
         if caution:
             columns[2].caption(caution)
-    st.caption(f"#{row.id} · {row.created} · {row.origin} · {row.source} · model `{row.model_version}`")
+    st.caption(f"#{row.id} · {md(row.created)} · {md(row.origin)} · {md(row.source)} · model "
+               f"{md(row.model_version)}")  # the source holds uploaded file names: text, never Markdown
     if row.diagnosis:
-        st.markdown(f"**Diagnosis:** {row.diagnosis}")
+        st.markdown(f"**Diagnosis:** {md(row.diagnosis)}")
     threshold = decision.get("threshold", 0.0)
     st.table(pd.DataFrame([{"detector": item["detector"], "p-value": _lab.p_value_text(item),
                             "verdict": "drift" if item["p_value"] < threshold else "no drift"}
@@ -194,7 +202,7 @@ def show_check(row) -> None:
     drifted = report.get("most_drifted", [])
     if drifted:
         st.markdown("Most drift-typical images: " + ", ".join(
-            f"`{item['file'] or item['index']}` ({item['score']:.2f})" for item in drifted[:8]))
+            f"{md(item['file'] or item['index'])} ({item['score']:.2f})" for item in drifted[:8]))
     if report.get("skipped"):
         st.caption(f"{len(report['skipped'])} file(s) could not be read.")
 
@@ -224,7 +232,8 @@ def policy_form(store: HistoryStore) -> None:
                                          key="policy_window")
         cooldown = columns[2].number_input("Cool-down (checks)", 0, 100, policy.cooldown,
                                            key="policy_cooldown")
-        if st.form_submit_button("Save the policy"):
+        if st.form_submit_button("Save the policy", disabled=not allowed("policy"), help=off_help("policy")) \
+                and allowed("policy"):
             with user_errors():
                 save_policy(store, override(policy, {
                     "enabled": enabled, "strategy": strategy, "promote": promote, "margin": margin / 100,
@@ -240,8 +249,19 @@ def policy_form(store: HistoryStore) -> None:
 
 
 def history() -> None:
-    """Every recorded check on a time axis, one click (or pick) to its report, and the policy."""
-    store = HistoryStore()
+    """Every recorded check on a time axis, one click (or pick) to its report, and the policy; a damaged,
+    read-only or locked history says so and how to recover instead."""
+    store = history_store()
+    if store is None:
+        return
+    try:
+        history_view(store)
+    except ZealError as error:
+        show_history_error(error)
+
+
+def history_view(store: HistoryStore) -> None:
+    """The recorded checks and the policy form of a history that opened."""
     include = st.toggle("Include the simulation's own checks", value=False, key="history_simulated",
                         help="Each simulated stream batch is recorded too (origin 'monitor').")
     rows = [row for row in store.checks(limit=500) if include or row.origin in REAL]
@@ -267,6 +287,6 @@ with simulation_tab:
              "alarms.")
     simulation()
 with history_tab:
-    st.write("Checks of real batches — uploads and `zeal check` — kept in the history "
-             f"(`{HistoryStore().path}`).")
+    where = f" ({md(default_path())})" if shows_server_paths() else ""  # no server path in a demo
+    st.write(f"Checks of real batches — uploads and `zeal check` — kept in the history{where}.")
     history()

@@ -6,14 +6,19 @@ import streamlit as st
 from app_pages._ui import (
     KEY_DRIFT_SPEC,
     POLL_SECONDS,
+    active_card,
     active_version,
+    allowed,
     cards_column_config,
     cards_frame,
     ended_job,
     first_run_panel,
     job_queue,
+    md,
+    off_help,
     registry,
     short_version,
+    show_dataset_note,
     submit_job,
     user_errors,
 )
@@ -25,6 +30,7 @@ if not first_run_panel():
     st.stop()
 models = registry()
 queue = job_queue()
+show_dataset_note(active_card())
 
 
 def before_after_frame(cards: list):
@@ -108,17 +114,20 @@ def activation_panel(card, key: str) -> None:
     show_accuracy_change(card, left)
     reason = activation_check(card)
     pending = st.session_state.get("retrain_confirm") == f"{key}:{card.version}"
-    if not pending and right.button("Make active", key=f"{key}_activate", type="primary"):
+    if not pending and right.button("Make active", key=f"{key}_activate", type="primary",
+                                    disabled=not allowed("activate"), help=off_help("activate")) \
+            and allowed("activate"):
         if reason is None:
             activate(card.version)
         else:  # ask first: the next run shows the warning and the confirm button
             st.session_state["retrain_confirm"] = f"{key}:{card.version}"
             st.rerun()
     if pending:
-        st.warning(f"{short_version(card.version)} {reason}. Make it active anyway? The app and the history "
-                   "checks will use it from now on.")
+        st.warning(f"{md(short_version(card.version))} {md(reason)}. Make it active anyway? The app and the "
+                   "history checks will use it from now on.")
         yes, no = st.columns(2)
-        if yes.button("Yes, make it active", key=f"{key}_confirm"):
+        if yes.button("Yes, make it active", key=f"{key}_confirm", disabled=not allowed("activate")) \
+                and allowed("activate"):
             activate(card.version)
         if no.button("Cancel", key=f"{key}_cancel"):
             st.session_state.pop("retrain_confirm", None)
@@ -162,12 +171,13 @@ with st.form("retrain_form"):
     st.caption(f"Parent model: **{parent}** (the active version). Every new version passes the guard: clean "
                f"accuracy within {100 * MAX_CLEAN_DROP:g} points of the parent's and not worse on the drift, "
                "or it is marked and never made active without your confirmation.")
-    submitted = st.form_submit_button("Retrain", type="primary")
+    submitted = st.form_submit_button("Retrain", type="primary", disabled=not allowed("retrain"),
+                                      help=off_help("retrain"))
 if submitted:
     try:
         spec_text = corruptions.DriftSpec.parse(spec_text).text
     except Exception as error:
-        st.error(f"Drift spec {spec_text!r} does not parse: {error}")
+        st.error(f"Drift spec {md(repr(spec_text))} does not parse: {md(error)}")
     else:
         with user_errors():
             submit_job("retrain", {"model": parent, "strategy": strategy,
@@ -198,8 +208,10 @@ if st.session_state.get("retrain_version") not in versions:
 left, right = st.columns([4, 1], vertical_alignment="bottom")
 chosen = left.selectbox("Version", versions, key="retrain_version",
                         format_func=lambda v: f"{v} (active)" if v == active else v)
-if right.button("Delete", disabled=chosen == active, key="retrain_delete", type="secondary",
-                help="Remove this version (card and weights). The active version cannot be deleted."):
+if right.button("Delete", disabled=chosen == active or not allowed("delete"), key="retrain_delete",
+                type="secondary", help=off_help("delete", "Remove this version (card and weights). The "
+                                                          "active version cannot be deleted.")) \
+        and allowed("delete"):
     models.delete(chosen)
     from zeal_core.reference import forget_references
 
@@ -242,7 +254,8 @@ def jobs_panel() -> None:
     if live:
         left, right = st.columns([3, 1])
         to_cancel = left.selectbox("Live job", live, key="retrain_cancel_job", label_visibility="collapsed")
-        if right.button("Cancel job", key="retrain_cancel"):
+        if right.button("Cancel job", key="retrain_cancel", disabled=not allowed("cancel"),
+                        help=off_help("cancel")) and allowed("cancel"):
             queue.cancel(to_cancel)
 
 

@@ -4,7 +4,10 @@ history.
 One call does the work: ``FittedReference.check(images)`` (``zeal_core.reference``); the report is recorded
 once per distinct upload (``zeal_core.history.record_check``), where the retrain policy can act on it. Before
 anything is uploaded the page says what the active model expects (size, colours, examples from its training
-images), and after, whether the batch looks different.
+images), and after, whether the batch looks different. The files are decoded once per upload (kept in the
+session while it stays the same), at most ``ZEAL_MAX_UPLOADS`` files and ``ZEAL_MAX_CHECK_N`` images (a seeded
+random subset beyond, said on the page and in the report's source). A history that cannot be written never
+hides the report.
 """
 
 import hashlib
@@ -18,15 +21,22 @@ from app_pages._ui import (
     active_card,
     first_run_panel,
     folders_key,
+    history_store,
     load_dataset_cached,
+    md,
     short_version,
     show_dataset_note,
+    show_history_error,
+    shown_dataset,
     user_errors,
 )
 from zeal_core.data import decode_images
 from zeal_core.data.appearance import Appearance, appearance_differences, describe_appearance
-from zeal_core.history import HistoryStore, record_check
+from zeal_core.errors import ZealError
+from zeal_core.history import record_check
 from zeal_core.reference import scatter_frame
+from zeal_core.sampling import seeded_subset
+from zeal_core.settings import get_settings
 
 TYPICAL_SHOWN = 12  # most drift-typical uploads shown
 TYPICAL_PER_ROW = 6  # wide enough for a file name and its score under each
@@ -60,7 +70,8 @@ def expected_input(card) -> Appearance:
     size = card.model_config.image_size
     with st.container(border=True):
         st.markdown(f"**What the active model expects** · `{short_version(card.version)}` was trained on "
-                    f"**{card.dataset}**: {look.describe()}; every upload is resized to {size} × {size} px.")
+                    f"**{md(shown_dataset(card.dataset))}**: {look.describe()}; every upload is resized to "
+                    f"{size} × {size} px.")
         st.caption("Examples from its training images. Uploads that look different (white digits on black "
                    "for a model trained on dark ink on white, photos for a model of drawings) are a drift it "
                    "never saw: its accuracy on them can fall to 0 %, and the checks below will say drift.")
@@ -82,21 +93,44 @@ def controls(sizes: list[int]) -> tuple[int, bool, list]:
     return int(n_reference), bool(keep), files or []
 
 
-def batch_key(uploaded: list, reference_n: int) -> str:
-    """Identifies one upload: its files' names and bytes and the reference size (recorded once each)."""
-    digest = hashlib.sha256(str(reference_n).encode())
+def upload_key(uploaded: list) -> str:
+    """Identifies one upload cheaply: Streamlit's id, name and size of each file (no bytes hashed)."""
+    digest = hashlib.sha256()
     for file in uploaded:
-        digest.update(file.name.encode() + b"\0" + file.getvalue())
+        digest.update(f"{getattr(file, 'file_id', '')}\0{file.name}\0{file.size}\n".encode(errors="replace"))
     return digest.hexdigest()
 
 
+def batch_key(uploaded: list, reference_n: int) -> str:
+    """Identifies one check of an upload: the upload and the reference size (recorded once each)."""
+    return hashlib.sha256(f"{upload_key(uploaded)}|{reference_n}".encode()).hexdigest()
+
+
+def capped(uploaded: list) -> tuple[list, str | None]:
+    """At most ``max_uploads`` / ``max_check_n`` files: a seeded random subset beyond, and a note."""
+    settings = get_settings()
+    limit = min(settings.max_uploads, settings.max_check_n)
+    if len(uploaded) <= limit:
+        return uploaded, None
+    kept = [uploaded[int(position)] for position in seeded_subset(len(uploaded), limit, 0)]
+    return kept, (f"a random {limit:,} of {len(uploaded):,} uploaded files (this server checks at most "
+                  f"{limit:,})")
+
+
 def decode(files: list, reference) -> tuple:
-    """The readable uploads at the model's size, their names, and the skipped files (listed here)."""
-    with user_errors():
-        bar = StreamlitProgress("Decoding")
-        images, skipped = decode_images([(file.name, file.getvalue()) for file in files],
-                                        reference.image_size, progress=bar)
-        bar.done(f"Decoded {images.shape[0]} of {len(files)} files")
+    """The readable uploads at the model's size, their names, and the skipped files (listed here): decoded
+    once per upload and kept in this session (widget changes rerun the page; they must not decode again)."""
+    key = f"{upload_key(files)}|{reference.image_size}"
+    cache = st.session_state.setdefault("upload_decoded", {})
+    if key not in cache:
+        with user_errors():
+            bar = StreamlitProgress("Decoding")
+            images, skipped = decode_images([(file.name, file.getvalue()) for file in files],
+                                            reference.image_size, progress=bar)
+            bar.done(f"Decoded {images.shape[0]} of {len(files)} files")
+        cache.clear()  # one upload at a time per session: memory stays bounded
+        cache[key] = (images, skipped)
+    images, skipped = cache[key]
     if skipped:
         st.warning(f"Skipped {len(skipped)} file(s):")
         st.dataframe([{"file": name, "reason": reason} for name, reason in skipped], hide_index=True,
@@ -122,17 +156,24 @@ def record(report, images, files: list, reference, n_reference: int, keep: bool)
     recorded = st.session_state.setdefault("upload_recorded", {})
     incomplete = st.session_state.setdefault("upload_incomplete", set())  # recorded before the warm-up ended
     key = batch_key(files, n_reference)
-    if keep and key not in recorded:
-        with user_errors():
-            recorded[key], action = record_check(report, images=images, origin="upload",
+    store = history_store() if keep else None  # None (and why) when the history cannot be opened
+    if store is not None and key not in recorded:
+        try:
+            recorded[key], action = record_check(report, images=images, origin="upload", store=store,
                                                  max_side=reference.source.card.model_config.image_size)
-        if report.pending:
+        except ZealError as error:  # the report still stands; only the record is missing
+            show_history_error(error)
+            action = None
+        if report.pending and key in recorded:
             incomplete.add(key)
         if action:
-            st.toast(f"The retrain policy queued {action['strategy']} on checks {action['check_ids']}.")
-    elif key in incomplete and not report.pending:  # the diagnosis is ready now: complete the record
-        HistoryStore().complete(recorded[key], report)
-        incomplete.discard(key)
+            st.toast(f"The retrain policy queued {md(action['strategy'])} on checks {action['check_ids']}.")
+    elif store is not None and key in incomplete and not report.pending:  # the diagnosis is ready: complete
+        try:
+            store.complete(recorded[key], report)
+            incomplete.discard(key)
+        except ZealError as error:
+            show_history_error(error)
     return recorded, key
 
 
@@ -160,7 +201,8 @@ def show_detectors_and_map(report, reference, dataset: str) -> None:
     """The detector table beside the uploads' place in the reference's map."""
     left, right = st.columns(2, gap="medium")
     with left:
-        st.markdown(f"**Detectors** · reference: {report.reference_n} clean held-out images of {dataset}")
+        st.markdown(f"**Detectors** · reference: {report.reference_n} clean held-out images of "
+                    f"{md(shown_dataset(dataset))}")
         st.table(_lab.detector_frame(report))
         st.caption(_lab.decision_caption(report))
     with right:
@@ -185,7 +227,12 @@ def show_typical(report) -> None:
 
 def show_history_and_predictions(report, reference, names: list[str], current: int | None) -> None:
     """The recent checks over time (this one starred) and each upload's prediction."""
-    rows = HistoryStore().checks(limit=50)
+    store = history_store()
+    try:
+        rows = store.checks(limit=50) if store is not None else []
+    except ZealError as error:
+        show_history_error(error)
+        rows = []
     if rows:
         st.plotly_chart(_labelfree.history_figure(rows, current), key="upload_history")
         st.page_link("app_pages/monitor.py",
@@ -215,6 +262,9 @@ def main() -> None:
         st.info("No images uploaded yet. At least 2 readable images are needed; 30 or more give the tests "
                 "power.")
         return
+    files, sampled_note = capped(files)
+    if sampled_note:
+        st.warning(f"Checking {sampled_note}.")
     with user_errors():
         reference = _lab.reference_for(card.version, n_reference)
     images, names, skipped = decode(files, reference)
@@ -224,7 +274,8 @@ def main() -> None:
     compare_look(expected, images)
     with user_errors():
         shown = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
-        report = reference.check(images, file_names=names, skipped=skipped, source=f"upload: {shown}")
+        source = f"upload: {sampled_note}: {shown}" if sampled_note else f"upload: {shown}"
+        report = reference.check(images, file_names=names, skipped=skipped, source=source)
     recorded, key = record(report, images, files, reference, n_reference, keep)
     show_metrics(report, reference, recorded, key)
     _labelfree.show_estimates(report, key="upload")

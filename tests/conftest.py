@@ -20,6 +20,13 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def shown_text(markdown: str) -> str:
+    """What a reader sees of Markdown source the pages escaped (``app_pages._ui.md``): backslashes gone."""
+    import re
+
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Keep tests from fighting over the two cores and from touching analytics or the hub."""
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")

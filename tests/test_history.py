@@ -27,6 +27,7 @@ from zeal_core.history import (
     schema_version,
 )
 from zeal_core.history.schema import MIGRATIONS
+from zeal_core.history.store import HistoryError
 from zeal_core.jobs import JobQueue, run_worker
 from zeal_core.models.registry import ModelRegistry
 from zeal_core.reference import FittedReference, ReferenceConfig, get_reference
@@ -104,7 +105,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.sqlite"
     with sqlite3.connect(path) as connection:
         connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(sqlite3.DatabaseError, match="newer than this lab"):
+    with pytest.raises(HistoryError, match="newer than this lab"):  # a DataError: exit 2, one line
         HistoryStore(path)
 
 

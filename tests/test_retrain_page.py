@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_pages._ui import KEY_DRIFT_SPEC
-from tests.conftest import ROOT
+from app_pages._ui import KEY_DATASET, KEY_DRIFT_SPEC
+from tests.conftest import ROOT, shown_text
 from tests.test_retrain import save_tiny_parent
 from zeal_core.models.registry import ModelRegistry
 from zeal_core.retrain import GuardVerdict, list_strategies
@@ -62,7 +62,7 @@ def test_make_active_asks_first_when_the_guard_refused_the_version(registry) -> 
     assert any("Guard refused" in caption.value for caption in at.caption)
     at.button(key="retrain_chosen_activate").click().run()
     assert models.get_active() == parent  # not yet: the page asks first
-    assert any("loses 6.0 points" in warning.value for warning in at.warning)
+    assert any("loses 6.0 points" in shown_text(warning.value) for warning in at.warning)
     at.button(key="retrain_chosen_cancel").click().run()
     assert models.get_active() == parent and not at.warning
     at.button(key="retrain_chosen_activate").click().run()
@@ -89,3 +89,11 @@ def test_the_drift_spec_follows_the_drift_lab_and_every_strategy_is_offered(regi
     assert at.text_input(key="retrain_spec").value == "contrast:4@0.5"
     fresh = retrain_page()  # no Drift Lab visit: a drift strong enough to cost accuracy
     assert fresh.text_input(key="retrain_spec").value == "gaussian_noise:5"
+
+
+def test_the_page_says_when_the_data_page_choice_is_not_the_active_models_dataset(registry) -> None:
+    same = retrain_page(**{KEY_DATASET: "digits"})
+    assert not any("You chose" in shown_text(info.value) for info in same.info)
+    other = retrain_page(**{KEY_DATASET: "imagenette"})
+    notes = [shown_text(info.value) for info in other.info if "You chose" in shown_text(info.value)]
+    assert len(notes) == 1 and "trained on digits" in notes[0] and "Retrain" in notes[0]

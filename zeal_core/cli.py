@@ -17,7 +17,9 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from zeal_core.textreport.layout import safe
 COMMAND_MODULES = ("data", "train", "evaluate", "models", "drift", "check", "history", "retrain", "monitor")
 
 log = logging.getLogger("zeal_core")
+DEBUG_VARIABLE = "ZEAL_DEBUG"  # environment variable: 1 prints the traceback of an unexpected error
 
 
 __all__ = ["build_parser", "main", "run", "stderr_progress"]
@@ -96,8 +99,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(build_parser(), argv)
 
 
+def _fail(args: argparse.Namespace, message: str) -> int:
+    """Report an error on one line (and as ``{"ok": false}`` under ``--json``); returns exit code 2."""
+    message = " ".join(message.split())  # one line, whatever the exception text held
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": False, "error": message}))
+    print(f"error: {safe(message)}", file=sys.stderr)  # a file name's escape codes are not obeyed
+    return 2
+
+
+def unexpected_error_text(error: BaseException) -> str:
+    """One line for an exception that is not the lab's own: its type and first line, and where to look."""
+    first = (str(error).strip().splitlines() or [""])[0][:300]
+    return (f"unexpected {type(error).__name__}: {first} (a bug or a fault of the machine, not a result; "
+            f"set {DEBUG_VARIABLE}=1 for the traceback)")
+
+
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` with ``parser`` and run the chosen handler under the exit-code contract of ``main``."""
+    """Parse ``argv`` with ``parser`` and run the chosen handler under the exit-code contract of ``main``.
+
+    The contract holds whatever happens: 1 is only ever a result (``check``: drift), so an exception that
+    is not a ``ZealError`` (a bug, a broken disk, a damaged file nobody foresaw) also exits 2 with one line,
+    never 1 with a traceback, which a ``check ... || alert`` script would take for drift.
+    """
     logging.basicConfig(level=logging.INFO, format="%(message)s",
                         handlers=[cli_progress.ProgressLogHandler()])
     args = parser.parse_args(argv)
@@ -105,17 +129,21 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
         with _progress_display(args):
             result = args.handler(args)
     except ZealError as error:
-        if args.json:
-            print(json.dumps({"ok": False, "error": str(error)}))
-        print(f"error: {safe(str(error))}", file=sys.stderr)  # a file name's escape codes are not obeyed
-        return 2
+        return _fail(args, str(error))
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    if args.json:
-        print(json.dumps(result, default=str))
-    else:
-        _print_text(args, result)
+    except Exception as error:  # the exit-code contract: never 1, never a traceback
+        if os.environ.get(DEBUG_VARIABLE, "").strip() not in ("", "0"):
+            traceback.print_exc(file=sys.stderr)
+        return _fail(args, unexpected_error_text(error))
+    try:
+        if args.json:
+            print(json.dumps(result, default=str))
+        else:
+            _print_text(args, result)
+    except Exception as error:  # e.g. a name the terminal cannot encode: still one line and exit 2
+        return _fail(args, unexpected_error_text(error))
     if isinstance(result.get("exit_code"), int):  # a command with its own codes (check: 1 means drift)
         return int(result["exit_code"])
     return 1 if result.get("ok") is False else 0  # a check that ran and found problems (e.g. bench load)

@@ -3,7 +3,8 @@
 Every settings object of the lab (training recipes, strategy options, monitor and policy settings, pipeline
 parameters) is a frozen dataclass with a comment per field. Values from outside (job parameters, params.yaml,
 ``--option KEY=VALUE``, a page form) go through ``build`` or ``override``: unknown keys are an error that
-names the known ones, lists become tuples where the field holds a tuple, and a value of the wrong type
+names the known ones, lists become tuples where the field holds a tuple, a flag takes exactly true/false,
+yes/no, on/off or 1/0 (any case: ``enabled=no`` switches it off), and a value of the wrong type
 (``window=abc`` for an integer, ``enabled=maybe`` for a flag) is a ``ConfigError`` that names the setting,
 the value and an example, rather than a ``TypeError`` deep inside or a wrong value silently kept. Reading a
 stored card or recipe, where old keys may linger, uses ``known_fields`` to keep only what the current class
@@ -58,6 +59,37 @@ def _tuple_fields(cls: type) -> set[str]:
     return tuples
 
 
+# The words a flag accepts besides JSON's true/false (compared in lower case); nothing else is a flag.
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def _flag_fields(cls: type) -> set[str]:
+    """Fields of ``cls`` typed ``bool`` or ``bool | None``."""
+    hints = typing.get_type_hints(cls)
+    found = set()
+    for name in field_names(cls):
+        hint = hints.get(name)
+        arguments = set(typing.get_args(hint))
+        if hint is bool or (bool in arguments and arguments <= {bool, type(None)}):
+            found.add(name)
+    return found
+
+
+def _flags_read(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with each flag's word (``"no"``, ``"On"``, ``1``) read as a bool; other values are left for
+    ``check_types`` to refuse (so ``enabled=maybe`` is an error, never a truthy string)."""
+    flags = _flag_fields(cls)
+    read = dict(values)
+    for name in flags & set(read):
+        value = read[name]
+        if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+            read[name] = value.strip().lower() in TRUE_WORDS
+        elif isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+            read[name] = bool(value)
+    return read
+
+
 def _type_problem(hint: Any, value: Any) -> str | None:
     """None when ``value`` fits the type ``hint``, else what it should be (``"an integer"``); types this
     does not know (classes, callables) are left to the dataclass itself."""
@@ -69,7 +101,7 @@ def _type_problem(hint: Any, value: Any) -> str | None:
         return None if value in arguments else f"one of {', '.join(map(repr, arguments))}"
     checks: list[tuple[Any, bool, str]] = [
         (type(None), value is None, "empty (null)"),
-        (bool, isinstance(value, bool), "true or false"),
+        (bool, isinstance(value, bool), f"true or false ({'/'.join(TRUE_WORDS)} or {'/'.join(FALSE_WORDS)})"),
         (int, isinstance(value, numbers.Integral) and not isinstance(value, bool), "an integer"),
         (float, isinstance(value, numbers.Real) and not isinstance(value, bool), "a number"),
         (str, isinstance(value, str), "text"),
@@ -114,6 +146,7 @@ def build(cls: type[Config], values: Mapping[str, Any] | None, where: str) -> Co
     """``cls(**values)``, strictly: unknown keys and wrong types raise ``ConfigError`` naming ``where``."""
     values = dict(values or {})
     check_keys(cls, values, where)
+    values = _flags_read(cls, values)
     check_types(cls, values, where)
     try:
         return cls(**_converted(cls, values))
@@ -125,6 +158,7 @@ def override(config: Config, values: Mapping[str, Any] | None, where: str) -> Co
     """A copy of ``config`` with ``values`` replacing its fields, strictly (see ``build``)."""
     values = dict(values or {})
     check_keys(type(config), values, where)
+    values = _flags_read(type(config), values)
     check_types(type(config), values, where)
     try:
         return dataclasses.replace(config, **_converted(type(config), values))
@@ -141,7 +175,8 @@ def known_fields(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_pairs(pairs: Sequence[str], flag: str, example: str) -> dict[str, Any]:
     """Command-line ``KEY=VALUE`` pairs as a dict, each value read as JSON (``2``, ``true``, ``[1, 2]``)
-    or else kept as text: what ``build`` / ``override`` then check against a config's fields.
+    or else kept as text: what ``build`` / ``override`` then check against a config's fields (a flag then
+    takes ``true/false/yes/no/on/off/1/0`` and nothing else).
 
     Args:
         pairs: The flag's values, e.g. ``["epochs=2", "lr=0.001"]``.

@@ -4,7 +4,9 @@ Every writer in the lab (dataset caches, model cards and weights, job files, pip
 history's batch store) goes through these. A temp file is created next to the target (same folder, so the
 final ``os.replace`` is an atomic rename), written, flushed to disk and moved into place; on any failure the
 temp file is removed and the old target is untouched. A process killed mid-write leaves only a hidden
-``.<name>.<random>.tmp`` file, which ``zeal_core.paths.remove_stale_temp_files`` cleans up later.
+``.<name>.<random>.tmp`` file; every later write into the same folder removes such orphans once they are
+stale (``zeal_core.paths.remove_stale_temp_files``: older than 10 minutes, so a live writer's temp file is
+never touched), whichever file they were meant to become.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from zeal_core.paths import remove_stale_temp_files
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -24,6 +28,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(path.parent, "*")  # orphans of killed writers of any file in this folder
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:

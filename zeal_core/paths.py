@@ -70,19 +70,22 @@ def remove_stale_temp_files(folder: Path, name: str, max_age_s: float = STALE_TE
 
     Args:
         folder: The target's folder.
-        name: The target's file name, or a glob such as ``*.safetensors``.
+        name: The target's file name (taken literally), or a pattern such as ``*.safetensors`` or ``*`` (every
+            target in the folder).
         max_age_s: Minimum age in seconds (modification time).
 
     Returns:
         The files removed.
     """
+    import glob
     import time
 
     removed = []
     if not folder.is_dir():
         return removed
     now = time.time()
-    for path in folder.glob(f".{name}.*"):
+    literal = not any(character in name for character in "*?[")
+    for path in folder.glob(f".{glob.escape(name) if literal else name}.*"):
         try:
             if path.suffix in (".tmp", ".part") and path.is_file() and now - path.stat().st_mtime > max_age_s:
                 path.unlink()

@@ -11,6 +11,15 @@ runs on the CPU. Every value can also be set on its own:
 - ``ZEAL_DEVICE``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
 - ``ZEAL_DEFAULT_DATASET``: the dataset the pages open with.
 - ``ZEAL_TORCH_THREADS``: CPU threads torch may use (0 = torch's own choice).
+- ``ZEAL_MAX_CHECK_N``: the most images one check tests; a larger batch is checked on a seeded random
+  subset of that size, and the report says so (memory and time stay bounded whatever a user sends).
+- ``ZEAL_MAX_UPLOADS``: the most files one upload may hold (the rest are left out, and the page says so).
+- ``ZEAL_DEMO_ALLOW``: in demo mode, the actions a visitor may take (comma-separated names from
+  ``DEMO_ACTIONS``, ``all`` or ``none``; default ``DEMO_DEFAULT_ALLOW``). Outside demo mode every action is
+  allowed. A shared URL should also set ``ZEAL_FOLDER_ROOTS`` (the folders ``folder:PATH`` may read).
+
+Demo mode shows no server path: no free-text folder or checkpoint path (unless ``server-paths`` is
+allowed), folder datasets only from the ``ZEAL_FOLDER_ROOTS`` allow-list, imports only from uploads.
 
 Pages call ``get_settings()`` (cached for the life of the process); tests call ``load_settings(env)``.
 """
@@ -38,6 +47,25 @@ MAX_EPOCHS = (30, 3)  # training epochs a page may ask for
 DEVICE = ("auto", "cpu")  # compute device
 DEFAULT_DATASET = ("digits", "digits")  # the embedded dataset needs no download in either mode
 TORCH_THREADS = (0, 2)  # CPU threads for torch; 0 leaves torch's own choice
+MAX_CHECK_N = (5000, 1000)  # images one check tests at most (a seeded random subset beyond)
+MAX_UPLOADS = (2000, 200)  # files one upload may hold
+
+# What a visitor of a demo may be allowed to do (ZEAL_DEMO_ALLOW), with what each name covers.
+DEMO_ACTIONS = {
+    "train-default": "train the default digits model from Home while there is no model (one job at a time)",
+    "train": "start training jobs (Model page)",
+    "import": "import an uploaded checkpoint as a new version (Model page)",
+    "retrain": "start retrain jobs (Retrain page)",
+    "monitor": "start simulated-stream jobs (Monitor page)",
+    "cancel": "cancel queued or running jobs",
+    "activate": "make another version the active one",
+    "delete": "delete model versions",
+    "policy": "change the retrain policy over the check history",
+    "server-paths": "type paths on the server (folder datasets, checkpoints) instead of choosing from "
+                    "ZEAL_FOLDER_ROOTS or uploading",
+}
+# The demo's default: the one costly action a first visitor needs, bounded (only while no model exists).
+DEMO_DEFAULT_ALLOW = ("train-default",)
 
 
 @dataclass(frozen=True)
@@ -51,10 +79,25 @@ class AppSettings:
     device: str  # "auto", "cpu", "cuda" or "cuda:N" (ZEAL_DEVICE)
     default_dataset: str  # dataset the pages open with (ZEAL_DEFAULT_DATASET)
     torch_threads: int  # CPU threads for torch, 0 = torch's choice (ZEAL_TORCH_THREADS)
+    max_check_n: int = MAX_CHECK_N[0]  # images one check tests at most (ZEAL_MAX_CHECK_N)
+    max_uploads: int = MAX_UPLOADS[0]  # files one upload may hold (ZEAL_MAX_UPLOADS)
+    demo_allow: frozenset[str] = frozenset(DEMO_ACTIONS)  # actions allowed in demo mode (ZEAL_DEMO_ALLOW)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (for an "about" panel or a benchmark's header)."""
-        return asdict(self)
+        values = asdict(self)
+        values["demo_allow"] = sorted(self.demo_allow)
+        return values
+
+    def allows(self, action: str) -> bool:
+        """Whether a visitor may take ``action`` (a ``DEMO_ACTIONS`` name): always outside demo mode.
+
+        Raises:
+            ConfigError: An unknown action name (a typo in a page would otherwise allow nothing silently).
+        """
+        if action not in DEMO_ACTIONS:
+            raise ConfigError(f"unknown action {action!r}: use one of {', '.join(DEMO_ACTIONS)}")
+        return not self.demo or action in self.demo_allow
 
     def clamp_n(self, n: int) -> int:
         """``n`` limited to ``[1, max_n]``, for a sample size typed by a user."""
@@ -85,6 +128,22 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
+def _allowed_actions(env: Mapping[str, str]) -> frozenset[str]:
+    text = env.get("ZEAL_DEMO_ALLOW", "").strip().lower()
+    if not text:
+        return frozenset(DEMO_DEFAULT_ALLOW)
+    if text == "all":
+        return frozenset(DEMO_ACTIONS)
+    if text == "none":
+        return frozenset()
+    names = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = sorted(names - set(DEMO_ACTIONS))
+    if unknown:
+        raise ConfigError(f"environment variable ZEAL_DEMO_ALLOW names unknown action(s) {unknown}: use "
+                          f"'all', 'none' or names from {', '.join(DEMO_ACTIONS)}")
+    return frozenset(names)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> AppSettings:
     """Read the settings from ``environ`` (default ``os.environ``), filling in mode-dependent defaults.
 
@@ -111,6 +170,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AppSettings:
         device=device,
         default_dataset=dataset,
         torch_threads=_int(env, "ZEAL_TORCH_THREADS", TORCH_THREADS[pick], 0, 1024),
+        max_check_n=_int(env, "ZEAL_MAX_CHECK_N", MAX_CHECK_N[pick], 10, 10_000_000),
+        max_uploads=_int(env, "ZEAL_MAX_UPLOADS", MAX_UPLOADS[pick], 1, 1_000_000),
+        demo_allow=_allowed_actions(env),
     )
 
 

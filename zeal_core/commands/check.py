@@ -11,7 +11,12 @@ a minute for the digits on 2 CPU cores) and keeps it in the state folder; later 
 signatures (15-50 s for the digits). ``--no-diagnosis`` skips it.
 
 Every check is recorded in the history (``python -m zeal_core history``) unless ``--no-record``; with the
-retrain policy switched on, enough drifted checks queue an adaptation job.
+retrain policy switched on, enough drifted checks queue an adaptation job. A check whose recording fails
+(damaged, read-only or locked history) still prints its report and exits by its decision, with a warning
+on stderr and ``"recorded": false``: a fault of the history is never read as drift.
+
+A batch larger than ``--max-images`` (default ``ZEAL_MAX_CHECK_N``, 5,000) is checked on a seeded random
+subset of that size (``"sampled"`` in the output, and the report's source says so).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import argparse
 import time
 from typing import Any
 
-from zeal_core.errors import Cancelled, DataError
+from zeal_core.errors import Cancelled, DataError, ZealError
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -46,13 +51,16 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     command.add_argument("--no-diagnosis", action="store_true",
                          help="skip the diagnosis (saves its one-off warm-up; the accuracy estimate stays)")
     command.add_argument("--no-record", action="store_true", help="do not record the check in the history")
+    command.add_argument("--max-images", type=int, default=None,
+                         help="check at most this many images, a seeded random subset of a larger batch "
+                              "(default ZEAL_MAX_CHECK_N, 5000)")
     command.set_defaults(handler=run_check)
 
 
 def run_check(args: argparse.Namespace) -> dict[str, Any]:
     """Find, decode, check and record; the result's ``exit_code`` is 1 on drift."""
     from zeal_core.cli import stderr_progress
-    from zeal_core.data.files import decode_paths, find_images
+    from zeal_core.data.files import decode_paths, find_images, sample_paths
     from zeal_core.drift import parse_detector_names
     from zeal_core.models.registry import ModelRegistry
     from zeal_core.reference import PARTS, ReferenceConfig, get_reference
@@ -66,6 +74,7 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in problems) or "nothing given"
         raise DataError(f"no image files to check ({reasons}): name files, folders or globs such as "
                         "'incoming/*.jpg'")
+    paths, sampled = sample_paths(paths, _max_images(args), args.seed)
     registry = ModelRegistry()
     reference = get_reference(args.model, config=config, device=args.device, registry=registry,
                               progress=stderr_progress)
@@ -84,12 +93,12 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
     if diagnosis_error:
         parts.remove("diagnosis")
     report = reference.check(images, file_names=kept, skipped=skipped, timings={"decode": decode_seconds},
-                             parts=parts)
+                             parts=parts, source=sampled["source"] if sampled else None)
     output = _output(report, per_image=args.per_image)
+    output["sampled"] = sampled
     if diagnosis_error:
         output["cause"] = f"unavailable ({diagnosis_error})"
-    if not args.no_record:
-        output.update(_record(report, images, reference))
+    output.update({"recorded": False} if args.no_record else _record(report, images, reference))
     output["seconds"] = round(time.perf_counter() - start, 3)
     return output
 
@@ -109,13 +118,32 @@ def _warm_diagnosis(reference: Any) -> str | None:
     return None
 
 
+def _max_images(args: argparse.Namespace) -> int:
+    from zeal_core.errors import ConfigError
+    from zeal_core.settings import get_settings
+
+    limit = args.max_images if args.max_images is not None else get_settings().max_check_n
+    if limit < 2:
+        raise ConfigError(f"--max-images {limit}: a check needs at least 2 images (30 or more for power)")
+    return limit
+
+
 def _record(report: Any, images: Any, reference: Any) -> dict[str, Any]:
+    """Record the check; a failure (damaged, read-only or locked history) is a warning, never the result."""
+    from zeal_core.cli import log, unexpected_error_text
     from zeal_core.history import HistoryStore, record_check
 
-    store = HistoryStore()
-    check_id, action = record_check(report, images=images, origin="cli", store=store,
-                                    max_side=reference.source.card.model_config.image_size)
-    return {"check_id": check_id, "history": str(store.path), "policy": action}
+    try:
+        store = HistoryStore()
+        check_id, action = record_check(report, images=images, origin="cli", store=store,
+                                        max_side=reference.source.card.model_config.image_size)
+    except (KeyboardInterrupt, Cancelled):
+        raise
+    except Exception as error:  # the decision stands: the exit code must not say otherwise
+        reason = str(error) if isinstance(error, ZealError) else unexpected_error_text(error)
+        log.warning("warning: the check was not recorded in the history: %s", reason)
+        return {"recorded": False, "record_error": reason}
+    return {"recorded": True, "check_id": check_id, "history": str(store.path), "policy": action}
 
 
 def _output(report: Any, *, per_image: bool) -> dict[str, Any]:

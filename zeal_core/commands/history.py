@@ -7,7 +7,7 @@ from typing import Any
 
 from zeal_core.errors import ConfigError
 
-ACTIONS = ("list", "show", "policy")
+ACTIONS = ("list", "show", "policy", "backup", "repair")
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -16,20 +16,32 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
         "history", parents=[parent], help="recorded checks, and the retrain policy over them",
         description="list (default): the recorded checks, oldest first; show ID: one check's report; "
                     "policy: show the retrain policy, or change it with --set KEY=VALUE (enabled, strategy, "
-                    "alarms_to_retrain, window, cooldown, promote, margin).")
+                    "alarms_to_retrain, window, cooldown, promote, margin); backup: a consistent copy of "
+                    "the database (--out); repair: move a damaged database aside and rebuild it from the "
+                    "rows still readable, or restore a backup (--from).")
     command.add_argument("action", nargs="?", choices=ACTIONS, default="list")
     command.add_argument("id", nargs="?", type=int, help="check id (for show)")
     command.add_argument("--model", default=None, help="only checks of this model version")
     command.add_argument("--limit", type=int, default=50, help="the newest N checks (default 50)")
     command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="policy setting (repeatable), e.g. --set enabled=true --set promote=auto")
+    command.add_argument("--out", default=None, help="backup: file or folder to write the copy to "
+                                                      "(default: backups/ beside the database)")
+    command.add_argument("--from", dest="source", default=None, metavar="BACKUP",
+                         help="repair: restore this backup instead of salvaging the damaged file")
+    command.add_argument("--force", action="store_true", help="repair: rebuild even a healthy database")
     command.set_defaults(handler=run_history)
 
 
 def run_history(args: argparse.Namespace) -> dict[str, Any]:
     """List, show or set the policy."""
     from zeal_core.history import HistoryStore
+    from zeal_core.history.repair import backup, repair
 
+    if args.action == "backup":
+        return backup(out=args.out)
+    if args.action == "repair":
+        return repair(source=args.source, force=args.force)
     store = HistoryStore()
     if args.action == "show":
         if args.id is None:

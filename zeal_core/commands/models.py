@@ -1,8 +1,10 @@
-"""``models``: list the registry's versions, import a checkpoint made elsewhere, export a version.
+"""``models``: list the registry's versions, import a checkpoint made elsewhere, export, activate, delete.
 
-    python -m zeal_core models list [--json]
+    python -m zeal_core models list [--json]          (damaged versions are listed as damaged, with why)
     python -m zeal_core models import --weights PATH --arch resnet18 --dataset digits [--reset-head] [--json]
     python -m zeal_core models export VERSION --out DIR [--format safetensors|state-dict] [--json]
+    python -m zeal_core models activate VERSION [--json]
+    python -m zeal_core models delete VERSION [--force] [--json]
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
-    """Add the ``models`` command and its ``list``, ``import`` and ``export`` actions."""
+    """Add the ``models`` command and its actions (list, import, export, activate, delete)."""
     # --json belongs to each action (``models list --json``), so the actions' defaults cannot hide it.
     models = subparsers.add_parser("models", help="list, import or export model versions",
                                    description="The model registry: list versions, import a timm/PyTorch "
@@ -45,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
                                        "state_dict, model_state_dict, model, ..., ema)")
     imports.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     imports.add_argument("--activate", action="store_true",
-                         help="make the new version the active one (done anyway when none is active)")
+                         help="make the new version the active one (done anyway when none was ever made "
+                              "active; never otherwise, even when the active one is damaged)")
     imports.set_defaults(handler=_import)
 
     exports = actions.add_parser("export", parents=[parent], help="write a version for plain timm",
@@ -58,12 +61,27 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     exports.add_argument("--name", help="file name stem (default: the version id)")
     exports.set_defaults(handler=_export)
 
+    activate = actions.add_parser("activate", parents=[parent], help="make a version the active one",
+                                  description="The version every page and command uses by default.")
+    activate.add_argument("version", help="version id, or 'latest'")
+    activate.set_defaults(handler=_activate)
+
+    delete = actions.add_parser("delete", parents=[parent], help="delete a version (card and weights)",
+                                description="Remove a version, damaged or not. The active version is only "
+                                            "deleted when it is damaged or with --force (no version is "
+                                            "active afterwards).")
+    delete.add_argument("version", help="version id")
+    delete.add_argument("--force", action="store_true", help="delete even the active, working version")
+    delete.set_defaults(handler=_delete)
+
 
 def _list(args: argparse.Namespace) -> dict:
     from zeal_core.models.registry import ModelRegistry
 
     registry = ModelRegistry()
     active = registry.get_active()
+    active_problem = registry.active_problem()
+    damaged = [{"version": version, "problem": problem} for version, problem in registry.damaged()]
     versions = [{
         "version": card.version, "dataset": card.dataset, "arch": card.model_config.arch,
         "num_classes": card.model_config.num_classes, "image_size": card.model_config.image_size,
@@ -76,8 +94,14 @@ def _list(args: argparse.Namespace) -> dict:
             shown = f"{accuracy:.1%}" if isinstance(accuracy, (int, float)) else "-"
             print(f"{'*' if row['active'] else ' '} {row['version']}  {row['arch']}  {row['dataset']}  "
                   f"{shown}  {row['strategy'] or 'trained'}")
-    return {"root": str(registry.root), "active": active, "count": len(versions),
-            **({"versions": versions} if args.json else {})}
+        for row in damaged:
+            mark = "*" if active_problem and active_problem[0] == row["version"] else " "
+            print(f"{mark} {row['version']}  DAMAGED: {row['problem']}")
+    result = {"root": str(registry.root), "active": active, "count": len(versions), "damaged": damaged,
+              **({"versions": versions} if args.json else {})}
+    if active_problem:
+        result["active_problem"] = str(registry.damaged_active_error(*active_problem))
+    return result
 
 
 def _import(args: argparse.Namespace) -> dict:
@@ -91,7 +115,7 @@ def _import(args: argparse.Namespace) -> dict:
                              std=args.std, entry=args.key, registry=registry, device=args.device,
                              progress=stderr_progress)
     activated = False
-    if args.activate or registry.get_active() is None:
+    if args.activate or not registry.active_is_set():  # a damaged active version is never replaced silently
         registry.set_active(card.version)
         activated = True
     source = card.recipe["import"]
@@ -110,3 +134,24 @@ def _export(args: argparse.Namespace) -> dict:
     from zeal_core.models.export import export_version, list_export_formats
 
     return export_version(args.version, args.out, args.format or list_export_formats()[0], name=args.name)
+
+
+def _activate(args: argparse.Namespace) -> dict:
+    from zeal_core.models.registry import ModelRegistry
+
+    registry = ModelRegistry()
+    version = registry.resolve(args.version) if args.version == "latest" else args.version
+    registry.set_active(version)
+    return {"active": version, "root": str(registry.root)}
+
+
+def _delete(args: argparse.Namespace) -> dict:
+    from zeal_core.errors import ModelError
+    from zeal_core.models.registry import ModelRegistry
+
+    registry = ModelRegistry()
+    if registry.get_active() == args.version and not args.force:
+        raise ModelError(f"{args.version} is the active version and it works: make another version active "
+                         "first (`zeal models activate VERSION`), or add --force")
+    registry.delete(args.version)
+    return {"deleted": args.version, "active": registry.get_active(), "root": str(registry.root)}

@@ -102,7 +102,7 @@ def _train(args: argparse.Namespace) -> dict:
     finally:
         distributed.cleanup()
     activated = False
-    if main and (args.activate or registry.get_active() is None):
+    if main and (args.activate or not registry.active_is_set()):  # never over a damaged active version
         registry.set_active(card.version)
         activated = True
     return {

@@ -21,12 +21,15 @@ import torch
 
 from zeal_core.data.dataset import ImageDataset, content_fingerprint, load_cache, save_cache
 from zeal_core.data.decode import DECODE_VERSION, IMAGE_EXTENSIONS, decode_slots
+from zeal_core.data.files import shown_name
 from zeal_core.data.settings import FolderSettings, data_root, folder_settings
 from zeal_core.errors import DataError
 from zeal_core.progress import CancelToken, ProgressCallback, report
 
 PREFIX = "folder:"
 ROOTS_VARIABLE = "ZEAL_FOLDER_ROOTS"  # environment variable: the folders a shared server may read
+# Most files a folder dataset may hold (a typo such as "/" would otherwise walk the whole disk).
+MAX_FOLDER_FILES = 500_000
 
 
 def allowed_folder_roots() -> list[Path]:
@@ -50,6 +53,9 @@ def folder_path(name: str) -> Path:
     if not raw.strip():
         raise DataError("folder dataset without a path: use folder:PATH, e.g. folder:~/pictures/pets")
     path = Path(raw.strip()).expanduser().resolve()
+    if path.parent == path:  # "/" or a drive: the whole disk, never an image folder
+        raise DataError(f"folder:{raw.strip()} is the root of the disk, not an image folder: use folder:PATH "
+                        "with one subfolder per class")
     allowed = allowed_folder_roots()
     if allowed and not any(path == root or root in path.parents for root in allowed):
         raise DataError(f"image folder {path} is outside the folders this server may read "
@@ -61,14 +67,21 @@ def folder_path(name: str) -> Path:
 
 
 def _visible_dirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as error:
+        raise DataError(f"image folder {shown_name(path)} cannot be listed ({error.strerror or error}): "
+                        "check it is readable") from None
 
 
-def _files_under(folder: Path) -> list[Path]:
+def _files_under(folder: Path, limit: int, root: Path) -> list[Path]:
     found = []
-    for root, dirs, files in os.walk(folder):
+    for base, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(root) / f for f in sorted(files) if not f.startswith("."))
+        found.extend(Path(base) / f for f in sorted(files) if not f.startswith("."))
+        if len(found) > limit:
+            raise DataError(f"image folder {shown_name(root)} holds more than {MAX_FOLDER_FILES:,} files: is "
+                            "it the right folder? Use folder:PATH with one subfolder per class")
     return found
 
 
@@ -88,15 +101,16 @@ def scan_folder(root: Path) -> tuple[list[tuple[str, str, Path]], list[tuple[str
     skipped: list[tuple[str, str]] = []
     for split, base in groups:
         for class_dir in _visible_dirs(base):
-            for file in _files_under(class_dir):
+            budget = MAX_FOLDER_FILES - len(images) - len(skipped)
+            for file in _files_under(class_dir, budget, root):
                 if file.suffix.lower() in IMAGE_EXTENSIONS:
-                    images.append((split, class_dir.name, file))
+                    images.append((split, shown_name(class_dir.name), file))
                 else:
-                    skipped.append((str(file.relative_to(root)),
+                    skipped.append((shown_name(file.relative_to(root)),
                                     f"not an image file name ending ({file.suffix or 'none'})"))
     if not images and not skipped:
-        raise DataError(f"image folder {root} has no class subfolders with files: put one subfolder per "
-                        "class (e.g. cats/, dogs/) holding its images")
+        raise DataError(f"image folder {shown_name(root)} has no class subfolders with files: put one "
+                        "subfolder per class (e.g. cats/, dogs/) holding its images")
     return images, skipped, has_split
 
 
@@ -107,9 +121,10 @@ def _listing_key(root: Path, files: list[Path], settings: FolderSettings) -> str
     for file in files:
         try:
             stat = file.stat()
-            digest.update(f"{file.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            digest.update(os.fsencode(file.relative_to(root))
+                          + f"\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         except OSError:
-            digest.update(f"{file.relative_to(root)}\0missing\n".encode())
+            digest.update(os.fsencode(file.relative_to(root)) + b"\0missing\n")
     return digest.hexdigest()
 
 
@@ -124,7 +139,7 @@ def folder_cache_path(folder: Path, settings: FolderSettings, listing_key: str, 
         root: The data folder caches live in (default ``zeal_core.paths.data_dir()``).
     """
     readable = re.sub(r"[^A-Za-z0-9._-]", "_", folder.name)[:40] or "folder"
-    path_hash = hashlib.sha256(str(folder).encode()).hexdigest()[:8]
+    path_hash = hashlib.sha256(os.fsencode(folder)).hexdigest()[:8]
     name = f"{readable}-{path_hash}-{settings.image_size}-{listing_key[:16]}"
     return data_root(root) / "folders" / name
 
@@ -193,12 +208,13 @@ def load_folder(
     if cached is not None:
         report(progress, "cached", 1, 1, f"{folder} already decoded")
         return cached
-    items = ((slot, str(path.relative_to(folder)), path) for slot, (_, _, path) in enumerate(images))
+    items = ((slot, shown_name(path.relative_to(folder)), path) for slot, (_, _, path) in enumerate(images))
     result = decode_slots(items, len(images), settings.image_size, progress=progress, cancel=cancel)
     skipped = tuple(sorted(name_skips + list(result.skipped)))
     if result.images.shape[0] == 0:
         first = f" (first problem: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
-        raise DataError(f"no readable image in {folder}{first}: use JPEG, PNG, BMP, GIF, WebP or TIFF files")
+        raise DataError(f"no readable image in {shown_name(folder)}{first}: use JPEG, PNG, BMP, GIF, WebP or "
+                        "TIFF files")
     kept = [images[slot] for slot in result.kept.tolist()]
     class_names = tuple(sorted({class_name for _, class_name, _ in images}))
     labels_np = np.array([class_names.index(c) for _, c, _ in kept], dtype=np.int64)

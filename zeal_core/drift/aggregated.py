@@ -28,10 +28,13 @@ from zeal_core.device import resolve_device
 from zeal_core.drift.base import DriftDetector, check_int
 from zeal_core.drift.kernels import (
     KERNEL_KINDS,
+    MAX_POOLED_ROWS,
     KernelSpec,
     PermutationSplits,
     PooledDistances,
+    capped_pool,
     check_kernels,
+    check_max_rows,
 )
 
 
@@ -45,6 +48,7 @@ class KernelTable:
     n_reference: int  # reference rows of the pool
     n_sample: int  # sample rows of the pool
     method: str  # how uᵀKu was computed: "product" or "gather"
+    subsampled: dict[str, int] | None = None  # rows kept of each side when the pool was capped, else None
 
 
 class AggregatedMMDDetector(DriftDetector):
@@ -56,7 +60,7 @@ class AggregatedMMDDetector(DriftDetector):
 
     def __init__(self, alpha: float = 0.05, seed: int = 0, num_permutations: int = 1000,
                  kernels: str | tuple[str, ...] = KERNEL_KINDS, num_bandwidths: int = 5,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", max_rows: int = MAX_POOLED_ROWS) -> None:
         """Args:
         alpha: Significance level.
         seed: Seed for the permutations (and the row hash that picks bandwidth rows above 2,048 rows).
@@ -64,8 +68,10 @@ class AggregatedMMDDetector(DriftDetector):
         kernels: Kernel kinds, from "gaussian" and "laplace" (a tuple or a comma-separated string).
         num_bandwidths: Bandwidths per kind on the grid (1 = the median heuristic alone).
         device: "cpu", "cuda", "cuda:N" or "auto".
+        max_rows: Most pooled rows tested (memory 4·max_rows² bytes per matrix); beyond, seeded subsets.
         """
         super().__init__(alpha=alpha, seed=seed)
+        self.max_rows = check_max_rows(max_rows)
         self.num_permutations = check_int(num_permutations, "num_permutations", 1, 1_000_000)
         self.kernels = check_kernels(kernels)
         self.num_bandwidths = check_int(num_bandwidths, "num_bandwidths", 1, 50)
@@ -81,8 +87,8 @@ class AggregatedMMDDetector(DriftDetector):
         assert self._reference_tensor is not None
         with torch.inference_mode():
             sample_tensor = torch.tensor(sample, dtype=torch.float32, device=self.device)
-            pooled = torch.cat([self._reference_tensor, sample_tensor])
-            n_reference = int(self._reference_tensor.shape[0])
+            pooled, n_reference, subsampled = capped_pool(self._reference_tensor, sample_tensor,
+                                                          self.max_rows, self.seed)
             distances = PooledDistances(pooled, self.seed)
             grid = distances.bandwidth_grid(self.num_bandwidths, self.bandwidth_quantiles,
                                             self.bandwidth_factors)
@@ -98,7 +104,8 @@ class AggregatedMMDDetector(DriftDetector):
                 norms.append(math.sqrt(max(off_diagonal, 0.0)))
                 del kernel
         return KernelTable(kernels=specs, mmd2=torch.stack(rows).cpu().numpy(), kernel_norms=np.array(norms),
-                           n_reference=n_reference, n_sample=len(sample), method=splits.method)
+                           n_reference=n_reference, n_sample=len(pooled) - n_reference, method=splits.method,
+                           subsampled=subsampled)
 
     def common_details(self, table: KernelTable) -> dict[str, Any]:
         """Details every aggregated detector reports."""
@@ -106,7 +113,8 @@ class AggregatedMMDDetector(DriftDetector):
                 "kernels": [spec.kind for spec in table.kernels],
                 "bandwidths": [round(spec.bandwidth, 6) for spec in table.kernels],
                 "mmd2": [float(f"{value:.6g}") for value in table.mmd2[:, 0]],
-                "split_method": table.method, "device": str(self.device)}
+                "split_method": table.method, "device": str(self.device),
+                **({"subsampled": table.subsampled} if table.subsampled else {})}
 
 
 def per_kernel_p_values(mmd2: np.ndarray) -> np.ndarray:

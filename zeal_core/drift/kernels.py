@@ -18,6 +18,12 @@ reference first) in four steps, each done once per test:
    on the same splits (row 0 is the observed split, so observed and permuted statistics share one
    arithmetic). A split is stored as the positions of its smaller side (s = min(n, m) rows).
 
+**Memory.** The N x N matrices take 4·N² bytes each (N = 20,000: 1.6 GB, and a test holds two or three at
+once), so a test never pools more than ``MAX_POOLED_ROWS`` rows: beyond that each side is cut to a seeded
+random subset (``capped_pool``; the sample keeps at least half of the budget), and the details say so. The
+permutation test stays exact for the rows it keeps (a random subset of a sample is a sample of the same
+distribution); it only gives up the extra power of more than a few thousand rows, which is already ~1.
+
 The unbiased MMD² of a split follows from three sums over a kernel matrix K with its diagonal left out: W
 (pairs inside the smaller side), C (pairs across) and V (pairs inside the larger side), with o = N - s,
 
@@ -59,6 +65,9 @@ GATHER_COST_RATIO = 400
 GATHER_BLOCK_ELEMENTS = 4_000_000
 # The kernels the tests can use, in the order the grid lists them.
 KERNEL_KINDS = ("gaussian", "laplace")
+# Most pooled rows (reference + sample) a kernel test works on: 5,000 rows are 100 MB per N x N float32
+# matrix (a test holds up to three at once), whatever size of batch it is given.
+MAX_POOLED_ROWS = 5000
 
 
 def squared_distances(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -105,6 +114,38 @@ def value_hashed_rows(pooled: torch.Tensor, count: int, seed: int = 0) -> torch.
     # exact integer arithmetic (for very wide rows the int64 sum may wrap around, still a function of values)
     keys = torch.remainder((bits * weights.to(pooled.device)).sum(1), 2_147_483_647)
     return keys.topk(count, largest=False).indices
+
+
+def capped_pool(reference: torch.Tensor, sample: torch.Tensor, max_rows: int,
+                seed: int = 0) -> tuple[torch.Tensor, int, dict[str, int] | None]:
+    """``[reference; sample]`` with at most ``max_rows`` rows: each side cut to a seeded random subset.
+
+    The sample keeps ``min(m, max(max_rows - n, max_rows // 2))`` rows and the reference the rest of the
+    budget, so a huge batch never crowds out the reference nor the reverse.
+
+    Returns:
+        (pooled rows, reference rows among them, None or ``{"reference": (kept, of), "sample": (kept, of)}``
+        as counts ``reference_kept``, ``reference_rows``, ``sample_kept``, ``sample_rows``).
+    """
+    from zeal_core.sampling import seeded_subset
+
+    n, m = int(reference.shape[0]), int(sample.shape[0])
+    if n + m <= max_rows:
+        return torch.cat([reference, sample]), n, None
+    m_kept = min(m, max(max_rows - n, max_rows // 2))
+    n_kept = min(n, max_rows - m_kept)
+    reference_rows = seeded_subset(n, n_kept, seed).to(reference.device)
+    sample_rows = seeded_subset(m, m_kept, seed + 1).to(sample.device)
+    pooled = torch.cat([reference.index_select(0, reference_rows), sample.index_select(0, sample_rows)])
+    return pooled, n_kept, {"reference_kept": n_kept, "reference_rows": n, "sample_kept": m_kept,
+                            "sample_rows": m}
+
+
+def check_max_rows(value: int) -> int:
+    """A pooled-row cap: a whole number of at least 8 (4 rows a side)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 8:
+        raise ConfigError(f"max_rows must be a whole number >= 8, got {value!r}")
+    return value
 
 
 class PooledDistances:

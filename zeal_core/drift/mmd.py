@@ -26,9 +26,12 @@ from zeal_core.device import resolve_device
 from zeal_core.drift.base import DriftDetector, check_int, register_detector
 from zeal_core.drift.kernels import (
     MAX_BANDWIDTH_ROWS,
+    MAX_POOLED_ROWS,
     KernelSpec,
     PermutationSplits,
     PooledDistances,
+    capped_pool,
+    check_max_rows,
     permutation_p_value,
     squared_distances,
 )
@@ -121,15 +124,18 @@ class MMDDetector(DriftDetector):
                "drift: the features moved as a whole")
 
     def __init__(self, alpha: float = 0.05, seed: int = 0, num_permutations: int = 1000,
-                 bandwidth: float | str = "median", device: str = "cpu") -> None:
+                 bandwidth: float | str = "median", device: str = "cpu",
+                 max_rows: int = MAX_POOLED_ROWS) -> None:
         """Args:
         alpha: Significance level.
         seed: Seed for the permutations (and the row hash that picks bandwidth rows above 2,048 rows).
         num_permutations: B, random re-splits of the pool (p-value resolution 1 / (B + 1)).
         bandwidth: "median" (median heuristic on the pooled sample) or a fixed sigma > 0, feature units.
         device: "cpu", "cuda", "cuda:N" or "auto".
+        max_rows: Most pooled rows tested (memory 4·max_rows² bytes per matrix); beyond, seeded subsets.
         """
         super().__init__(alpha=alpha, seed=seed)
+        self.max_rows = check_max_rows(max_rows)
         self.num_permutations = check_int(num_permutations, "num_permutations", 1, 1_000_000)
         if isinstance(bandwidth, str):
             if bandwidth != "median":
@@ -148,8 +154,8 @@ class MMDDetector(DriftDetector):
         assert self._reference_tensor is not None
         with torch.inference_mode():
             sample_tensor = torch.tensor(sample, dtype=torch.float32, device=self.device)
-            pooled = torch.cat([self._reference_tensor, sample_tensor])
-            n_reference = self._reference_tensor.shape[0]
+            pooled, n_reference, subsampled = capped_pool(self._reference_tensor, sample_tensor,
+                                                          self.max_rows, self.seed)
             distances = PooledDistances(pooled, self.seed)
             sigma = distances.median() if self.bandwidth == "median" else float(self.bandwidth)
             kernel = distances.kernel(KernelSpec("gaussian", sigma))
@@ -163,4 +169,5 @@ class MMDDetector(DriftDetector):
             "num_permutations": self.num_permutations,
             "permutations_exceeding": exceed,
             "device": str(self.device),
+            **({"subsampled": subsampled} if subsampled else {}),
         }

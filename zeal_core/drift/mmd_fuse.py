@@ -43,7 +43,7 @@ from scipy.special import logsumexp, softmax
 
 from zeal_core.drift.aggregated import AggregatedMMDDetector, KernelTable
 from zeal_core.drift.base import register_detector
-from zeal_core.drift.kernels import KERNEL_KINDS
+from zeal_core.drift.kernels import KERNEL_KINDS, MAX_POOLED_ROWS
 from zeal_core.errors import ConfigError
 
 
@@ -76,7 +76,8 @@ class MMDFuseDetector(AggregatedMMDDetector):
 
     def __init__(self, alpha: float = 0.05, seed: int = 0, num_permutations: int = 1000,
                  kernels: str | tuple[str, ...] = KERNEL_KINDS, num_bandwidths: int = 5,
-                 lambda_multiplier: float = 1.0, device: str = "cpu") -> None:
+                 lambda_multiplier: float = 1.0, device: str = "cpu",
+                 max_rows: int = MAX_POOLED_ROWS) -> None:
         """Args:
         alpha: Significance level.
         seed: Seed for the permutations (and the row hash that picks bandwidth rows above 2,048 rows).
@@ -85,9 +86,10 @@ class MMDFuseDetector(AggregatedMMDDetector):
         num_bandwidths: Bandwidths per kind (1 = the median heuristic alone).
         lambda_multiplier: λ₀ of λ = λ₀ sqrt(n'(n'-1)); larger is closer to the maximum over kernels.
         device: "cpu", "cuda", "cuda:N" or "auto".
+        max_rows: Most pooled rows tested (memory 4·max_rows² bytes per matrix); beyond, seeded subsets.
         """
         super().__init__(alpha=alpha, seed=seed, num_permutations=num_permutations, kernels=kernels,
-                         num_bandwidths=num_bandwidths, device=device)
+                         num_bandwidths=num_bandwidths, device=device, max_rows=max_rows)
         valid = isinstance(lambda_multiplier, (int, float)) and math.isfinite(lambda_multiplier)
         if not (valid and lambda_multiplier > 0):
             raise ConfigError(f"lambda_multiplier must be a positive number, got {lambda_multiplier!r}")

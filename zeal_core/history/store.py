@@ -8,7 +8,9 @@ The schema is versioned (``zeal_core.history.schema``); opening an older file mi
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -23,7 +25,49 @@ from zeal_core.paths import state_dir
 from zeal_core.reference.report import CheckReport, now_text
 
 BUSY_TIMEOUT_S = 30.0  # s a writer waits for another process's transaction before giving up
+BUSY_VARIABLE = "ZEAL_HISTORY_BUSY_S"  # environment variable overriding BUSY_TIMEOUT_S (seconds)
+REPAIR_COMMAND = "zeal history repair"
 ORIGINS = ("cli", "upload", "monitor", "api")  # where a check was started
+
+
+class HistoryError(DataError):
+    """The check history cannot be read or written (damaged, read-only, locked); the message says the fix."""
+
+
+def history_error(path: Path, error: BaseException, waited_s: float = BUSY_TIMEOUT_S) -> HistoryError:
+    """A ``HistoryError`` naming the file, what is wrong with it and the fix, for a ``sqlite3`` error."""
+    text = str(error)
+    lower = text.lower()
+    if "locked" in lower or "busy" in lower:
+        return HistoryError(f"the check history {path} is locked by another process (waited {waited_s:g} s; "
+                            f"{text}): another check or the app holds a write; retry later")
+    if "readonly" in lower or "read-only" in lower:
+        return HistoryError(f"the check history {path} is read-only ({text}): make the file and its folder "
+                            "writable, or set ZEAL_STATE_DIR to a writable folder")
+    if "unable to open" in lower:
+        return HistoryError(f"cannot open the check history {path} ({text}): the file or its folder is "
+                            "missing, read-only or not accessible; make both writable, or set ZEAL_STATE_DIR "
+                            "to a writable folder")
+    if "full" in lower:
+        return HistoryError(f"the check history {path} cannot grow ({text}): free disk space")
+    if "schema version" in lower:
+        return HistoryError(f"the check history {path}: {text}")
+    return HistoryError(f"the check history {path} is damaged ({type(error).__name__}: {text}): run "
+                        f"`{REPAIR_COMMAND}` (it keeps the damaged file beside it and salvages the checks "
+                        "it can still read into a new one), or restore a copy made by `zeal "
+                        f"history backup` with `{REPAIR_COMMAND} --from COPY`")
+
+
+def default_busy_timeout_s() -> float:
+    """Seconds a writer waits for a lock: ``ZEAL_HISTORY_BUSY_S``, else ``BUSY_TIMEOUT_S``."""
+    text = os.environ.get(BUSY_VARIABLE, "").strip()
+    try:
+        value = float(text) if text else BUSY_TIMEOUT_S
+    except ValueError:
+        raise ConfigError(f"{BUSY_VARIABLE}={text!r}: use a number of seconds, e.g. 30") from None
+    if not 0 <= value <= 3600:
+        raise ConfigError(f"{BUSY_VARIABLE}={text!r}: use 0 to 3600 seconds")
+    return value
 
 
 def default_path() -> Path:
@@ -58,31 +102,43 @@ class CheckRow:
 class HistoryStore:
     """Open (and create or migrate) the history database.
 
+    Every ``sqlite3`` error (a damaged, truncated, read-only or locked file) reaches callers as a
+    ``HistoryError`` that names the file and the fix (``history repair``, permissions, retry).
+
     Args:
         path: The SQLite file; default ``state_dir()/history/history.sqlite``.
+        busy_timeout_s: Seconds a writer waits for another's lock (default ``ZEAL_HISTORY_BUSY_S`` or 30).
     """
 
-    def __init__(self, path: Path | str | None = None) -> None:
+    def __init__(self, path: Path | str | None = None, *, busy_timeout_s: float | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout_s = busy_timeout_s if busy_timeout_s is not None else default_busy_timeout_s()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise history_error(self.path, sqlite3.OperationalError(f"unable to open ({error})")) from None
         self._local = threading.local()  # one connection per thread (sqlite3 objects are not shareable)
         with self._connection() as connection:
-            connection.execute("PRAGMA journal_mode = WAL")
+            if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                connection.execute("PRAGMA journal_mode = WAL")
             migrate(connection)
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
         connection = getattr(self._local, "connection", None)
-        if connection is None:
-            try:
-                connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            except sqlite3.Error as error:
-                raise DataError(f"cannot open the check history {self.path}: {error}; check the folder is "
-                                "writable (or set ZEAL_STATE_DIR)") from None
-            connection.row_factory = sqlite3.Row
-            connection.execute("PRAGMA foreign_keys = ON")
-            self._local.connection = connection
-        yield connection
+        try:
+            if connection is None:
+                connection = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
+                connection.row_factory = sqlite3.Row
+                connection.execute("PRAGMA foreign_keys = ON")
+                self._local.connection = connection
+            yield connection
+        except sqlite3.Error as error:
+            self.close()  # a fresh connection next time (the file may be repaired meanwhile)
+            raise history_error(self.path, error, self.busy_timeout_s) from error
+        except json.JSONDecodeError as error:  # a stored report that no longer parses
+            raise history_error(self.path, sqlite3.DatabaseError(f"a stored report is not JSON: {error}")) \
+                from error
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -92,7 +148,8 @@ class HistoryStore:
             try:
                 yield connection
             except BaseException:
-                connection.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # the original error is the one to report
+                    connection.execute("ROLLBACK")
                 raise
             connection.execute("COMMIT")
 
@@ -100,7 +157,8 @@ class HistoryStore:
         """Close this thread's connection."""
         connection = getattr(self._local, "connection", None)
         if connection is not None:
-            connection.close()
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
             self._local.connection = None
 
     # ------------------------------------------------------------------------------------------- writing

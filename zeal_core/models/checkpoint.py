@@ -18,7 +18,10 @@ module's attribute, e.g. ``model.``) when the names only fit the architecture wi
 
 Fitting (``check_fit``) compares the file's tensors with the architecture's before anything is copied:
 the classifier's output count against the classes wanted, then missing, unexpected and wrongly shaped
-tensors, summarised as counts plus the first few names.
+tensors, summarised as counts plus the first few names, then the number types: integer, boolean or complex
+tensors where the architecture holds floating-point weights are refused (copying them would register a
+model of rounded or truncated weights that scores near chance); other floating types (float16, bfloat16,
+float64) are converted to the model's and said in ``FitPlan.converted`` and the card's notes.
 """
 
 from __future__ import annotations
@@ -304,6 +307,7 @@ class FitPlan:
     file_classes: int | None  # outputs of the checkpoint's classifier (None: it has none)
     reset_head: bool  # the classifier's tensors are left out and the model's fresh head is kept
     stripped_prefix: str | None = None  # a prefix every name shared that was removed to fit, e.g. "model."
+    converted: tuple[str, ...] = ()  # dtype conversions made on loading, e.g. ("float16 -> float32: 62",)
 
 
 def check_fit(checkpoint: Checkpoint, model: nn.Module, *, arch: str, num_classes: int,
@@ -357,8 +361,47 @@ def check_fit(checkpoint: Checkpoint, model: nn.Module, *, arch: str, num_classe
             parts.append(f"{len(wrong_shape)} have another shape ({_names(wrong_shape)})")
         raise ModelError(f"checkpoint {checkpoint.name} does not fit {arch}: {'; '.join(parts)}. Is --arch "
                          f"right? (the file's first tensors: {_names(list(state))})")
+    kept = {key: tensor for key, tensor in state.items() if not (reset_head and _is_head(key, heads))}
     return FitPlan(heads=heads, file_classes=file_classes, reset_head=bool(reset_head),
-                   stripped_prefix=prefix)
+                   stripped_prefix=prefix, converted=check_dtypes(checkpoint.name, kept, expected))
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def check_dtypes(name: str, state: Mapping[str, torch.Tensor],
+                 expected: Mapping[str, torch.Tensor]) -> tuple[str, ...]:
+    """Refuse number types that would corrupt the weights; list the harmless conversions.
+
+    Args:
+        name: The checkpoint's name, for messages.
+        state: The file's tensors (names already fitted to the architecture).
+        expected: The architecture's state dict.
+
+    Returns:
+        ``"<from> -> <to>: <count>"`` per floating-point conversion made on loading (float16 -> float32).
+
+    Raises:
+        ModelError: Complex tensors anywhere, or integer/boolean tensors where the model holds weights.
+    """
+    refused: dict[str, list[str]] = {}
+    conversions: dict[str, int] = {}
+    for key, tensor in state.items():
+        target = expected.get(key)
+        if target is None or tensor.dtype == target.dtype:
+            continue
+        if tensor.is_complex() or (target.is_floating_point() and not tensor.is_floating_point()):
+            refused.setdefault(_dtype_name(tensor.dtype), []).append(key)
+        elif target.is_floating_point():
+            change = f"{_dtype_name(tensor.dtype)} -> {_dtype_name(target.dtype)}"
+            conversions[change] = conversions.get(change, 0) + 1
+    if refused:
+        kinds = "; ".join(f"{len(keys)} {dtype} ({_names(keys)})" for dtype, keys in refused.items())
+        raise ModelError(f"checkpoint {name} holds weights as integer, boolean or complex numbers ({kinds}) "
+                         "where the model needs floating point: they were rounded, cast or saved wrongly and "
+                         "would score near chance; save the float weights (model.float().state_dict())")
+    return tuple(f"{change}: {count} tensors" for change, count in conversions.items())
 
 
 def _fit_names(state: dict[str, torch.Tensor],

@@ -213,6 +213,9 @@ def import_checkpoint(
                                                 f"{classes.num_classes} classes")
     with clock.stage("check"):
         plan = check_fit(checkpoint, model, arch=arch, num_classes=classes.num_classes, reset_head=reset_head)
+    if plan.converted:  # harmless (float16 -> float32), but said: a warning on the way, a line in the notes
+        report(progress, "import", 0, None, message=f"warning: {checkpoint.name}: weights converted on "
+                                                    f"loading ({'; '.join(plan.converted)})")
     with clock.stage("build"):
         load_fitted(model, checkpoint, plan)
         model.to(device).eval()
@@ -266,6 +269,8 @@ def _notes(checkpoint: Checkpoint, plan: Any, head: dict[str, Any] | None, sourc
     prefixes = [*checkpoint.stripped_prefixes, *([plan.stripped_prefix] if plan.stripped_prefix else [])]
     if prefixes:
         lines.append(f"name prefixes removed: {', '.join(prefixes)}")
+    if plan.converted:
+        lines.append(f"weights converted on loading: {'; '.join(plan.converted)}")
     if saved.version:
         lines.append(f"exported by this lab from version {saved.version}")
     if sources.get("image_size") == "default":

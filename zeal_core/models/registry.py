@@ -350,7 +350,10 @@ class ModelRegistry:
         atomic_write(self.card_path(card.version), lambda tmp: tmp.write_text(text))
 
     def delete(self, version: str) -> None:
-        """Remove a version: the card first (so it vanishes at once), then its weights.
+        """Remove a version, damaged or not: the card first (so it vanishes at once), then its weights.
+
+        When it was the active version, ``active.json`` goes too (no version is active afterwards); the
+        pointer of another version is never touched, even when that one is damaged.
 
         Raises:
             ModelError: There is no such version.
@@ -359,9 +362,10 @@ class ModelRegistry:
         if not card_path.exists() and not weights_path.exists():
             raise ModelError(f"no model version {version!r} in {self.root}: `zeal models list` (or the "
                              "Model page) shows the versions there are")
+        was_active = self._active_text_names(version)
         card_path.unlink(missing_ok=True)
         weights_path.unlink(missing_ok=True)
-        if self.get_active() is None:
+        if was_active:
             (self.root / ACTIVE_FILE).unlink(missing_ok=True)
 
     # Reading ---------------------------------------------------------------------------------------------
@@ -446,39 +450,69 @@ class ModelRegistry:
         return model, card
 
     def list(self) -> list[ModelCard]:
-        """Valid versions, newest first. Damaged or half-written versions are skipped (and logged)."""
-        if not self.root.is_dir():
-            return []
+        """Valid versions, newest first. Damaged or half-written versions are skipped (see ``damaged``)."""
         cards = []
-        for card_path in self.root.glob("*.json"):
-            version = card_path.stem
-            if card_path.name == ACTIVE_FILE or card_path.name.startswith("."):
-                continue
+        for version in self._card_versions():
             try:
                 cards.append(self.card(version))
             except (ModelError, ConfigError, OSError) as error:
-                log.debug("skipping model %s: %s", card_path, error)
+                log.debug("skipping model %s: %s", version, error)
         cards.sort(key=lambda card: (card.created, card.version), reverse=True)
         return cards
+
+    def _card_versions(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(path.stem for path in self.root.glob("*.json")
+                      if path.name != ACTIVE_FILE and not path.name.startswith("."))
+
+    def problem(self, version: str) -> str | None:
+        """Why ``version`` cannot be used (missing, damaged card, missing or changed weights), or None."""
+        try:
+            self.card(version)
+        except (ModelError, ConfigError, OSError) as error:
+            return str(error)
+        return None
+
+    def damaged(self) -> list[tuple[str, str]]:
+        """``(version, what is wrong)`` for every card in the folder that does not give a usable version."""
+        found = []
+        for version in self._card_versions():
+            try:
+                paths.safe_name(version, "model version")
+            except ConfigError as error:
+                found.append((version, str(error)))
+                continue
+            reason = self.problem(version)
+            if reason is not None:
+                found.append((version, reason))
+        return found
 
     def versions(self) -> list[str]:
         """Ids of the valid versions, newest first."""
         return [card.version for card in self.list()]
 
     def resolve(self, name: str) -> str:
-        """``"active"`` (falling back to the newest), ``"latest"`` or a version id -> a version id.
+        """``"active"`` (the newest only when none was ever made active), ``"latest"`` or a version id -> a
+        version id.
 
         Raises:
-            ModelError: ``active``/``latest`` was asked for but there is no model yet.
+            ModelError: ``active``/``latest`` was asked for but there is no model yet, or the active version
+                is damaged or gone (never replaced by another version: the message names it and the fix).
         """
         if name not in ("active", "latest"):
             return name
+        if name == "active" and self.active_is_set():
+            version = self.active_pointer()
+            reason = self.problem(version)
+            if reason is not None:
+                raise self.damaged_active_error(version, reason)
+            return version
         newest = self.latest()
-        version = (self.get_active() if name == "active" else None) or (newest.version if newest else None)
-        if version is None:
+        if newest is None:
             raise ModelError(f"no model in {self.root}: train one with `zeal train --dataset digits` (or "
                              "the Home page's button), or import one with `zeal models import`")
-        return version
+        return newest.version
 
     def latest(self, dataset: str | None = None) -> ModelCard | None:
         """The newest valid version (for ``dataset`` when given), or None."""
@@ -490,14 +524,59 @@ class ModelRegistry:
     # The active version ----------------------------------------------------------------------------------
 
     def get_active(self) -> str | None:
-        """The active version id, or None when none is set or it is no longer valid."""
+        """The active version id, or None when none is set or it is no longer valid (``active_problem``
+        says which)."""
+        try:
+            version = self.active_pointer()
+            if version is None:
+                return None
+            self.card(version)
+        except (OSError, ModelError, ConfigError):
+            return None
+        return version
+
+    def active_is_set(self) -> bool:
+        """Whether ``active.json`` exists (a version was made active), valid or not."""
+        return (self.root / ACTIVE_FILE).exists()
+
+    def active_pointer(self) -> str | None:
+        """The version ``active.json`` names, whether or not it is still usable; None without the file.
+
+        Raises:
+            ModelError: ``active.json`` is unreadable or names no valid version id.
+        """
         path = self.root / ACTIVE_FILE
         try:
             version = json.loads(path.read_text()).get("version")
-            self.card(version)
-        except (OSError, ValueError, AttributeError, TypeError, ModelError, ConfigError):
+            return paths.safe_name(version, "model version")
+        except FileNotFoundError:
             return None
-        return version
+        except (OSError, ValueError, AttributeError, TypeError, ConfigError) as error:
+            raise ModelError(f"{path} is damaged ({type(error).__name__}: {error}): make a version active "
+                             "again (`zeal models activate VERSION`, or the Model page)") \
+                from None
+
+    def active_problem(self) -> tuple[str, str] | None:
+        """``(version, what is wrong)`` when ``active.json`` names an unusable version, else None."""
+        try:
+            version = self.active_pointer()
+        except ModelError as error:
+            return ACTIVE_FILE, str(error)
+        reason = None if version is None else self.problem(version)
+        return None if reason is None else (version, reason)
+
+    def damaged_active_error(self, version: str, reason: str) -> ModelError:
+        """The error for a damaged active version: its name, what is wrong, and how to fix it."""
+        return ModelError(f"the active model version {version} cannot be used ({reason}). No other version "
+                          f"is used in its place: restore its files, or delete it (`zeal models delete "
+                          f"{version}`) and make another version active (`zeal models activate VERSION`, "
+                          "or the Model page)")
+
+    def _active_text_names(self, version: str) -> bool:
+        try:
+            return self.active_pointer() == version
+        except ModelError:
+            return False
 
     def set_active(self, version: str) -> None:
         """Make ``version`` the active one (atomic write of ``active.json``).

@@ -240,6 +240,9 @@ def record_lines(result: Mapping[str, Any], options: TextOptions) -> list[str]:
     if result.get("check_id") is not None:
         lines += wrap(f"Recorded as check #{result['check_id']} in {safe(result.get('history'))} "
                       f"(zeal history show {result['check_id']})", options.columns, indent="  ", first="")
+    elif result.get("record_error"):  # the history could not be written: the result above still stands
+        lines += wrap(f"NOT recorded in the history: {safe(result['record_error'])}", options.columns,
+                      indent="  ", first="")
     elif "check_id" not in result and "exit_code" in result:
         lines.append("Not recorded in the history (--no-record).")
     policy = result.get("policy")

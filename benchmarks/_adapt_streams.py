@@ -49,6 +49,21 @@ def _cache_path(cache: Path, fingerprint: str, corruption: str, severity: float,
     return cache / f"{corruption}_s{severity:g}_n{n}_seed{seed}_{size}px_{key}.safetensors"
 
 
+def _larger_cached(cache: Path, fingerprint: str, corruption: str, severity: float, n: int, seed: int,
+                   size: int) -> Path | None:
+    """A cached stream of the same corruption, severity, seed and size with more than ``n`` images, if any.
+
+    Its images are the same seeded permutation of the split, so its first ``n`` are a seeded draw of ``n``
+    (corrupted in chunks of 256 with other noise draws than an ``n``-image build would use)."""
+    for path in sorted(cache.glob(f"{corruption}_s{severity:g}_n*_seed{seed}_{size}px_*.safetensors")):
+        longer = path.name[len(f"{corruption}_s{severity:g}_n"):].split("_", 1)[0]
+        if not longer.isdigit() or int(longer) <= n:
+            continue
+        if path == _cache_path(cache, fingerprint, corruption, severity, int(longer), seed, size):
+            return path
+    return None
+
+
 def build_stream(dataset: object, corruption: str, severity: float, n: int, seed: int, index: int, size: int,
                  cache: Path | None) -> Stream:
     """The stream of ``corruption`` (or ``"clean"``), from the cache when it is there.
@@ -72,6 +87,11 @@ def build_stream(dataset: object, corruption: str, severity: float, n: int, seed
     if path is not None and path.exists():
         arrays = load_file(str(path))
         return Stream(corruption, arrays["images"], arrays["labels"])
+    larger = (None if cache is None else
+              _larger_cached(cache, dataset.fingerprint, corruption, severity, n, seed, size))
+    if larger is not None:  # the same seeded draw, longer: its first n images (a prefix of the permutation)
+        arrays = load_file(str(larger))
+        return Stream(corruption, arrays["images"][:n].contiguous(), arrays["labels"][:n].contiguous())
     images, labels = dataset.split("val")
     stream_seed = seed * STREAM_SEED_STRIDE + index
     order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(stream_seed))[:n]

@@ -10,7 +10,7 @@ from app_pages._ui import KEY_DATASET, KEY_DRIFT_SPEC
 from tests.conftest import ROOT, shown_text
 from tests.test_retrain import save_tiny_parent
 from zeal_core.models.registry import ModelRegistry
-from zeal_core.retrain import GuardVerdict, list_strategies
+from zeal_core.retrain import GuardVerdict, continual_strategies, list_strategies, unlabeled_strategies
 
 TIMEOUT_S = 180  # s per script run on a shared CPU
 
@@ -97,3 +97,16 @@ def test_the_page_says_when_the_data_page_choice_is_not_the_active_models_datase
     other = retrain_page(**{KEY_DATASET: "imagenette"})
     notes = [shown_text(info.value) for info in other.info if "You chose" in shown_text(info.value)]
     assert len(notes) == 1 and "trained on digits" in notes[0] and "Retrain" in notes[0]
+
+
+def test_the_monitor_page_offers_every_registered_strategy_in_both_modes_and_in_the_policy(registry) -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT_S)
+    at.run()
+    at.switch_page("app_pages/monitor.py").run()
+    assert not at.exception
+    options = at.selectbox(key="monitor_strategy").options
+    assert options[:-1] == list_strategies() and "roid" in options  # after k alarms: + observe only
+    at.radio(key="monitor_mode").set_value("continually, every batch").run()
+    assert at.selectbox(key="monitor_strategy").options == continual_strategies()
+    assert "roid" in continual_strategies()
+    assert at.selectbox(key="policy_strategy").options == unlabeled_strategies()  # the history's policy

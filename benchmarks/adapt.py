@@ -19,7 +19,10 @@ images per corruption (a seeded draw each), batches of ``--batch-size``, on the 
 
 ``source`` is the model without adaptation. Streams are cached (``_adapt_streams``) under
 ``--cache`` (default ``$ZEAL_STATE_DIR/bench_adapt``). Results go to stdout (``--json``) and, with
-``--save PATH``, to a JSON file. Run under ``nice``: it is hours of CPU for Imagenette.
+``--save PATH``, to a JSON file. Run under ``nice``: it is hours of CPU for Imagenette at the default
+``--n``; a shorter stream reuses the first images of a longer cached one. On a shared machine run one
+setting per process (``--settings``, ``--save``) and join the parts with ``python -m
+benchmarks._adapt_join`` (targets over all settings, paired differences per batch).
 """
 
 from __future__ import annotations

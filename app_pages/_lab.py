@@ -1,8 +1,11 @@
-"""What the Drift Lab, Your own images and the Monitor's history view share: the fitted reference and the
+"""What the Drift Lab, Your own images and the Monitor's history view share: the check service and the
 frames and figures drawn from a ``CheckReport``.
 
-There is one cache: ``zeal_core.reference.get_reference`` keeps each fitted reference (shared read-only by
-every session) and each reference keeps its recent simulated checks. Nothing here computes a drift check.
+Every page checks through ``zeal_core.service.CheckService`` under the lab's check profile (the same one
+``check`` on the command line, the monitor and the benchmarks use), so a batch gets the same p-values and
+decision here as from cron. The service's reference is fitted once per model, kept on disk next to the
+model and shared read-only by every session; each reference keeps its recent simulated checks. Nothing here
+computes a drift check.
 """
 
 from __future__ import annotations
@@ -18,16 +21,10 @@ from zeal_core.drift import detector_info
 from zeal_core.drift.base import DriftResult, p_value_floor
 from zeal_core.embed import part_positions
 from zeal_core.monitor import P_VALUE_FLOOR
-from zeal_core.reference import CheckReport, FittedReference, ReferenceConfig, get_reference
+from zeal_core.reference import CheckReport, FittedReference
+from zeal_core.service import CheckService
 from zeal_core.settings import get_settings
 
-ALPHA = 0.05  # family-wise level of every check in the app
-# 500 permutations give p-value steps of 0.002, plenty for a decision at alpha / k = 0.007, at half the cost
-# of the default 1000; c2st tests without its cross-fitted ranking (the report scores every image itself):
-# a third of a check's detector time saved (slider latency).
-DETECTOR_OPTIONS: dict[str, dict[str, Any]] = {
-    "mmd": {"num_permutations": 500}, "mmd-fuse": {"num_permutations": 500},
-    "mmd-agg": {"num_permutations": 500}, "c2st": {"rank": False}}
 SIZES = (50, 100, 200, 300, 500, 1000)  # sample sizes offered (capped by the held-out half and demo mode)
 DOMAIN_COLOURS = {"reference": "#64748b", "corrupted": "#dc2626", "sample, clean": "#f59e0b",
                   "upload": "#2563eb"}
@@ -37,14 +34,26 @@ CLASS_COLOURS = ("#88CCEE", "#CC6677", "#DDCC77", "#117733", "#332288", "#AA4499
                  "#882255", "#661100", "#6699CC", "#2E91E5", "#E15F99", "#1CA71C", "#FB0D0D", "#DA16FF")
 
 
-def reference_config(reference_n: int | None = None) -> ReferenceConfig:
-    """The app's reference settings (``reference_n`` None: the whole held-out reference half)."""
-    return ReferenceConfig(reference_n=reference_n, alpha=ALPHA, detector_options=DETECTOR_OPTIONS)
+def service() -> CheckService:
+    """The check service under the lab's profile (its settings are read afresh on every rerun)."""
+    return CheckService(device=device())
 
 
-def reference_for(version: str, reference_n: int | None = None) -> FittedReference:
-    """The fitted reference of ``version`` (fitted on first use, then shared by every session)."""
-    return get_reference(version, config=reference_config(reference_n), device=device())
+def reference_for(version: str) -> FittedReference:
+    """The fitted reference of ``version`` under the lab's profile (loaded from disk or fitted once, then
+    shared by every session)."""
+    return service().reference(version)
+
+
+def profile_caption(report: CheckReport) -> str:
+    """The settings a check used, in one line (the lab's profile, and any override)."""
+    settings = report.settings or {}
+    overrides = settings.get("overrides") or []
+    changed = f" (changed: {', '.join(overrides)})" if overrides else ""
+    return (f"Check profile “{settings.get('profile', '?')}”{changed}: reference of {report.reference_n} "
+            f"clean held-out images, {len(settings.get('detectors') or [])} detectors, "
+            f"{settings.get('permutations', '?')} permutations, α = {settings.get('alpha', '?')}; the same "
+            "settings as `zeal check` (`zeal settings` changes them).")
 
 
 def sample_sizes(dataset: Any) -> list[int]:

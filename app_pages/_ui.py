@@ -9,6 +9,7 @@ Cache keys include the data and models folders so that two servers (or two tests
 from __future__ import annotations
 
 import contextlib
+import re
 import string
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -41,6 +42,20 @@ def md(text: Any) -> str:
     that quote them) goes through this before it reaches Markdown."""
     folded = " ".join(str(text).split())
     return "".join(f"\\{char}" if char in string.punctuation else char for char in folded)
+
+
+def code(text: Any) -> str:
+    """``text`` as an inline code span that no content can break out of, for names and specs users typed.
+
+    CommonMark takes a code span's content literally; it ends at the first backtick run as long as the
+    opening one, so the fence is one backtick longer than the longest run inside (and padded by a space when
+    the text starts or ends with one). Line breaks are folded, as in ``md``.
+    """
+    folded = " ".join(str(text).split())
+    longest = max((len(run) for run in re.findall(r"`+", folded)), default=0)
+    fence = "`" * (longest + 1)
+    padding = " " if folded.startswith("`") or folded.endswith("`") else ""
+    return f"{fence}{padding}{folded}{padding}{fence}"
 
 
 @contextlib.contextmanager

@@ -1,9 +1,9 @@
 """Drift Lab: drift the held-out data, watch the embeddings move and the detectors react.
 
 The controls and results sit in one ``st.fragment`` so that moving a slider reruns only that part. Every
-number comes from one call, ``FittedReference.check(spec)`` (``zeal_core.reference``), cached inside the
-shared fitted reference. The DriftSpec text goes into the URL (``?spec=gaussian_noise:3@0.5&n=200&seed=0``),
-so a link reproduces the view.
+number comes from one call, ``CheckService.check(spec)`` (``zeal_core.service``, the lab's check profile),
+cached inside the shared fitted reference. The DriftSpec text goes into the URL
+(``?spec=gaussian_noise:3@0.5&n=200&seed=0``), so a link reproduces the view.
 """
 
 import streamlit as st
@@ -12,6 +12,7 @@ from app_pages import _lab, _labelfree
 from app_pages._ui import (
     KEY_DRIFT_SPEC,
     active_card,
+    code,
     first_run_panel,
     load_dataset_cached,
     md,
@@ -193,7 +194,7 @@ def show_metrics(report, spec: DriftSpec, n: int, seed: int) -> None:
                       delta_color="off", delta_arrow="off", help=decision.rule)
     columns[4].metric("Projection", report.projection.upper(),
                       help="PCA is shown until UMAP has warmed up in the background.")
-    st.caption(f"Drift spec {md(spec.text)} · n = {n} · seed = {seed} · reference: {report.reference_n} "
+    st.caption(f"Drift spec {code(spec.text)} · n = {n} · seed = {seed} · reference: {report.reference_n} "
                "clean held-out images")
 
 
@@ -270,8 +271,9 @@ def lab() -> None:
     st.session_state[KEY_DRIFT_SPEC] = spec.text
     st.query_params.update({"spec": spec.text, "n": str(n), "seed": str(seed)})
     with user_errors():
-        reference = _lab.reference_for(version)
-        report = reference.check(spec, n=n, seed=seed)
+        service = _lab.service()
+        reference = service.reference(version)
+        report = service.check(spec, reference=reference, n=n, seed=seed)
     show_metrics(report, spec, n, seed)
     _labelfree.show_estimates(report, report.accuracy, key="lab")
     _labelfree.show_diagnosis(report, reference, key="lab_diagnosis", chosen=spec)
@@ -280,6 +282,7 @@ def lab() -> None:
         st.markdown("**Detectors** · reference: clean held-out images; tested: the sample")
         st.table(_lab.detector_frame(report))
         st.caption(_lab.decision_caption(report))
+        st.caption(_lab.profile_caption(report))
         show_pairs(report, reference)
     with right:
         show_scatter(report, reference)

@@ -9,6 +9,7 @@ from app_pages._ui import (
     active_card,
     active_version,
     allowed,
+    code,
     ended_job,
     first_run_panel,
     history_store,
@@ -189,7 +190,7 @@ def show_check(row) -> None:
         if caution:
             columns[2].caption(caution)
     st.caption(f"#{row.id} · {md(row.created)} · {md(row.origin)} · {md(row.source)} · model "
-               f"{md(row.model_version)}")  # the source holds uploaded file names: text, never Markdown
+               f"{code(row.model_version)}")  # the source holds uploaded file names: text, never Markdown
     if row.diagnosis:
         st.markdown(f"**Diagnosis:** {md(row.diagnosis)}")
     threshold = decision.get("threshold", 0.0)

@@ -239,13 +239,16 @@ if adapted:
 
 
 # ------------------------------------------------------------------------------------------------ jobs
-@st.fragment(run_every=POLL_SECONDS)
-def jobs_panel() -> None:
-    """Every job, re-read from disk each second: one live source for status, progress and message."""
+def jobs_panel(polling: bool) -> None:
+    """Every job, re-read from disk each second while any is live: one source for status, progress and
+    message. Once the last live job ends the page reruns once and stops polling (an idle page costs the
+    server nothing, however many users keep it open)."""
     jobs = queue.list()
     if not jobs:
         st.caption("No jobs yet.")
         return
+    if polling and not any(job.status in ("queued", "running") for job in jobs):
+        st.rerun()
     st.dataframe([{"id": job.id, "kind": job.kind, "status": job.status, "progress": job.progress,
                    "message": job.error or job.message, "created": job.created} for job in jobs[:20]],
                  hide_index=True, key="retrain_jobs", column_config={
@@ -260,4 +263,5 @@ def jobs_panel() -> None:
 
 
 st.subheader("Jobs")
-jobs_panel()
+polling = any(job.status in ("queued", "running") for job in queue.list())
+st.fragment(jobs_panel, run_every=POLL_SECONDS if polling else None)(polling)

@@ -1,8 +1,9 @@
 """Your own images: upload a batch (the production sample), check it against the reference, keep it in the
 history.
 
-One call does the work: ``FittedReference.check(images)`` (``zeal_core.reference``); the report is recorded
-once per distinct upload (``zeal_core.history.record_check``), where the retrain policy can act on it. Before
+One call does the work: ``CheckService.check_and_record(images)`` (``zeal_core.service``), under the lab's
+check profile, so an upload gets the same p-values and decision as ``check`` on the command line; the check
+is recorded once per distinct upload, where the retrain policy and the alert webhook act on it. Before
 anything is uploaded the page says what the active model expects (size, colours, examples from its training
 images), and after, whether the batch looks different. The files are decoded once per upload (kept in the
 session while it stays the same), at most ``ZEAL_MAX_UPLOADS`` files and ``ZEAL_MAX_CHECK_N`` images (a seeded
@@ -33,7 +34,6 @@ from app_pages._ui import (
 from zeal_core.data import decode_images
 from zeal_core.data.appearance import Appearance, appearance_differences, describe_appearance
 from zeal_core.errors import ZealError
-from zeal_core.history import record_check
 from zeal_core.reference import scatter_frame
 from zeal_core.sampling import seeded_subset
 from zeal_core.settings import get_settings
@@ -80,17 +80,17 @@ def expected_input(card) -> Appearance:
     return look
 
 
-def controls(sizes: list[int]) -> tuple[int, bool, list]:
-    """Reference size, whether to record, the uploaded files."""
+def controls(service) -> tuple[bool, list]:
+    """The check settings in use, whether to record, the uploaded files."""
     left, right = st.columns([2, 1], vertical_alignment="bottom")
-    n_reference = left.select_slider("Reference size", sizes, value=sizes[-1], key="upload_reference_n",
-                                     help="Clean held-out images of the model's dataset the batch is "
-                                          "tested against.")
+    left.caption(f"Checked with the lab's check profile “{service.profile.name}”, the same as `zeal check`: "
+                 "the same images get the same p-values and verdict here and from cron (`zeal settings` "
+                 "changes it).")
     keep = right.toggle("Record in the history", value=True, key="upload_record",
                         help="Keep the check (and the images, for a later adaptation) in the history; see "
                              "the Monitor page.")
     files = st.file_uploader("Images", type=None, accept_multiple_files=True, key="upload_files")
-    return int(n_reference), bool(keep), files or []
+    return bool(keep), files or []
 
 
 def upload_key(uploaded: list) -> str:
@@ -101,9 +101,9 @@ def upload_key(uploaded: list) -> str:
     return digest.hexdigest()
 
 
-def batch_key(uploaded: list, reference_n: int) -> str:
-    """Identifies one check of an upload: the upload and the reference size (recorded once each)."""
-    return hashlib.sha256(f"{upload_key(uploaded)}|{reference_n}".encode()).hexdigest()
+def batch_key(uploaded: list, profile: object) -> str:
+    """Identifies one check of an upload: the upload and the check settings (recorded once each)."""
+    return hashlib.sha256(f"{upload_key(uploaded)}|{profile!r}".encode()).hexdigest()
 
 
 def capped(uploaded: list) -> tuple[list, str | None]:
@@ -151,30 +151,37 @@ def compare_look(expected: Appearance, images) -> None:
                    icon=":material/warning:")
 
 
-def record(report, images, files: list, reference, n_reference: int, keep: bool) -> tuple[dict, str]:
-    """Record the check once per distinct upload (completing it when the diagnosis arrives later)."""
+def check_and_record(service, version: str, images, names: list[str], skipped: list, files: list,
+                     keep: bool, source: str) -> tuple:
+    """Check the uploads and record the check once per distinct upload (the service lets the retrain policy
+    and the alert webhook act); complete the record when the diagnosis arrives later."""
     recorded = st.session_state.setdefault("upload_recorded", {})
     incomplete = st.session_state.setdefault("upload_incomplete", set())  # recorded before the warm-up ended
-    key = batch_key(files, n_reference)
-    store = history_store() if keep else None  # None (and why) when the history cannot be opened
-    if store is not None and key not in recorded:
-        try:
-            recorded[key], action = record_check(report, images=images, origin="upload", store=store,
-                                                 max_side=reference.source.card.model_config.image_size)
-        except ZealError as error:  # the report still stands; only the record is missing
-            show_history_error(error)
-            action = None
-        if report.pending and key in recorded:
+    key = batch_key(files, service.profile)
+    with user_errors():
+        outcome = service.check_and_record(images, version=version, record=keep and key not in recorded,
+                                           origin="upload", file_names=names, skipped=skipped, source=source)
+    report = outcome.report
+    if outcome.record_error is not None:  # the report still stands; only the record is missing
+        show_history_error(ZealError(outcome.record_error))
+    if outcome.check_id is not None:
+        recorded[key] = outcome.check_id
+        if report.pending:
             incomplete.add(key)
-        if action:
-            st.toast(f"The retrain policy queued {md(action['strategy'])} on checks {action['check_ids']}.")
-    elif store is not None and key in incomplete and not report.pending:  # the diagnosis is ready: complete
+        if outcome.policy:
+            st.toast(f"The retrain policy queued {md(outcome.policy['strategy'])} on checks "
+                     f"{outcome.policy['check_ids']}.")
+    elif keep and key in incomplete and not report.pending:  # the diagnosis is ready now: complete the record
+        store = history_store()
         try:
-            store.complete(recorded[key], report)
-            incomplete.discard(key)
+            if store is not None:
+                store.complete(recorded[key], report)
+                incomplete.discard(key)
         except ZealError as error:
             show_history_error(error)
-    return recorded, key
+    if outcome.alert is not None:
+        st.toast(f"Alert {'sent' if outcome.alert.sent else 'NOT sent'} to {md(outcome.alert.target)}.")
+    return report, recorded, key
 
 
 def show_metrics(report, reference, recorded: dict, key: str) -> None:
@@ -205,6 +212,7 @@ def show_detectors_and_map(report, reference, dataset: str) -> None:
                     f"{md(shown_dataset(dataset))}")
         st.table(_lab.detector_frame(report))
         st.caption(_lab.decision_caption(report))
+        st.caption(_lab.profile_caption(report))
     with right:
         frame = scatter_frame(report, reference, sample_domain="upload")
         st.plotly_chart(_lab.scatter_figure(frame, "domain"), key="upload_scatter")
@@ -257,7 +265,8 @@ def main() -> None:
     card = active_card()
     show_dataset_note(card)
     expected = expected_input(card)
-    n_reference, keep, files = controls(_lab.sample_sizes(load_dataset_cached(card.dataset)))
+    service = _lab.service()
+    keep, files = controls(service)
     if not files:
         st.info("No images uploaded yet. At least 2 readable images are needed; 30 or more give the tests "
                 "power.")
@@ -266,17 +275,16 @@ def main() -> None:
     if sampled_note:
         st.warning(f"Checking {sampled_note}.")
     with user_errors():
-        reference = _lab.reference_for(card.version, n_reference)
+        reference = service.reference(card.version)
     images, names, skipped = decode(files, reference)
     if images.shape[0] < 2:
         st.error("Fewer than 2 readable images: upload more to run the tests.")
         return
     compare_look(expected, images)
-    with user_errors():
-        shown = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
-        source = f"upload: {sampled_note}: {shown}" if sampled_note else f"upload: {shown}"
-        report = reference.check(images, file_names=names, skipped=skipped, source=source)
-    recorded, key = record(report, images, files, reference, n_reference, keep)
+    shown = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
+    source = f"upload: {sampled_note}: {shown}" if sampled_note else f"upload: {shown}"
+    report, recorded, key = check_and_record(service, card.version, images, names, skipped, files, keep,
+                                             source)
     show_metrics(report, reference, recorded, key)
     _labelfree.show_estimates(report, key="upload")
     _labelfree.show_diagnosis(report, reference, key="upload_diagnosis")

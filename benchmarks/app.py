@@ -1,6 +1,6 @@
 """Benchmark the app in a real browser: first render after server start, and slider-change latency.
 
-Usage: ``python -m benchmarks app [--json] [--steps 6]`` (or ``python -m benchmarks.app``)
+Usage: ``python -m benchmarks app [--json] [--steps 6] [--baseline-root ../main]``
 
 Starts ``streamlit run app.py`` on 127.0.0.1 with its own temporary data, models and state folders (a small
 digits model is trained into them first, outside the timings), then drives Debian's Chromium with Playwright:
@@ -9,7 +9,11 @@ digits model is trained into them first, outside the timings), then drives Debia
 - ``first_render_s``: from process start to the Home page fully drawn in the browser (target <= 5 s);
 - ``drift_lab_cold_s``: first Drift Lab view (embeddings, detector fits, PCA, severity curves);
 - ``slider_new_spec_s``: one severity step to a spec not seen before -> new p-values and plot (median);
-- ``slider_cached_s``: the same steps back down, every result cached (median; target <= 1.5 s).
+- ``slider_cached_s``: the same steps back down, every result cached (median).
+
+Targets: first render <= 5 s, a new severity to new p-values <= 0.8 s (median). ``--baseline-root`` also
+starts another checkout's app (e.g. the main branch) with the same model and data, in a tab of its own, and
+the slider steps alternate between the two apps, so old and new are timed under the same machine load.
 
 Numbers are wall-clock seconds on this machine; on a shared CPU they are pessimistic.
 """
@@ -25,7 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +63,7 @@ def seed_model(models_dir: Path, epochs: int | None = 2) -> str:
 
 
 def start_app(env: dict[str, str], log_path: Path, port: int = 0,
-              timeout_s: float = TIMEOUT_S) -> tuple[subprocess.Popen, str]:
+              timeout_s: float = TIMEOUT_S, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
     """``streamlit run app.py`` on 127.0.0.1; returns (process, base URL) once its health check answers.
 
     Raises:
@@ -69,9 +73,9 @@ def start_app(env: dict[str, str], log_path: Path, port: int = 0,
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+            [sys.executable, "-m", "streamlit", "run", str(root / "app.py"), "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            cwd=root, env={**env, "PYTHONPATH": str(root)}, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -122,10 +126,9 @@ def detector_table(page: Any) -> Any:
     return page.locator('[data-testid="stTable"] table').filter(has_text="what it compares").first
 
 
-def run(steps: int = 6, port: int = 0) -> dict[str, Any]:
-    """Run the whole benchmark; returns the timings (seconds) and the setup."""
-    from playwright.sync_api import sync_playwright
-
+def run(steps: int = 6, port: int = 0, baseline_root: Path | None = None) -> dict[str, Any]:
+    """Run the whole benchmark; with ``baseline_root``, that checkout's app is measured beside this one,
+    step by step in turns (so both see the same machine load); returns the timings."""
     work = Path(tempfile.mkdtemp(prefix="zeal-bench-app-"))
     env = dict(os.environ)
     for variable, sub in (("ZEAL_DATA_DIR", "data"), ("ZEAL_MODELS_DIR", "models"),
@@ -134,60 +137,113 @@ def run(steps: int = 6, port: int = 0) -> dict[str, Any]:
         env[variable] = str(work / sub)
         os.environ[variable] = str(work / sub)
     version = seed_model(work / "models")
-    results: dict[str, Any] = {"model": version, "cpu_count": os.cpu_count(), "steps": steps}
-    start = time.monotonic()
-    server, url = start_app(env, work / "streamlit.log", port)
+    results: dict[str, Any] = {"model": version, "cpu_count": os.cpu_count(), "steps": steps,
+                               "load_average_start": os.getloadavg()[0]}
+    apps = [_App("new", ROOT, env, work, port)]
+    if baseline_root is not None:
+        import shutil
+
+        base = work / "baseline"
+        for sub in ("data", "models", "state"):  # the same model, in folders of its own
+            shutil.copytree(work / sub, base / sub)
+        base_env = {**env, **{f"ZEAL_{sub.upper()}_DIR": str(base / sub) for sub in ("data", "models",
+                                                                                      "state")}}
+        apps.insert(0, _App("baseline", Path(baseline_root).resolve(), base_env, base, 0))
+    measured = measure(apps, steps)
+    results.update(measured.pop("new"))
+    if baseline_root is not None:
+        results["baseline"] = {"root": str(baseline_root), **measured["baseline"]}
+    results["load_average_end"] = os.getloadavg()[0]
+    results["targets"] = {"first_render_s": 5.0, "slider_new_spec_s": 0.8}
+    return results
+
+
+@dataclass
+class _App:
+    """One app under test: its checkout, environment and folders; its server and page once started."""
+
+    label: str  # "new" or "baseline"
+    root: Path  # the checkout whose app.py runs
+    env: dict[str, str]  # its environment (data, models and state folders)
+    work: Path  # where its log goes
+    port: int  # 0: a free one
+    server: Any = None
+    page: Any = None
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def measure(apps: list[_App], steps: int) -> dict[str, dict[str, Any]]:
+    """Start every app, then time each one's first render, cold Drift Lab and slider steps, in turns."""
+    from playwright.sync_api import sync_playwright
+
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.set_default_timeout(TIMEOUT_S * 1000)
-            results["server_ready_s"] = time.monotonic() - start
-            page.goto(f"{url}/")  # Home, the default page, lives at the root
-            page.get_by_text("What next").wait_for()
-            wait_idle(page)
-            results["first_render_s"] = time.monotonic() - start
-
-            begin = time.monotonic()
-            page.goto(f"{url}/drift_lab?spec=gaussian_noise:1@1&n=200&seed=0")
-            detector_table(page).wait_for()
-            page.locator(".js-plotly-plot").nth(1).wait_for()  # the severity curves are drawn last
-            wait_idle(page)
-            results["drift_lab_cold_s"] = time.monotonic() - begin
-            results["projection"] = "umap" if page.get_by_text("UMAP").count() else "pca"
-
-            slider = page.locator('input[type="range"][aria-label="gaussian_noise severity"]')
-
-            def step(key: str) -> float:
-                before = _p_values(page)
-                slider.focus()
-                begin = time.monotonic()
-                page.keyboard.press(key)
-                while _p_values(page) == before and time.monotonic() - begin < TIMEOUT_S:
-                    time.sleep(0.02)
-                wait_idle(page, settle_s=0.05)
-                return time.monotonic() - begin - 0.05
-
-            up = [step("ArrowRight") for _ in range(steps)]
-            down = [step("ArrowLeft") for _ in range(steps)]
-            results["slider_new_spec_s"] = statistics.median(up)
-            results["slider_cached_s"] = statistics.median(down)
-            results["slider_new_spec_all_s"] = [round(t, 3) for t in up]
-            results["slider_cached_all_s"] = [round(t, 3) for t in down]
+            for app in apps:
+                _open(app, browser)
+            ups: dict[str, list[float]] = {app.label: [] for app in apps}
+            downs: dict[str, list[float]] = {app.label: [] for app in apps}
+            for key, times in (("ArrowRight", ups), ("ArrowLeft", downs)):
+                for _ in range(steps):
+                    for app in apps:  # in turns: the same load for every app
+                        times[app.label].append(_step(app.page, key))
             browser.close()
     finally:
-        stop_app(server)
-    results["targets"] = {"first_render_s": 5.0, "slider_cached_s": 1.5}
-    return results
+        for app in apps:
+            if app.server is not None:
+                stop_app(app.server)
+    for app in apps:
+        up, down = ups[app.label], downs[app.label]
+        app.results.update(slider_new_spec_s=statistics.median(up), slider_cached_s=statistics.median(down),
+                           slider_new_spec_all_s=[round(t, 3) for t in up],
+                           slider_cached_all_s=[round(t, 3) for t in down])
+    return {app.label: app.results for app in apps}
+
+
+def _open(app: _App, browser: Any) -> None:
+    """Start ``app``'s server, time its first render and a cold Drift Lab."""
+    start = time.monotonic()
+    app.server, url = start_app(app.env, app.work / "streamlit.log", app.port, root=app.root)
+    app.results["server_ready_s"] = time.monotonic() - start
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(TIMEOUT_S * 1000)
+    page.goto(f"{url}/")  # Home, the default page, lives at the root
+    page.get_by_text("What next").wait_for()
+    wait_idle(page)
+    app.results["first_render_s"] = time.monotonic() - start
+    begin = time.monotonic()
+    page.goto(f"{url}/drift_lab?spec=gaussian_noise:1@1&n=200&seed=0")
+    detector_table(page).wait_for()
+    page.locator(".js-plotly-plot").nth(1).wait_for()  # the severity curves are drawn last
+    wait_idle(page)
+    app.results["drift_lab_cold_s"] = time.monotonic() - begin
+    app.results["projection"] = "umap" if page.get_by_text("UMAP").count() else "pca"
+    app.page = page
+
+
+def _step(page: Any, key: str) -> float:
+    """One severity step of the Drift Lab's slider: seconds until new p-values show and the run ends."""
+    slider = page.locator('input[type="range"][aria-label="gaussian_noise severity"]')
+    before = _p_values(page)
+    page.bring_to_front()
+    slider.focus()
+    begin = time.monotonic()
+    page.keyboard.press(key)
+    while _p_values(page) == before and time.monotonic() - begin < TIMEOUT_S:
+        time.sleep(0.02)
+    wait_idle(page, settle_s=0.05)
+    return time.monotonic() - begin - 0.05
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=6, help="severity slider steps to time (each way)")
     parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+    parser.add_argument("--baseline-root", type=Path, default=None,
+                        help="another checkout of the project to measure first, as the baseline")
 
 
 def _handler(args: argparse.Namespace) -> dict[str, Any]:
-    return run(steps=args.steps, port=args.port)
+    return run(steps=args.steps, port=args.port, baseline_root=args.baseline_root)
 
 
 def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:

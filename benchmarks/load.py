@@ -190,6 +190,15 @@ async def _user(browser: Any, url: str, user: int, corruption: str, n: int, step
     record["page"] = page
 
 
+async def _one_left(locator: Any) -> None:
+    """Until exactly one element matches ``locator`` (stale copies of a rerun gone, the new one drawn)."""
+    deadline = time.monotonic() + WAIT_S
+    while await locator.count() != 1:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{await locator.count()} elements still match {locator} after {WAIT_S:.0f} s")
+        await asyncio.sleep(0.05)
+
+
 def _retrain_jobs() -> int:
     """Retrain jobs in the server's job folder (this process points at the same state folder)."""
     from zeal_core.jobs import JobQueue
@@ -211,8 +220,8 @@ async def _retrainer(browser: Any, url: str, retrains: int, record: dict[str, An
     button = page.get_by_role("button", name="Retrain", exact=True)
     record["click_retries"] = 0
     for index in range(retrains):
-        await button.wait_for()
         await _script_idle(page)
+        await _one_left(button)  # a rerun briefly shows the old form beside the new one
         for _attempt in range(3):
             await button.click()
             deadline = time.monotonic() + CLICK_WAIT_S

@@ -15,7 +15,6 @@ from zeal_core.data import load_dataset
 from zeal_core.embed import part_positions
 from zeal_core.models import ModelConfig, create_model
 from zeal_core.models.registry import ModelRegistry
-from zeal_core.paths import state_dir
 
 
 @pytest.fixture()
@@ -72,7 +71,8 @@ def test_exit_codes_clean_drifted_and_broken(model_version: str, tmp_path: Path,
         assert out["cause"] == out["diagnosis"]["summary"] and not out["pending"]
     assert clean_out["diagnosis"]["verdict"] == "no drift"  # the detectors found nothing: no drift
     assert noisy_out["diagnosis"]["verdict"] != "no drift" and len(noisy_out["diagnosis"]["causes"]) > 3
-    assert list((state_dir() / "shift_banks").glob("*.npz"))  # the bank is kept for the next process
+    kept = ModelRegistry().root / f"{model_version}.fitted"  # the fitted reference, next to the model
+    assert list(kept.glob("bank-*.npz")) and list(kept.glob("warm-*.npz"))  # for the next process
 
     broken = tmp_path / "broken"
     _write_images(broken, clean[:10])

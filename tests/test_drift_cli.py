@@ -38,8 +38,21 @@ def test_drift_command_json(tiny_version: str, capsys: pytest.CaptureFixture[str
         assert 0.0 < result["p_value"] <= 1.0 and result["is_drift"] == (result["p_value"] < 0.05)
     # Even an untrained network's features move under severity-5 noise on every image.
     assert "mmd" in output["drift_detected_by"]
-    c2st = output["results"][2]["details"]
-    assert len(c2st["most_drifted_indices"]) == 20
+    # The check service's settings: the profile named, the explicit changes listed; the report ranks the
+    # drift-typical images itself (c2st only tests, as in every other caller).
+    settings = output["settings"]
+    assert settings["profile"] == "standard" and settings["permutations"] == 200
+    assert set(settings["overrides"]) == {"reference_n", "detectors", "permutations"}
+    assert output["typical"] and all(0.0 <= item["score"] <= 1.0 for item in output["typical"])
+
+
+def test_drift_command_uses_the_lab_profile(tiny_version: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """No flags: the lab's profile (standard: mmd, ks, cvm, bbsd), as the pages and ``check`` use it."""
+    code = main(["drift", "--model", tiny_version, "--drift", "clean", "--n", "30", "--reference-n", "40",
+                 "--device", "cpu", "--json"])
+    output = json.loads(capsys.readouterr().out)
+    assert code == 0 and [result["detector"] for result in output["results"]] == ["mmd", "ks", "cvm", "bbsd"]
+    assert output["settings"]["overrides"] == ["reference_n"] and output["alpha"] == 0.05
 
 
 def test_drift_command_errors(tiny_version: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,7 +22,6 @@ from zeal_core.history import (
     HistoryPolicy,
     HistoryStore,
     checks_to_adapt_on,
-    record_check,
     save_policy,
     schema_version,
 )
@@ -31,6 +30,7 @@ from zeal_core.history.store import HistoryError
 from zeal_core.jobs import JobQueue, run_worker
 from zeal_core.models.registry import ModelRegistry
 from zeal_core.reference import FittedReference, ReferenceConfig, get_reference
+from zeal_core.service import CheckService
 
 # Writes 50 checks from one process; the test runs two at once on the same database file.
 WRITER = """
@@ -130,13 +130,14 @@ def tiny_reference() -> tuple[ModelRegistry, FittedReference]:
 
 def _record_batches(reference: FittedReference, store: HistoryStore, specs: list[str],
                     queue: JobQueue) -> list[dict | None]:
+    """Check and record each batch through the check service (which lets the policy queue a job)."""
+    service = CheckService(history=store, queue=queue)
     actions = []
     for seed, spec in enumerate(specs):
         report = reference.check(spec, n=60, seed=seed, parts=["detectors"])
         images = DriftSpec.parse(spec).apply(
             reference.source.split_images[torch.tensor(report.sample.indices)], seed=seed)
-        actions.append(record_check(report, images=images, origin="api", store=store, queue=queue,
-                                    max_side=16)[1])
+        actions.append(service.record(report, images=images, origin="api", max_side=16).policy)
     return actions
 
 

@@ -28,6 +28,7 @@ def test_percentile_interpolates_between_ranks() -> None:
     assert summary([])["count"] == 0
 
 
+@pytest.mark.timeout(1200)  # s: five browsers, a server and two retrains on 2 shared cores
 def test_five_users_and_queued_retrains_each_get_their_own_answers() -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")

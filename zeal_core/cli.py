@@ -29,7 +29,8 @@ from zeal_core.errors import ZealError
 from zeal_core.textreport.layout import safe
 
 # Subcommand modules under zeal_core/commands, in help order.
-COMMAND_MODULES = ("data", "train", "evaluate", "models", "drift", "check", "history", "retrain", "monitor")
+COMMAND_MODULES = ("data", "train", "evaluate", "models", "drift", "check", "history", "settings", "retrain",
+                   "monitor")
 
 log = logging.getLogger("zeal_core")
 DEBUG_VARIABLE = "ZEAL_DEBUG"  # environment variable: 1 prints the traceback of an unexpected error

@@ -72,7 +72,7 @@ class Projector:
     """A fitted 2-D projection; ``transform`` puts new points into the reference's axes."""
 
     method: str  # "umap" or "pca"
-    model: Any  # the fitted umap.UMAP or sklearn PCA
+    model: Any  # the fitted umap.UMAP or LinearProjection (PCA)
     reference_xy: np.ndarray  # float32, N_ref x 2: the reference's own coordinates
     dims: int  # feature dimension it was fitted on
     fit_seconds: float  # wall-clock time of the fit
@@ -102,16 +102,10 @@ def fit_projection(reference_features: Any, method: str = "umap", seed: int = 0,
     array = _check_features(reference_features, "reference features")
     start = time.perf_counter()
     if method == "pca":
-        from sklearn.decomposition import PCA
-
         if array.shape[0] < 2:
             raise ConfigError("PCA needs at least 2 reference points")
-        components = min(2, array.shape[1])
-        model = PCA(n_components=components, random_state=seed).fit(array)
+        model = LinearProjection.fit_pca(array)
         xy = model.transform(array)
-        if components < 2:  # 1-D features: pad a zero y axis so the output is always N x 2
-            model = _PaddedPCA(model)
-            xy = np.c_[xy, np.zeros(len(xy))]
     else:
         if array.shape[0] < 4:
             raise ConfigError(f"UMAP needs at least 4 reference points, got {array.shape[0]}: use 'pca'")
@@ -139,15 +133,35 @@ def _use_fast_exact_distances(model: Any) -> None:
         model._input_distance_func = "euclidean"
 
 
-class _PaddedPCA:
-    """A 1-component PCA whose transform adds a zero second column."""
+class LinearProjection:
+    """x -> (x - mean) @ components.T, padded to two columns: a fitted PCA held as two arrays.
 
-    def __init__(self, pca: Any) -> None:
-        self.pca = pca
+    Fitted with numpy's exact SVD (the reference is at most a few thousand rows), so it needs no sklearn
+    import and is stored with the reference as plain arrays (``zeal_core.reference.persist``).
+    """
+
+    def __init__(self, mean: np.ndarray, components: np.ndarray) -> None:
+        """Args:
+        mean: float64, D: the reference's mean.
+        components: float64, k x D (k <= 2): unit principal axes, largest variance first.
+        """
+        self.mean = mean
+        self.components = components
+
+    @classmethod
+    def fit_pca(cls, array: np.ndarray) -> LinearProjection:
+        """The top two principal axes of ``array`` (each axis's sign fixed by its largest loading)."""
+        data = np.asarray(array, dtype=np.float64)
+        mean = data.mean(axis=0)
+        _, _, vt = np.linalg.svd(data - mean, full_matrices=False)
+        components = vt[:min(2, vt.shape[0])]
+        signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(axis=1)])
+        return cls(mean, components * np.where(signs == 0, 1.0, signs)[:, None])
 
     def transform(self, array: np.ndarray) -> np.ndarray:
-        xy = self.pca.transform(array)
-        return np.c_[xy, np.zeros(len(xy))]
+        """N x D -> N x 2 (a zero second column when the features have one dimension)."""
+        xy = (np.asarray(array, dtype=np.float64) - self.mean) @ self.components.T
+        return xy if xy.shape[1] == 2 else np.c_[xy, np.zeros(len(xy))]
 
 
 def _warm() -> None:

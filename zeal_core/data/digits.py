@@ -17,7 +17,7 @@ DIGITS_SPLIT_SEED = 0  # fixed, so every run and every model sees the same split
 
 
 def load_digits_dataset() -> ImageDataset:
-    """Build the digits dataset (about 0.1 s; deterministic)."""
+    """Build the digits dataset (about 0.1 s, plus importing scikit-learn; deterministic)."""
     # scikit-learn is imported here, not at module level: it costs seconds, and every page of the app
     # imports this package (the app's first render waits for it).
     from sklearn.datasets import load_digits as sklearn_digits

@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.covariance import ledoit_wolf
 
 from zeal_core.diagnose.label_shift import (
     confusion_given_true,
@@ -169,6 +168,8 @@ def build_table(groups: Sequence[GroupRows], spread_components: int, step: float
         spread = group.coordinates[:, :spread_components] - spread_centre
         expanded = np.concatenate([group.coordinates, spread ** 2], axis=1)
         mean = expanded.mean(0)
+        from sklearn.covariance import ledoit_wolf  # fitting only: a kept diagnoser never imports sklearn
+
         covariance = ledoit_wolf(expanded)[0]
         class_means = np.stack([expanded[labels == j].mean(0) if (labels == j).any() else mean
                                 for j in range(num_classes)])

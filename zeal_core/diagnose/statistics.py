@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 
 from zeal_core.errors import ConfigError
 
@@ -131,6 +130,8 @@ class FoldMoments:
         between = standardised.T @ standardised / len(group_means)
         keep = max(1, min(int(components), len(group_means) - 1, len(within)))
         size = len(within)
+        import scipy.linalg  # fitting only
+
         eigenvalues, vectors = scipy.linalg.eigh(between, within, subset_by_index=[size - keep, size - 1])
         order = np.argsort(-eigenvalues)
         return Projection(centre=centre, scale=scale, directions=vectors[:, order],

@@ -17,7 +17,9 @@ median behaved alike. Of the two tied grids this one keeps the papers' upper end
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +38,17 @@ from zeal_core.drift.kernels import (
     check_kernels,
     check_max_rows,
 )
+
+_LAST_TABLE: list[Any] = []  # [key, KernelTable] of the last table built (see kernel_table)
+_LAST_LOCK = threading.Lock()
+
+
+def _digest(array: np.ndarray) -> str:
+    """Identity of an array's values (shape, dtype and bytes)."""
+    values = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{values.shape}{values.dtype}".encode())
+    digest.update(values.tobytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -81,9 +94,27 @@ class AggregatedMMDDetector(DriftDetector):
     def _fit(self, reference: np.ndarray) -> None:
         # float32 copy on the device, made once per fit; only ever read.
         self._reference_tensor = torch.tensor(reference, dtype=torch.float32, device=self.device)
+        self._reference_digest = _digest(reference)
 
     def kernel_table(self, sample: np.ndarray) -> KernelTable:
-        """Distances once, then for each kernel its matrix, its norm and its MMD² on every shared split."""
+        """Distances once, then for each kernel its matrix, its norm and its MMD² on every shared split.
+
+        mmd-fuse and mmd-agg with the same options build the very same table for the same reference and
+        sample (one collection, one set of splits): the last table is kept, so a check that runs both
+        computes it once.
+        """
+        key = (type(self).bandwidth_quantiles, type(self).bandwidth_factors, self._reference_digest,
+               _digest(sample), self.kernels, self.num_bandwidths, self.num_permutations, self.seed,
+               str(self.device))
+        with _LAST_LOCK:
+            if _LAST_TABLE and _LAST_TABLE[0] == key:
+                return _LAST_TABLE[1]
+        table = self._kernel_table(sample)
+        with _LAST_LOCK:
+            _LAST_TABLE[:] = [key, table]
+        return table
+
+    def _kernel_table(self, sample: np.ndarray) -> KernelTable:
         assert self._reference_tensor is not None
         with torch.inference_mode():
             sample_tensor = torch.tensor(sample, dtype=torch.float32, device=self.device)

@@ -21,11 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import stats
-from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
-from sklearn.preprocessing import StandardScaler
 
 from zeal_core.drift.base import DriftDetector, check_int, register_detector
 from zeal_core.errors import ConfigError
@@ -80,6 +75,8 @@ class ClassifierDetector(DriftDetector):
         pooled = np.concatenate([self._reduced_reference, np.asarray(sample, dtype=np.float64)])
         if self.pca_dims is not None and pooled.shape[1] > self.pca_dims:
             components = min(self.pca_dims, pooled.shape[0], pooled.shape[1])
+            from sklearn.decomposition import PCA  # sklearn is imported on first use (about a second)
+
             pooled = PCA(n_components=components, random_state=self.seed).fit_transform(pooled)
         labels = np.r_[np.zeros(len(self._reduced_reference)), np.ones(len(sample))].astype(int)
         return pooled, labels
@@ -94,6 +91,8 @@ class ClassifierDetector(DriftDetector):
         folds = max(2, min(self.folds, len(sample), len(self._reduced_reference)))
         scores = np.empty(len(pooled))
         fold_of = np.empty(len(pooled), dtype=np.int64)
+        from sklearn.model_selection import StratifiedKFold
+
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.seed)
         for fold, (train, held_out) in enumerate(splitter.split(pooled, labels)):
             fold_of[held_out] = fold
@@ -102,6 +101,9 @@ class ClassifierDetector(DriftDetector):
         return scores[:n_reference], scores[n_reference:], fold_of
 
     def _classifier(self, features: np.ndarray, labels: np.ndarray) -> Any:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
         scaler = StandardScaler().fit(features)
         model = LogisticRegression(C=self.regularization, class_weight="balanced", max_iter=200)
         model.fit(scaler.transform(features), labels)
@@ -109,6 +111,9 @@ class ClassifierDetector(DriftDetector):
 
     def holdout_test(self, sample: np.ndarray) -> tuple[float, float, int]:
         """(held-out AUC, one-sided Mann-Whitney p-value, held-out sample items) of one 50/50 split."""
+        from scipy import stats
+        from sklearn.model_selection import StratifiedShuffleSplit
+
         pooled, labels = self._pooled(sample)
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=0.5, random_state=self.seed)
         train, held_out = next(splitter.split(pooled, labels))
@@ -122,6 +127,8 @@ class ClassifierDetector(DriftDetector):
         auc, p_value, held_out = self.holdout_test(sample)
         if not self.rank:
             return auc, p_value, auc - 0.5, {"auc": auc, "held_out_sample_items": held_out}
+        from scipy import stats
+
         reference_scores, sample_scores, fold_of = self.out_of_fold_scores(sample)
         reference_folds, sample_folds = fold_of[: len(reference_scores)], fold_of[len(reference_scores):]
         u_total = pairs = 0.0

@@ -39,7 +39,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.special import logsumexp, softmax
 
 from zeal_core.drift.aggregated import AggregatedMMDDetector, KernelTable
 from zeal_core.drift.base import register_detector
@@ -55,6 +54,8 @@ def fused_statistics(table: KernelTable, lambda_multiplier: float = 1.0
         table: Per-kernel MMD² of every split (column 0 observed).
         lambda_multiplier: λ₀; λ = λ₀ · sqrt(n'(n'-1)).
     """
+    from scipy.special import logsumexp  # imported on first use
+
     smaller = min(table.n_reference, table.n_sample)
     pairs = smaller * (smaller - 1)
     normalisers = np.maximum(table.kernel_norms, np.finfo(float).tiny) / pairs
@@ -101,6 +102,8 @@ class MMDFuseDetector(AggregatedMMDDetector):
         exceed = int((fused[1:] >= fused[0]).sum())
         p_value = (exceed + 1) / len(fused)
         best = int(np.argmax(normalised[:, 0]))
+        from scipy.special import softmax
+
         weights = softmax(lam * normalised[:, 0])
         return float(fused[0]), p_value, math.sqrt(max(float(table.mmd2[best, 0]), 0.0)), {
             **self.common_details(table),

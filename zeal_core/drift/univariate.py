@@ -9,22 +9,58 @@ the reference alone overfits it (its projections have more variance along the to
 sample's), so clean samples look drifted: on digits that gave false-positive rates of 0.09 at alpha 0.05. A
 basis that is a symmetric function of the pool keeps the pooled points exchangeable under no drift, and KS and
 CvM depend only on ranks, so their null distributions stay exact.
+
+The PCA is exact (numpy's eigendecomposition of the pooled covariance, or its SVD when there are fewer rows
+than dimensions): deterministic, and free of scikit-learn, whose import alone costs a cron check about a
+second. A component's sign is arbitrary, and KS and CvM are unchanged by flipping a dimension.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy import stats
-from sklearn.decomposition import PCA
 
 from zeal_core.drift.base import DriftDetector, bonferroni, check_int, register_detector
 from zeal_core.errors import ConfigError
 
 
+def pooled_pca(pooled: np.ndarray, components: int) -> np.ndarray:
+    """The rows of ``pooled`` on its top ``components`` principal axes (exact; float64).
+
+    The axes come from the D x D covariance's eigenvectors (more rows than dimensions) or the SVD (fewer);
+    every row is then projected by its own dot products, so identical rows get identical scores: KS and CvM
+    count ties, and scores computed another way (e.g. from the N x N Gram matrix) differ by rounding that
+    depends on the row's position, which they would read as drift. ks and cvm test the same pool, so the
+    last result is kept for the other one.
+    """
+    key = (hashlib.sha256(np.ascontiguousarray(pooled).tobytes()).hexdigest(), pooled.shape, components)
+    with _LAST_LOCK:
+        if _LAST_PCA and _LAST_PCA[0] == key:
+            return _LAST_PCA[1]
+    centred = np.asarray(pooled, dtype=np.float64) - pooled.mean(axis=0)
+    rows, dims = centred.shape
+    if rows > dims:
+        values, vectors = np.linalg.eigh(centred.T @ centred)
+        axes = vectors[:, np.argsort(values)[::-1][:components]]
+    else:
+        axes = np.linalg.svd(centred, full_matrices=False)[2][:components].T
+    reduced = centred @ axes
+    reduced.setflags(write=False)
+    with _LAST_LOCK:
+        _LAST_PCA[:] = [key, reduced]
+    return reduced
+
+
+_LAST_PCA: list = []  # [key, reduced] of the last pooled PCA (ks and cvm of one check share it)
+_LAST_LOCK = threading.Lock()
+
+
 def per_dimension_test(test: str, reference: np.ndarray, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Statistics and p-values of ``test`` ("ks" or "cvm") per column (scipy, vectorised over columns)."""
+    from scipy import stats  # imported on first use: a process that never runs ks/cvm/bbsd skips it
     if test == "ks":
         result = stats.ks_2samp(reference, sample, axis=0)
     elif test == "cvm":
@@ -45,7 +81,7 @@ class UnivariateDetector(DriftDetector):
     def __init__(self, alpha: float = 0.05, seed: int = 0, pca_dims: int | None = 32) -> None:
         """Args:
         alpha: Significance level (of the Bonferroni-combined p-value).
-        seed: Seed for the randomized PCA solver.
+        seed: Unused (the PCA is exact); accepted so every detector takes the same options.
         pca_dims: Components kept by the PCA of the pooled data; None or 0 tests the raw dimensions.
         """
         super().__init__(alpha=alpha, seed=seed)
@@ -65,7 +101,7 @@ class UnivariateDetector(DriftDetector):
             return reference, np.asarray(sample, dtype=np.float64), False
         pooled = np.concatenate([reference, sample]).astype(np.float64)
         components = min(self.pca_dims, pooled.shape[0], pooled.shape[1])
-        reduced = PCA(n_components=components, random_state=self.seed).fit_transform(pooled)
+        reduced = pooled_pca(pooled, components)
         return reduced[:reference.shape[0]], reduced[reference.shape[0]:], True
 
     def _test(self, sample: np.ndarray) -> tuple[float, float, float, dict[str, Any]]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 
 from zeal_core.errors import ConfigError
 
@@ -92,6 +91,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     Raises:
         ConfigError: Shapes disagree, values are not finite, or labels fall outside the model's classes.
     """
+    from scipy.optimize import minimize_scalar  # imported when fitting only (a kept fit never needs it)
+
     logits, labels = _check_logits_labels(logits, labels)
     result = minimize_scalar(lambda log_t: negative_log_likelihood(logits, labels, float(np.exp(log_t))),
                              bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-4})

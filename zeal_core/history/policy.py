@@ -1,5 +1,9 @@
 """Automated retraining on real data: the monitor's alarm rule applied to the history of checks.
 
+This module decides; it never submits. ``decide`` reads the history and says whether the policy fires;
+the check service (``zeal_core.service``) queues the job and records it with ``note_queued``, so the
+history imports nothing from the job system (no history -> jobs -> monitor -> history cycle).
+
 When the policy is on and the last ``window`` checks of the active model hold ``alarms_to_retrain`` drift
 decisions (counted after the policy last fired, and at least ``cooldown`` checks after it), it queues one
 ``adapt-history`` job: an unlabeled strategy (``zeal_core.retrain.unlabeled_strategies()``: bn-adapt,
@@ -105,30 +109,50 @@ def checks_to_adapt_on(store: HistoryStore, policy: HistoryPolicy, model_version
     return chosen or None
 
 
-def apply_policy(store: HistoryStore, model_version: str, dataset: str, *, queue: Any = None,
-                 policy: HistoryPolicy | None = None) -> dict[str, Any] | None:
-    """Queue the adaptation job when the policy fires for ``model_version``; returns what it did, or None.
+@dataclass(frozen=True)
+class PolicyDecision:
+    """The policy fired: adapt ``model_version`` on the images of ``check_ids`` (the service queues it)."""
+
+    model_version: str  # the model the alarms were raised on
+    dataset: str  # its dataset
+    check_ids: tuple[int, ...]  # the drifted checks (with stored images) to adapt on
+    policy: HistoryPolicy  # the settings that fired
+
+    def job_params(self, history_path: str) -> dict[str, Any]:
+        """The ``adapt-history`` job's parameters."""
+        policy = self.policy
+        return {"model": self.model_version, "dataset": self.dataset, "strategy": policy.strategy,
+                "check_ids": list(self.check_ids), "history": history_path, "promote": policy.promote,
+                "margin": policy.margin, "options": policy.options or {}}
+
+
+def decide(store: HistoryStore, model_version: str, dataset: str, *,
+           policy: HistoryPolicy | None = None) -> PolicyDecision | None:
+    """Whether the policy fires now for ``model_version`` (reads the history; queues nothing).
 
     Args:
         store: The history.
         model_version: The model the checks were made with.
         dataset: Its dataset.
-        queue: The ``JobQueue``; the default one when None.
         policy: The settings; the stored ones when None.
     """
-    from zeal_core.jobs import JobQueue
-
-    policy = policy or load_policy(store)
+    if policy is None:
+        stored = store.setting(POLICY_KEY, {})
+        if not (isinstance(stored, dict) and stored.get("enabled")):
+            return None  # off: nothing to build (a cron check need not import the retraining code)
+        policy = load_policy(store)
     if not policy.enabled:
         return None
     check_ids = checks_to_adapt_on(store, policy, model_version)
     if check_ids is None:
         return None
-    queue = queue if queue is not None else JobQueue()
-    job = queue.submit(JOB_KIND, {"model": model_version, "dataset": dataset, "strategy": policy.strategy,
-                                  "check_ids": check_ids, "history": str(store.path),
-                                  "promote": policy.promote, "margin": policy.margin,
-                                  "options": policy.options or {}})
-    store.add_event(model_version, check_ids, "queued", job_id=job.id,
-                    detail=f"{len(check_ids)} drifted checks -> {policy.strategy}")
-    return {"job": job.id, "check_ids": check_ids, "strategy": policy.strategy}
+    return PolicyDecision(model_version=model_version, dataset=dataset, check_ids=tuple(check_ids),
+                          policy=policy)
+
+
+def note_queued(store: HistoryStore, decision: PolicyDecision, job_id: str) -> dict[str, Any]:
+    """Record that ``decision``'s job was queued (the policy counts from here); returns what it did."""
+    strategy = decision.policy.strategy
+    store.add_event(decision.model_version, list(decision.check_ids), "queued", job_id=job_id,
+                    detail=f"{len(decision.check_ids)} drifted checks -> {strategy}")
+    return {"job": job_id, "check_ids": list(decision.check_ids), "strategy": strategy}

@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import secrets
+import shutil
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -204,6 +205,9 @@ def new_version_id(dataset: str, arch: str, when: datetime | None = None) -> str
     return paths.safe_name(name, "model version")
 
 
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256 of the weights file
+
+
 def file_sha256(path: Path) -> str:
     """sha256 hex of a file's bytes (read in 1 MiB blocks)."""
     digest = hashlib.sha256()
@@ -244,8 +248,9 @@ class ModelRegistry:
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else paths.models_dir()
-        # Verified weights, by (path, size, mtime_ns) -> sha256, so list() does not rehash unchanged files.
-        self._hash_cache: dict[tuple[str, int, int], str] = {}
+        # Verified weights, by (path, size, mtime_ns) -> sha256, so list() does not rehash unchanged files;
+        # shared by every registry of the process (pages and the check service open one per rerun).
+        self._hash_cache = _HASH_CACHE
 
     # Paths -----------------------------------------------------------------------------------------------
 
@@ -365,6 +370,8 @@ class ModelRegistry:
         was_active = self._active_text_names(version)
         card_path.unlink(missing_ok=True)
         weights_path.unlink(missing_ok=True)
+        # What checks fitted for this version and kept beside it (zeal_core.reference.persist).
+        shutil.rmtree(self.root / f"{paths.safe_name(version, 'model version')}.fitted", ignore_errors=True)
         if was_active:
             (self.root / ACTIVE_FILE).unlink(missing_ok=True)
 

@@ -3,8 +3,9 @@
 Each batch is drawn from the held-out sample half of the validation split by the schedule's drift spec for
 that batch (its class mix, then its corruptions) — the same draw as every simulated check — and passed to
 
-- the deployed model: ``FittedReference.check`` of its embeddings against the reference, with the monitor's
-  one detector, and a streaming change detector fed ``-log10(p)`` of each test;
+- the deployed model: ``FittedReference.check`` of its embeddings against the reference (the lab's check
+  profile, from ``zeal_core.service``), with the monitor's one detector, and a streaming change detector fed
+  ``-log10(p)`` of each test;
 - the original model, never replaced: the accuracy the stream would have without the policy.
 
 The policy (``zeal_core.policy.AlarmRule``) retrains after ``alarms_to_retrain`` batch alarms within the last
@@ -35,7 +36,7 @@ from zeal_core.monitor.adaptation import serve, start_continual
 from zeal_core.monitor.results import MonitorBatch, MonitorConfig, MonitorResult, RetrainEvent
 from zeal_core.monitor.schedule import Schedule
 from zeal_core.progress import CancelToken, ProgressCallback, check_cancel, report
-from zeal_core.reference import FittedReference, LabelFreeParts, ReferenceConfig, get_reference
+from zeal_core.reference import FittedReference, LabelFreeParts
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class _Stream:
         served_by = self.deployed_version  # a retrain after this batch serves from the next one
         seen = self.embed(self.deployed, batch.images, batch.labels)
         checked = self.active.check(replace(seen, spec=spec.text), parts=("detectors",),
+                                    detectors=(self.config.detector,),
                                     source=f"stream batch {index + 1}/{total}: {spec.text}")
         checked = replace(checked, estimates=self.estimating.estimates(seen)[0])
         result = checked.results[0]
@@ -241,10 +243,7 @@ def simulate(
     device = resolve_device(device)
     if config.strategy is not None:
         strategy_info(config.strategy)  # fail before any work on an unknown name
-    reference_config = ReferenceConfig(reference_n=config.reference_size, seed=config.seed,
-                                       alpha=config.alpha, detectors=(config.detector,))
-    reference = get_reference(version, dataset_name, reference_config, device=device, registry=registry,
-                              progress=progress)
+    reference = _check_service(config, registry, device, progress, history).reference(version, dataset_name)
     if history is None and config.record_history:
         history = HistoryStore()
     retrain = run_retrain or _default_retrain(reference, config, schedule, registry, device, progress, cancel)
@@ -257,6 +256,24 @@ def simulate(
     return MonitorResult(version=reference.version, dataset=reference.dataset_name, schedule=schedule.text,
                          config=config.to_dict(), batches=tuple(stream.records),
                          retrains=tuple(stream.events), seconds=time.perf_counter() - wall_start)
+
+
+def _check_service(config: MonitorConfig, registry: Any, device: torch.device,
+                   progress: ProgressCallback | None, history: Any) -> Any:
+    """The lab's check service (its profile: reference, permutations), with the monitor's own settings as
+    explicit overrides; the monitor's detector is added to the profile's when it is not one of them."""
+    from zeal_core.service import CheckService
+
+    overrides: dict[str, Any] = {"reference_n": config.reference_size, "seed": config.seed,
+                                 "alpha": config.alpha}
+    service = CheckService(overrides=overrides, registry=registry, history=history, device=device,
+                           progress=progress)
+    detectors = service.profile.detectors
+    if detectors and config.detector not in detectors:
+        overrides["detectors"] = (*detectors, config.detector)
+        service = CheckService(overrides=overrides, registry=registry, history=history, device=device,
+                               progress=progress)
+    return service
 
 
 def _default_retrain(reference: FittedReference, config: MonitorConfig, schedule: Schedule, registry: Any,

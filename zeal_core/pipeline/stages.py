@@ -240,14 +240,23 @@ def stage_evaluate(run: StageRun) -> dict[str, Any]:
 
 @register_stage("drift-eval")
 def stage_drift_eval(run: StageRun) -> dict[str, Any]:
-    """Write the detector table (CSV for plots) and per-detector summary (JSON metrics)."""
+    """Write the detector table (CSV for plots) and per-detector summary (JSON metrics).
+
+    Every detector runs with the settings of the standard check profile (``zeal_core.service``), so the
+    table measures the detectors exactly as ``check``, the pages and the monitor run them; params.yaml
+    chooses the detectors, drifts, sizes, trials and alpha of the study.
+    """
+    from dataclasses import replace
+
     from zeal_core.reference.grid import detector_table
+    from zeal_core.service import get_profile
 
     device = _device(run.params)
     model, card = _load_model(run.paths, device)
     dataset = _dataset(run)
     images, labels = dataset.split("val")  # detector_table takes its own seeded subset
-    table = detector_table(model, card.model_config, images, run.params.drift_eval.grid_config(),
+    grid = replace(run.params.drift_eval.grid_config(), detector_options=get_profile().detector_options())
+    table = detector_table(model, card.model_config, images, grid,
                            labels=labels, class_names=dataset.class_names, device=device,
                            seed=run.params.seed, progress=_progress_printer)
     return write_detector_table(run.paths, card.version, table)

@@ -1,8 +1,9 @@
 """The one cache of fitted references in a process (the app's sessions, the command line, the monitor).
 
-A reference is fitted once per (models folder, version, its weights, data folder, dataset, settings,
-device) and then shared read-only; while one caller fits it, others asking for the same key wait for that
-fit instead of starting their own. Simulated checks are cached inside each reference.
+A reference is loaded or fitted once per (models folder, version, its weights, data folder, dataset,
+settings, device) and then shared read-only; while one caller fits it, others asking for the same key wait
+for that fit instead of starting their own. Across processes the fitted parts are kept on disk next to the
+model version (``zeal_core.reference.persist``). Simulated checks are cached inside each reference.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from zeal_core.device import resolve_device
-from zeal_core.paths import data_dir, state_dir
+from zeal_core.paths import data_dir
 from zeal_core.progress import ProgressCallback
 from zeal_core.reference.config import ReferenceConfig
 from zeal_core.reference.fit import fit_reference
@@ -29,8 +30,19 @@ _LOCK = threading.Lock()
 
 def get_reference(version: str, dataset: str | None = None, config: ReferenceConfig | None = None, *,
                   device: str | torch.device = "auto", registry: Any = None,
-                  progress: ProgressCallback | None = None) -> FittedReference:
-    """The fitted reference for these settings: from the cache, or fitted now (see ``fit_reference``)."""
+                  progress: ProgressCallback | None = None,
+                  settings: dict[str, Any] | None = None) -> FittedReference:
+    """The fitted reference for these settings: from the cache, or loaded or fitted now (``fit_reference``).
+
+    Args:
+        version: A model version, or "active"/"latest".
+        dataset: Dataset name; default the model's.
+        config: Reference size, seed, alpha, detectors.
+        device: Where the model runs.
+        registry: The model registry; default the one in ``models_dir()``.
+        progress: Receives ``reference`` events while fitting.
+        settings: The check settings reports name (a check profile's description).
+    """
     from zeal_core.models.registry import ModelRegistry
 
     config = config or ReferenceConfig()
@@ -38,7 +50,7 @@ def get_reference(version: str, dataset: str | None = None, config: ReferenceCon
     resolved = registry.resolve(version)
     card = registry.card(resolved)
     key = (str(registry.root), resolved, card.weights_sha256, str(data_dir()), dataset or card.dataset,
-           config.cache_key(), str(resolve_device(device)))
+           config.cache_key(), str(resolve_device(device)), repr(sorted((settings or {}).items())))
     with _LOCK:
         if key in _FITTED:
             _FITTED.move_to_end(key)
@@ -49,7 +61,7 @@ def get_reference(version: str, dataset: str | None = None, config: ReferenceCon
             if key in _FITTED:
                 return _FITTED[key]
         fitted = fit_reference(resolved, dataset, config, device=device, registry=registry, progress=progress,
-                               bank_folder=state_dir() / "shift_banks")
+                               settings=settings)
         with _LOCK:
             _FITTED[key] = fitted
             _FITTING.pop(key, None)

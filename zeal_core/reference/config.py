@@ -45,6 +45,15 @@ class ReferenceConfig:
             for name in self.estimators:
                 estimator_info(name)  # raises ConfigError naming the registered ones
 
+    def describe(self) -> dict[str, Any]:
+        """The settings a report names (JSON-ready): what the reference is and how the check decides."""
+        from zeal_core.drift import list_detectors
+
+        return {"reference_n": self.reference_n, "seed": self.seed, "alpha": self.alpha,
+                "detectors": list(self.detectors) or list_detectors(),
+                "detector_options": {name: dict(values) for name, values in self.detector_options.items()},
+                "split": self.split, "bank_n": self.bank_n, "estimators": list(self.estimators)}
+
     def cache_key(self) -> tuple:
         """A hashable form (the detector options as sorted text)."""
         options = tuple(sorted((name, tuple(sorted(values.items())))

@@ -7,7 +7,8 @@ distances, and what the label-free estimators and the diagnosis need. ``check`` 
 returns one ``CheckReport``. Nothing in ``check`` changes the reference: every fitted object is read-only
 after fitting, so one fitted reference serves every session of the app at once.
 
-Built by ``fit_reference`` (``zeal_core.reference.fit``) from a registered model, or by
+Built by ``fit_reference`` (``zeal_core.reference.fit``) from a registered model, which also keeps what it
+fitted on disk (``zeal_core.reference.persist``) and restores it in the next process, or by
 ``FittedReference.from_embeddings`` for benchmarks that test precomputed embeddings.
 """
 
@@ -17,7 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,36 +35,12 @@ from zeal_core.reference.config import PROJECTIONS, ReferenceConfig, check_parts
 from zeal_core.reference.decision import bonferroni
 from zeal_core.reference.labelfree import DEFAULT_ESTIMATORS, LabelFreeParts, preferred_order
 from zeal_core.reference.report import CheckReport, TypicalImage
+from zeal_core.reference.source import ModelSource
 from zeal_core.reference.typical import drift_scores, reference_knn_distances
 
 THUMB_SIDE = 64  # px: a report keeps the tested images at most this large, for thumbnails
 TYPICAL_COUNT = 12  # most drift-typical images listed per report
 SPEC_CACHE_SIZE = 24  # simulated checks kept per reference (each holds n thumbnails: <= 12 MB at n = 1000)
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """The model side of a reference fitted from a registered model (absent for embeddings-only ones)."""
-
-    model: torch.nn.Module  # in eval mode; shared read-only, never trained in place
-    card: Any  # its ModelCard
-    device: torch.device  # where it runs
-    dataset: Any  # the whole ImageDataset (all its classes)
-    label_map: np.ndarray  # int64 per dataset class: the model output standing for it, -1 if unseen
-    split_images: torch.Tensor  # uint8, the split the halves come from (val by default)
-    split_labels: np.ndarray  # int64 dataset label per split image
-    split_clean: Embeddings  # the whole split, clean, as the model sees it (labels in the model's space)
-    pool: np.ndarray  # int64 split positions of the held-out sample half (every class)
-
-    @property
-    def known_classes(self) -> tuple[str, ...]:
-        """Dataset classes the model predicts."""
-        return tuple(name for name, out in zip(self.dataset.class_names, self.label_map, strict=True)
-                     if out >= 0)
-
-    def model_labels(self, positions: np.ndarray) -> np.ndarray:
-        """Labels in the model's output space of the split images at ``positions`` (-1: unseen class)."""
-        return self.label_map[self.split_labels[positions]]
 
 
 @dataclass(frozen=True)
@@ -81,7 +58,9 @@ class FittedReference:
 
     def __init__(self, reference: Embeddings, config: ReferenceConfig, *, dataset_name: str,
                  version: str | None = None, source: ModelSource | None = None,
-                 bank_folder: Path | None = None) -> None:
+                 bank_folder: Path | None = None, bank_positions: np.ndarray | None = None,
+                 restored: dict[str, Any] | None = None, warm_store: Any = None,
+                 settings: dict[str, Any] | None = None) -> None:
         """Fit every detector on ``reference`` (use ``fit_reference`` or ``from_embeddings``, not this).
 
         Args:
@@ -91,6 +70,12 @@ class FittedReference:
             version: The model version, if any.
             source: The model and dataset, when checks of images and drift specs are to work.
             bank_folder: Where built shift banks are kept between processes (None: rebuilt each time).
+            bank_positions: Split positions of the images the shift bank is made of (with ``source``; drawn
+                independently of the reference size, so one warm-up serves every reference size).
+            restored: What ``fitted_state()`` returned in an earlier process (knn distances, projections,
+                bank-free estimators), used instead of refitting them.
+            warm_store: Loads, keeps and locks the label-free warm-up (``LabelFreeParts``), or None.
+            settings: The check settings to name in every report (default: from ``config``).
         """
         self.reference = reference
         self.config = config
@@ -104,21 +89,33 @@ class FittedReference:
                                                                      **config.detector_options.get(name, {})})
             self.detectors[name] = detector.fit(_detector_input(reference, detector))
         self._lock = threading.Lock()
-        self._projectors: dict[str, Projector] = {}
-        self._knn: np.ndarray | None = None
+        restored = restored or {}
+        self._projectors: dict[str, Projector] = dict(restored.get("projectors") or {})
+        self._knn: np.ndarray | None = restored.get("knn")
         self._checks: OrderedDict[tuple, CheckReport] = OrderedDict()
         self.bank_folder = bank_folder
-        self.label_free = self._label_free_parts()
+        self.settings = dict(settings) if settings is not None else config.describe()
+        self.label_free = self._label_free_parts(bank_positions, restored.get("estimators"), warm_store)
 
-    def _label_free_parts(self) -> LabelFreeParts:
+    def _label_free_parts(self, bank_positions: np.ndarray | None, estimators: dict[str, Any] | None,
+                          warm_store: Any) -> LabelFreeParts:
         """The estimators and the diagnosis; a bank needs a model and labelled reference images."""
         labelled = self.reference.labels is not None
-        bank_rows = self._bank_rows() if self.source is not None and labelled else None
+        bank_reference = None
+        if self.source is not None and labelled and bank_positions is not None and len(bank_positions) >= 20:
+            bank_reference = self.source.split_clean.subset(bank_positions)  # rows are split positions
         return LabelFreeParts(
-            self.reference if labelled else None,
-            None if bank_rows is None else self.reference.subset(bank_rows),
-            None if bank_rows is None else self._build_bank,
-            estimators=self.config.estimators or DEFAULT_ESTIMATORS, seed=self.config.seed)
+            self.reference if labelled else None, bank_reference,
+            None if bank_reference is None else self._build_bank,
+            estimators=self.config.estimators or DEFAULT_ESTIMATORS, seed=self.config.seed,
+            fitted=estimators, warm_store=warm_store if bank_reference is not None else None)
+
+    def fitted_state(self) -> dict[str, Any]:
+        """What a later process needs besides the embeddings to check without refitting: the per-image
+        scores' reference distances, the PCA map and every bank-free estimator (fitted now if not yet)."""
+        self.label_free.fit_bank_free()
+        return {"knn": self._reference_knn(), "projectors": {"pca": self.projector("pca")},
+                "estimators": self.label_free.bank_free_estimators()}
 
     @classmethod
     def from_embeddings(cls, reference: Embeddings, config: ReferenceConfig | None = None, *,
@@ -140,14 +137,14 @@ class FittedReference:
         if self.source is None:
             return tuple(str(index) for index in range(self.reference.probs.shape[1]))
         card_names = self.source.card.class_names
-        return tuple(card_names) if card_names is not None else tuple(self.source.dataset.class_names)
+        return tuple(card_names) if card_names is not None else self.source.class_names
 
     @property
     def image_size(self) -> int:
         """Working size (px) real images are decoded to before the check: the dataset's."""
         if self.source is None:
             raise ConfigError("this reference was built from embeddings: check embeddings, not images")
-        return int(self.source.dataset.image_size)
+        return int(self.source.image_size)
 
     @property
     def sample_pool_size(self) -> int:
@@ -160,7 +157,8 @@ class FittedReference:
               seed: int = 0, labels: torch.Tensor | np.ndarray | None = None,
               file_names: Sequence[str] | None = None, parts: Sequence[str] | None = None,
               projection: str = "auto", source: str | None = None, skipped: Sequence[tuple[str, str]] = (),
-              timings: dict[str, float] | None = None) -> CheckReport:
+              timings: dict[str, float] | None = None,
+              detectors: Sequence[str] | None = None) -> CheckReport:
         """Test a sample against the reference and report everything about it.
 
         Args:
@@ -175,17 +173,19 @@ class FittedReference:
             source: What the sample is, for the report (default: from the input).
             skipped: (file, reason) of real images that could not be read, carried into the report.
             timings: Seconds already spent by the caller (e.g. ``{"decode": 0.4}``), carried into the report.
+            detectors: Test only these fitted detectors (the decision is then over them); default all.
 
         Raises:
             ConfigError: A bad spec, n, part or projection, or images for a reference without a model.
         """
         wanted = check_parts(parts)
+        chosen = self._chosen(detectors)
         if projection not in PROJECTIONS:
             raise ConfigError(f"unknown projection {projection!r}: choose from {', '.join(PROJECTIONS)}")
         if isinstance(sample, str):
             sample = DriftSpec.parse(sample)
         if isinstance(sample, DriftSpec):
-            return self._check_spec(sample, n, seed, wanted, projection)
+            return self._check_spec(sample, n, seed, wanted, projection, chosen)
         start = time.perf_counter()
         spent = dict(timings or {})
         if isinstance(sample, Embeddings):
@@ -196,16 +196,16 @@ class FittedReference:
         names = tuple(file_names) if file_names is not None else None
         if names is not None and len(names) != len(embedded):
             raise ConfigError(f"{len(names)} file names for {len(embedded)} images")
-        return self._assemble(embedded, wanted, projection, spent, source=source or _source_of(names),
+        return self._assemble(embedded, wanted, projection, spent, chosen, source=source or _source_of(names),
                               images=images, file_names=names, skipped=tuple(skipped))
 
     def _check_spec(self, spec: DriftSpec, n: int | None, seed: int, parts: tuple[str, ...],
-                    projection: str) -> CheckReport:
+                    projection: str, detectors: tuple[str, ...]) -> CheckReport:
         """A simulated sample: drawn from the held-out half, drifted, checked; the last few are cached."""
         source = self._require_source()
         count = self._sample_size(n)
         method = self._projection_method(projection) if "projection" in parts else None
-        key = (spec.text, count, int(seed), parts, method)
+        key = (spec.text, count, int(seed), parts, method, detectors)
         with self._lock:
             cached = self._checks.get(key)
             if cached is not None and not (cached.pending and self.label_free.ready):
@@ -213,28 +213,48 @@ class FittedReference:
                 return cached
         start = time.perf_counter()
         batch = self.simulate_batch(spec, count, seed)
-        embedded = compute_embeddings(source.model, source.card.model_config, batch.images, source.device,
-                                      labels=batch.labels, batch_size=self.config.batch_size)
-        embedded = replace(embedded, indices=batch.positions, spec=spec.text, affected=batch.affected)
+        embedded = self._embed_simulated(batch, spec)
         clean_preds = np.asarray(source.split_clean.preds)[batch.positions]
         report = self._assemble(embedded, parts, method or "pca", {"embed": time.perf_counter() - start},
-                                source=f"drift spec {spec.text}", images=_thumbnails(batch.images), spec=spec,
-                                clean_accuracy=float(np.mean(clean_preds == batch.labels)))
+                                detectors, source=f"drift spec {spec.text}", images=_thumbnails(batch.images),
+                                spec=spec, clean_accuracy=float(np.mean(clean_preds == batch.labels)))
         with self._lock:
             self._checks[key] = report
             while len(self._checks) > SPEC_CACHE_SIZE:
                 self._checks.popitem(last=False)
         return report
 
+    def _embed_simulated(self, batch: SimulatedBatch, spec: DriftSpec) -> Embeddings:
+        """The batch as the model sees it. Images the spec left untouched are exactly the clean split's, whose
+        embeddings the reference holds: only the changed ones go through the model (none for a pure class
+        mix, half at ``@0.5``)."""
+        source = self._require_source()
+        clean = source.split_clean.subset(batch.positions)
+        values = {name: getattr(clean, name) for name in ("features", "probs", "preds", "logits")}
+        changed = np.flatnonzero(batch.affected)
+        if len(changed):
+            rows = torch.from_numpy(changed)
+            fresh = compute_embeddings(source.model, source.card.model_config, batch.images[rows.to(
+                batch.images.device)], source.device, labels=batch.labels[changed],
+                batch_size=self.config.batch_size)
+            for name, array in values.items():
+                if array is not None:
+                    merged = np.array(array)
+                    merged[changed] = getattr(fresh, name)
+                    values[name] = merged
+        return Embeddings(**values, labels=batch.labels, indices=batch.positions, spec=spec.text,
+                          affected=batch.affected)
+
     def _assemble(self, embedded: Embeddings, parts: tuple[str, ...], projection: str,
-                  timings: dict[str, float], *, source: str, images: torch.Tensor | None,
+                  timings: dict[str, float], detectors: tuple[str, ...], *, source: str,
+                  images: torch.Tensor | None,
                   file_names: tuple[str, ...] | None = None, skipped: tuple[tuple[str, str], ...] = (),
                   spec: DriftSpec | None = None, clean_accuracy: float | None = None) -> CheckReport:
         """Run the asked-for parts on embedded images and put the report together."""
         start = time.perf_counter()
         results, decision = (), None
         if "detectors" in parts:
-            results = self.test(embedded)
+            results = self.test(embedded, detectors)
             decision = bonferroni(results, self.config.alpha)
             timings["detectors"] = time.perf_counter() - start
         coords = reference_coords = method = None
@@ -259,7 +279,7 @@ class FittedReference:
             typical=typical, accuracy=embedded.accuracy if embedded.labels is not None else None,
             clean_accuracy=clean_accuracy, images=images, file_names=file_names, skipped=skipped,
             estimates=estimates, diagnosis=diagnosis, pending=pending, timings=timings,
-            class_names=self.class_names)
+            class_names=self.class_names, settings=self.settings)
 
     def _label_free(self, embedded: Embeddings, parts: tuple[str, ...], decision: Any,
                     timings: dict[str, float]) -> tuple[tuple, Any, tuple[str, ...]]:
@@ -277,14 +297,25 @@ class FittedReference:
             timings["diagnosis"] = time.perf_counter() - mark
         return preferred_order(estimates, diagnosis), diagnosis, tuple(pending)
 
-    def test(self, sample: Embeddings) -> tuple[DriftResult, ...]:
-        """Every fitted detector's result on ``sample`` (in the order they were fitted).
+    def _chosen(self, detectors: Sequence[str] | None) -> tuple[str, ...]:
+        """The fitted detectors a check runs (all by default), in fitted order."""
+        if detectors is None:
+            return tuple(self.detectors)
+        unknown = [name for name in detectors if name not in self.detectors]
+        if unknown or not detectors:
+            raise ConfigError(f"detector(s) {unknown or '(none)'} not fitted on this reference: choose from "
+                              f"{', '.join(self.detectors)}")
+        return tuple(name for name in self.detectors if name in detectors)
+
+    def test(self, sample: Embeddings, detectors: Sequence[str] | None = None) -> tuple[DriftResult, ...]:
+        """The fitted detectors' results on ``sample`` (all, or ``detectors``; in the order they were fitted).
 
         A detector that ranks the sample's most drift-typical rows (c2st) also gets those rows' positions in
         their split, ``details["most_drifted_indices"]``.
         """
         results = []
-        for detector in self.detectors.values():
+        for name in self._chosen(detectors):
+            detector = self.detectors[name]
             result = detector.test(_detector_input(sample, detector))
             if "most_drifted" in result.details:
                 rows = np.asarray(result.details["most_drifted"], dtype=np.int64)
@@ -318,16 +349,6 @@ class FittedReference:
         """Build (or load) the shift bank and fit the diagnosis on it; see ``LabelFreeParts.warm``."""
         return self.label_free.warm(background=background, progress=progress, cancel=cancel)
 
-    def _bank_rows(self) -> np.ndarray | None:
-        """Rows of the reference the shift bank is made of: a seeded draw of ``bank_n`` (None: too few)."""
-        count = len(self.reference)
-        if count < 20:
-            return None
-        if count <= self.config.bank_n:
-            return np.arange(count)
-        rng = np.random.default_rng(self.config.seed + 1)  # not the reference draw's own stream
-        return np.sort(rng.choice(count, size=self.config.bank_n, replace=False))
-
     def _build_bank(self, progress: ProgressCallback | None, cancel: CancelToken | None) -> tuple:
         """The shift bank of the bank rows: read from ``bank_folder`` when built before, else built."""
         from zeal_core.reference.bank import bank_key, load_bank, save_bank
@@ -339,9 +360,9 @@ class FittedReference:
         specs = bank_specs()
         path = None
         if self.bank_folder is not None:
-            key = bank_key(source.card.weights_sha256 or str(self.version), source.dataset.fingerprint,
+            key = bank_key(source.card.weights_sha256 or str(self.version), source.fingerprint,
                            positions, specs, self.config.seed)
-            path = Path(self.bank_folder) / f"{self.version}-{key}.npz"
+            path = Path(self.bank_folder) / f"bank-{key}.npz"
             stored = load_bank(path)
             if stored is not None and len(stored) == len(specs):
                 return stored
@@ -388,7 +409,7 @@ class FittedReference:
         """Split positions of a seeded sample of ``n`` held-out images under ``spec``'s class mix."""
         source = self._require_source()
         rows = spec.draw_positions(source.split_labels[source.pool], n, int(seed),
-                                   class_names=source.dataset.class_names,
+                                   class_names=source.class_names,
                                    known_classes=source.card.class_names)
         return source.pool[np.asarray(rows, dtype=np.int64)]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,8 @@ class DetectorGridConfig:
     trials: int = 20  # reference/sample splits, each tested clean and under every drift
     alpha: float = 0.05  # significance level of every detector
     batch_size: int = 256  # images per forward pass when embedding
+    # per-detector options, e.g. the check profile's permutations (``CheckProfile.detector_options()``)
+    detector_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_int(self.sample_size, "sample_size", 2)
@@ -216,7 +218,7 @@ def _run_trials(embedded: Sequence[Embeddings], names: Sequence[str], config: De
     """``outcomes[detector][drift]``: one DriftResult per trial, each trial on a fresh split."""
     rng = np.random.default_rng(seed)
     reference_config = ReferenceConfig(detectors=tuple(names), alpha=config.alpha, seed=seed,
-                                       batch_size=config.batch_size)
+                                       batch_size=config.batch_size, detector_options=config.detector_options)
     outcomes: dict[str, list[list[DriftResult]]] = {name: [[] for _ in embedded] for name in names}
     for trial in range(config.trials):
         check_cancel(cancel)

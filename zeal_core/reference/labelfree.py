@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +55,7 @@ class LabelFreeParts:
 
     def __init__(self, reference: Embeddings | None, bank_reference: Embeddings | None,
                  build_bank: BankBuilder | None, *, estimators: Sequence[str] = DEFAULT_ESTIMATORS,
-                 seed: int = 0) -> None:
+                 seed: int = 0, fitted: Mapping[str, Any] | None = None, warm_store: Any = None) -> None:
         """Args:
             reference: The clean labelled reference (the bank-free estimators fit on all of it); None
                 when its labels are unknown (nothing label-free can be fitted then).
@@ -64,6 +64,11 @@ class LabelFreeParts:
             build_bank: Builds or loads that bank; None as for ``bank_reference``.
             estimators: Registered estimator names, preferred first.
             seed: Seeds the diagnosis's calibration and the estimators' bootstrap.
+            fitted: Bank-free estimators fitted earlier on this same reference, by name (a process that
+                loads a kept reference); the others are fitted on first use.
+            warm_store: Where the warm-up is kept between processes: ``load() -> (diagnoser, estimators)
+                or None``, ``save(diagnoser, estimators)`` and ``lock()``, a context manager held while
+                fitting (``zeal_core.reference.fit.WarmBundle``); None fits in every process.
         """
         from zeal_core.estimate import estimator_info
 
@@ -74,10 +79,14 @@ class LabelFreeParts:
         self._needs_bank = {name: estimator_info(name).needs_bank for name in self.estimator_names}
         self.seed = int(seed)
         self._lock = threading.Lock()
-        self._estimators: dict[str, Any] = {}
+        self._estimators: dict[str, Any] = {name: estimator for name, estimator in (fitted or {}).items()
+                                            if name in self._needs_bank and not self._needs_bank[name]}
         self._diagnoser: Any = None
         self._thread: threading.Thread | None = None
         self._status = WarmStatus(ready=False, running=False, fraction=0.0, message="not started")
+        self._warm_store = warm_store
+        if warm_store is not None and self.can_warm:
+            self._install(warm_store.load(), "loaded")
 
     # ------------------------------------------------------------------------------------------ status
 
@@ -160,6 +169,31 @@ class LabelFreeParts:
             self._set(running=False, message="failed", error=f"{type(error).__name__}: {error}")
 
     def _warm(self, progress: ProgressCallback | None, cancel: CancelToken | None) -> None:
+        if self._warm_store is None:
+            self._fit_warm(progress, cancel)
+            return
+        with self._warm_store.lock():  # another process warming the same model: wait, then load its fit
+            if self._install(self._warm_store.load(), "loaded"):
+                return
+            fitted = self._fit_warm(progress, cancel)
+            self._install(self._warm_store.save(*fitted), self._status.message)  # what later processes load
+
+    def _install(self, warmed: tuple[Any, dict[str, Any]] | None, how: str) -> bool:
+        """Use a warm-up's diagnoser and bank-fitted estimators; False when there is none."""
+        if warmed is None:
+            return False
+        diagnoser, fitted = warmed
+        missing = [name for name, needs in self._needs_bank.items() if needs and name not in fitted]
+        if missing:
+            return False  # kept for other estimator settings: fit anew
+        with self._lock:
+            self._estimators.update({name: fitted[name] for name in self._needs_bank if name in fitted})
+            self._diagnoser = diagnoser
+        self._set(ready=True, running=False, fraction=1.0, message=how, error=None)
+        return True
+
+    def _fit_warm(self, progress: ProgressCallback | None, cancel: CancelToken | None
+                  ) -> tuple[Any, dict[str, Any]]:
         from zeal_core.diagnose import create_diagnoser
         from zeal_core.estimate import create_estimator
 
@@ -185,6 +219,18 @@ class LabelFreeParts:
         self._set(ready=True, running=False, fraction=1.0, message=f"ready ({seconds:.0f} s)",
                   seconds=seconds)
         report(progress, "diagnosis", 1, 1, f"diagnosis ready in {seconds:.0f} s")
+        return diagnoser, fitted
+
+    def bank_free_estimators(self) -> dict[str, Any]:
+        """The fitted estimators that need no bank, by name (what a kept reference stores)."""
+        with self._lock:
+            return {name: estimator for name, estimator in self._estimators.items()
+                    if not self._needs_bank[name]}
+
+    def fit_bank_free(self) -> None:
+        """Fit the estimators that need no bank now (they are otherwise fitted on first use)."""
+        if self.reference is not None:
+            self._fit_bank_free()
 
     def _fit_bank_free(self) -> None:
         from zeal_core.estimate import create_estimator

@@ -97,6 +97,7 @@ class CheckReport:
     timings: dict[str, float] = field(default_factory=dict)  # seconds: decode, embed, detectors, ...
     created: str = field(default_factory=now_text)  # ISO 8601 UTC
     class_names: tuple[str, ...] = ()  # names of the model's outputs (for texts about classes)
+    settings: dict[str, Any] = field(default_factory=dict)  # the check settings used (profile, n, B, ...)
 
     @property
     def drift(self) -> bool | None:
@@ -156,6 +157,7 @@ class CheckReport:
             "projection": self.projection, "pending": list(self.pending),
             "skipped": [{"file": name, "reason": reason} for name, reason in self.skipped],
             "timings": {key: round(value, 4) for key, value in self.timings.items()},
+            "settings": self.settings,
         }
         if per_image:
             out["images"] = self._per_image()

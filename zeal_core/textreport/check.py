@@ -250,6 +250,12 @@ def record_lines(result: Mapping[str, Any], options: TextOptions) -> list[str]:
         checks = ", ".join(map(str, policy.get("check_ids") or []))
         lines += wrap(f"Retrain policy: queued job {safe(policy['job'])} ({safe(policy.get('strategy'))} on "
                       f"checks {checks})", options.columns, indent="  ", first="")
+    alert = result.get("alert")
+    if isinstance(alert, Mapping):
+        target, error = safe(alert.get("target")), safe(alert.get("error"))
+        text = f"Alert sent to {target}." if alert.get("sent") else \
+            f"Alert NOT sent to {target} after {alert.get('attempts')} attempt(s): {error}."
+        lines += wrap(text, options.columns, indent="  ", first="")
     footer = f"Took {result['seconds']:.1f} s." if isinstance(result.get("seconds"), (int, float)) else ""
     if not options.verbose:
         footer += " More: --verbose (every estimator, cause and file) or --json (everything)."

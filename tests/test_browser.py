@@ -277,7 +277,11 @@ def test_drift_lab_retrain_and_every_page(browser_page, server: str,
     # first when the guard refused the version (bn-adapt's statistics of the noise cost clean accuracy).
     new = page.locator(".st-key-retrain_new_activate")
     new.wait_for()
-    assert page.get_by_text("Clean accuracy").count() > 0 and page.get_by_text("Drifted accuracy").count() > 0
+    # Waits, not counts: the page reruns once more when the jobs panel sees the job end (main's polling).
+    page.get_by_text("Clean accuracy").first.wait_for()
+    page.get_by_text("Drifted accuracy").first.wait_for()
+    page.get_by_text(re.compile(r"^Guard (passed|refused)")).first.wait_for()
+    wait_idle(page, settle_s=1.5)
     refused = page.get_by_text("Guard refused").count() > 0
     new.locator("button").click()
     wait_idle(page)

@@ -10,11 +10,14 @@ computes a drift check.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import streamlit as st
 
 from app_pages._ui import device, md
 from zeal_core.drift import detector_info
@@ -22,6 +25,7 @@ from zeal_core.drift.base import DriftResult, p_value_floor
 from zeal_core.embed import part_positions
 from zeal_core.monitor import P_VALUE_FLOOR
 from zeal_core.reference import CheckReport, FittedReference
+from zeal_core.scheduling import check_gate
 from zeal_core.service import CheckService
 from zeal_core.settings import get_settings
 
@@ -37,6 +41,25 @@ CLASS_COLOURS = ("#88CCEE", "#CC6677", "#DDCC77", "#117733", "#332288", "#AA4499
 def service() -> CheckService:
     """The check service under the lab's profile (its settings are read afresh on every rerun)."""
     return CheckService(device=device())
+
+
+@contextlib.contextmanager
+def busy_notice(where: Any = None) -> Iterator[None]:
+    """Say so while this session's check waits behind other users' (``zeal_core.scheduling``), then clear.
+
+    Shown only when checks are already running or queued when this one starts; a cached answer clears it
+    at once. ``where``: the container to write into (default: the page).
+    """
+    ahead = check_gate().busy
+    notice = (where or st).empty()
+    if ahead:
+        notice.info(f"The server is busy: {ahead} other check{'s are' if ahead > 1 else ' is'} running or "
+                    "waiting. Yours follows them; what is ready stays on the page meanwhile.",
+                    icon=":material/hourglass_top:")
+    try:
+        yield
+    finally:
+        notice.empty()
 
 
 def reference_for(version: str) -> FittedReference:

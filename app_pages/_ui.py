@@ -1,9 +1,12 @@
-"""Shared Streamlit helpers for the pages: progress adapter, cached loaders, job polling, session keys.
+"""Shared Streamlit helpers for the pages: progress adapter, cached loaders, job polling, session keys,
+and the escaping of user text (``md``, ``code``).
 
-This module and the page scripts are the only places that import streamlit; everything they show comes from
-``zeal_core``. Heavy objects (datasets, models, fitted detectors) are cached read-only with
-``st.cache_resource`` and shared by every user of the server; per-user choices live in ``st.session_state``.
-Cache keys include the data and models folders so that two servers (or two tests) never share stale objects.
+Streamlit is imported only by ``app.py`` and the modules of ``app_pages/`` (pages and their helpers
+``_ui``, ``_lab``, ``_labelfree``); ``zeal_core`` never imports it, and everything a page shows comes from
+``zeal_core``. Datasets and models are cached read-only with ``st.cache_resource`` and shared by every
+user of the server; fitted references are cached by ``zeal_core`` itself (``zeal_core.reference``); per-user
+choices live in ``st.session_state``. Cache keys include the data and models folders so that two servers
+(or two tests) never share stale objects.
 """
 
 from __future__ import annotations

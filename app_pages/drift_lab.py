@@ -273,7 +273,8 @@ def lab() -> None:
     with user_errors():
         service = _lab.service()
         reference = service.reference(version)
-        report = service.check(spec, reference=reference, n=n, seed=seed)
+        with _lab.busy_notice():
+            report = service.check(spec, reference=reference, n=n, seed=seed)
     show_metrics(report, spec, n, seed)
     _labelfree.show_estimates(report, report.accuracy, key="lab")
     _labelfree.show_diagnosis(report, reference, key="lab_diagnosis", chosen=spec)

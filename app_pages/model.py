@@ -30,8 +30,9 @@ from app_pages._ui import (
 )
 from zeal_core.data import list_datasets
 from zeal_core.errors import ZealError
+from zeal_core.importing import import_checkpoint
 from zeal_core.models.export import EXPORT_FORMATS, export_files, list_export_formats, load_hint
-from zeal_core.models.importer import import_checkpoint, server_checkpoint_path
+from zeal_core.models.importer import server_checkpoint_path
 from zeal_core.settings import get_settings
 
 st.title("Model")

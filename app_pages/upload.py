@@ -158,7 +158,7 @@ def check_and_record(service, version: str, images, names: list[str], skipped: l
     recorded = st.session_state.setdefault("upload_recorded", {})
     incomplete = st.session_state.setdefault("upload_incomplete", set())  # recorded before the warm-up ended
     key = batch_key(files, service.profile)
-    with user_errors():
+    with user_errors(), _lab.busy_notice():
         outcome = service.check_and_record(images, version=version, record=keep and key not in recorded,
                                            origin="upload", file_names=names, skipped=skipped, source=source)
     report = outcome.report

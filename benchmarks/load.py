@@ -156,7 +156,7 @@ async def _user(browser: Any, url: str, user: int, corruption: str, n: int, step
     page.set_default_timeout(WAIT_S * 1000)
     severity = START_SEVERITY
     begin = time.monotonic()
-    await page.goto(f"{url}/drift_lab?spec={spec_text(corruption, severity)}&n={n}&seed={user}")
+    await page.goto(f"{url}/drift_lab?spec={spec_text(corruption, severity)}&n={n}&seed={record['seed']}")
     await _wait_for_spec(page, spec_text(corruption, severity))
     record["cold_s"] = time.monotonic() - begin
     # app.py's sidebar status: absent when a fresh server ran the page file on its own (old app_pages/ mode).
@@ -234,11 +234,13 @@ async def _retrainer(browser: Any, url: str, retrains: int, record: dict[str, An
     await context.close()
 
 
-async def _drive(url: str, sessions: int, steps: int, burst: int, retrains: int, n: int) -> dict[str, Any]:
+async def _drive(url: str, sessions: int, steps: int, burst: int, retrains: int, n: int,
+                 first_seed: int = 0) -> dict[str, Any]:
+    """Every user (and the retrainer) at once; ``first_seed`` keeps later rounds on one server uncached."""
     from playwright.async_api import async_playwright
 
-    users = [{"user": index, "corruption": CORRUPTIONS[index % len(CORRUPTIONS)], "checks_s": []}
-             for index in range(sessions)]
+    users = [{"user": index, "seed": first_seed + index, "corruption": CORRUPTIONS[index % len(CORRUPTIONS)],
+              "checks_s": []} for index in range(sessions)]
     retrainer: dict[str, Any] = {}
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -315,9 +317,55 @@ def _check_jobs_and_registry(seeded: str, retrains: int, wait_s: float) -> tuple
             registry.load(card.version)
         except Exception as error:  # any failure to load means the registry is not consistent
             problems.append(f"{card.version} does not load: {error}")
-    info = {"jobs": [{"id": job.id, "status": job.status, "started": job.started, "finished": job.finished}
-                     for job in jobs], "versions": len(registry.list())}
+    info = {"jobs": [{"id": job.id, "status": job.status, "started": job.started, "finished": job.finished,
+                      "wall_s": _wall_seconds(job.started, job.finished)} for job in jobs],
+            "versions": len(registry.list())}
     return info, problems
+
+
+def _wall_seconds(started: str | None, finished: str | None) -> float | None:
+    """Seconds between two ISO 8601 times (a job's start and end), None when either is missing."""
+    from datetime import datetime
+
+    if not started or not finished:
+        return None
+    return round((datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds(), 1)
+
+
+def curve(counts: tuple[int, ...] = (1, 2, 5, 10), steps: int = 3, burst: int = 2, n: int = 100,
+          port: int = 0) -> dict[str, Any]:
+    """Drift-check latency against the number of users (no retrains): one server, one seeded model, the
+    same scenario run once per user count, in increasing order. For sizing, not for pass/fail."""
+    work = Path(tempfile.mkdtemp(prefix="zeal-bench-curve-"))
+    folders = {variable: str(work / sub) for variable, sub in (
+        ("ZEAL_DATA_DIR", "data"), ("ZEAL_MODELS_DIR", "models"), ("ZEAL_STATE_DIR", "state"))}
+    for folder in folders.values():
+        Path(folder).mkdir()
+    env = dict(os.environ) | folders
+    saved = {variable: os.environ.get(variable) for variable in folders}
+    os.environ.update(folders)
+    try:
+        seed_model(work / "models")
+        server, url = start_app(env, work / "streamlit.log", port)
+        try:
+            rows = []
+            for round_index, count in enumerate(counts):
+                driven = asyncio.run(_drive(url, count, steps, burst, 0, n, first_seed=1000 * round_index))
+                checks = [value for record in driven["users"] for value in record["checks_s"]]
+                rows.append({"users": count, "drift_check": summary(checks),
+                             "cold_view": summary([record["cold_s"] for record in driven["users"]
+                                                   if "cold_s" in record]),
+                             "errors": driven["errors"]})
+        finally:
+            stop_app(server)
+    finally:
+        for variable, value in saved.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
+    return {"ok": not any(row["errors"] for row in rows), "steps": steps, "burst": burst, "n": n,
+            "cpu_count": os.cpu_count(), "curve": rows}
 
 
 def run(sessions: int = 5, steps: int = 4, burst: int = 3, retrains: int = 2, n: int = 100,
@@ -365,7 +413,7 @@ def _run_in(work: Path, env: dict[str, str], sessions: int, steps: int, burst: i
             problems.append(f"{name} shows {record['shown_spec']!r}, its slider asks for "
                             f"{record['expected_spec']!r} (a stale answer)")
         severity = float(record["expected_spec"].split(":")[1])
-        expected = _expected_accuracy(seeded, record["corruption"], severity, n, record["user"])
+        expected = _expected_accuracy(seeded, record["corruption"], severity, n, record["seed"])
         record["expected_accuracy"] = expected
         if record["shown_accuracy"] != expected:
             problems.append(f"{name} shows drifted accuracy {record['shown_accuracy']}, expected {expected}")
@@ -399,9 +447,17 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retrains", type=int, default=2, help="Retrain clicks by one more user")
     parser.add_argument("--n", type=int, default=100, help="Drift Lab sample size")
     parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+    parser.add_argument("--curve", default="", metavar="COUNTS",
+                        help="instead: drift-check latency at these user counts, e.g. 1,2,5,10 (no retrains)")
 
 
 def _handler(args: argparse.Namespace) -> dict[str, Any]:
+    if args.curve:
+        try:
+            counts = tuple(int(part) for part in args.curve.split(","))
+        except ValueError:
+            raise SystemExit(f"--curve {args.curve!r}: give user counts such as 1,2,5,10") from None
+        return curve(counts, steps=args.steps, burst=args.burst, n=args.n, port=args.port)
     return run(sessions=args.sessions, steps=args.steps, burst=args.burst, retrains=args.retrains, n=args.n,
                port=args.port)
 

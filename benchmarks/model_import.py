@@ -76,9 +76,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from zeal_core.device import describe_device, resolve_device
     from zeal_core.errors import ConfigError
+    from zeal_core.importing import import_checkpoint
     from zeal_core.jsonable import to_jsonable
     from zeal_core.models.export import export_version
-    from zeal_core.models.importer import import_checkpoint
     from zeal_core.models.registry import ModelRegistry
 
     if args.trials < 1:

@@ -14,9 +14,9 @@ import torch
 from tests.test_models_import import snapshot
 from zeal_core.errors import ConfigError, ModelError
 from zeal_core.evaluate import predict_logits
+from zeal_core.importing import import_checkpoint
 from zeal_core.models.export import export_files, export_version, list_export_formats, load_hint
 from zeal_core.models.factory import ModelConfig, create_model, prepare_batch
-from zeal_core.models.importer import import_checkpoint
 from zeal_core.models.registry import ModelCard, ModelRegistry
 
 # Not the defaults anywhere: a round trip that dropped the input size or normalisation would show.

@@ -22,9 +22,10 @@ from safetensors.torch import save_file
 from zeal_core.data import load_dataset
 from zeal_core.errors import ConfigError, DataError, ModelError
 from zeal_core.evaluate import predict_logits
+from zeal_core.importing import import_checkpoint
 from zeal_core.models.checkpoint import WRAPPER_KEYS, check_fit, read_checkpoint
 from zeal_core.models.factory import IMAGENET_MEAN, IMAGENET_STD, ModelConfig, create_model
-from zeal_core.models.importer import import_checkpoint, init_from_checkpoint, server_checkpoint_path
+from zeal_core.models.importer import init_from_checkpoint, server_checkpoint_path
 from zeal_core.models.registry import ModelCard, ModelRegistry, label_map
 
 SIZE = 32  # px: the digits' own size, so neither side resizes

@@ -508,7 +508,7 @@ def _checkpoint(tmp_path: Path, dtype: torch.dtype | None) -> Path:
 @pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64], ids=str)
 def test_integer_boolean_and_complex_weights_are_refused(tmp_path: Path, dtype: torch.dtype) -> None:
     """Before: registered without a word, scoring 8-10 % (rounded or cast weights)."""
-    from zeal_core.models.importer import import_checkpoint
+    from zeal_core.importing import import_checkpoint
 
     with pytest.raises(ModelError, match="integer, boolean or complex") as error:
         import_checkpoint(_checkpoint(tmp_path, dtype), arch="resnet18", dataset="digits", device="cpu")
@@ -517,7 +517,7 @@ def test_integer_boolean_and_complex_weights_are_refused(tmp_path: Path, dtype: 
 
 
 def test_half_precision_weights_are_converted_with_a_note(tmp_path: Path) -> None:
-    from zeal_core.models.importer import import_checkpoint
+    from zeal_core.importing import import_checkpoint
 
     events = []
     card = import_checkpoint(_checkpoint(tmp_path, torch.float16), arch="resnet18", dataset="digits",

@@ -83,7 +83,7 @@ def sabotaged(monkeypatch: pytest.MonkeyPatch, tmp_path) -> tuple[ModelRegistry,
 
 
 def test_no_caller_skips_the_guard_and_a_refused_version_is_never_activated(sabotaged) -> None:
-    from zeal_core.jobs.retrain_job import run_retrain
+    from zeal_core.job_kinds.retrain import run_retrain
 
     registry, parent = sabotaged
     card = adapt("bn-adapt", parent, "digits", DRIFT, device="cpu", registry=registry)
@@ -99,7 +99,7 @@ def test_no_caller_skips_the_guard_and_a_refused_version_is_never_activated(sabo
 
 
 def test_a_version_that_passes_the_guard_is_activated_on_request(monkeypatch, tmp_path) -> None:
-    from zeal_core.jobs.retrain_job import run_retrain
+    from zeal_core.job_kinds.retrain import run_retrain
 
     monkeypatch.setenv("ZEAL_MODELS_DIR", str(tmp_path / "models"))
     registry = ModelRegistry()

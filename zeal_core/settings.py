@@ -14,6 +14,11 @@ runs on the CPU. Every value can also be set on its own:
 - ``ZEAL_MAX_CHECK_N``: the most images one check tests; a larger batch is checked on a seeded random
   subset of that size, and the report says so (memory and time stay bounded whatever a user sends).
 - ``ZEAL_MAX_UPLOADS``: the most files one upload may hold (the rest are left out, and the page says so).
+- ``ZEAL_CHECK_SLOTS``: checks one server runs at once; the others queue (0 = the CPU cores divided by
+  torch's threads, so that the running checks' threads add up to the cores).
+- ``ZEAL_JOB_NICE``: how much the background job worker yields the CPU to interactive checks (a ``nice``
+  increment, 0-19).
+- ``ZEAL_JOB_THREADS``: torch threads of the job worker (0 = half the cores, at least one).
 - ``ZEAL_DEMO_ALLOW``: in demo mode, the actions a visitor may take (comma-separated names from
   ``DEMO_ACTIONS``, ``all`` or ``none``; default ``DEMO_DEFAULT_ALLOW``). Outside demo mode every action is
   allowed. A shared URL should also set ``ZEAL_FOLDER_ROOTS`` (the folders ``folder:PATH`` may read).
@@ -49,6 +54,9 @@ DEFAULT_DATASET = ("digits", "digits")  # the embedded dataset needs no download
 TORCH_THREADS = (0, 2)  # CPU threads for torch; 0 leaves torch's own choice
 MAX_CHECK_N = (5000, 1000)  # images one check tests at most (a seeded random subset beyond)
 MAX_UPLOADS = (2000, 200)  # files one upload may hold
+CHECK_SLOTS = (0, 0)  # checks run at once per server; 0 = cores // torch threads
+JOB_NICE = (10, 15)  # nice increment of the job worker: retrains yield to the people waiting on a page
+JOB_THREADS = (0, 1)  # torch threads of the job worker; 0 = half the cores (at least 1)
 
 # What a visitor of a demo may be allowed to do (ZEAL_DEMO_ALLOW), with what each name covers.
 DEMO_ACTIONS = {
@@ -82,6 +90,9 @@ class AppSettings:
     max_check_n: int = MAX_CHECK_N[0]  # images one check tests at most (ZEAL_MAX_CHECK_N)
     max_uploads: int = MAX_UPLOADS[0]  # files one upload may hold (ZEAL_MAX_UPLOADS)
     demo_allow: frozenset[str] = frozenset(DEMO_ACTIONS)  # actions allowed in demo mode (ZEAL_DEMO_ALLOW)
+    check_slots: int = CHECK_SLOTS[0]  # checks at once per server, 0 = cores // threads (ZEAL_CHECK_SLOTS)
+    job_nice: int = JOB_NICE[0]  # nice increment of the job worker, 0-19 (ZEAL_JOB_NICE)
+    job_threads: int = JOB_THREADS[0]  # job worker's torch threads, 0 = half the cores (ZEAL_JOB_THREADS)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (for an "about" panel or a benchmark's header)."""
@@ -173,6 +184,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> AppSettings:
         max_check_n=_int(env, "ZEAL_MAX_CHECK_N", MAX_CHECK_N[pick], 10, 10_000_000),
         max_uploads=_int(env, "ZEAL_MAX_UPLOADS", MAX_UPLOADS[pick], 1, 1_000_000),
         demo_allow=_allowed_actions(env),
+        check_slots=_int(env, "ZEAL_CHECK_SLOTS", CHECK_SLOTS[pick], 0, 1024),
+        job_nice=_int(env, "ZEAL_JOB_NICE", JOB_NICE[pick], 0, 19),
+        job_threads=_int(env, "ZEAL_JOB_THREADS", JOB_THREADS[pick], 0, 1024),
     )
 
 
@@ -189,3 +203,23 @@ def apply_torch_threads(settings: AppSettings | None = None) -> None:
         import torch
 
         torch.set_num_threads(chosen.torch_threads)
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's share; at least 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS and Windows have no affinity mask
+        return max(1, os.cpu_count() or 1)
+
+
+def lower_job_priority(settings: AppSettings | None = None) -> dict[str, int]:
+    """Make this process a background worker: ``job_nice`` lower priority and ``job_threads`` torch threads,
+    so that jobs take the CPU the pages leave. Returns what was set (for the worker's log)."""
+    import torch
+
+    chosen = settings or get_settings()
+    threads = chosen.job_threads or max(1, cpu_cores() // 2)
+    torch.set_num_threads(threads)
+    niceness = os.nice(chosen.job_nice) if chosen.job_nice and hasattr(os, "nice") else 0
+    return {"threads": threads, "niceness": niceness}

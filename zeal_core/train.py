@@ -34,6 +34,7 @@ from zeal_core.device import describe_device, resolve_device
 from zeal_core.errors import ConfigError, DataError, ModelError
 from zeal_core.evaluate import autocast_for, evaluate
 from zeal_core.models.factory import ModelConfig, build_model
+from zeal_core.optim import WeightAverage, make_optimizer, make_schedule
 from zeal_core.progress import CancelToken, ProgressCallback, check_cancel, report
 
 if TYPE_CHECKING:
@@ -162,67 +163,6 @@ def reference_config() -> TrainConfig:
                        image_size=224, epochs=10, schedule="constant", crop_scale=(0.08, 1.0))
 
 
-class _WeightAverage:
-    """Exponential moving average of a model's parameters and buffers (evaluated instead of the model)."""
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.module = copy.deepcopy(model).eval()
-        for parameter in self.module.parameters():
-            parameter.requires_grad_(False)
-        self.decay = decay
-        self.updates = 0
-        # state_dict() tensors alias the live parameters and buffers, so these lists stay current.
-        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values(), strict=True))
-        self.float_pairs = [(mine, theirs) for mine, theirs in pairs if mine.is_floating_point()]
-        self.other_pairs = [(mine, theirs) for mine, theirs in pairs if not mine.is_floating_point()]
-
-    @torch.no_grad()
-    def update(self) -> None:
-        self.updates += 1
-        # Warm-up: early averages follow the model closely instead of the random start.
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        mine, theirs = zip(*self.float_pairs, strict=True)
-        torch._foreach_lerp_(list(mine), list(theirs), 1 - decay)
-        for mine_other, theirs_other in self.other_pairs:
-            mine_other.copy_(theirs_other)
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            (decay if parameter.ndim > 1 else no_decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    groups = _param_groups(model, config.weight_decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
-
-
-def _make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig,
-                   total_steps: int) -> torch.optim.lr_scheduler.LambdaLR | None:
-    """Per-step learning-rate factor (times ``config.lr``); None for a constant rate.
-
-    one-cycle: linear rise from lr/25 to lr over the warm-up share, then cosine down to about 0;
-    cosine: linear rise from 0 to lr, then cosine down to 0. Both work for any number of steps (even 1).
-    """
-    if config.schedule == "constant":
-        return None
-    warmup = max(1, round(config.warmup_fraction * total_steps)) if config.warmup_fraction > 0 else 0
-    start = 1 / 25 if config.schedule == "onecycle" else 0.0
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return start + (1 - start) * (step + 1) / warmup
-        progress = min(1.0, (step - warmup + 1) / max(1, total_steps - warmup))
-        return 0.5 * (1 + math.cos(math.pi * progress)) + 1e-4 * start
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 class _BatchCorrupter:
     """Replaces a share of each training batch with corrupted copies, by a drift spec, random severities."""
 
@@ -276,7 +216,7 @@ class _Run:
     network: nn.Module  # what the steps call: the model, DDP-wrapped and/or compiled
     optimizer: torch.optim.Optimizer  # over the model's parameters
     schedule: Any  # the learning-rate schedule, or None for a constant rate
-    average: _WeightAverage | None  # the weight average evaluated instead of the model, or None
+    average: WeightAverage | None  # the weight average evaluated instead of the model, or None
     corrupter: _BatchCorrupter | None  # corruption augmentation, or None
     train_images: torch.Tensor  # uint8, on the device, at about the training size
     train_labels: torch.Tensor  # int64, on the device
@@ -332,7 +272,8 @@ def _prepare(dataset: ImageDataset, config: TrainConfig, device: torch.device | 
     if channels_last:
         model.to(memory_format=torch.channels_last)
     model.train()
-    optimizer = _make_optimizer(model, config)
+    optimizer = make_optimizer(model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
+                               momentum=config.momentum)
     steps_per_epoch = per_rank // batch_size
     network: nn.Module = model
     if distributed.is_distributed():
@@ -343,8 +284,9 @@ def _prepare(dataset: ImageDataset, config: TrainConfig, device: torch.device | 
     return _Run(
         config=config, dataset=dataset, device=device, model=model, model_config=model_config,
         network=network, optimizer=optimizer,
-        schedule=_make_schedule(optimizer, config, steps_per_epoch * config.epochs),
-        average=_WeightAverage(model, config.ema_decay) if config.ema_decay else None,
+        schedule=make_schedule(optimizer, config.schedule, config.warmup_fraction,
+                               steps_per_epoch * config.epochs),
+        average=WeightAverage(model, config.ema_decay) if config.ema_decay else None,
         corrupter=(_BatchCorrupter(config.corruption_augment, config.corruption_share, config.seed + rank)
                    if config.corruption_augment else None),
         train_images=train_images, train_labels=train_labels.to(device), batch_size=batch_size,

@@ -106,7 +106,7 @@ def _list(args: argparse.Namespace) -> dict:
 
 def _import(args: argparse.Namespace) -> dict:
     from zeal_core.cli import stderr_progress
-    from zeal_core.models.importer import import_checkpoint
+    from zeal_core.importing import import_checkpoint
     from zeal_core.models.registry import ModelRegistry
 
     registry = ModelRegistry()

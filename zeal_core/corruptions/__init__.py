@@ -35,7 +35,6 @@ from zeal_core.corruptions.class_mix import (
     register_class_mix,
     supports_unseen_classes,
 )
-from zeal_core.corruptions.drift import DriftSpec
 from zeal_core.corruptions.registry import (
     DRIFT_KIND_GROUPS,
     IMAGENET_C_ORDER,
@@ -49,6 +48,7 @@ from zeal_core.corruptions.registry import (
     list_drift_kinds,
     register_corruption,
 )
+from zeal_core.corruptions.spec import DriftSpec
 
 __all__ = [
     "DRIFT_KIND_GROUPS",

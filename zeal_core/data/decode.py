@@ -11,7 +11,6 @@ core without the cost of copying pixels between processes.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -55,10 +54,9 @@ class DecodeResult:
 
 def default_workers() -> int:
     """Threads for decoding: every core this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    from zeal_core.settings import cpu_cores
+
+    return cpu_cores()
 
 
 def _sixteen_bit_to_l(image: Image.Image) -> Image.Image:

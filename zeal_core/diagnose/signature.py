@@ -54,10 +54,11 @@ from zeal_core.diagnose.base import (
 )
 from zeal_core.diagnose.signatures import CLEAN, GroupRows, SignatureTable, build_table
 from zeal_core.diagnose.statistics import FoldMoments, Projection, raw_statistics
-from zeal_core.drift.base import check_int, single_threaded_blas
+from zeal_core.drift.base import single_threaded_blas
 from zeal_core.embed import Embeddings
 from zeal_core.errors import ConfigError
 from zeal_core.shifts import ShiftedSet
+from zeal_core.validate import check_int
 
 # Samples scored together in one calibration batch (bounds the memory of the batched BBSE solves).
 CALIBRATION_BATCH = 24

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from zeal_core.device import resolve_device
-from zeal_core.drift.base import DriftDetector, check_int
+from zeal_core.drift.base import DriftDetector
 from zeal_core.drift.kernels import (
     KERNEL_KINDS,
     MAX_POOLED_ROWS,
@@ -38,6 +38,7 @@ from zeal_core.drift.kernels import (
     check_kernels,
     check_max_rows,
 )
+from zeal_core.validate import check_int
 
 _LAST_TABLE: list[Any] = []  # [key, KernelTable] of the last table built (see kernel_table)
 _LAST_LOCK = threading.Lock()

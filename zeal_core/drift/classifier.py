@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from zeal_core.drift.base import DriftDetector, check_int, register_detector
+from zeal_core.drift.base import DriftDetector, register_detector
 from zeal_core.errors import ConfigError
+from zeal_core.validate import check_int
 
 
 @register_detector

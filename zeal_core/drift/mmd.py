@@ -23,9 +23,8 @@ import numpy as np
 import torch
 
 from zeal_core.device import resolve_device
-from zeal_core.drift.base import DriftDetector, check_int, register_detector
+from zeal_core.drift.base import DriftDetector, register_detector
 from zeal_core.drift.kernels import (
-    MAX_BANDWIDTH_ROWS,
     MAX_POOLED_ROWS,
     KernelSpec,
     PermutationSplits,
@@ -36,9 +35,7 @@ from zeal_core.drift.kernels import (
     squared_distances,
 )
 from zeal_core.errors import ConfigError
-
-# Kept for callers of the earlier names: the row cap of the median heuristic is the kernels module's.
-MEDIAN_MAX_ROWS = MAX_BANDWIDTH_ROWS
+from zeal_core.validate import check_int
 
 __all__ = ["MMDDetector", "median_bandwidth", "mmd2_unbiased", "permutation_mmd2", "rbf_kernel_matrix",
            "split_mmd2", "squared_distances"]

@@ -23,8 +23,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from zeal_core.drift.base import DriftDetector, bonferroni, check_int, register_detector
+from zeal_core.drift.base import DriftDetector, bonferroni_p_value, register_detector
 from zeal_core.errors import ConfigError
+from zeal_core.validate import check_int
 
 
 def pooled_pca(pooled: np.ndarray, components: int) -> np.ndarray:
@@ -108,7 +109,7 @@ class UnivariateDetector(DriftDetector):
         reduced_reference, reduced, used_pca = self._reduce(sample)
         statistics, p_values = per_dimension_test(self.test_name, reduced_reference, reduced)
         worst = int(np.argmin(p_values))
-        return float(statistics[worst]), bonferroni(p_values), float(statistics.max()), {
+        return float(statistics[worst]), bonferroni_p_value(p_values), float(statistics.max()), {
             "dims_tested": len(p_values),
             "pca": used_pca,
             "most_drifted_dim": worst,

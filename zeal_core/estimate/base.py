@@ -31,12 +31,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from zeal_core.drift.base import check_int, check_open_unit, single_threaded_blas
+from zeal_core.drift.base import single_threaded_blas
 from zeal_core.embed import Embeddings
 from zeal_core.errors import ConfigError
 from zeal_core.estimate.calibration import Calibration
 from zeal_core.jsonable import to_jsonable
 from zeal_core.plugins import Registry
+from zeal_core.validate import check_int, check_open_unit
 
 if TYPE_CHECKING:
     from zeal_core.shifts import ShiftedSet

@@ -123,7 +123,7 @@ class ShiftCalibratedConfidence(AccuracyEstimator):
         seed: Seeds the batch grouping of the training images and the bootstrap.
         """
         super().__init__(level=level, bootstrap=bootstrap, seed=seed)
-        from zeal_core.drift.base import check_int
+        from zeal_core.validate import check_int
 
         self.folds = check_int(folds, "folds", 0, 100)
 

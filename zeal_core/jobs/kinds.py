@@ -1,11 +1,16 @@
 """Job kinds: a registry by name, like the strategies and detectors; each kind lives in a module of its own.
 
-A kind is ``function(params, progress, cancel) -> JSON-ready result`` registered with
-``@register_job_kind(name, description)``; the worker process looks the kind up by the job's ``kind``.
+A kind is ``function(params, progress, cancel) -> JSON-ready result``. The built-in kinds are registered
+below by the function's import path (``"module:function"``, resolved only when a job of the kind runs, as
+task queues such as Celery name their tasks), and live in ``zeal_core.job_kinds``: the queue and worker
+here stay below everything a job does (training, retraining, the monitor, the check service), so no
+package imports back into them. ``@register_job_kind(name, description)`` registers a function directly
+(plug-ins and tests).
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +27,18 @@ class JobKind:
 
     name: str  # e.g. "train"
     description: str  # one line for the app and ``--help``
-    run: JobRunner  # (params, progress, cancel) -> JSON-ready result dict
+    target: str | JobRunner  # "module:function" (imported when a job runs) or the function itself
+
+    def runner(self) -> JobRunner:
+        """The function that runs jobs of this kind."""
+        if callable(self.target):
+            return self.target
+        module, _, function = self.target.partition(":")
+        return getattr(importlib.import_module(module), function)
+
+    def run(self, params: dict[str, Any], progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
+        """Run one job of this kind; returns its JSON-ready result."""
+        return self.runner()(params, progress, cancel)
 
 
 _KINDS: Registry[JobKind] = Registry("job kind")
@@ -32,10 +48,36 @@ def register_job_kind(name: str, description: str) -> Callable[[JobRunner], JobR
     """Decorator: make ``function(params, progress, cancel) -> dict`` runnable as jobs of kind ``name``."""
 
     def decorate(function: JobRunner) -> JobRunner:
-        _KINDS.add(name, JobKind(name=name, description=description, run=function))
+        _KINDS.add(name, JobKind(name=name, description=description, target=function))
         return function
 
     return decorate
+
+
+def register_job_target(name: str, description: str, target: str) -> None:
+    """Register kind ``name`` run by the function at ``target`` ("module:function")."""
+    if ":" not in target:
+        raise ValueError(f"job kind {name!r}: target {target!r} must be 'module:function'")
+    _KINDS.add(name, JobKind(name=name, description=description, target=target))
+
+
+# The built-in kinds (each in its own module of zeal_core.job_kinds): name -> (target, description).
+BUILT_IN_KINDS = {
+    "train": ("zeal_core.job_kinds.train:run_train",
+              "train a model and register it (params: dataset, activate, classes, device, TrainConfig "
+              "fields)"),
+    "retrain": ("zeal_core.job_kinds.retrain:run_retrain",
+                "adapt a model to a drift (params: model, strategy, drift, dataset, options, guard, "
+                "activate)"),
+    "adapt-history": ("zeal_core.job_kinds.adapt_history:run_adapt_history",
+                      "adapt a model on the stored images of drifted checks (params: model, dataset, "
+                      "strategy, check_ids, history, promote, margin, options)"),
+    "monitor": ("zeal_core.job_kinds.monitor:run_monitor",
+                "simulate a drifting stream with detector and retrain policy (params: model, schedule, "
+                "config)"),
+}
+for _name, (_target, _description) in BUILT_IN_KINDS.items():
+    register_job_target(_name, _description, _target)
 
 
 def list_job_kinds() -> list[str]:

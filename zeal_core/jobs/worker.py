@@ -10,6 +10,7 @@ from pathlib import Path
 
 from zeal_core.jobs.locking import try_lock
 from zeal_core.jobs.queue import JobQueue
+from zeal_core.settings import lower_job_priority
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--root", default=None, help="job folder (default: state_dir()/jobs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    # Jobs run beside people waiting on pages: they take the CPU those leave (settings.lower_job_priority).
+    log.info("worker %d runs with %s", os.getpid(), lower_job_priority())
     ran = run_worker(args.root)
     log.info("worker %d exits after %d job(s)", os.getpid(), ran)
     return 0

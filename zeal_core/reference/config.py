@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from zeal_core.drift.base import check_alpha, check_int
 from zeal_core.errors import ConfigError
+from zeal_core.validate import check_alpha, check_int
 
 # What a check can compute, in the order it computes them; a caller may ask for a subset.
 PARTS = ("detectors", "projection", "typical", "estimates", "diagnosis")

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from zeal_core.drift.base import DriftResult, check_alpha
+from zeal_core.drift.base import DriftResult, bonferroni_p_value
 from zeal_core.errors import ConfigError
+from zeal_core.validate import check_alpha
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ def bonferroni(results: Sequence[DriftResult], alpha: float) -> Decision:
         raise ConfigError("a decision needs at least one detector result")
     count = len(results)
     threshold = alpha / count
-    smallest = min(result.p_value for result in results)
+    p_values = [result.p_value for result in results]
+    smallest = min(p_values)
     return Decision(drift=smallest < threshold, alpha=alpha, detectors=count, threshold=threshold,
                     flagged=tuple(result.detector for result in results if result.p_value < threshold),
-                    min_p_value=smallest, adjusted_p_value=min(1.0, count * smallest))
+                    min_p_value=smallest, adjusted_p_value=bonferroni_p_value(p_values))

@@ -37,6 +37,7 @@ from zeal_core.reference.labelfree import DEFAULT_ESTIMATORS, LabelFreeParts, pr
 from zeal_core.reference.report import CheckReport, TypicalImage
 from zeal_core.reference.source import ModelSource
 from zeal_core.reference.typical import drift_scores, reference_knn_distances
+from zeal_core.scheduling import check_gate
 
 THUMB_SIDE = 64  # px: a report keeps the tested images at most this large, for thumbnails
 TYPICAL_COUNT = 12  # most drift-typical images listed per report
@@ -93,6 +94,7 @@ class FittedReference:
         self._projectors: dict[str, Projector] = dict(restored.get("projectors") or {})
         self._knn: np.ndarray | None = restored.get("knn")
         self._checks: OrderedDict[tuple, CheckReport] = OrderedDict()
+        self._computing: dict[tuple, threading.Lock] = {}  # simulated checks being computed, by key
         self.bank_folder = bank_folder
         self.settings = dict(settings) if settings is not None else config.describe()
         self.label_free = self._label_free_parts(bank_positions, restored.get("estimators"), warm_store)
@@ -186,43 +188,72 @@ class FittedReference:
             sample = DriftSpec.parse(sample)
         if isinstance(sample, DriftSpec):
             return self._check_spec(sample, n, seed, wanted, projection, chosen)
-        start = time.perf_counter()
         spent = dict(timings or {})
-        if isinstance(sample, Embeddings):
-            embedded, images = sample, None
-        else:
-            embedded, images = self._embed_images(sample, labels), _thumbnails(sample)
-            spent["embed"] = time.perf_counter() - start
-        names = tuple(file_names) if file_names is not None else None
-        if names is not None and len(names) != len(embedded):
-            raise ConfigError(f"{len(names)} file names for {len(embedded)} images")
-        return self._assemble(embedded, wanted, projection, spent, chosen, source=source or _source_of(names),
-                              images=images, file_names=names, skipped=tuple(skipped))
+        with check_gate().slot(spent):
+            start = time.perf_counter()
+            if isinstance(sample, Embeddings):
+                embedded, images = sample, None
+            else:
+                embedded, images = self._embed_images(sample, labels), _thumbnails(sample)
+                spent["embed"] = time.perf_counter() - start
+            names = tuple(file_names) if file_names is not None else None
+            if names is not None and len(names) != len(embedded):
+                raise ConfigError(f"{len(names)} file names for {len(embedded)} images")
+            return self._assemble(embedded, wanted, projection, spent, chosen,
+                                  source=source or _source_of(names), images=images, file_names=names,
+                                  skipped=tuple(skipped))
 
     def _check_spec(self, spec: DriftSpec, n: int | None, seed: int, parts: tuple[str, ...],
                     projection: str, detectors: tuple[str, ...]) -> CheckReport:
         """A simulated sample: drawn from the held-out half, drifted, checked; the last few are cached."""
-        source = self._require_source()
+        self._require_source()
         count = self._sample_size(n)
         method = self._projection_method(projection) if "projection" in parts else None
         key = (spec.text, count, int(seed), parts, method, detectors)
         with self._lock:
-            cached = self._checks.get(key)
-            if cached is not None and not (cached.pending and self.label_free.ready):
-                self._checks.move_to_end(key)
+            cached = self._cached_check(key)
+            if cached is not None:
                 return cached
+            computing = self._computing.setdefault(key, threading.Lock())
+        with computing:  # one computation per question: a second session asking it waits for the first's
+            try:
+                with self._lock:
+                    cached = self._cached_check(key)
+                if cached is not None:
+                    return cached
+                timings: dict[str, float] = {}
+                with check_gate().slot(timings):
+                    report = self._simulate_and_check(spec, count, seed, parts, method, detectors, timings)
+                with self._lock:
+                    self._checks[key] = report
+                    while len(self._checks) > SPEC_CACHE_SIZE:
+                        self._checks.popitem(last=False)
+                return report
+            finally:
+                with self._lock:
+                    self._computing.pop(key, None)
+
+    def _cached_check(self, key: tuple) -> CheckReport | None:
+        """A cached simulated check still current (one made before the diagnosis was warm is redone)."""
+        cached = self._checks.get(key)
+        if cached is None or (cached.pending and self.label_free.ready):
+            return None
+        self._checks.move_to_end(key)
+        return cached
+
+    def _simulate_and_check(self, spec: DriftSpec, count: int, seed: int, parts: tuple[str, ...],
+                            method: str | None, detectors: tuple[str, ...],
+                            timings: dict[str, float]) -> CheckReport:
+        """Draw, drift and embed a simulated sample, then check it (``timings`` may hold the queue wait)."""
+        source = self._require_source()
         start = time.perf_counter()
         batch = self.simulate_batch(spec, count, seed)
         embedded = self._embed_simulated(batch, spec)
         clean_preds = np.asarray(source.split_clean.preds)[batch.positions]
-        report = self._assemble(embedded, parts, method or "pca", {"embed": time.perf_counter() - start},
-                                detectors, source=f"drift spec {spec.text}", images=_thumbnails(batch.images),
-                                spec=spec, clean_accuracy=float(np.mean(clean_preds == batch.labels)))
-        with self._lock:
-            self._checks[key] = report
-            while len(self._checks) > SPEC_CACHE_SIZE:
-                self._checks.popitem(last=False)
-        return report
+        timings["embed"] = time.perf_counter() - start
+        return self._assemble(embedded, parts, method or "pca", timings, detectors,
+                              source=f"drift spec {spec.text}", images=_thumbnails(batch.images), spec=spec,
+                              clean_accuracy=float(np.mean(clean_preds == batch.labels)))
 
     def _embed_simulated(self, batch: SimulatedBatch, spec: DriftSpec) -> Embeddings:
         """The batch as the model sees it. Images the spec left untouched are exactly the clean split's, whose
@@ -271,7 +302,8 @@ class FittedReference:
             typical = _most_typical(scores, embedded, file_names)
             timings["typical"] = time.perf_counter() - mark
         estimates, diagnosis, pending = self._label_free(embedded, parts, decision, timings)
-        timings["total"] = sum(value for key, value in timings.items() if key != "total")
+        # compute seconds; the wait for a check slot ("queued") is kept apart
+        timings["total"] = sum(value for key, value in timings.items() if key not in ("total", "queued"))
         return CheckReport(
             source=source, version=self.version, dataset=self.dataset_name, n=len(embedded),
             reference_n=self.reference_n, spec=spec, results=results, decision=decision, sample=embedded,

@@ -26,13 +26,13 @@ import torch
 
 from zeal_core.corruptions import DriftSpec
 from zeal_core.drift import DriftResult, detector_info, list_detectors
-from zeal_core.drift.base import check_alpha, check_int
 from zeal_core.embed import Embeddings, compute_embeddings
 from zeal_core.errors import ConfigError
 from zeal_core.progress import CancelToken, ProgressCallback, check_cancel, report
 from zeal_core.reference.config import ReferenceConfig
 from zeal_core.reference.fitted import FittedReference
 from zeal_core.sampling import seeded_subset
+from zeal_core.validate import check_alpha, check_int
 
 __all__ = ["DetectorGridConfig", "DetectorRow", "DetectorTable", "detector_table"]
 

@@ -11,10 +11,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from zeal_core.config import build, override
-from zeal_core.drift.base import check_int
 from zeal_core.errors import ConfigError
 from zeal_core.service.alerts import EVENTS, check_url
 from zeal_core.service.profile import DEFAULT_PROFILE, CheckProfile, get_profile
+from zeal_core.validate import check_int
 
 SETTINGS_KEY = "lab_settings"  # the key in the history database's settings table
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeal_core.config import build, override
-from zeal_core.drift.base import check_alpha, check_int
 from zeal_core.errors import ConfigError
 from zeal_core.plugins import Registry
 from zeal_core.reference.config import PARTS, ReferenceConfig, check_parts
+from zeal_core.validate import check_alpha, check_int
 
 # Detectors whose ``num_permutations`` option a profile's ``permutations`` sets.
 PERMUTATION_DETECTORS = ("mmd", "mmd-fuse", "mmd-agg")

@@ -12,12 +12,10 @@ from typing import Any
 
 import torch
 
-from zeal_core.jobs.kinds import card_summary, register_job_kind
+from zeal_core.jobs.kinds import card_summary
 from zeal_core.progress import CancelToken, ProgressCallback
 
 
-@register_job_kind("adapt-history", "adapt a model on the stored images of drifted checks (params: model, "
-                                    "dataset, strategy, check_ids, history, promote, margin, options)")
 def run_adapt_history(params: dict[str, Any], progress: ProgressCallback, cancel: CancelToken
                       ) -> dict[str, Any]:
     """Adapt on the checks' images, then promote the result only as the policy allows."""

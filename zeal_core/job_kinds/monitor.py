@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from zeal_core.jobs.kinds import register_job_kind
 from zeal_core.progress import CancelToken, ProgressCallback
 
 
-@register_job_kind("monitor", "simulate a drifting stream with detector and retrain policy (params: model, "
-                              "schedule, config)")
 def run_monitor(params: dict[str, Any], progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
     """``zeal_core.monitor.simulate`` with the job's schedule and monitor settings."""
     from zeal_core.monitor import MonitorConfig, Schedule, simulate

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from zeal_core.jobs.kinds import card_summary, register_job_kind
+from zeal_core.jobs.kinds import card_summary
 from zeal_core.progress import CancelToken, ProgressCallback
 
 
-@register_job_kind("retrain", "adapt a model to a drift (params: model, strategy, drift, dataset, options, "
-                              "guard, activate)")
 def run_retrain(params: dict[str, Any], progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
     """``zeal_core.retrain.adapt`` with the job's params.
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from zeal_core.config import override
-from zeal_core.jobs.kinds import card_summary, register_job_kind
+from zeal_core.jobs.kinds import card_summary
 from zeal_core.progress import CancelToken, ProgressCallback
 
 
-@register_job_kind("train", "train a model and register it (params: dataset, activate, classes, device, "
-                            "TrainConfig fields)")
 def run_train(params: dict[str, Any], progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
     """Train ``default_config(dataset)`` with the other params as strict TrainConfig overrides."""
     from zeal_core.models.registry import ModelRegistry

@@ -1,0 +1,101 @@
+"""How one server shares its CPU between the people using it: a bounded pool of check slots.
+
+Five sessions that each run a check with torch's full thread pool, beside a retrain, oversubscribe two
+cores many times over: every check slows down together, and the last one finishes after all of them. The
+gate lets ``slots`` checks run at once (their torch threads add up to the cores) and queues the rest in
+arrival order, so a check's wall time is its own compute plus the checks queued before it, and a page can
+say how many are ahead (``CheckGate.busy``). Identical requests are merged one level up, in the fitted
+reference's check cache (``FittedReference._check_spec``): a queued duplicate finds the answer ready.
+
+The gate is re-entrant per thread: a severity sweep that runs checks inside a check takes one slot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+
+class CheckGate:
+    """At most ``slots`` checks run at once in this process; the others wait their turn (first come)."""
+
+    def __init__(self, slots: int) -> None:
+        if slots < 1:
+            raise ValueError(f"a check gate needs at least one slot, got {slots}")
+        self.slots = slots
+        self._turns = threading.Condition()
+        self._running = 0
+        self._queue: list[int] = []  # ticket numbers of waiting threads, oldest first
+        self._tickets = 0
+        self._depth = threading.local()  # slots this thread already holds (re-entrant use)
+
+    @property
+    def busy(self) -> int:
+        """Checks running or waiting right now (0 = idle)."""
+        with self._turns:
+            return self._running + len(self._queue)
+
+    @contextlib.contextmanager
+    def slot(self, timings: dict[str, float] | None = None) -> Iterator[None]:
+        """Hold one slot while the block runs; ``timings["queued"]`` gets the seconds spent waiting."""
+        depth = getattr(self._depth, "value", 0)
+        if depth:  # a nested check of a check holding a slot already
+            self._depth.value = depth + 1
+            try:
+                yield
+            finally:
+                self._depth.value = depth
+            return
+        waited = self._acquire()
+        if timings is not None:
+            timings["queued"] = waited
+        self._depth.value = 1
+        try:
+            yield
+        finally:
+            self._depth.value = 0
+            self._release()
+
+    def _acquire(self) -> float:
+        start = time.perf_counter()
+        with self._turns:
+            ticket = self._tickets
+            self._tickets += 1
+            self._queue.append(ticket)
+            while self._running >= self.slots or self._queue[0] != ticket:
+                self._turns.wait()
+            self._queue.pop(0)
+            self._running += 1
+            self._turns.notify_all()  # the next in line may fit too when several slots are free
+        return time.perf_counter() - start
+
+    def _release(self) -> None:
+        with self._turns:
+            self._running -= 1
+            self._turns.notify_all()
+
+
+_GATE: CheckGate | None = None
+_GATE_LOCK = threading.Lock()
+
+
+def check_gate() -> CheckGate:
+    """The process's gate, sized once from the settings (``ZEAL_CHECK_SLOTS``; default the cores divided by
+    torch's threads)."""
+    global _GATE
+    with _GATE_LOCK:
+        if _GATE is None:
+            _GATE = CheckGate(default_slots())
+        return _GATE
+
+
+def default_slots() -> int:
+    """Checks at once: ``ZEAL_CHECK_SLOTS``, else enough that their torch threads fill the cores once."""
+    import torch
+
+    from zeal_core.settings import cpu_cores, get_settings
+
+    chosen = get_settings().check_slots
+    return chosen or max(1, cpu_cores() // max(1, torch.get_num_threads()))

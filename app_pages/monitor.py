@@ -29,18 +29,25 @@ from zeal_core.drift import list_detectors
 from zeal_core.errors import ZealError
 from zeal_core.history import HistoryStore, default_path, load_policy, save_policy
 from zeal_core.monitor import Schedule
-from zeal_core.retrain import list_strategies, unlabeled_strategies
+from zeal_core.retrain import continual_strategies, list_strategies, unlabeled_strategies
 
 st.title("Monitor")
 if not first_run_panel():
     st.stop()
 show_dataset_note(active_card())
 NO_POLICY = "none (observe only)"
+AFTER_ALARMS, CONTINUAL = "after k alarms (retrain)", "continually, every batch"
+MIXED_KINDS = ("gaussian_noise", "fog", "contrast", "motion_blur")  # the mixed preset's default cycle
 REAL = ("cli", "upload", "api")  # origins of real checks; "monitor" marks the simulation's own
 
 
-def schedule_text(preset: str, corruption: str, severity: float, before: int, drifted: int) -> str:
-    """The schedule text of a preset; every preset has exactly ``drifted`` drifted batches."""
+def schedule_text(preset: str, corruption: str | list[str], severity: float, before: int,
+                  drifted: int) -> str:
+    """The schedule text of a preset; every preset has exactly ``drifted`` drifted batches (``mixed``: the
+    kinds in ``corruption`` take turns, one batch each)."""
+    if preset == "mixed":
+        kinds = corruption if isinstance(corruption, list) else [corruption]
+        return Schedule.mixed([f"{kind}:{severity:g}" for kind in kinds], batches=drifted, clean=before).text
     spec = f"{corruption}:{severity:g}"
     if preset == "sudden":
         return Schedule.sudden(spec, before=before, after=drifted).text
@@ -70,16 +77,25 @@ def show_result(result: dict) -> None:
                    "normal again: the p-values rise although the data stays drifted.")
     if result["retrains"]:
         st.dataframe([{"after batch": e["batch_index"], "strategy": e["strategy"], "parent": e["parent"],
-                       "new version": e["version"], "seconds": round(e["seconds"], 2)}
+                       "new version": e["version"], "served": e.get("deployed", True),
+                       "guard": e.get("guard") or "", "seconds": round(e["seconds"], 2)}
                       for e in result["retrains"]], hide_index=True, key="monitor_retrains")
+    if result["config"].get("continual"):
+        resets, gated = summary.get("adapter_resets", 0), summary.get("adapter_gated", 0)
+        st.caption(f"Continual adaptation with {result['config']['strategy']}: the served model learned from "
+                   f"every batch that looked drifted; {gated} batch(es) looked like clean data and the "
+                   f"source served them unchanged; it went back to the source {resets} time(s) (a collapse "
+                   "or a failed clean check). The label-free estimate is not shown: it is calibrated for the "
+                   "source.")
     st.caption(f"Schedule `{result['schedule']}` · {summary['batches']} batches in {result['seconds']:.1f} s")
 
 
 def schedule_controls() -> str:
     """The schedule: a preset built from a corruption and counts, or free text in custom mode."""
     st.markdown("**Drift schedule**")
-    preset = st.segmented_control("Preset", ["sudden", "gradual", "recurring", "custom"], default="sudden",
-                                  key="monitor_preset") or "sudden"
+    preset = st.segmented_control("Preset", ["sudden", "gradual", "recurring", "mixed", "custom"],
+                                  default="sudden", key="monitor_preset",
+                                  help="mixed: several drift kinds take turns, one batch each") or "sudden"
     if preset == "custom":  # the preset widgets would do nothing here: only the text counts
         return st.text_input("Schedule", value="clean*8,gaussian_noise:1..5*6,gaussian_noise:5*6",
                              key="monitor_schedule_text",
@@ -87,8 +103,13 @@ def schedule_controls() -> str:
                                   "clean*10,gaussian_noise:1..5*20")
     names = list_drift_kinds()
     columns = st.columns(2)
-    corruption = columns[0].selectbox("Drift kind", names, key="monitor_corruption",
-                                      index=names.index("gaussian_noise") if "gaussian_noise" in names else 0)
+    if preset == "mixed":
+        default = [name for name in MIXED_KINDS if name in names]
+        corruption = columns[0].multiselect("Drift kinds (one batch each, in turn)", names, default=default,
+                                            key="monitor_kinds") or names[:1]
+    else:
+        first = names.index("gaussian_noise") if "gaussian_noise" in names else 0
+        corruption = columns[0].selectbox("Drift kind", names, index=first, key="monitor_corruption")
     severity = columns[1].slider("Severity", 0.5, 5.0, 5.0, step=0.5, key="monitor_severity")
     before = columns[0].number_input("Clean batches first", 1, 200, 8, key="monitor_before")
     drifted = columns[1].number_input("Drifted batches", 1, 400, 12, key="monitor_after",
@@ -111,11 +132,20 @@ def simulation() -> None:
         detector = columns[0].selectbox("Batch detector", detectors, key="monitor_detector",
                                         index=detectors.index("mmd") if "mmd" in detectors else 0)
         batch_size = columns[1].select_slider("Batch size", [32, 64, 128], value=64, key="monitor_batch")
-        strategy = columns[0].selectbox("Retrain strategy", [*list_strategies(), NO_POLICY],
-                                        key="monitor_strategy")
-        alarms = columns[1].number_input("k alarms to retrain", 1, 20, 3, key="monitor_k")
-        window = columns[0].number_input("within the last (batches)", 1, 50, 5, key="monitor_window")
-        cooldown = columns[1].number_input("Cool-down (batches)", 0, 200, 10, key="monitor_cooldown")
+        mode = st.radio("Adapt", [AFTER_ALARMS, CONTINUAL], horizontal=True, key="monitor_mode",
+                        help="After k alarms: the strategy makes a new version from the alarmed batches, "
+                             "which serves if the guard passes it. Continually: the strategy adapts the "
+                             "served model on every batch, with a way back to the source "
+                             "(docs/retraining.md).")
+        continual = mode == CONTINUAL
+        columns = st.columns(2)
+        choices = [*continual_strategies()] if continual else [*list_strategies(), NO_POLICY]
+        strategy = columns[0].selectbox("Strategy", choices, key="monitor_strategy")
+        alarms = columns[1].number_input("k alarms to retrain", 1, 20, 3, key="monitor_k", disabled=continual)
+        window = columns[0].number_input("within the last (batches)", 1, 50, 5, key="monitor_window",
+                                         disabled=continual)
+        cooldown = columns[1].number_input("Cool-down (batches)", 0, 200, 10, key="monitor_cooldown",
+                                           disabled=continual)
     try:
         schedule = Schedule.parse(text)
     except ZealError as error:
@@ -124,7 +154,7 @@ def simulation() -> None:
         return
     config = {"batch_size": int(batch_size), "detector": detector,
               "strategy": None if strategy == NO_POLICY else strategy, "alarms_to_retrain": int(alarms),
-              "window": int(window), "cooldown": int(cooldown)}
+              "window": int(window), "cooldown": int(cooldown), "continual": continual}
     st.caption(f"{len(schedule)} batches of {batch_size} held-out images, tested with the model "
                f"**{short_version(active_version())}** (the active version).")
     if st.button("Run the stream", type="primary", key="monitor_run", disabled=not allowed("monitor"),
@@ -182,7 +212,8 @@ def policy_form(store: HistoryStore) -> None:
     """The retrain policy over real checks: switch it on, tune it, see what it did."""
     policy = load_policy(store)
     with st.form("history_policy"):
-        st.markdown("**Retrain policy on real checks** (unlabeled: bn-adapt or tent on the drifted batches)")
+        st.markdown("**Retrain policy on real checks** (a label-free strategy adapts on the drifted batches: "
+                    f"{', '.join(unlabeled_strategies())})")
         columns = st.columns(4)
         enabled = columns[0].toggle("On", value=policy.enabled, key="policy_enabled")
         strategies = unlabeled_strategies()
@@ -191,8 +222,9 @@ def policy_form(store: HistoryStore) -> None:
         promote = columns[2].selectbox("Make it active", ["manual", "auto"], key="policy_promote",
                                        index=["manual", "auto"].index(policy.promote),
                                        help="manual: you activate the new version (Retrain page); auto: "
-                                            "only if its clean accuracy stays within the margin of its "
-                                            "parent's.")
+                                            "only if the guard passes it: clean accuracy within the margin "
+                                            "of its parent's, and not estimated worse on the drifted "
+                                            "batches.")
         margin = columns[3].number_input("Margin (points)", 0.0, 50.0, policy.margin * 100, step=0.5,
                                          key="policy_margin")
         columns = st.columns(3)

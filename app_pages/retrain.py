@@ -6,6 +6,7 @@ import streamlit as st
 from app_pages._ui import (
     KEY_DRIFT_SPEC,
     POLL_SECONDS,
+    active_card,
     active_version,
     allowed,
     cards_column_config,
@@ -17,16 +18,19 @@ from app_pages._ui import (
     off_help,
     registry,
     short_version,
+    show_dataset_note,
     submit_job,
     user_errors,
 )
 from zeal_core import corruptions, retrain
+from zeal_core.retrain import MAX_CLEAN_DROP, verdict_of
 
 st.title("Retrain")
 if not first_run_panel():
     st.stop()
 models = registry()
 queue = job_queue()
+show_dataset_note(active_card())
 
 
 def before_after_frame(cards: list):
@@ -61,20 +65,112 @@ def show_before_after(cards: list, key: str) -> None:
     st.plotly_chart(figure, key=key)
 
 
+def activation_check(card) -> str | None:
+    """Why making ``card`` active needs a confirmation (the guard refused it, or it loses more clean accuracy
+    than the margin), or None when it does not."""
+    verdict = verdict_of(card)
+    if verdict is not None:
+        return None if verdict.passed else "; ".join(verdict.reasons)
+    metrics = card.metrics or {}
+    before, after = metrics.get("clean_before"), metrics.get("clean_after")
+    measured = isinstance(before, (int, float)) and isinstance(after, (int, float))
+    if measured and before - after > MAX_CLEAN_DROP:
+        return (f"loses {100 * (before - after):.1f} points of clean accuracy (more than the "
+                f"{100 * MAX_CLEAN_DROP:g}-point margin)")
+    return None
+
+
+def guard_label(card) -> str:
+    """The guard's verdict in a word, for the versions table ("" for trained or imported versions)."""
+    verdict = verdict_of(card)
+    return "" if verdict is None else ("passed" if verdict.passed else "refused")
+
+
+def show_accuracy_change(card, container) -> None:
+    """Clean and drifted accuracy before -> after, and the guard's verdict, as metrics in ``container``."""
+    metrics = card.metrics or {}
+    columns = container.columns(2)
+    for column, data in zip(columns, ("clean", "drifted"), strict=True):
+        before, after = metrics.get(f"{data}_before"), metrics.get(f"{data}_after")
+        if isinstance(before, (int, float)) and isinstance(after, (int, float)):
+            column.metric(f"{data.capitalize()} accuracy", f"{after:.1%}",
+                          f"{100 * (after - before):+.1f} pts", help=f"Before: {before:.1%} (the parent). "
+                               + ("Clean validation images." if data == "clean" else
+                                  f"Validation images under {card.drift_spec}."))
+        else:
+            column.metric(f"{data.capitalize()} accuracy", "—", help="Not measured for this version.")
+    verdict = verdict_of(card)
+    if verdict is not None:
+        container.caption(verdict.summary[0].upper() + verdict.summary[1:])
+
+
+def activation_panel(card, key: str) -> None:
+    """Before/after accuracy beside a Make-active button that asks for confirmation when the version is worse
+    than the margin allows (issue: never make a version active without a word)."""
+    if card.version == active_version():
+        st.caption(f"{card.version} is the active version.")
+        return
+    left, right = st.columns([3, 1], vertical_alignment="center")
+    show_accuracy_change(card, left)
+    reason = activation_check(card)
+    pending = st.session_state.get("retrain_confirm") == f"{key}:{card.version}"
+    if not pending and right.button("Make active", key=f"{key}_activate", type="primary",
+                                    disabled=not allowed("activate"), help=off_help("activate")) \
+            and allowed("activate"):
+        if reason is None:
+            activate(card.version)
+        else:  # ask first: the next run shows the warning and the confirm button
+            st.session_state["retrain_confirm"] = f"{key}:{card.version}"
+            st.rerun()
+    if pending:
+        st.warning(f"{md(short_version(card.version))} {md(reason)}. Make it active anyway? The app and the "
+                   "history checks will use it from now on.")
+        yes, no = st.columns(2)
+        if yes.button("Yes, make it active", key=f"{key}_confirm", disabled=not allowed("activate")) \
+                and allowed("activate"):
+            activate(card.version)
+        if no.button("Cancel", key=f"{key}_cancel"):
+            st.session_state.pop("retrain_confirm", None)
+            st.rerun()
+
+
+def activate(version: str) -> None:
+    """Make ``version`` active; the selector below follows it."""
+    models.set_active(version)
+    st.session_state.pop("retrain_confirm", None)
+    st.session_state["retrain_version"] = version
+    st.toast(f"{short_version(version)} is now active.")
+    st.rerun()
+
+
+def seed_drift_spec() -> None:
+    """Carry the Drift Lab's current spec into the form whenever it changed there (else keep what was typed).
+
+    Without a Drift Lab visit: a drift strong enough to cost accuracy on every dataset (digits shrugs off
+    severity 3 noise), so the before/after comparison shows something to fix.
+    """
+    lab_spec = st.session_state.get(KEY_DRIFT_SPEC)
+    if lab_spec and lab_spec != st.session_state.get("retrain_spec_from_lab"):
+        st.session_state["retrain_spec"] = lab_spec
+        st.session_state["retrain_spec_from_lab"] = lab_spec
+    st.session_state.setdefault("retrain_spec", "gaussian_noise:5")
+
+
 # -------------------------------------------------------------------------------------------- the form
 parent = active_version()
 strategies = retrain.list_strategies()
+seed_drift_spec()
 with st.form("retrain_form"):
     left, right = st.columns(2)
-    strategy = left.selectbox("Strategy", strategies, key="retrain_strategy",
-                              help="bn-adapt: re-estimate BatchNorm statistics; tent: entropy minimisation; "
-                                   "finetune: a few epochs on drifted data; retrain: from scratch with "
-                                   "corruption augmentation.")
-    # Without a Drift Lab visit, a drift strong enough to cost accuracy on every dataset (digits shrugs off
-    # severity 3 noise), so the before/after comparison shows something to fix.
-    spec_text = right.text_input("Drift spec", value=st.session_state.get(KEY_DRIFT_SPEC, "gaussian_noise:5"),
-                                 key="retrain_spec", help="From the Drift Lab, e.g. gaussian_noise:3@0.5")
-    st.caption(f"Parent model: **{parent}** (the active version).")
+    strategy = left.selectbox(
+        "Strategy", strategies, key="retrain_strategy",
+        help="; ".join(f"{name}: {retrain.strategy_info(name).description}" for name in strategies))
+    spec_text = right.text_input("Drift spec", key="retrain_spec",
+                                 help="Follows the Drift Lab's current setting; edit it here, e.g. "
+                                      "gaussian_noise:3@0.5")
+    st.caption(f"Parent model: **{parent}** (the active version). Every new version passes the guard: clean "
+               f"accuracy within {100 * MAX_CLEAN_DROP:g} points of the parent's and not worse on the drift, "
+               "or it is marked and never made active without your confirmation.")
     submitted = st.form_submit_button("Retrain", type="primary", disabled=not allowed("retrain"),
                                       help=off_help("retrain"))
 if submitted:
@@ -96,12 +192,7 @@ if job is not None:
         new_card = models.card(version)
         st.markdown(f"New version **{version}** (parent {new_card.parent}).")
         show_before_after([new_card], key=f"before_after_{version}")
-        if version != active_version() and st.button(f"Make {version} active", key=f"activate_{version}",
-                                                     disabled=not allowed("activate"),
-                                                     help=off_help("activate")) and allowed("activate"):
-            models.set_active(version)
-            st.session_state["retrain_version"] = version  # the selector below follows the new choice
-            st.rerun()
+        activation_panel(new_card, key="retrain_new")
 
 # ----------------------------------------------------------------------------------- versions, compare
 st.subheader("Versions and lineage")
@@ -109,17 +200,14 @@ cards = models.list()
 active = active_version()
 table = cards_frame(cards)
 table.insert(0, "active", table["version"] == active)
+table.insert(2, "guard", [guard_label(card) for card in cards])
 st.dataframe(table, hide_index=True, key="retrain_registry", column_config=cards_column_config())
 versions = [card.version for card in cards]
 if st.session_state.get("retrain_version") not in versions:
     st.session_state["retrain_version"] = active if active in versions else versions[0]
-left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
+left, right = st.columns([4, 1], vertical_alignment="bottom")
 chosen = left.selectbox("Version", versions, key="retrain_version",
                         format_func=lambda v: f"{v} (active)" if v == active else v)
-if middle.button("Make active", disabled=chosen == active or not allowed("activate"),
-                 key="retrain_make_active", help=off_help("activate")) and allowed("activate"):
-    models.set_active(chosen)
-    st.rerun()
 if right.button("Delete", disabled=chosen == active or not allowed("delete"), key="retrain_delete",
                 type="secondary", help=off_help("delete", "Remove this version (card and weights). The "
                                                           "active version cannot be deleted.")) \
@@ -132,6 +220,7 @@ if right.button("Delete", disabled=chosen == active or not allowed("delete"), ke
     st.toast(f"Deleted {chosen}.")
     st.rerun()
 chosen_card = models.card(chosen)
+activation_panel(chosen_card, key="retrain_chosen")
 if chosen_card.parent:
     lineage, cursor = [chosen_card.version], chosen_card
     while cursor.parent and cursor.parent not in lineage:

@@ -273,6 +273,25 @@ def test_drift_lab_retrain_and_every_page(browser_page, server: str,
     page.get_by_text("New version").wait_for(timeout=240_000)
     wait_idle(page)
     save_screenshot(page, folder, "retrain")
+    # Issue 28: Make active shows clean and drifted accuracy before -> after beside the button, and asks
+    # first when the guard refused the version (bn-adapt's statistics of the noise cost clean accuracy).
+    new = page.locator(".st-key-retrain_new_activate")
+    new.wait_for()
+    # Waits, not counts: the page reruns once more when the jobs panel sees the job end (main's polling).
+    page.get_by_text("Clean accuracy").first.wait_for()
+    page.get_by_text("Drifted accuracy").first.wait_for()
+    page.get_by_text(re.compile(r"^Guard (passed|refused)")).first.wait_for()
+    wait_idle(page, settle_s=1.5)
+    refused = page.get_by_text("Guard refused").count() > 0
+    new.locator("button").click()
+    wait_idle(page)
+    if refused:
+        page.get_by_text("Make it active anyway?").wait_for()
+        save_screenshot(page, folder, "retrain_caution")
+        page.locator(".st-key-retrain_new_cancel button").click()
+        page.get_by_text("Make it active anyway?").wait_for(state="detached")
+    else:  # a version the guard passed is activated in one click
+        page.get_by_text("is the active version").first.wait_for()
 
     for name in ("home", "data", "model", "upload", "monitor"):  # upload first: History then has a check
         # The default page (Home) is served at the root; its url_path is not a URL of its own.

@@ -165,8 +165,10 @@ def test_policy_fires_once_on_a_scripted_history_and_never_promotes_a_worse_mode
     # BatchNorm statistics of near-blank images cost the parent much of its clean accuracy: not promoted.
     assert new.metrics["clean_after"] < new.metrics["clean_before"]
     assert job.result["promoted"] is False and registry.get_active() == parent
-    assert [event["action"] for event in store.events(parent)] == ["queued", "kept"]
-    assert json.loads(json.dumps(job.result))["reason"].startswith("clean accuracy")
+    # The guard refused it and the policy says why (zeal_core.retrain.guard).
+    assert [event["action"] for event in store.events(parent)] == ["queued", "refused"]
+    assert json.loads(json.dumps(job.result))["reason"].startswith("guard refused")
+    assert "clean accuracy" in store.events(parent)[-1]["detail"]
 
 
 def test_auto_promotion_within_the_margin(tiny_reference) -> None:

@@ -17,9 +17,12 @@ from zeal_core.monitor.simulate import bracket_estimates
 
 ONSET = 4  # clean batches before the drift
 SUDDEN = f"clean*{ONSET},gaussian_noise:5*10"
-# Small stream batches and a quick policy: 2 alarms within 3 batches retrain with bn-adapt.
+# Small stream batches and a quick policy: 2 alarms within 3 batches retrain with bn-adapt. bn-adapt's
+# version of the tiny parent loses more clean accuracy than the guard's 2 points (its statistics now describe
+# the noise): these tests are about the policy's mechanics, so the margin is wide (the guard's refusal is
+# tested in tests/test_retrain_continual.py).
 CONFIG = MonitorConfig(batch_size=32, reference_size=128, alarms_to_retrain=2, window=3, cooldown=20,
-                       strategy="bn-adapt", seed=0)
+                       strategy="bn-adapt", seed=0, guard={"max_clean_drop": 0.5})
 
 
 @pytest.fixture(scope="module")

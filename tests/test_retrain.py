@@ -33,7 +33,7 @@ from zeal_core.retrain import (
 # wins much of it back (severity 3 barely hurts at 16 px: the resize averages the noise away).
 DRIFT = "gaussian_noise:5"
 # Small settings per strategy so that each runs in seconds; the defaults are for real use.
-TEST_OPTIONS = {"bn-adapt": {}, "tent": {}, "finetune": {"epochs": 1}, "retrain": {"epochs": 2}}
+TEST_OPTIONS = {"bn-adapt": {}, "tent": {}, "roid": {}, "finetune": {"epochs": 1}, "retrain": {"epochs": 2}}
 
 
 @functools.cache
@@ -67,7 +67,7 @@ def parent_registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelRegi
 
 
 def test_registry_lists_every_strategy_with_a_description() -> None:
-    assert list_strategies() == ["bn-adapt", "tent", "finetune", "retrain"]
+    assert list_strategies() == ["bn-adapt", "tent", "roid", "finetune", "retrain"]
     for name in list_strategies():
         info = strategy_info(name)
         assert info.description and info.needs_labels == (name in ("finetune", "retrain"))
@@ -75,7 +75,7 @@ def test_registry_lists_every_strategy_with_a_description() -> None:
         strategy_info("magic")
 
 
-@pytest.mark.parametrize("name", ["bn-adapt", "tent", "finetune", "retrain"])
+@pytest.mark.parametrize("name", ["bn-adapt", "tent", "roid", "finetune", "retrain"])
 def test_strategy_lifts_drifted_accuracy_and_records_lineage(parent_registry, name: str) -> None:
     registry, parent = parent_registry
     card = adapt(name, parent, "digits", DRIFT, device="cpu", registry=registry, options=TEST_OPTIONS[name])
@@ -154,7 +154,7 @@ def test_images_for_a_labelled_strategy_are_a_config_error_listing_the_unlabeled
     """The path that once indexed the strategy registry with [] (a TypeError) now says what to use."""
     registry, parent = parent_registry
     images = load_dataset("digits").split("train")[0][:16]
-    with pytest.raises(ConfigError, match=r"trains on labelled data.*\['bn-adapt', 'tent'\]"):
+    with pytest.raises(ConfigError, match=r"trains on labelled data.*\['bn-adapt', 'tent', 'roid'\]"):
         adapt("finetune", parent, None, DRIFT, device="cpu", registry=registry, adapt_images=images)
     with pytest.raises(ConfigError, match="needs a drift spec"):
         adapt("finetune", parent, None, None, device="cpu", registry=registry)

@@ -16,7 +16,11 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     command.add_argument("--schedule", required=True, help="e.g. clean*10,gaussian_noise:3*20")
     command.add_argument("--dataset", default=None, help="dataset name (default: the model's)")
     command.add_argument("--policy", default="bn-adapt",
-                         help="retrain strategy the policy uses, or 'none' to only observe")
+                         help="retrain strategy the policy uses (zeal retrain --help lists them), or 'none' "
+                              "to only observe")
+    command.add_argument("--continual", action="store_true",
+                         help="adapt online on every batch with the --policy strategy (a label-free one: "
+                              "bn-adapt, tent, roid, ...) instead of retraining after alarms")
     command.add_argument("--alarms", type=int, default=3, help="k: alarms within the window that trigger it")
     command.add_argument("--window", type=int, default=5, help="batches the alarm count looks back over")
     command.add_argument("--cooldown", type=int, default=10, help="batches between two retrains, at least")
@@ -42,7 +46,7 @@ def _monitor(args: argparse.Namespace) -> dict:
         batch_size=args.batch_size, reference_size=args.reference_size, detector=args.detector,
         alpha=args.alpha, stream_detector=None if args.stream_detector == "none" else args.stream_detector,
         strategy=None if args.policy == "none" else args.policy, alarms_to_retrain=args.alarms,
-        window=args.window, cooldown=args.cooldown, seed=args.seed)
+        window=args.window, cooldown=args.cooldown, seed=args.seed, continual=args.continual)
     schedule = Schedule.parse(args.schedule)
     if args.background:
         from zeal_core.jobs import JobQueue

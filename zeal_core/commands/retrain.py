@@ -11,7 +11,8 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     from zeal_core.commands import describe_lazily
 
     command = subparsers.add_parser(
-        "retrain", parents=[parent], help="adapt a model to a drift (bn-adapt, tent, finetune, retrain)")
+        "retrain", parents=[parent], help="adapt a model to a drift with a registered strategy (bn-adapt, "
+                                          "tent, roid, finetune, retrain, ...)")
     describe_lazily(command, _describe_strategies)
     command.add_argument("--model", default="active", help="parent version, or 'active' / 'latest'")
     command.add_argument("--strategy", default="bn-adapt",
@@ -21,6 +22,10 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
     command.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     command.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                          help="strategy option (repeatable), e.g. --option epochs=2; VALUE is JSON or text")
+    command.add_argument("--max-clean-drop", type=float, default=None, metavar="SHARE",
+                         help="the guard's clean-accuracy margin, e.g. 0.02 (2 points; the default)")
+    command.add_argument("--activate", action="store_true",
+                         help="make the new version active if (and only if) the guard passed it")
     command.add_argument("--background", action="store_true",
                          help="queue it as a job (see the app's Jobs panel) and return the job id at once")
     command.set_defaults(handler=_retrain)
@@ -29,8 +34,11 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
 def _describe_strategies() -> str:
     from zeal_core.retrain import list_strategies, strategy_info
 
-    return "Strategies: " + "; ".join(f"{name}: {strategy_info(name).description}"
-                                      for name in list_strategies()) + "."
+    return ("Strategies: " + "; ".join(f"{name}: {strategy_info(name).description}"
+                                       for name in list_strategies())
+            + ". Every new version passes the guard: its clean accuracy and its estimated accuracy on the "
+              "drifted images are compared with the parent's; a refused version is saved, marked, and never "
+              "activated automatically.")
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -46,17 +54,24 @@ def _retrain(args: argparse.Namespace) -> dict:
 
     strategy_info(args.strategy)  # an unknown name fails here, listing the registered ones
     options = parse_options(args.option)
+    guard = None if args.max_clean_drop is None else {"max_clean_drop": args.max_clean_drop}
     if args.background:
         from zeal_core.jobs import JobQueue
 
         params = {"model": args.model, "strategy": args.strategy, "drift": args.drift,
-                  "dataset": args.dataset, "device": args.device, "options": options}
+                  "dataset": args.dataset, "device": args.device, "options": options, "guard": guard,
+                  "activate": args.activate}
         job = JobQueue().submit("retrain", params)
         return {"job": job.id, "status": job.status, "log": job.log_path}
-    from zeal_core.retrain import adapt
+    from zeal_core.models.registry import ModelRegistry
+    from zeal_core.retrain import adapt, verdict_of
 
     card = adapt(args.strategy, args.model, args.dataset, args.drift, device=args.device,
-                 progress=stderr_progress, options=options or None)
+                 progress=stderr_progress, options=options or None, guard=guard)
+    verdict = verdict_of(card)
+    activated = args.activate and verdict is not None and verdict.passed
+    if activated:
+        ModelRegistry().set_active(card.version)
     metrics = card.metrics
     return {
         "version": card.version, "parent": card.parent, "strategy": card.strategy,
@@ -66,4 +81,7 @@ def _retrain(args: argparse.Namespace) -> dict:
         "recovered_share": metrics["recovered_share"], "seconds": metrics["seconds"],
         "cpu_seconds": metrics.get("cpu_seconds"),
         "details": metrics.get("details", {}),
+        "guard_passed": verdict.passed if verdict else None,
+        "guard": verdict.summary if verdict else None,
+        "activated": activated,
     }

@@ -6,10 +6,12 @@ history imports nothing from the job system (no history -> jobs -> monitor -> hi
 
 When the policy is on and the last ``window`` checks of the active model hold ``alarms_to_retrain`` drift
 decisions (counted after the policy last fired, and at least ``cooldown`` checks after it), it queues one
-``adapt-history`` job: an unlabeled strategy (bn-adapt or tent) adapts the model on the stored images of
-those drifted batches. The new version records its parent and the checks it adapted on. It becomes active
-only when the user says so, or with ``promote="auto"`` only if its clean validation accuracy stays within
-``margin`` of its parent's.
+``adapt-history`` job: an unlabeled strategy (``zeal_core.retrain.unlabeled_strategies()``: bn-adapt,
+tent, roid) adapts the model on the stored images of those drifted batches. The new version records its
+parent and the checks it adapted on. It becomes active only when the user says so, or with
+``promote="auto"`` only if the guard passes it (``zeal_core.retrain.guard``): clean validation accuracy
+within ``margin`` of its parent's, and an estimated accuracy on the drifted checks' images not below the
+parent's. The policy's event says which, in words.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ class HistoryPolicy:
     alarms_to_retrain: int = 3  # k: drift decisions within the window that trigger adaptation
     window: int = 5  # recorded checks of the model the count looks back over
     cooldown: int = 5  # checks after a trigger before the policy may trigger again
-    promote: str = "manual"  # "manual": the user activates the new version; "auto": the guard below does
-    margin: float = 0.02  # share: auto-promotion only if clean accuracy >= the parent's minus this
+    promote: str = "manual"  # "manual": the user activates the new version; "auto": if the guard passes it
+    margin: float = 0.02  # share: the guard's clean margin (clean accuracy >= the parent's minus this)
     options: dict[str, Any] | None = None  # options for the strategy (its options dataclass's fields)
 
     def __post_init__(self) -> None:

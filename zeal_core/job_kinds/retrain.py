@@ -9,13 +9,19 @@ from zeal_core.progress import CancelToken, ProgressCallback
 
 
 def run_retrain(params: dict[str, Any], progress: ProgressCallback, cancel: CancelToken) -> dict[str, Any]:
-    """``zeal_core.retrain.adapt`` with the job's params; optionally make the result active."""
+    """``zeal_core.retrain.adapt`` with the job's params.
+
+    ``activate`` makes the result active only when the guard passed it (``guard`` holds its margins, e.g.
+    ``{"max_clean_drop": 0.02}``); a refused version stays saved for the user to inspect.
+    """
     from zeal_core.models.registry import ModelRegistry
-    from zeal_core.retrain import adapt
+    from zeal_core.retrain import adapt, verdict_of
 
     card = adapt(params["strategy"], params["model"], params.get("dataset"), params["drift"],
                  device=params.get("device", "auto"), progress=progress, cancel=cancel,
-                 options=params.get("options") or None)
-    if params.get("activate"):
+                 options=params.get("options") or None, guard=params.get("guard") or None)
+    verdict = verdict_of(card)
+    activated = bool(params.get("activate")) and verdict is not None and verdict.passed
+    if activated:
         ModelRegistry().set_active(card.version)
-    return card_summary(card)
+    return {**card_summary(card), "activated": activated, "guard": verdict.summary if verdict else None}

@@ -67,7 +67,8 @@ BUILT_IN_KINDS = {
               "train a model and register it (params: dataset, activate, classes, device, TrainConfig "
               "fields)"),
     "retrain": ("zeal_core.job_kinds.retrain:run_retrain",
-                "adapt a model to a drift (params: model, strategy, drift, dataset, options, activate)"),
+                "adapt a model to a drift (params: model, strategy, drift, dataset, options, guard, "
+                "activate)"),
     "adapt-history": ("zeal_core.job_kinds.adapt_history:run_adapt_history",
                       "adapt a model on the stored images of drifted checks (params: model, dataset, "
                       "strategy, check_ids, history, promote, margin, options)"),

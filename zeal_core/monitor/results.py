@@ -27,6 +27,8 @@ class MonitorConfig:
     cooldown: int = 10  # batches after a retrain before the policy may retrain again
     max_retrains: int = 5  # the policy retrains at most this often in one simulation
     strategy_options: dict[str, Any] = field(default_factory=dict)  # options passed to the strategy
+    continual: bool = False  # True: the strategy adapts online on every batch instead of after alarms
+    guard: dict[str, Any] = field(default_factory=dict)  # the retrain guard's margins (GuardConfig fields)
     seed: int = 0  # seeds the batch draws and corruption noise
     record_history: bool = True  # record each batch's check in the history (origin "monitor", no images)
 
@@ -35,6 +37,12 @@ class MonitorConfig:
             raise ConfigError("monitor batch_size and reference_size must be at least 2 (two-sample tests)")
         if not 0 < self.alpha < 1:
             raise ConfigError(f"monitor alpha must be in (0, 1), got {self.alpha}")
+        if self.continual:
+            from zeal_core.retrain import continual_strategies
+
+            if self.strategy not in continual_strategies():
+                raise ConfigError(f"monitor continual adaptation needs a strategy that adapts batch by batch "
+                                  f"without labels: one of {continual_strategies()}, not {self.strategy!r}")
         self.rule()
 
     def rule(self) -> AlarmRule:
@@ -70,6 +78,8 @@ class MonitorBatch:
     estimated_accuracy: float | None = None  # label-free estimate of accuracy_with_policy (no labels used)
     estimate_low: float | None = None  # its interval (the estimator's level, 90 % by default)
     estimate_high: float | None = None
+    adapter_reset: bool = False  # continual mode: the adapted model went back to the source after this batch
+    adapter_gated: bool = False  # continual mode: the batch looked like clean data, the source served it
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,8 @@ class RetrainEvent:
     adapt_images: int  # unlabeled images it adapted on (0 for labelled strategies)
     seconds: float  # wall time of the retrain, s
     metrics: dict[str, Any]  # the new card's before/after metrics
+    deployed: bool = True  # False: the guard refused the version, the parent kept serving
+    guard: str | None = None  # the guard's verdict in one line
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,9 @@ class MonitorResult:
             "stream_alarms": sum(b.stream_alarm for b in self.batches),
             "false_alarms_clean": sum(b.alarm for b in self.batches if b.drift_spec in ("clean", "")),
             "retrains": len(self.retrains),
+            "retrains_refused": sum(not event.deployed for event in self.retrains),
+            "adapter_resets": sum(b.adapter_reset for b in self.batches),
+            "adapter_gated": sum(b.adapter_gated for b in self.batches),
             "drift_onset_batch": onset,
             "first_alarm_after_onset": first_alarm,
             "detection_delay_batches": None if first_alarm is None else first_alarm - onset,

@@ -87,6 +87,15 @@ class Schedule:
             raise ConfigError(f"recurring drift needs at least 1 cycle, got {cycles}")
         return cls.parse(",".join([f"clean*{clean},{spec}*{drifted}"] * cycles))
 
+    @classmethod
+    def mixed(cls, specs: list[str], batches: int = 30, clean: int = 0) -> Schedule:
+        """``clean`` clean batches, then ``batches`` batches cycling through ``specs`` one batch each (a
+        stream whose drift changes from batch to batch: several cameras, sites or sources interleaved)."""
+        if not specs:
+            raise ConfigError("a mixed schedule needs at least one drift spec")
+        cycle = [specs[index % len(specs)] for index in range(batches)]
+        return cls.parse(",".join(([f"clean*{clean}"] if clean else []) + [f"{spec}*1" for spec in cycle]))
+
     @property
     def text(self) -> str:
         """Canonical text form (``Schedule.parse(s.text) == s``)."""

@@ -36,6 +36,7 @@ from zeal_core.corruptions import DriftSpec
 from zeal_core.device import resolve_device
 from zeal_core.embed import Embeddings, compute_embeddings
 from zeal_core.jsonable import to_jsonable
+from zeal_core.monitor.adaptation import serve, start_continual
 from zeal_core.monitor.results import MonitorBatch, MonitorConfig, MonitorResult, RetrainEvent
 from zeal_core.monitor.schedule import Schedule
 from zeal_core.progress import CancelToken, ProgressCallback, check_cancel, report
@@ -67,6 +68,7 @@ class _Stream:
     active: FittedReference = field(init=False)  # what batches are tested against now
     stream: Any = field(init=False)  # the streaming change detector, or None
     estimating: LabelFreeParts = field(init=False)  # label-free estimates of the deployed model's accuracy
+    continual: Any = field(init=False)  # ContinualAdapter in continual mode (monitor/adaptation.py), or None
     # after an unlabeled adaptation: estimates calibrated on the adapted statistics' view of the reference,
     # whose intervals the shown ones are widened to (see ``calibration_views``); None otherwise
     bracketing: LabelFreeParts | None = None
@@ -84,6 +86,7 @@ class _Stream:
         self.estimating = self.reference.label_free
         name = self.config.stream_detector
         self.stream = create_stream_detector(name) if name else None
+        self.continual = start_continual(self.config, self.reference, self.device)
 
     @property
     def original(self) -> torch.nn.Module:
@@ -112,6 +115,9 @@ class _Stream:
         accuracy_with = float(seen.accuracy)
         accuracy_without = accuracy_with if self.deployed is self.original else \
             float(self.embed(self.original, batch.images, batch.labels).accuracy)
+        served = None if self.continual is None else serve(self.continual, batch.images, batch.labels)
+        if served is not None:  # continual mode: the adapted predictions are served
+            accuracy_with = served.accuracy
         stream_value = -math.log10(max(result.p_value, P_VALUE_FLOOR))
         stream_alarm = bool(self.stream.update(stream_value).alarm) if self.stream is not None else False
         if result.is_drift:
@@ -124,7 +130,9 @@ class _Stream:
             index=index, drift_spec=spec.text, p_value=result.p_value, statistic=result.statistic,
             alarm=result.is_drift, stream_value=stream_value, stream_alarm=stream_alarm,
             accuracy_without_policy=accuracy_without, accuracy_with_policy=accuracy_with,
-            active_version=served_by, retrained=retrained, **_estimate_fields(checked.estimated_accuracy)))
+            active_version=served_by, retrained=retrained, adapter_reset=bool(served and served.reset),
+            adapter_gated=bool(served and served.gated),
+            **_estimate_fields(None if served else checked.estimated_accuracy)))
         if self.history is not None:
             self.history.record(checked, origin="monitor")
         report(self.progress, "monitor", index + 1, total,
@@ -142,7 +150,7 @@ class _Stream:
         from zeal_core.retrain import strategy_info
 
         strategy = self.config.strategy
-        if strategy is None or index >= total - 1:
+        if strategy is None or index >= total - 1 or self.continual is not None:
             return False
         if strategy_info(strategy).needs_labels and not spec.steps:
             return False
@@ -156,8 +164,9 @@ class _Stream:
         return images
 
     def deploy(self, index: int, spec: DriftSpec, images: torch.Tensor) -> None:
-        """Retrain, serve the new model from the next batch, and let the reference follow it."""
-        from zeal_core.retrain import strategy_info
+        """Retrain, serve the new model from the next batch (unless the guard refused it), and let the
+        reference follow it."""
+        from zeal_core.retrain import strategy_info, verdict_of
 
         strategy = self.config.strategy
         report(self.progress, "monitor", index + 1, None, f"batch {index + 1}: "
@@ -166,6 +175,14 @@ class _Stream:
         new_version = self.retrain(strategy, self.deployed_version, spec.text, images)
         seconds = time.perf_counter() - start
         model, card = self.registry.load(new_version, device=self.device)
+        verdict = verdict_of(card)
+        if verdict is not None and not verdict.passed:  # the guard refused it: keep serving the parent
+            self.events.append(RetrainEvent(
+                batch_index=index, strategy=strategy, parent=self.deployed_version, version=new_version,
+                drift_spec=spec.text, adapt_images=0 if strategy_info(strategy).needs_labels else len(images),
+                seconds=seconds, metrics=to_jsonable(card.metrics), deployed=False, guard=verdict.summary))
+            self.last_retrain = index
+            return
         # The new normal: later batches are compared with the new model's view of the images it adapted
         # to, so the persisting drift is not flagged again but a change back is.
         self.active = FittedReference.from_embeddings(self.embed(model, images, None), self.active.config,
@@ -181,7 +198,7 @@ class _Stream:
         self.events.append(RetrainEvent(
             batch_index=index, strategy=strategy, parent=self.deployed_version, version=new_version,
             drift_spec=spec.text, adapt_images=int(images.shape[0]) if unlabeled else 0, seconds=seconds,
-            metrics=to_jsonable(card.metrics)))
+            metrics=to_jsonable(card.metrics), guard=verdict.summary if verdict else None))
         log.info("monitor: batch %d -> %s retrain %s -> %s (%.1f s)", index, strategy, self.deployed_version,
                  new_version, seconds)
         self.deployed, self.deployed_version, self.last_retrain = model, new_version, index
@@ -324,7 +341,7 @@ def _default_retrain(reference: FittedReference, config: MonitorConfig, schedule
                      cancel=cancel, registry=registry, options=config.strategy_options or None,
                      adapt_images=images if unlabeled else None,
                      notes=f"monitor policy retrain on {spec} (schedule {schedule.text})",
-                     provenance={"origin": "monitor", "schedule": schedule.text})
+                     provenance={"origin": "monitor", "schedule": schedule.text}, guard=config.guard or None)
         return card.version
 
     return retrain

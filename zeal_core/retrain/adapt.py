@@ -13,6 +13,7 @@ clean before/after accuracy and where the images came from.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from zeal_core.device import resolve_device
+from zeal_core.embed import Embeddings
 from zeal_core.errors import ConfigError, ModelError
 from zeal_core.evaluate import evaluate
 from zeal_core.jsonable import to_jsonable
@@ -35,8 +37,12 @@ from zeal_core.retrain.base import (
     strategy_info,
     unlabeled_strategies,
 )
+from zeal_core.retrain.guard import GuardConfig, GuardVerdict, drifted_subset, judge
+from zeal_core.sampling import seeded_subset
 
 log = logging.getLogger(__name__)
+
+REFERENCE_IMAGES = 1024  # clean labelled val images a strategy may check itself against (a seeded subset)
 
 
 def recovered_share(clean_before: float, drifted_before: float, drifted_after: float) -> float | None:
@@ -98,19 +104,43 @@ class _Run:
 
 
 def _score(run: _Run, model: nn.Module, stage: str, drifted_val: torch.Tensor | None
-           ) -> tuple[float, float | None]:
-    """(clean val accuracy, drifted val accuracy or None) of ``model``."""
+           ) -> tuple[Embeddings, float | None]:
+    """(``model``'s embeddings of the clean val split, with labels; its drifted val accuracy or None)."""
+    from zeal_core.embed import compute_embeddings
+
     val_images, val_labels = run.dataset.split("val")
     config = run.card.model_config
+    check_cancel(run.cancel)
     report(run.progress, "evaluate", 0, 2, f"{stage}: clean validation")
-    clean = evaluate(model, config, val_images, val_labels, run.device, cancel=run.cancel).accuracy
+    clean = compute_embeddings(model, config, val_images, run.device, labels=val_labels)
     if drifted_val is None:
-        report(run.progress, "evaluate", 2, 2, f"{stage}: clean {clean:.1%}")
+        report(run.progress, "evaluate", 2, 2, f"{stage}: clean {clean.accuracy:.1%}")
         return clean, None
+    check_cancel(run.cancel)
     report(run.progress, "evaluate", 1, 2, f"{stage}: drifted validation ({run.drift.text})")
     drifted = evaluate(model, config, drifted_val, val_labels, run.device, cancel=run.cancel).accuracy
-    report(run.progress, "evaluate", 2, 2, f"{stage}: clean {clean:.1%}, drifted {drifted:.1%}")
+    report(run.progress, "evaluate", 2, 2, f"{stage}: clean {clean.accuracy:.1%}, drifted {drifted:.1%}")
     return clean, drifted
+
+
+def _guard(run: _Run, parent: nn.Module, candidate: nn.Module, before: tuple[Embeddings, float | None],
+           after: tuple[Embeddings, float | None], images: torch.Tensor | None,
+           config: GuardConfig) -> GuardVerdict:
+    """The guard's verdict on ``candidate`` (``zeal_core.retrain.guard``); every strategy goes through it."""
+    from zeal_core.embed import compute_embeddings
+
+    report(run.progress, "guard", 0, 1, "guard: comparing with the parent")
+    drifted = drifted_subset(images, config.max_images)
+    if drifted is None and run.drift is not None:  # a labelled strategy: the drift's images, another seed
+        drifted = drifted_subset(run.drift.apply(run.dataset.split("train")[0], seed=ADAPT_SEED),
+                                 config.max_images)
+    config_of_model = run.card.model_config
+    embedded = (None, None) if drifted is None else tuple(
+        compute_embeddings(model, config_of_model, drifted, run.device) for model in (parent, candidate))
+    measured = None if before[1] is None else (before[1], after[1])
+    verdict = judge(before[0], after[0], embedded[0], embedded[1], config, measured=measured)
+    report(run.progress, "guard", 1, 1, verdict.summary)
+    return verdict
 
 
 def _adaptation_images(run: _Run, adapt_images: torch.Tensor | None) -> torch.Tensor | None:
@@ -135,9 +165,11 @@ def _adaptation_images(run: _Run, adapt_images: torch.Tensor | None) -> torch.Te
     return run.drift.apply(train_images, seed=ADAPT_SEED)
 
 
-def _metrics(run: _Run, before: tuple[float, float | None], after: tuple[float, float | None],
-             seconds: float, cpu_seconds: float, details: dict[str, Any]) -> dict[str, Any]:
+def _metrics(run: _Run, before: tuple[Embeddings, float | None], after: tuple[Embeddings, float | None],
+             seconds: float, cpu_seconds: float, details: dict[str, Any], verdict: GuardVerdict
+             ) -> dict[str, Any]:
     (clean_before, drifted_before), (clean_after, drifted_after) = before, after
+    clean_before, clean_after = float(clean_before.accuracy), float(clean_after.accuracy)
     shift = None if drifted_before is None else recovered_share(clean_before, drifted_before, drifted_after)
     return {
         "accuracy": clean_after,
@@ -153,6 +185,8 @@ def _metrics(run: _Run, before: tuple[float, float | None], after: tuple[float, 
         "eval_seed": EVAL_SEED,
         "n_val": int(run.dataset.split("val")[1].numel()),
         "details": to_jsonable(details),
+        "guard": verdict.to_dict(),
+        "guard_passed": verdict.passed,
     }
 
 
@@ -173,6 +207,27 @@ def _start(name: str, parent_version: str, dataset_name: str | None, drift_spec:
                 dataset=dataset, drift=drift, device=device, progress=progress, cancel=cancel)
 
 
+def _run_strategy(run: _Run, before: tuple[Embeddings, float | None], images: torch.Tensor | None
+                  ) -> tuple[nn.Module, dict[str, Any], float, float]:
+    """Run the strategy on a copy of the parent (the guard compares with the untouched parent).
+
+    Returns:
+        (adapted model, the strategy's details, wall seconds, CPU seconds of all threads).
+    """
+    val_images, val_labels = run.dataset.split("val")
+    positions = seeded_subset(val_images.shape[0], REFERENCE_IMAGES, EVAL_SEED)
+    context = AdaptContext(dataset=run.dataset, drift=run.drift, device=run.device, parent_card=run.card,
+                           parent_clean_accuracy=float(before[0].accuracy), adapt_images=images,
+                           progress=run.progress, cancel=run.cancel,
+                           reference=(val_images[positions], val_labels[positions]))
+    start, cpu_start = time.perf_counter(), time.process_time()
+    model, details = run.info.run(copy.deepcopy(run.model), run.card.model_config, context, run.options)
+    if run.device.type == "cuda":
+        torch.cuda.synchronize(run.device)
+    # CPU time of all threads: on a shared CPU, closer to the quiet cost than the wall time.
+    return model, details, time.perf_counter() - start, time.process_time() - cpu_start
+
+
 def adapt(
     name: str,
     parent_version: str,
@@ -187,6 +242,7 @@ def adapt(
     adapt_images: torch.Tensor | None = None,
     notes: str = "",
     provenance: dict[str, Any] | None = None,
+    guard: GuardConfig | dict[str, Any] | None = None,
 ) -> Any:
     """Adapt model ``parent_version`` with strategy ``name``; save and return the new card.
 
@@ -205,11 +261,14 @@ def adapt(
             stream batches, the history's production batches); only for unlabeled strategies.
         notes: Free text stored in the card.
         provenance: Where the adaptation images came from (e.g. the history check ids), stored in the recipe.
+        guard: The guard's margins (``GuardConfig`` or its fields); defaults when None. The guard always
+            runs: no strategy and no caller can skip it.
 
     Returns:
         The new ``ModelCard``; its ``metrics`` hold ``clean_before``, ``drifted_before``, ``clean_after``,
         ``drifted_after`` (None without a drift spec), ``recovered_share``, ``clean_drop``, ``seconds``
-        (strategy time) and details.
+        (strategy time), details, and the guard's verdict (``guard``, ``guard_passed``): a refused
+        version is saved but must not be made active automatically.
 
     Raises:
         ConfigError: Unknown strategy, option or drift spec; images for a labelled strategy.
@@ -219,26 +278,20 @@ def adapt(
     from zeal_core.models.registry import ModelRegistry
 
     registry = registry if registry is not None else ModelRegistry()
+    guard_config = guard if isinstance(guard, GuardConfig) else GuardConfig.from_dict(guard)
     run = _start(name, parent_version, dataset_name, drift_spec, device=device, progress=progress,
                  cancel=cancel, registry=registry, options=options)
     images = _adaptation_images(run, adapt_images)
     drifted_val = None if run.drift is None else run.drift.apply(run.dataset.split("val")[0], seed=EVAL_SEED)
     before = _score(run, run.model, "before", drifted_val)
-    context = AdaptContext(dataset=run.dataset, drift=run.drift, device=run.device, parent_card=run.card,
-                           parent_clean_accuracy=before[0], adapt_images=images, progress=progress,
-                           cancel=cancel)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    model, details = run.info.run(run.model, run.card.model_config, context, run.options)
-    if run.device.type == "cuda":
-        torch.cuda.synchronize(run.device)
-    seconds = time.perf_counter() - start
-    cpu_seconds = time.process_time() - cpu_start  # all threads; on a shared CPU, closer to the quiet cost
+    model, details, seconds, cpu_seconds = _run_strategy(run, before, images)
     check_cancel(cancel)
     after = _score(run, model, "after", drifted_val)
-    metrics = _metrics(run, before, after, seconds, cpu_seconds, details)
+    verdict = _guard(run, run.model, model, before, after, images, guard_config)
+    metrics = _metrics(run, before, after, seconds, cpu_seconds, details, verdict)
     drift_text = None if run.drift is None else run.drift.text
     recipe = {"strategy": name, "options": asdict(run.options), "parent": run.version,
-              "drift_spec": drift_text, "parent_recipe": run.card.recipe,
+              "drift_spec": drift_text, "parent_recipe": run.card.recipe, "guard": asdict(guard_config),
               **({"provenance": provenance} if provenance else {})}
     target = drift_text or f"{0 if images is None else images.shape[0]} real images"
     card = registry.save(
@@ -247,6 +300,6 @@ def adapt(
         recipe=recipe, metrics=metrics, parent=run.version, strategy=name, drift_spec=drift_text,
         notes=notes or f"{name} on {target} from {run.version}", class_names=run.card.class_names,
     )
-    log.info("%s: %s -> %s on %s, clean %.4f -> %.4f in %.1f s", name, run.version, card.version, target,
-             before[0], after[0], seconds)
+    log.info("%s: %s -> %s on %s, clean %.4f -> %.4f in %.1f s; %s", name, run.version, card.version, target,
+             metrics["clean_before"], metrics["clean_after"], seconds, verdict.summary)
     return card

@@ -37,6 +37,9 @@ class AdaptContext:
     adapt_images: torch.Tensor | None  # unlabeled drifted images (uint8) for the unlabeled strategies
     progress: ProgressCallback | None  # receives the strategy's events
     cancel: CancelToken | None  # checked between steps
+    # clean labelled (images, labels) a strategy may check itself against (a seeded part of the val split);
+    # None when there is none
+    reference: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 StrategyFunction = Callable[[nn.Module, ModelConfig, AdaptContext, Any], tuple[nn.Module, dict[str, Any]]]
@@ -51,17 +54,22 @@ class StrategyInfo:
     needs_labels: bool  # True when it trains on labelled images
     options: type  # the options dataclass
     run: StrategyFunction  # (model, model_config, context, options) -> (model, info)
+    online: type | None = None  # its OnlineAdapter class (continual use), None for labelled strategies
 
 
 _STRATEGIES: Registry[StrategyInfo] = Registry("strategy")
 
 
-def register_strategy(name: str, description: str, *, needs_labels: bool,
-                      options: type) -> Callable[[StrategyFunction], StrategyFunction]:
-    """Decorator: add ``function(model, model_config, context, options) -> (model, info)`` as ``name``."""
+def register_strategy(name: str, description: str, *, needs_labels: bool, options: type,
+                      online: type | None = None) -> Callable[[StrategyFunction], StrategyFunction]:
+    """Decorator: add ``function(model, model_config, context, options) -> (model, info)`` as ``name``.
+
+    ``online`` is the strategy's ``OnlineAdapter`` subclass (``zeal_core.retrain.online``): what continual
+    adaptation (the monitor, the adaptation benchmark) runs batch by batch.
+    """
 
     def decorate(function: StrategyFunction) -> StrategyFunction:
-        _STRATEGIES.add(name, StrategyInfo(name, description, needs_labels, options, function))
+        _STRATEGIES.add(name, StrategyInfo(name, description, needs_labels, options, function, online))
         return function
 
     return decorate
@@ -81,10 +89,14 @@ def strategy_info(name: str) -> StrategyInfo:
     return _STRATEGIES.get(name)
 
 
-
 def unlabeled_strategies() -> list[str]:
     """Names of the strategies that adapt on unlabeled images (what real production batches allow)."""
     return [name for name in _STRATEGIES if not _STRATEGIES.get(name).needs_labels]
+
+
+def continual_strategies() -> list[str]:
+    """Names of the strategies that can adapt online, batch by batch (they have an ``online`` form)."""
+    return [name for name in _STRATEGIES if _STRATEGIES.get(name).online is not None]
 
 
 def parse_options(name: str, options: dict[str, Any] | None) -> Any:

@@ -17,10 +17,11 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 def require_batchnorm(model: nn.Module, strategy: str) -> list[nn.modules.batchnorm._BatchNorm]:
+    """``batchnorm_layers(model)``, or a ``ModelError`` that names the strategies that work without them."""
     layers = batchnorm_layers(model)
     if not layers:
-        raise ModelError(f"strategy {strategy!r} needs BatchNorm layers, and this model has none: "
-                         "use finetune or retrain")
+        raise ModelError(f"strategy {strategy!r} needs BatchNorm layers, and this model has none: use roid "
+                         "(it adapts LayerNorm and GroupNorm too), finetune or retrain")
     return layers
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from zeal_core.models.factory import ModelConfig
 from zeal_core.retrain.base import ADAPT_SEED, AdaptContext, register_strategy
 from zeal_core.retrain.batchnorm import adaptation_subset, recompute_bn_statistics, require_batchnorm
+from zeal_core.retrain.online import OnlineAdapter
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,21 @@ class BnAdaptOptions:
     source_weight: float = 0.0  # share of the parent's statistics kept, in [0, 1] (0: target stats only)
 
 
+class BnAdaptOnline(OnlineAdapter):
+    """Online form: every batch is normalised with its own statistics (blended with the source's by
+    ``source_weight``); nothing is learned, so there is nothing to forget."""
+
+    name = "bn-adapt"
+
+    def __init__(self, model: nn.Module, model_config: ModelConfig, options: BnAdaptOptions,
+                 device: torch.device) -> None:
+        super().__init__(model, model_config, options, device)
+        require_batchnorm(self.model, "bn-adapt")
+        self.source_share = float(options.source_weight)
+
+
 @register_strategy("bn-adapt", "recompute BatchNorm statistics on unlabeled drifted images (seconds)",
-                   needs_labels=False, options=BnAdaptOptions)
+                   needs_labels=False, options=BnAdaptOptions, online=BnAdaptOnline)
 def bn_adapt(model: nn.Module, model_config: ModelConfig, context: AdaptContext,
              options: BnAdaptOptions) -> tuple[nn.Module, dict[str, Any]]:
     """Replace the running statistics by those of (a subset of) the adaptation images."""

@@ -19,6 +19,7 @@ from zeal_core.models.factory import ModelConfig, prepare_batch
 from zeal_core.progress import check_cancel, report
 from zeal_core.retrain.base import ADAPT_SEED, AdaptContext, register_strategy
 from zeal_core.retrain.batchnorm import adaptation_subset, recompute_bn_statistics, require_batchnorm
+from zeal_core.retrain.online import OnlineAdapter
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,31 @@ def _entropy_steps(model: nn.Module, model_config: ModelConfig, images: torch.Te
     return entropies
 
 
+class TentOnline(OnlineAdapter):
+    """Online form (Wang et al.'s own setting): batch statistics, one Adam step on the batch entropy."""
+
+    name = "tent"
+    learns = True
+
+    def __init__(self, model: nn.Module, model_config: ModelConfig, options: TentOptions,
+                 device: torch.device) -> None:
+        super().__init__(model, model_config, options, device)
+        self.affine = _affine_only(self.model, require_batchnorm(self.model, "tent"))
+        self.reset_state()
+
+    def reset_state(self) -> None:
+        """A fresh optimiser."""
+        self.optimizer = torch.optim.Adam(self.affine, lr=self.options.lr)
+
+    def learn(self, inputs: torch.Tensor, logits: torch.Tensor) -> None:
+        loss = mean_entropy(logits)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+
 @register_strategy("tent", "entropy minimisation on BatchNorm scale/shift with batch statistics (no labels)",
-                   needs_labels=False, options=TentOptions)
+                   needs_labels=False, options=TentOptions, online=TentOnline)
 def tent(model: nn.Module, model_config: ModelConfig, context: AdaptContext,
          options: TentOptions) -> tuple[nn.Module, dict[str, Any]]:
     """Target statistics first, then entropy steps on the affine part, then statistics once more."""

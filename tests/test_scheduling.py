@@ -179,3 +179,23 @@ def test_five_users_views_and_sweeps_stay_cached(reference: FittedReference,
     monkeypatch.setattr(reference, "simulate_batch", lambda *args: drawn.append(args))
     again = [reference.check(spec, n=20, seed=seed, parts=("detectors",)) for spec, seed in questions]
     assert not drawn and all(first is second for first, second in zip(reports, again, strict=True))
+
+
+def test_background_work_yields_only_its_own_thread() -> None:
+    """The UMAP and diagnosis warm-ups lower their own thread's priority, never the server's."""
+    import os
+
+    from zeal_core.scheduling import yield_to_checks
+
+    seen: dict[str, int] = {}
+
+    def background() -> None:
+        seen["lowered"] = yield_to_checks(5)
+        seen["thread"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    thread = threading.Thread(target=background)
+    thread.start()
+    thread.join()
+    assert seen["lowered"] and seen["thread"] == min(19, before + 5)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before

@@ -164,6 +164,15 @@ class LinearProjection:
         return xy if xy.shape[1] == 2 else np.c_[xy, np.zeros(len(xy))]
 
 
+def _warm_in_background() -> None:
+    """The warm-up at a lower priority than the sessions' checks (its numba compile takes tens of CPU
+    seconds)."""
+    from zeal_core.scheduling import yield_to_checks
+
+    yield_to_checks()
+    _warm()
+
+
 def _warm() -> None:
     global _WARM_SECONDS, _WARM_ERROR
     start = time.perf_counter()
@@ -195,7 +204,7 @@ def warm_umap(background: bool = True) -> threading.Thread | None:
             return None
         if _WARM_THREAD is None:
             configure_numba_cache()
-            _WARM_THREAD = threading.Thread(target=_warm, name="umap-warmup", daemon=True)
+            _WARM_THREAD = threading.Thread(target=_warm_in_background, name="umap-warmup", daemon=True)
             _WARM_THREAD.start()
         thread = _WARM_THREAD
     if not background:

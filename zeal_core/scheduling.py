@@ -13,6 +13,7 @@ The gate is re-entrant per thread: a severity sweep that runs checks inside a ch
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -99,3 +100,24 @@ def default_slots() -> int:
 
     chosen = get_settings().check_slots
     return chosen or max(1, cpu_cores() // max(1, torch.get_num_threads()))
+
+
+BACKGROUND_NICE = 10  # nice increment of a server's background threads (UMAP compile, diagnosis warm-up)
+
+
+def yield_to_checks(increment: int = BACKGROUND_NICE) -> bool:
+    """Lower the calling thread's CPU priority, for background work inside a server process.
+
+    Linux schedules threads one by one, so ``setpriority`` on the thread's own id makes just this thread
+    yield the cores to the sessions' checks (a profile of five users showed UMAP's numba compile taking
+    four tenths of the server's CPU in its first minutes). Returns False where that is not possible
+    (other systems, or a refused call); the work then runs at normal priority.
+    """
+    if not hasattr(os, "setpriority") or not hasattr(threading, "get_native_id"):
+        return False
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + increment))
+    except OSError:
+        return False
+    return True

@@ -161,6 +161,9 @@ class LabelFreeParts:
         return self._status
 
     def _warm_quietly(self, progress: ProgressCallback | None, cancel: CancelToken | None) -> None:
+        from zeal_core.scheduling import yield_to_checks
+
+        yield_to_checks()  # a background fit inside a server: the sessions' checks come first
         try:
             self._warm(progress, cancel)
         except Cancelled:

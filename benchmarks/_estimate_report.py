@@ -49,7 +49,8 @@ def markdown(result: dict[str, Any]) -> str:
     """The dataset's result as Markdown tables."""
     info, draws, names = result["info"], result["draws"], list(result["summary"])
     sizes = _sizes(draws)
-    lines = [f"### {info['dataset']}: model {info['version']} ({info['image_size']} px), {result['machine']}",
+    described = _described(result["machine"])
+    lines = [f"### {info['dataset']}: model {info['version']} ({info['image_size']} px), {described}",
              "", f"Reference: {info['reference_n']} clean images of the validation split's reference half "
              f"(accuracy {info['reference_accuracy']:.3f}); bank: {info['bank_shifts']} shifts of those "
              f"images. Scored on the disjoint sample pool ({info['pool_n']} images, clean accuracy "
@@ -219,3 +220,8 @@ def scatter(result: dict[str, Any], path: Path) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def _described(machine: dict | str) -> str:
+    """The machine line of a result (older result files hold the line itself)."""
+    return machine["description"] if isinstance(machine, dict) else str(machine)

@@ -32,7 +32,6 @@ import copy
 import json
 import logging
 import math
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ import torch
 
 from benchmarks import script_main
 from benchmarks._adapt_streams import Stream, batches, build_stream, interleave
+from benchmarks._harness import machine
 
 log = logging.getLogger(__name__)
 
@@ -387,9 +387,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     seeds = {seed: run_seed(source, card.model_config, dataset, args, seed, device) for seed in args.seeds}
     table = summarise(seeds, args)
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "torch_threads": torch.get_num_threads(), "device": str(device),
-                    "load_average": list(_load_average())},
+        "machine": machine() | {"device": str(device)},
         "model": {"version": card.version, "arch": card.model_config.arch,
                   "image_size": card.model_config.image_size, "dataset": card.dataset},
         "protocol": {"corruptions": list(args.corruptions), "severity": args.severity, "n": args.n,
@@ -407,14 +405,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         Path(args.save).write_text(json.dumps(result, indent=1, default=str))
     return result
 
-
-def _load_average() -> tuple[float, ...]:
-    import os
-
-    try:
-        return tuple(round(value, 2) for value in os.getloadavg())
-    except OSError:
-        return ()
 
 
 def _strip(seed_result: dict[str, Any]) -> dict[str, Any]:

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -50,6 +48,7 @@ from benchmarks._diagnose_score import (
     score_unseen,
     speed,
 )
+from benchmarks._harness import machine
 from benchmarks._labelfree_views import COMPOUNDS, SEVERITIES, build_views
 from zeal_core.progress import ProgressCallback, report
 
@@ -120,22 +119,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (embedding only)")
     parser.add_argument("--out", default="reports/bench", help="folder for the JSON/Markdown/PNG ('' = none)")
-
-
-def machine() -> dict[str, Any]:
-    """CPU, threads, accelerator and load: what every table states."""
-    import torch
-
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    cores = os.cpu_count() or 1
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    busy = load[0] > 0.75 * cores
-    description = (f"{cores} CPU cores {platform.machine()}, {'GPU ' + gpu if gpu else 'no GPU'}, torch "
-                   f"{torch.get_num_threads()} threads" + (f", under load (load average {load[0]:.1f})"
-                                                           if busy else ""))
-    return {"cpu_count": cores, "arch": platform.machine(), "gpu": gpu,
-            "torch_threads": torch.get_num_threads(), "load_average": list(load), "under_load": busy,
-            "description": description}
 
 
 def _options(pairs: Sequence[str]) -> dict[str, Any]:

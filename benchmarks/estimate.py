@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -49,6 +47,7 @@ from benchmarks._estimate_score import (
     speed,
     summarise,
 )
+from benchmarks._harness import machine
 from benchmarks._labelfree_views import COMPOUNDS, SEVERITIES, build_views
 from zeal_core.progress import ProgressCallback
 
@@ -105,17 +104,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save", action="store_true", help="write reports/bench/estimate_<dataset>.json/.md "
                         "and docs/figures/estimation_<dataset>.png")
     parser.add_argument("--root", default=".", help="repository root for --save (default: here)")
-
-
-def machine() -> str:
-    """The machine line every table states (cores, accelerator, threads, load average now)."""
-    import torch
-
-    cores = os.cpu_count() or 1
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cores} CPU cores {platform.machine()}, {gpu}, torch threads {torch.get_num_threads()}, "
-            f"load average {load:.1f}")
 
 
 def bench_dataset(dataset_name: str, args: argparse.Namespace, progress: ProgressCallback | None = None

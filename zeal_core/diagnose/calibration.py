@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from zeal_core.diagnose.base import LABEL_SHIFT, NO_DRIFT, UNKNOWN
-from zeal_core.diagnose.signatures import SignatureTable
+from zeal_core.diagnose.signature_table import SignatureTable
 
 # Samples scored together in one calibration batch (bounds the memory of the batched BBSE solves).
 CALIBRATION_BATCH = 24

@@ -21,7 +21,7 @@ import numpy as np
 from zeal_core.diagnose.assumption import LabelShiftCheck
 from zeal_core.diagnose.base import UNKNOWN
 from zeal_core.diagnose.calibration import HeldOutGroup, SubsetPlan, draw_rows, score_subsets
-from zeal_core.diagnose.signatures import CLEAN, GroupRows, SignatureTable, build_table
+from zeal_core.diagnose.signature_table import CLEAN, GroupRows, SignatureTable, build_table
 from zeal_core.diagnose.statistics import FoldMoments, Projection
 
 if TYPE_CHECKING:

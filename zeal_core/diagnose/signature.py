@@ -71,7 +71,7 @@ from zeal_core.diagnose.calibration import (
 )
 from zeal_core.diagnose.crossfit import CrossFit, Source
 from zeal_core.diagnose.rejection import UnknownRule, rule_features
-from zeal_core.diagnose.signatures import CLEAN, SignatureTable
+from zeal_core.diagnose.signature_table import CLEAN, SignatureTable
 from zeal_core.diagnose.statistics import Projection, raw_statistics
 from zeal_core.drift.base import single_threaded_blas
 from zeal_core.embed import Embeddings

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 from zeal_core.errors import ConfigError
 
+# share (2 points): the most clean accuracy an adapted version may lose against its parent and still be
+# offered (the guard's default, the history policy's promotion margin); written once, here
+MAX_CLEAN_DROP = 0.02
+
 
 @dataclass(frozen=True)
 class AlarmRule:

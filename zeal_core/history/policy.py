@@ -22,7 +22,7 @@ from typing import Any
 from zeal_core.config import build
 from zeal_core.errors import ConfigError
 from zeal_core.history.store import HistoryStore
-from zeal_core.policy import AlarmRule
+from zeal_core.policy import MAX_CLEAN_DROP, AlarmRule
 
 PROMOTE = ("manual", "auto")  # who makes the adapted version active: the user, or the clean-accuracy guard
 POLICY_KEY = "retrain_policy"  # where the settings live in the history's settings table
@@ -41,7 +41,7 @@ class HistoryPolicy:
     window: int = 5  # recorded checks of the model the count looks back over
     cooldown: int = 5  # checks after a trigger before the policy may trigger again
     promote: str = "manual"  # "manual": the user activates the new version; "auto": if the guard passes it
-    margin: float = 0.02  # share: the guard's clean margin (clean accuracy >= the parent's minus this)
+    margin: float = MAX_CLEAN_DROP  # share: the guard's clean margin (clean >= the parent's minus this)
     options: dict[str, Any] | None = None  # options for the strategy (its options dataclass's fields)
 
     def __post_init__(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from zeal_core.jobs.kinds import card_summary
+from zeal_core.jobs.params import AdaptHistoryParams
 from zeal_core.progress import CancelToken, ProgressCallback
 
 
@@ -24,20 +25,19 @@ def run_adapt_history(params: dict[str, Any], progress: ProgressCallback, cancel
     from zeal_core.models.registry import ModelRegistry
     from zeal_core.retrain import adapt, verdict_of
 
-    store = HistoryStore(Path(params["history"]))
-    check_ids = [int(check_id) for check_id in params["check_ids"]]
+    job = AdaptHistoryParams(**params)  # checked when the job was submitted
+    store = HistoryStore(Path(job.history))
+    check_ids = [int(check_id) for check_id in job.check_ids]
     batches = [load_batch(store.path, store.get(check_id).batch_file) for check_id in check_ids]
     images = torch.cat(batches)
-    margin = float(params.get("margin", 0.02))
-    card = adapt(params["strategy"], params["model"], params.get("dataset"), None,
-                 device=params.get("device", "auto"), progress=progress, cancel=cancel,
-                 options=params.get("options") or None, adapt_images=images,
+    card = adapt(job.strategy, job.model, job.dataset, None, device=job.device, progress=progress,
+                 cancel=cancel, options=job.options or None, adapt_images=images,
                  provenance={"history_checks": check_ids, "history": str(store.path)},
-                 notes=f"{params['strategy']} on {images.shape[0]} images of drifted checks {check_ids}",
-                 guard={"max_clean_drop": margin})
+                 notes=f"{job.strategy} on {images.shape[0]} images of drifted checks {check_ids}",
+                 guard={"max_clean_drop": job.margin})
     verdict = verdict_of(card)
     passed = verdict is not None and verdict.passed
-    promoted = params.get("promote") == "auto" and passed
+    promoted = job.promote == "auto" and passed
     if promoted:
         ModelRegistry().set_active(card.version)
     # The guard (zeal_core.retrain.guard) decides: clean accuracy within the margin and the estimated
@@ -46,6 +46,6 @@ def run_adapt_history(params: dict[str, Any], progress: ProgressCallback, cancel
     follow = ("made active" if promoted else "left for the user to activate" if passed
               else "not made active; the Retrain page asks before activating it")
     reason = f"{verdict.summary if verdict else 'no guard verdict'}; {follow}"
-    store.add_event(params["model"], check_ids, action, job_id=None, new_version=card.version, detail=reason)
+    store.add_event(job.model, check_ids, action, job_id=None, new_version=card.version, detail=reason)
     return {**card_summary(card), "promoted": promoted, "guard_passed": passed, "reason": reason,
             "check_ids": check_ids}

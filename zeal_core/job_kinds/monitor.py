@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from zeal_core.jobs.params import MonitorParams
 from zeal_core.progress import CancelToken, ProgressCallback
 
 
@@ -11,7 +12,8 @@ def run_monitor(params: dict[str, Any], progress: ProgressCallback, cancel: Canc
     """``zeal_core.monitor.simulate`` with the job's schedule and monitor settings."""
     from zeal_core.monitor import MonitorConfig, Schedule, simulate
 
-    config = MonitorConfig.from_dict(params.get("config") or {})
-    result = simulate(params["model"], params.get("dataset"), Schedule.parse(params["schedule"]), config,
-                      progress=progress, cancel=cancel, device=params.get("device", "auto"))
+    job = MonitorParams(**params)  # checked when the job was submitted
+    config = MonitorConfig.from_dict(job.config)
+    result = simulate(job.model, job.dataset, Schedule.parse(job.schedule), config, progress=progress,
+                      cancel=cancel, device=job.device)
     return result.to_dict()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from zeal_core.jobs.kinds import card_summary
+from zeal_core.jobs.params import RetrainParams
 from zeal_core.progress import CancelToken, ProgressCallback
 
 
@@ -17,11 +18,11 @@ def run_retrain(params: dict[str, Any], progress: ProgressCallback, cancel: Canc
     from zeal_core.models.registry import ModelRegistry
     from zeal_core.retrain import adapt, verdict_of
 
-    card = adapt(params["strategy"], params["model"], params.get("dataset"), params["drift"],
-                 device=params.get("device", "auto"), progress=progress, cancel=cancel,
-                 options=params.get("options") or None, guard=params.get("guard") or None)
+    job = RetrainParams(**params)  # checked when the job was submitted
+    card = adapt(job.strategy, job.model, job.dataset, job.drift, device=job.device, progress=progress,
+                 cancel=cancel, options=job.options or None, guard=job.guard or None)
     verdict = verdict_of(card)
-    activated = bool(params.get("activate")) and verdict is not None and verdict.passed
+    activated = job.activate and verdict is not None and verdict.passed
     if activated:
         ModelRegistry().set_active(card.version)
     return {**card_summary(card), "activated": activated, "guard": verdict.summary if verdict else None}

@@ -15,6 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from zeal_core.jobs.params import (
+    AdaptHistoryParams,
+    MonitorParams,
+    RetrainParams,
+    check_train_params,
+    checked,
+)
 from zeal_core.plugins import Registry
 from zeal_core.progress import CancelToken, ProgressCallback
 
@@ -28,6 +35,7 @@ class JobKind:
     name: str  # e.g. "train"
     description: str  # one line for the app and ``--help``
     target: str | JobRunner  # "module:function" (imported when a job runs) or the function itself
+    check: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # params -> checked params, at submit
 
     def runner(self) -> JobRunner:
         """The function that runs jobs of this kind."""
@@ -54,30 +62,39 @@ def register_job_kind(name: str, description: str) -> Callable[[JobRunner], JobR
     return decorate
 
 
-def register_job_target(name: str, description: str, target: str) -> None:
-    """Register kind ``name`` run by the function at ``target`` ("module:function")."""
+def register_job_target(name: str, description: str, target: str,
+                        params: type | Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> None:
+    """Register kind ``name`` run by the function at ``target`` ("module:function").
+
+    ``params``: the kind's parameters dataclass (submitted params are built into it strictly, defaults
+    filled in), or a function that checks them; None accepts any JSON-ready params.
+    """
     if ":" not in target:
         raise ValueError(f"job kind {name!r}: target {target!r} must be 'module:function'")
-    _KINDS.add(name, JobKind(name=name, description=description, target=target))
+    check = params
+    if isinstance(params, type):
+        def check(values: dict[str, Any], cls: type = params) -> dict[str, Any]:
+            return checked(cls, values, name)
+    _KINDS.add(name, JobKind(name=name, description=description, target=target, check=check))
 
 
-# The built-in kinds (each in its own module of zeal_core.job_kinds): name -> (target, description).
+# The built-in kinds (each in its own module of zeal_core.job_kinds): name -> (target, description, params).
 BUILT_IN_KINDS = {
     "train": ("zeal_core.job_kinds.train:run_train",
               "train a model and register it (params: dataset, activate, classes, device, TrainConfig "
-              "fields)"),
+              "fields)", check_train_params),
     "retrain": ("zeal_core.job_kinds.retrain:run_retrain",
                 "adapt a model to a drift (params: model, strategy, drift, dataset, options, guard, "
-                "activate)"),
+                "activate)", RetrainParams),
     "adapt-history": ("zeal_core.job_kinds.adapt_history:run_adapt_history",
                       "adapt a model on the stored images of drifted checks (params: model, dataset, "
-                      "strategy, check_ids, history, promote, margin, options)"),
+                      "strategy, check_ids, history, promote, margin, options)", AdaptHistoryParams),
     "monitor": ("zeal_core.job_kinds.monitor:run_monitor",
                 "simulate a drifting stream with detector and retrain policy (params: model, schedule, "
-                "config)"),
+                "config)", MonitorParams),
 }
-for _name, (_target, _description) in BUILT_IN_KINDS.items():
-    register_job_target(_name, _description, _target)
+for _name, (_target, _description, _params) in BUILT_IN_KINDS.items():
+    register_job_target(_name, _description, _target, _params)
 
 
 def list_job_kinds() -> list[str]:

@@ -89,15 +89,19 @@ class JobQueue:
 
         Args:
             kind: A registered job kind (``list_job_kinds()``).
-            params: JSON-ready parameters for the kind.
+            params: JSON-ready parameters for the kind, checked by its parameters dataclass
+                (``zeal_core.jobs.params``) and stored with its defaults filled in.
             start_worker: Start a worker process if none is running (False only for tests and tools that
                 run ``run_worker`` themselves).
 
         Raises:
-            ConfigError: Unknown kind, or parameters that are not JSON-ready.
+            ConfigError: Unknown kind, parameters the kind does not take or of the wrong type, or not
+                JSON-ready.
         """
-        job_kind_info(kind)
+        info = job_kind_info(kind)
         params = dict(params or {})
+        if info.check is not None:  # the kind's parameters dataclass: a typo fails here, not in the worker
+            params = info.check(params)
         try:
             json.dumps(params)
         except TypeError as error:

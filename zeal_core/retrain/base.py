@@ -18,11 +18,11 @@ from torch import nn
 from zeal_core.config import build
 from zeal_core.models.factory import ModelConfig
 from zeal_core.plugins import Registry
+from zeal_core.policy import MAX_CLEAN_DROP  # noqa: F401 - part of the retrain API (guard, strategies, pages)
 from zeal_core.progress import CancelToken, ProgressCallback
 
 EVAL_SEED = 0  # seed of the drift applied to the validation images for every before/after score
 ADAPT_SEED = 1  # seed of the drift applied to the adaptation (train split) images: other noise, other images
-MAX_CLEAN_DROP = 0.02  # share (2 points): the guard never accepts a model this much worse on clean val
 
 
 @dataclass

@@ -346,7 +346,11 @@ def test_models_list_import_and_delete_with_a_damaged_active(isolated_dirs: Path
     assert out["damaged"][0]["version"] == active and "sha256" in out["damaged"][0]["problem"]
     assert active in out["active_problem"]
 
-    status, out, err = cli(["check", str(ROOT / "README.md"), "--json"])
+    images = tmp_path / "batch"  # real images: a non-image is refused before the model is even loaded
+    images.mkdir()
+    for index in range(3):
+        Image.fromarray(np.full((32, 32, 3), 40 * index, dtype=np.uint8)).save(images / f"{index}.png")
+    status, out, err = cli(["check", str(images), "--json"])
     assert status == 2 and f"active model version {active}" in out["error"]
     one_line_error(err)
 

@@ -118,12 +118,18 @@ def test_demo_model_page_imports_only_uploads_and_gates_changes(demo: None) -> N
 
 
 def test_demo_gates_retrain_delete_policy_and_stream_jobs(demo: None) -> None:
+    from tests.test_reliability_edges import save_random_model
     from zeal_core.jobs import JobQueue
+    from zeal_core.models.registry import ModelRegistry
 
+    other = save_random_model(ModelRegistry())  # a version that is not the active one, to activate
     at = page("retrain")
     assert not at.exception
-    assert button(at, "Retrain").disabled and at.button(key="retrain_delete").disabled
-    assert at.button(key="retrain_make_active").disabled
+    assert button(at, "Retrain").disabled
+    at.selectbox(key="retrain_version").set_value(other).run()
+    assert not at.exception
+    assert at.button(key="retrain_delete").disabled and at.button(key="retrain_chosen_activate").disabled
+    ModelRegistry().delete(other)
 
     def forged_click() -> None:  # what a page does when a disabled button's click is forged
         from app_pages._ui import submit_job

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.app import CHROMIUM, CHROMIUM_ARGS, seed_model, start_app, stop_app
+from zeal_core.errors import ConfigError
 
 # Cheap corruptions, one per user, so that every user's answers differ from the others'.
 CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "contrast", "brightness", "saturate",
@@ -456,7 +457,9 @@ def _handler(args: argparse.Namespace) -> dict[str, Any]:
         try:
             counts = tuple(int(part) for part in args.curve.split(","))
         except ValueError:
-            raise SystemExit(f"--curve {args.curve!r}: give user counts such as 1,2,5,10") from None
+            counts = ()
+        if not counts or min(counts) < 1:  # a user error: exit 2, never the 1 that means "problems found"
+            raise ConfigError(f"--curve {args.curve!r}: give user counts of at least 1, such as 1,2,5,10")
         return curve(counts, steps=args.steps, burst=args.burst, n=args.n, port=args.port)
     return run(sessions=args.sessions, steps=args.steps, burst=args.burst, retrains=args.retrains, n=args.n,
                port=args.port)

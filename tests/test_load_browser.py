@@ -43,3 +43,12 @@ def test_five_users_and_queued_retrains_each_get_their_own_answers() -> None:
     assert [job["status"] for job in result["jobs"]["jobs"]] == ["done", "done"]
     assert result["jobs"]["versions"] == 3  # the seeded model and one per retrain
     assert result["health"]["failures"] == 0 and result["health"]["count"] > 0
+
+
+@pytest.mark.parametrize("counts", ["abc", "0,2", ""])
+def test_a_bad_curve_is_a_user_error_not_a_problem_found(counts: str) -> None:
+    """Exit 2 with one line (1 means the scenario found problems)."""
+    from benchmarks._actions import build_parser
+    from zeal_core.cli import run
+
+    assert run(build_parser(), ["load", "--curve", counts or ",", "--json"]) == 2

@@ -9,11 +9,9 @@ import threading
 import time
 
 import pytest
-import torch
 
 from tests.conftest import ROOT
-from zeal_core.data import load_dataset
-from zeal_core.models import ModelConfig, create_model
+from tests.test_reliability_edges import save_random_model
 from zeal_core.models.registry import ModelRegistry
 from zeal_core.reference import FittedReference, ReferenceConfig, forget_references, get_reference
 from zeal_core.scheduling import CheckGate
@@ -25,11 +23,8 @@ FAST = ReferenceConfig(reference_n=100, detectors=("ks",))
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> FittedReference:
     """A random-init digits ResNet-18's reference with one cheap detector."""
-    config = ModelConfig(arch="resnet18", num_classes=10, image_size=32)
-    torch.manual_seed(0)
     models = ModelRegistry(tmp_path_factory.mktemp("models"))
-    models.save(create_model(config), model_config=config, dataset="digits",
-                dataset_fingerprint=load_dataset("digits").fingerprint, recipe={}, metrics={})
+    save_random_model(models)
     forget_references()
     return get_reference("latest", config=FAST, device="cpu", registry=models)
 

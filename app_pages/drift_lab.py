@@ -2,9 +2,13 @@
 
 The controls and results sit in one ``st.fragment`` so that moving a slider reruns only that part. Every
 number comes from one call, ``CheckService.check(spec)`` (``zeal_core.service``, the lab's check profile),
-cached inside the shared fitted reference. The DriftSpec text goes into the URL
-(``?spec=gaussian_noise:3@0.5&n=200&seed=0``), so a link reproduces the view.
+cached inside the shared fitted reference. The severity curves come after, from a sweep computed in the
+background (``zeal_core.reference.sweep_when_ready``) while the rest of the page is already usable. The
+DriftSpec text goes into the URL (``?spec=gaussian_noise:3@0.5&n=200&seed=0``), so a link reproduces the
+view.
 """
+
+import uuid
 
 import streamlit as st
 
@@ -30,7 +34,7 @@ from zeal_core.corruptions import (
     supports_unseen_classes,
 )
 from zeal_core.projection import warm_umap
-from zeal_core.reference import current_severity, scatter_frame, severity_sweep, sweep_choices
+from zeal_core.reference import SEVERITIES, current_severity, scatter_frame, sweep_choices, sweep_when_ready
 from zeal_core.settings import get_settings
 
 st.title("Drift Lab")
@@ -50,6 +54,8 @@ UNSEEN_OK = supports_unseen_classes(DATASET.class_names, card.class_names)
 PAIRS = 6  # clean/drifted image pairs shown
 KINDS_PER_ROW = 3  # severity sliders side by side
 TYPICAL_PER_ROW = 4  # drift-typical images per row in the half-width column (room for their captions)
+SWEEP_PARTS = ("detectors", "estimates")  # what each point of the severity curves needs
+CURVES_POLL_S = 2.0  # s between asks for a severity sweep computing in the background
 
 
 def load_url_state() -> None:
@@ -246,7 +252,9 @@ def show_typical(report) -> None:
 
 
 def show_curves(reference, spec: DriftSpec, n: int, seed: int, report) -> None:
-    """The sweep picker and the curves for it, the current severity marked."""
+    """The sweep picker and the curves for it, the current severity marked. A sweep not computed yet is
+    computed in the background (live checks go first) while the rest of the page is usable; a small
+    fragment asks for it every ``CURVES_POLL_S`` seconds and redraws the page once it is ready."""
     choices = sweep_choices(spec)
     if not choices:
         return
@@ -256,12 +264,36 @@ def show_curves(reference, spec: DriftSpec, n: int, seed: int, report) -> None:
                                  "scaled together (the strongest step at x, the others in proportion).")
     right.caption("The dotted line marks the current setting; points are the same sample at severities "
                   "0-5 of the chosen step.")
-    with st.spinner(f"Severity curves for {choice}…"), user_errors():
-        sweep = severity_sweep(reference, spec, choice, n=n, seed=seed, parts=("detectors", "estimates"))
+    with user_errors():
+        sweep = ready_sweep(reference, spec, choice, n, seed)
+        if sweep is None:
+            st.fragment(wait_for_curves, run_every=CURVES_POLL_S)(reference, spec, choice, n, seed)
+        else:
+            draw_curves(sweep, spec, choice, report)
+
+
+def ready_sweep(reference, spec: DriftSpec, choice: str, n: int, seed: int):
+    """The severity sweep when it is ready, else None (it is then computing in the background)."""
+    owner = st.session_state.setdefault("lab_owner", uuid.uuid4().hex)  # this browser session
+    return sweep_when_ready(reference, spec, choice, n=n, seed=seed, parts=SWEEP_PARTS, owner=owner)
+
+
+def wait_for_curves(reference, spec: DriftSpec, choice: str, n: int, seed: int) -> None:
+    """A placeholder until the sweep is ready, then one rerun of the page to draw it."""
+    with user_errors():
+        if ready_sweep(reference, spec, choice, n, seed) is not None:
+            st.rerun()
+    st.info(f"Severity curves for {choice}: computing in the background ({len(SEVERITIES)} checks of n = "
+            f"{n}). Everything above is ready; checks of people moving a slider go first.",
+            icon=":material/hourglass_top:")
+
+
+def draw_curves(sweep, spec: DriftSpec, choice: str, report) -> None:
+    """The p-value and accuracy curves of a ready sweep."""
     label = f"severity of {choice}" if choice in {name for name, _ in spec.steps} else \
         "severity of the strongest step (the others scaled along)"
     st.plotly_chart(_lab.severity_curves_figure(sweep, report.decision.threshold, report.decision.alpha,
-                                  current_severity(spec, choice), label), key="lab_curves")
+                                                current_severity(spec, choice), label), key="lab_curves")
 
 
 @st.fragment

@@ -7,9 +7,13 @@ digits model is trained into them first, outside the timings), then drives Debia
 
 - ``server_ready_s``: from process start to the health endpoint answering;
 - ``first_render_s``: from process start to the Home page fully drawn in the browser (target <= 5 s);
-- ``drift_lab_cold_s``: first Drift Lab view (embeddings, detector fits, PCA, severity curves);
-- ``slider_new_spec_s``: one severity step to a spec not seen before -> new p-values and plot (median);
-- ``slider_cached_s``: the same steps back down, every result cached (median).
+- ``drift_lab_p_values_s``: first Drift Lab view until its p-values show (embedding, detector fits, check);
+- ``drift_lab_cold_s``: the same view until everything is drawn, the severity curves last (their sweep is
+  computed in the background after the p-values are on the screen);
+- ``slider_p_values_s``: one severity step to a spec not seen before -> its new p-values on the screen
+  (median; the issue's "slider to new p-values");
+- ``slider_new_spec_s``: the same steps until the page is completely redrawn (figures, images) and idle;
+- ``slider_cached_s``: the same steps back down, every result cached, until idle (median).
 
 Targets: first render <= 5 s, a new severity to new p-values <= 0.8 s (median). ``--baseline-root`` also
 starts another checkout's app (e.g. the main branch) with the same model and data, in a tab of its own, and
@@ -154,7 +158,7 @@ def run(steps: int = 6, port: int = 0, baseline_root: Path | None = None) -> dic
     if baseline_root is not None:
         results["baseline"] = {"root": str(baseline_root), **measured["baseline"]}
     results["load_average_end"] = os.getloadavg()[0]
-    results["targets"] = {"first_render_s": 5.0, "slider_new_spec_s": 0.8}
+    results["targets"] = {"first_render_s": 5.0, "slider_p_values_s": 0.8}
     return results
 
 
@@ -181,20 +185,26 @@ def measure(apps: list[_App], steps: int) -> dict[str, dict[str, Any]]:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for app in apps:
                 _open(app, browser)
-            ups: dict[str, list[float]] = {app.label: [] for app in apps}
-            downs: dict[str, list[float]] = {app.label: [] for app in apps}
+            ups: dict[str, list[tuple[float, float]]] = {app.label: [] for app in apps}
+            downs: dict[str, list[tuple[float, float]]] = {app.label: [] for app in apps}
             for key, times in (("ArrowRight", ups), ("ArrowLeft", downs)):
                 for _ in range(steps):
                     for app in apps:  # in turns: the same load for every app
                         times[app.label].append(_step(app.page, key))
+            for app in apps:
+                app.results["projection_after_steps"] = "umap" if app.page.get_by_text("UMAP").count() \
+                    else "pca"
             browser.close()
     finally:
         for app in apps:
             if app.server is not None:
                 stop_app(app.server)
     for app in apps:
-        up, down = ups[app.label], downs[app.label]
-        app.results.update(slider_new_spec_s=statistics.median(up), slider_cached_s=statistics.median(down),
+        shown = [first for first, _ in ups[app.label]]
+        up, down = [idle for _, idle in ups[app.label]], [idle for _, idle in downs[app.label]]
+        app.results.update(slider_p_values_s=statistics.median(shown),
+                           slider_new_spec_s=statistics.median(up), slider_cached_s=statistics.median(down),
+                           slider_p_values_all_s=[round(t, 3) for t in shown],
                            slider_new_spec_all_s=[round(t, 3) for t in up],
                            slider_cached_all_s=[round(t, 3) for t in down])
     return {app.label: app.results for app in apps}
@@ -214,6 +224,7 @@ def _open(app: _App, browser: Any) -> None:
     begin = time.monotonic()
     page.goto(f"{url}/drift_lab?spec=gaussian_noise:1@1&n=200&seed=0")
     detector_table(page).wait_for()
+    app.results["drift_lab_p_values_s"] = time.monotonic() - begin
     page.locator(".js-plotly-plot").nth(1).wait_for()  # the severity curves are drawn last
     wait_idle(page)
     app.results["drift_lab_cold_s"] = time.monotonic() - begin
@@ -221,8 +232,9 @@ def _open(app: _App, browser: Any) -> None:
     app.page = page
 
 
-def _step(page: Any, key: str) -> float:
-    """One severity step of the Drift Lab's slider: seconds until new p-values show and the run ends."""
+def _step(page: Any, key: str) -> tuple[float, float]:
+    """One severity step of the Drift Lab's slider: seconds until the new p-values show, and until the
+    page's run has ended."""
     slider = page.locator('input[type="range"][aria-label="gaussian_noise severity"]')
     before = _p_values(page)
     page.bring_to_front()
@@ -230,9 +242,10 @@ def _step(page: Any, key: str) -> float:
     begin = time.monotonic()
     page.keyboard.press(key)
     while _p_values(page) == before and time.monotonic() - begin < TIMEOUT_S:
-        time.sleep(0.02)
+        time.sleep(0.01)
+    shown = time.monotonic() - begin
     wait_idle(page, settle_s=0.05)
-    return time.monotonic() - begin - 0.05
+    return shown, time.monotonic() - begin - 0.05
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:

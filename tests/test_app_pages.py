@@ -125,6 +125,24 @@ def test_drift_lab_severity_slider_moves_p_values_and_url(version: str) -> None:
     assert any("estimate" in table.value.columns for table in at.table)
 
 
+def test_drift_lab_severity_curves_follow_from_the_background(version: str) -> None:
+    """The first view shows its p-values with a placeholder for the curves (their sweep is computed in the
+    background); once the sweep is done the next run draws them, and a slider step keeps them."""
+    from zeal_core.reference import background_sweeps
+
+    at = page("drift_lab", spec="gaussian_noise:1.5", n="100", seed="7")
+    assert not at.exception
+    charts = [chart.key for chart in at.get("plotly_chart")]
+    waiting = [info.value for info in at.info if "computing in the background" in info.value]
+    assert ("lab_curves" in charts) != bool(waiting)  # one or the other, never both
+    assert background_sweeps().wait(600)
+    at.run()
+    assert not at.exception and "lab_curves" in [chart.key for chart in at.get("plotly_chart")]
+    at.slider(key="lab_severity_gaussian_noise").set_value(2.0).run()  # the same sweep: drawn at once
+    assert not at.exception and "lab_curves" in [chart.key for chart in at.get("plotly_chart")]
+    assert not [info.value for info in at.info if "computing in the background" in info.value]
+
+
 def test_drift_lab_diagnosis_warms_up_then_names_the_cause(version: str) -> None:
     from app_pages import _lab
 

@@ -7,7 +7,10 @@ arrival order, so a check's wall time is its own compute plus the checks queued 
 say how many are ahead (``CheckGate.busy``). Identical requests are merged one level up, in the fitted
 reference's check cache (``FittedReference._check_spec``): a queued duplicate finds the answer ready.
 
-The gate is re-entrant per thread: a severity sweep that runs checks inside a check takes one slot.
+The gate is re-entrant per thread: a severity sweep that runs checks inside a check takes one slot. Work
+that can wait (the Drift Lab's severity sweeps, ``zeal_core.reference.background``) runs its checks inside
+``CheckGate.background()``: such a check takes a free slot only while no interactive check is waiting, so a
+person moving a slider waits at most for the one background check already running.
 """
 
 from __future__ import annotations
@@ -28,15 +31,33 @@ class CheckGate:
         self.slots = slots
         self._turns = threading.Condition()
         self._running = 0
-        self._queue: list[int] = []  # ticket numbers of waiting threads, oldest first
+        self._queue: list[int] = []  # ticket numbers of waiting interactive checks, oldest first
+        self._later: list[int] = []  # ticket numbers of waiting background checks, oldest first
         self._tickets = 0
         self._depth = threading.local()  # slots this thread already holds (re-entrant use)
+        self._mode = threading.local()  # whether this thread's checks are background work
 
     @property
     def busy(self) -> int:
-        """Checks running or waiting right now (0 = idle)."""
+        """Checks running or waiting right now, background ones waiting not counted (0 = idle)."""
         with self._turns:
             return self._running + len(self._queue)
+
+    @property
+    def waiting_background(self) -> int:
+        """Background checks waiting for a slot."""
+        with self._turns:
+            return len(self._later)
+
+    @contextlib.contextmanager
+    def background(self) -> Iterator[None]:
+        """Checks this thread starts inside the block wait until no interactive check is waiting."""
+        previous = getattr(self._mode, "background", False)
+        self._mode.background = True
+        try:
+            yield
+        finally:
+            self._mode.background = previous
 
     @contextlib.contextmanager
     def slot(self, timings: dict[str, float] | None = None) -> Iterator[None]:
@@ -61,13 +82,15 @@ class CheckGate:
 
     def _acquire(self) -> float:
         start = time.perf_counter()
+        background = getattr(self._mode, "background", False)
+        line = self._later if background else self._queue
         with self._turns:
             ticket = self._tickets
             self._tickets += 1
-            self._queue.append(ticket)
-            while self._running >= self.slots or self._queue[0] != ticket:
+            line.append(ticket)
+            while self._running >= self.slots or line[0] != ticket or (background and self._queue):
                 self._turns.wait()
-            self._queue.pop(0)
+            line.pop(0)
             self._running += 1
             self._turns.notify_all()  # the next in line may fit too when several slots are free
         return time.perf_counter() - start

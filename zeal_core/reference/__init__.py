@@ -7,9 +7,11 @@ the model sees it, every detector fitted on it, the projection, the per-image dr
 per-detector results, one family-wise decision (Bonferroni), the sample's embeddings and projected
 coordinates, the most drift-typical images, accuracy when labels are known, the label-free accuracy
 estimates and the drift diagnosis (``reference.labelfree``; the diagnosis after a one-off warm-up that
-builds the shift bank, ``reference.warm_label_free()``), timings.
+builds the shift bank, ``reference.warm_label_free()``), timings. ``sweep_when_ready`` gives a severity
+sweep without waiting for it (computed in the background, behind every interactive check).
 """
 
+from zeal_core.reference.background import BackgroundSweeps, background_sweeps, sweep_when_ready
 from zeal_core.reference.cache import forget_references, get_reference
 from zeal_core.reference.config import PARTS, PROJECTIONS, ReferenceConfig, check_parts
 from zeal_core.reference.decision import Decision, bonferroni
@@ -20,6 +22,7 @@ from zeal_core.reference.grid import DetectorGridConfig, DetectorTable, detector
 from zeal_core.reference.labelfree import DEFAULT_ESTIMATORS, LabelFreeParts, WarmStatus
 from zeal_core.reference.report import CheckReport, TypicalImage, diagnosis_text, estimate_text
 from zeal_core.reference.sweep import (
+    SEVERITIES,
     WHOLE_SPEC,
     SeveritySweep,
     current_severity,
@@ -32,7 +35,9 @@ __all__ = [
     "DEFAULT_ESTIMATORS",
     "PARTS",
     "PROJECTIONS",
+    "SEVERITIES",
     "WHOLE_SPEC",
+    "BackgroundSweeps",
     "CheckReport",
     "Decision",
     "DetectorGridConfig",
@@ -45,6 +50,7 @@ __all__ = [
     "SimulatedBatch",
     "TypicalImage",
     "WarmStatus",
+    "background_sweeps",
     "bonferroni",
     "check_parts",
     "current_severity",
@@ -57,5 +63,6 @@ __all__ = [
     "scatter_frame",
     "severity_sweep",
     "sweep_choices",
+    "sweep_when_ready",
     "swept_spec",
 ]

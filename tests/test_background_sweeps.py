@@ -132,3 +132,40 @@ def test_a_bad_choice_is_refused_at_once_and_a_failed_sweep_reaches_the_next_ask
     assert sweeps.get(reference, spec, "gaussian_noise", n=31, severities=LEVELS) is None  # queued again
     assert sweeps.wait(300)
     assert sweeps.get(reference, spec, "gaussian_noise", n=31, severities=LEVELS) is not None
+
+
+def test_wait_until_quiet_waits_for_a_lull_after_the_last_check() -> None:
+    """Paired: an idle gate answers at once (after its quiet time); a check running makes it wait until that
+    check ended and the quiet time passed."""
+    gate = CheckGate(1)
+    gate._last_active -= 10  # long idle
+    start = time.monotonic()
+    gate.wait_until_quiet(0.2)
+    assert time.monotonic() - start < 0.15
+    ended: list[float] = []
+
+    def check() -> None:
+        with gate.slot():
+            time.sleep(0.4)
+        ended.append(time.monotonic())
+
+    worker = threading.Thread(target=check)
+    worker.start()
+    time.sleep(0.05)
+    gate.wait_until_quiet(0.3)
+    quiet_at = time.monotonic()
+    worker.join(5)
+    assert ended and quiet_at - ended[0] >= 0.28
+
+
+def test_the_umap_warm_up_starts_only_in_a_lull(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zeal_core import projection, scheduling
+
+    calls: list[str] = []
+    gate = CheckGate(1)
+    monkeypatch.setattr(scheduling, "_GATE", gate)
+    monkeypatch.setattr(gate, "wait_until_quiet", lambda quiet_s: calls.append(f"quiet {quiet_s}"))
+    monkeypatch.setattr(scheduling, "yield_to_checks", lambda: calls.append("yield") or True)
+    monkeypatch.setattr(projection, "_warm", lambda: calls.append("warm"))
+    projection._warm_in_background()
+    assert calls == [f"quiet {projection.QUIET_BEFORE_WARM_S}", "yield", "warm"]

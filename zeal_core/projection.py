@@ -164,11 +164,16 @@ class LinearProjection:
         return xy if xy.shape[1] == 2 else np.c_[xy, np.zeros(len(xy))]
 
 
-def _warm_in_background() -> None:
-    """The warm-up at a lower priority than the sessions' checks (its numba compile takes tens of CPU
-    seconds)."""
-    from zeal_core.scheduling import yield_to_checks
+QUIET_BEFORE_WARM_S = 3.0  # s without any check before the background compile starts
 
+
+def _warm_in_background() -> None:
+    """The warm-up in a lull, at a lower priority than the sessions' checks: its numba compile takes 15-60
+    CPU seconds and holds the GIL for much of them, so it waits until no check has run for a few seconds
+    (PCA is shown meanwhile) instead of slowing every person's check on a busy server."""
+    from zeal_core.scheduling import check_gate, yield_to_checks
+
+    check_gate().wait_until_quiet(QUIET_BEFORE_WARM_S)
     yield_to_checks()
     _warm()
 

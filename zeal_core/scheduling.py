@@ -36,6 +36,7 @@ class CheckGate:
         self._tickets = 0
         self._depth = threading.local()  # slots this thread already holds (re-entrant use)
         self._mode = threading.local()  # whether this thread's checks are background work
+        self._last_active = time.monotonic()  # when a check last started or ended
 
     @property
     def busy(self) -> int:
@@ -48,6 +49,16 @@ class CheckGate:
         """Background checks waiting for a slot."""
         with self._turns:
             return len(self._later)
+
+    def wait_until_quiet(self, quiet_s: float) -> None:
+        """Block until no check has run or waited for ``quiet_s`` seconds (work that can wait, such as a
+        compile, starts in a lull instead of slowing the people checking)."""
+        with self._turns:
+            while True:
+                idle_for = time.monotonic() - self._last_active
+                if not (self._running or self._queue or self._later) and idle_for >= quiet_s:
+                    return
+                self._turns.wait(timeout=max(0.05, quiet_s - idle_for))
 
     @contextlib.contextmanager
     def background(self) -> Iterator[None]:
@@ -92,12 +103,14 @@ class CheckGate:
                 self._turns.wait()
             line.pop(0)
             self._running += 1
+            self._last_active = time.monotonic()
             self._turns.notify_all()  # the next in line may fit too when several slots are free
         return time.perf_counter() - start
 
     def _release(self) -> None:
         with self._turns:
             self._running -= 1
+            self._last_active = time.monotonic()
             self._turns.notify_all()
 
 

@@ -33,19 +33,13 @@ from typing import Any
 import numpy as np
 
 from benchmarks import script_main
+from benchmarks._harness import listed
 from zeal_core.progress import ProgressCallback, report
 
 SIZES = (10, 20, 50, 100, 200, 500, 1000)  # sample sizes of the Failing Loudly tables
 CORRUPTIONS = ("gaussian_noise", "defocus_blur", "contrast")  # one each of noise, blur, digital
 SEVERITIES = (1.0, 3.0, 5.0)
 FRACTIONS = (0.1, 0.5, 1.0)
-
-
-def _csv(kind: type) -> Any:
-    def parse(text: str) -> tuple:
-        return tuple(kind(part) for part in text.split(",") if part.strip())
-
-    return parse
 
 
 def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -63,11 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="digits", help="dataset for --source model (default digits)")
     parser.add_argument("--model", default=None, help="model version (default: latest for the dataset; "
                         "trains a digits model if there is none)")
-    parser.add_argument("--detectors", type=_csv(str), default=None, help="comma-separated (default all)")
-    parser.add_argument("--sizes", type=_csv(int), default=SIZES, help="comma-separated sample sizes")
-    parser.add_argument("--corruptions", type=_csv(str), default=CORRUPTIONS, help="comma-separated")
-    parser.add_argument("--severities", type=_csv(float), default=SEVERITIES, help="comma-separated")
-    parser.add_argument("--fractions", type=_csv(float), default=FRACTIONS, help="comma-separated")
+    parser.add_argument("--detectors", type=listed(str), default=None, help="comma-separated (default all)")
+    parser.add_argument("--sizes", type=listed(int), default=SIZES, help="comma-separated sample sizes")
+    parser.add_argument("--corruptions", type=listed(str), default=CORRUPTIONS, help="comma-separated")
+    parser.add_argument("--severities", type=listed(float), default=SEVERITIES, help="comma-separated")
+    parser.add_argument("--fractions", type=listed(float), default=FRACTIONS, help="comma-separated")
     parser.add_argument("--null-trials", type=int, default=100, help="no-drift trials per size (default 100)")
     parser.add_argument("--trials", type=int, default=20, help="trials per drift cell (default 20)")
     parser.add_argument("--permutations", type=int, default=500, help="MMD permutations in the grid")

@@ -11,26 +11,25 @@ corruption and the average one, which a few severe corruptions such as fog and c
 median). Looser verdicts: ``in IQR`` (between their 25th and 75th percentiles), ``in range`` (between their
 minimum and maximum), else ``weaker`` / ``stronger``. The table marks every kind.
 
-Run: ``python -m benchmarks drift-kinds --dataset imagenette --n 1000 --report
-reports/bench/drift_kinds_imagenette`` (writes ``.json`` and ``.md``), or ``python -m
+Run: ``python -m benchmarks drift-kinds --dataset imagenette --n 1000 --out
+reports/bench/drift_kinds_imagenette.json`` (also writes the ``.md`` beside it), or ``python -m
 benchmarks.drift_kinds``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks import script_main
+from benchmarks._harness import listed
 from zeal_core.progress import ProgressCallback, report
 
 SEVERITIES = (1.0, 2.0, 3.0, 4.0, 5.0)
@@ -46,28 +45,19 @@ def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParse
     bench.set_defaults(handler=run)
 
 
-def _csv(kind: type) -> Any:
-    def parse(text: str) -> tuple:
-        return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
-
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options (shared by the ``bench`` action and ``python -m``)."""
     parser.add_argument("--dataset", default="digits", help="digits, imagenette or folder:PATH")
     parser.add_argument("--model", default=None, help="model version (default: latest for the dataset)")
     parser.add_argument("--n", type=int, default=1000,
                         help="validation images (all when the split is smaller)")
-    parser.add_argument("--kinds", type=_csv(str), default=None,
+    parser.add_argument("--kinds", type=listed(str), default=None,
                         help="comma-separated pixel kinds (default: every geometric and capture kind)")
-    parser.add_argument("--severities", type=_csv(float), default=SEVERITIES, help="comma-separated")
+    parser.add_argument("--severities", type=listed(float), default=SEVERITIES, help="comma-separated")
     parser.add_argument("--no-imagenet-c", action="store_true", help="skip the ImageNet-C reference rows")
     parser.add_argument("--seed", type=int, default=0, help="seeds the image draw and the corruptions")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=250, help="images per forward pass")
-    parser.add_argument("--report", default=None,
-                        help="also write PATH.json and PATH.md (e.g. reports/bench/drift_kinds_digits)")
 
 
 def _machine(device: Any) -> dict[str, Any]:
@@ -243,16 +233,8 @@ def markdown(result: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Handler of ``python -m benchmarks drift-kinds``."""
     from zeal_core.cli import stderr_progress
-    from zeal_core.fileio import atomic_write_text
-    from zeal_core.jsonable import to_jsonable
 
-    result = bench_drift_kinds(args, progress=stderr_progress)
-    if args.report:
-        prefix = Path(args.report)
-        prefix.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(prefix.with_suffix(".json"), json.dumps(to_jsonable(result), indent=1) + "\n")
-        atomic_write_text(prefix.with_suffix(".md"), result["markdown"])
-    return result
+    return bench_drift_kinds(args, progress=stderr_progress)
 
 
 def _show(result: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ A spec may also carry a class mix (label shift): when ``getattr(spec, "class_mix
 draws its sample positions with ``spec.draw_positions(...)`` instead of uniformly (``draw_trial_sample``, the
 one place that knows). New shift kinds are new spec texts in ``SHIFT_SPECS``.
 
-Run: ``python -m benchmarks failing-loudly --dataset digits --json`` (``--out reports/bench/X`` also
+Run: ``python -m benchmarks failing-loudly --dataset digits --json`` (``--out reports/bench/X.json`` also
 writes ``X.json`` and ``X.md``).
 """
 
@@ -32,12 +32,12 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks import script_main
+from benchmarks._harness import beside, listed
 from zeal_core.progress import ProgressCallback, report
 
 SIZES = (10, 20, 50, 100, 200, 500, 1000)  # the paper's Table 1 columns
@@ -64,13 +64,6 @@ NEW_DETECTORS = ("mmd-fuse", "mmd-agg")  # the detectors the targets are about
 BASELINE = "mmd"  # what they must match or beat
 
 
-def _csv(kind: type) -> Any:
-    def parse(text: str) -> tuple:
-        return tuple(kind(part) for part in text.split(",") if part.strip())
-
-    return parse
-
-
 def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     """Add ``bench failing-loudly``."""
     bench = actions.add_parser("failing-loudly", parents=[parent], help="detection accuracy over a fixed "
@@ -84,14 +77,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options (shared by the ``bench`` action and ``python -m``)."""
     parser.add_argument("--dataset", default="digits", help="dataset (default digits)")
     parser.add_argument("--model", default=None, help="model version (default: latest for the dataset)")
-    parser.add_argument("--detectors", type=_csv(str), default=None, help="comma-separated (default all)")
-    parser.add_argument("--sizes", type=_csv(int), default=SIZES, help="comma-separated sample sizes")
-    parser.add_argument("--specs", type=_csv(str), default=None,
+    parser.add_argument("--detectors", type=listed(str), default=None, help="comma-separated (default all)")
+    parser.add_argument("--sizes", type=listed(int), default=SIZES, help="comma-separated sample sizes")
+    parser.add_argument("--specs", type=listed(str), default=None,
                         help="comma-separated drift specs (default: the documented SHIFT_SPECS, and "
                              "BEYOND_SPECS unless --no-beyond)")
     parser.add_argument("--no-beyond", action="store_true",
                         help="leave out the geometry, capture and label-shift specs (BEYOND_SPECS)")
-    parser.add_argument("--corruptions", type=_csv(str), default=None,
+    parser.add_argument("--corruptions", type=listed(str), default=None,
                         help="keep only the specs whose first step is one of these corruptions (specs "
                              "without corruption steps, e.g. class mixes, are always kept)")
     parser.add_argument("--max-images", type=int, default=None,
@@ -105,7 +98,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--out", default=None, help="write OUT.json and OUT.md (e.g. reports/bench/X)")
 
 
 # Shifts and trials ------------------------------------------------------------------------------------------
@@ -473,7 +465,7 @@ def bench_failing_loudly(args: argparse.Namespace, progress: ProgressCallback | 
                                                      args.max_images, args.seed)
     reference_size = min(args.reference, (len(clean) + 1) // 2)
     options = grid_options(detectors, args.permutations, device)
-    partial = Path(f"{args.out}.partial.json") if args.out else None
+    partial = beside(args.out, ".partial.json") if getattr(args, "out", None) else None
 
     def checkpoint(done: dict[str, Any]) -> None:
         if partial is not None:  # what a long run has done survives an interruption
@@ -485,13 +477,10 @@ def bench_failing_loudly(args: argparse.Namespace, progress: ProgressCallback | 
     result = {"device": device, "torch_threads": torch.get_num_threads(), "features": info,
               "permutations": args.permutations, "trials": trials}
     result["summary"] = summarise(trials)
-    result["table"] = markdown(result)
+    result["markdown"] = markdown(result)
     result["seconds"] = round(time.perf_counter() - start, 1)
-    if args.out:
-        out = Path(args.out)
-        atomic_write_text(out.with_suffix(".json"), json.dumps(to_jsonable(result)))
-        atomic_write_text(out.with_suffix(".md"), result["table"] + "\n")
-        Path(f"{args.out}.partial.json").unlink(missing_ok=True)
+    if partial is not None:  # the harness writes the whole result to --out when this returns
+        partial.unlink(missing_ok=True)
     return result
 
 
@@ -503,7 +492,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _show(result: dict[str, Any]) -> None:
-    print(result["table"], file=sys.stderr)
+    print(result["markdown"], file=sys.stderr)
     print(json.dumps({key: value for key, value in result.items() if key != "trials"}, default=str, indent=1))
 
 

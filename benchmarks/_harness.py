@@ -111,14 +111,14 @@ def caption(what: str, *, machine_record: dict[str, Any] | None = None, n: Any =
         what: What the table measures.
         machine_record: ``machine()`` or a stored one (its ``description``), or None to leave it out.
         n: Sample size(s) (a number, a list, or text).
-        trials: Trials per cell (a number or text).
+        trials: Trials per cell (a number) or text that says what they are.
         standard_error: How the ± (or the spread) is computed, e.g. "± binomial SE".
     """
     parts = [what]
     if n is not None:
         parts.append("n = " + (", ".join(str(v) for v in n) if isinstance(n, list | tuple) else str(n)))
     if trials is not None:
-        parts.append(f"{trials} trials")
+        parts.append(trials if isinstance(trials, str) else f"{trials} trials")
     if standard_error:
         parts.append(standard_error)
     if machine_record:
@@ -156,7 +156,7 @@ def _markdown_row(cells: Sequence[Any]) -> str:
     return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
 
 
-def markdown(*blocks: Table | str) -> str:
+def tables(*blocks: Table | str) -> str:
     """Tables and prose lines, separated by blank lines."""
     return "\n\n".join(block.markdown() if isinstance(block, Table) else block for block in blocks if block)
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import script_main
-from benchmarks._harness import listed
+from benchmarks._harness import Table, caption, listed, machine, tables
 from zeal_core.progress import ProgressCallback, report
 
 SIZES = (10, 20, 50, 100, 200, 500, 1000)  # sample sizes of the Failing Loudly tables
@@ -249,25 +249,24 @@ def run_grid(features: dict[Any, Any], detectors: Sequence[str], sizes: Sequence
             "detector_seconds": {name: round(value, 2) for name, value in timing.items()}}
 
 
-def grid_markdown(grid: dict[str, Any]) -> str:
+def grid_markdown(grid: dict[str, Any], machine_record: dict[str, Any] | None = None) -> str:
     """The grid as markdown: one FPR table, and one detection table per drift cell."""
     sizes = grid["sizes"]
-    head = "| detector | " + " | ".join(f"n={size}" for size in sizes) + " |"
-    rule = "|---" * (len(sizes) + 1) + "|"
+    head = ("detector", *(f"n={size}" for size in sizes))
     alpha, null_trials = grid.get("alpha", 0.05), grid["null_trials"]
     # Binomial standard error of a calibrated detector's rate: how far a cell may stray from alpha by chance.
     spread = (alpha * (1 - alpha) / max(null_trials, 1)) ** 0.5
-    lines = [f"False-positive rate at alpha {alpha:g}, clean vs clean ({null_trials} trials per size, so a "
-             f"calibrated detector's rate has a standard error of {spread:.3f}; reference "
-             f"n={grid['reference_size']}):", "", head, rule]
-    for name, rates in grid["false_positive_rate"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{rates[size]:.3f}" for size in sizes) + " |")
+    blocks = [Table(head, [(name, *(f"{rates[size]:.3f}" for size in sizes))
+                           for name, rates in grid["false_positive_rate"].items()], caption(
+        f"False-positive rate at alpha {alpha:g}, clean vs clean; reference n={grid['reference_size']}",
+        trials=f"{null_trials} trials per size",
+        standard_error=f"a calibrated detector's rate has a standard error of {spread:.3f}",
+        machine_record=machine_record))]
     drifts = sorted({label for rates in grid["detection_rate"].values() for label in rates})
-    for label in drifts:
-        lines += ["", f"Detection rate, {label} ({grid['trials']} trials):", "", head, rule]
-        for name, cells in grid["detection_rate"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{cells[label][size]:.2f}" for size in sizes) + " |")
-    return "\n".join(lines)
+    blocks += [Table(head, [(name, *(f"{cells[label][size]:.2f}" for size in sizes))
+                            for name, cells in grid["detection_rate"].items()],
+                     caption(f"Detection rate, {label}", trials=grid["trials"])) for label in drifts]
+    return tables(*blocks)
 
 
 # Speed ------------------------------------------------------------------------------------------------------
@@ -415,7 +414,7 @@ def bench_detectors(args: argparse.Namespace, progress: ProgressCallback | None 
             features, info = _synthetic_features(drift_pairs, args.seed)
         grid = run_grid(features, detectors, args.sizes, cells, args.null_trials, args.trials, args.alpha,
                         args.permutations, args.seed, device, progress)
-        output.update({"features": info, "grid": grid, "table": grid_markdown(grid)})
+        output.update({"features": info, "grid": grid, "markdown": grid_markdown(grid, machine())})
     if not args.skip_speed:
         reference, sample = speed_data()  # one case for every kernel detector, in this one process
         speed: dict[str, Any] = {}
@@ -439,8 +438,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _show(result: dict[str, Any]) -> None:
-    if "table" in result:
-        print(result["table"], file=sys.stderr)
+    if "markdown" in result:
+        print(result["markdown"], file=sys.stderr)
     print(json.dumps(result, default=str, indent=1))
 
 

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import script_main
-from benchmarks._harness import beside, listed
+from benchmarks._harness import Table, beside, caption, listed, machine, tables
 from zeal_core.progress import ProgressCallback, report
 
 SIZES = (10, 20, 50, 100, 200, 500, 1000)  # the paper's Table 1 columns
@@ -363,82 +363,80 @@ def markdown(result: dict[str, Any]) -> str:
 
     trials, summary = result["trials"], result["summary"]
     sizes = trials["sizes"]
-    head = "| detector | " + " | ".join(f"n={size}" for size in sizes) + " |"
-    rule = "|---" * (len(sizes) + 1) + "|"
+    head = ("detector", *(f"n={size}" for size in sizes))
+    machine_record = result.get("machine")
     core_count = sum(1 for text in trials["specs"] if shift_group(DriftSpec.parse(text)) == "imagenet-c")
     if not core_count:  # only shifts beyond ImageNet-C: their table by group is all there is
-        return "\n".join(_group_lines(summary, sizes, always=True)).strip()
+        return tables(*_group_blocks(summary, sizes, machine_record, always=True))
     tests = core_count * trials["trials_per_spec"]
-    lines = [f"Detection accuracy at alpha {trials['alpha']:g}, averaged over {core_count} ImageNet-C shifts "
-             f"({trials['trials_per_spec']} trial(s) each, so {tests} tests per cell; ± one binomial "
-             f"standard error, an upper bound for a mix of shifts); reference {trials['reference_size']} "
-             "images:",
-             "", head, rule]
-    for label, row in PAPER_ROWS.items():
-        values = dict(zip(SIZES, row, strict=True))
-        lines.append(f"| {label} | " + " | ".join(f"{values[size]:.2f}" if size in values else "-"
-                                                   for size in sizes) + " |")
-    for name, cells in summary["accuracy"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{cells[size]['rate']:.2f} ± {cells[size]['se']:.2f}"
-                                                  for size in sizes) + " |")
+    rows = [(label, *(f"{dict(zip(SIZES, row, strict=True))[size]:.2f}" if size in SIZES else "-"
+                      for size in sizes)) for label, row in PAPER_ROWS.items()]
+    rows += [(name, *(f"{cells[size]['rate']:.2f} ± {cells[size]['se']:.2f}" for size in sizes))
+             for name, cells in summary["accuracy"].items()]
+    blocks: list[Table | str] = [Table(head, rows, caption(
+        f"Detection accuracy at alpha {trials['alpha']:g}, averaged over {core_count} ImageNet-C shifts "
+        f"({trials['trials_per_spec']} trial(s) each); reference {trials['reference_size']} images",
+        n=sizes, trials=f"{tests} tests per cell",
+        standard_error="± one binomial standard error (an upper bound for a mix of shifts)",
+        machine_record=machine_record))]
     se = next(iter(summary["calibrated_se"].values()), float("nan"))
     if trials["null_trials"]:
-        lines += ["", f"False-positive rate, clean vs clean ({trials['null_trials']} trials per size; a "
-                  f"calibrated detector's standard error is {se:.3f}, so alpha + 2 SE = "
-                  f"{trials['alpha'] + 2 * se:.3f}):", "", head, rule]
-        for name, cells in summary["false_positive_rate"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{cells[size]['rate']:.3f}" for size in sizes) + " |")
+        blocks.append(Table(head, [(name, *(f"{cells[size]['rate']:.3f}" for size in sizes))
+                                   for name, cells in summary["false_positive_rate"].items()], caption(
+            "False-positive rate, clean vs clean", trials=f"{trials['null_trials']} trials per size",
+            standard_error=f"a calibrated detector's standard error is {se:.3f}, so alpha + 2 SE = "
+                           f"{trials['alpha'] + 2 * se:.3f}")))
+    blocks.append(_share_table(summary))
+    blocks += _group_blocks(summary, sizes, machine_record)
+    targets = summary["targets"]
+    if targets["paired_difference_vs_mmd"]:
+        blocks.append(Table(head, [(f"{name} - mmd", *(f"{cells[size]['difference']:+.3f} ± "
+                                                       f"{cells[size]['se']:.3f}" for size in sizes))
+                                   for name, cells in targets["paired_difference_vs_mmd"].items()],
+                            caption("Paired difference in detection rate against mmd (same trials)",
+                                    standard_error="± standard error")))
+    closing = (f"Targets: new detectors within alpha + 2 SE in every cell: {targets['all_calibrated']}; "
+               f"a new detector >= mmd at every n: {targets['new_at_least_mmd_every_n']}; above mmd at every "
+               f"n <= 200: {targets['new_above_mmd_n_le_200']}.")
+    if trials["skipped_sizes"]:
+        closing += (f"\nSizes skipped (larger than the {trials['pool_size']}-image sample pool): "
+                    f"{', '.join(str(size) for size in trials['skipped_sizes'])}.")
+    return tables(*blocks, closing)
+
+
+def _share_table(summary: dict[str, Any]) -> Table:
+    """Detection accuracy by share of the sample affected and by severity (mean over all sizes)."""
     fractions = sorted({key for cells in summary["accuracy_by_fraction"].values() for key in cells},
                        key=float)
     severities = sorted({key for cells in summary["accuracy_by_severity"].values() for key in cells},
                         key=float)
-    lines += ["", "Detection accuracy by share of the sample affected and by severity (mean over all sizes):",
-              "",
-              "| detector | " + " | ".join(f"{key} affected" for key in fractions) + " | "
-              + " | ".join(f"severity {key}" for key in severities) + " |",
-              "|---" * (len(fractions) + len(severities) + 1) + "|"]
-    for name in summary["accuracy"]:
-        lines.append(f"| {name} | " + " | ".join(f"{summary['accuracy_by_fraction'][name][key]:.2f}"
-                                                  for key in fractions) + " | "
-                     + " | ".join(f"{summary['accuracy_by_severity'][name][key]:.2f}" for key in severities)
-                     + " |")
-    lines += _group_lines(summary, sizes)
-    targets = summary["targets"]
-    if targets["paired_difference_vs_mmd"]:
-        lines += ["", "Paired difference in detection rate against mmd (same trials; ± standard error):", "",
-                  head, rule]
-        for name, cells in targets["paired_difference_vs_mmd"].items():
-            lines.append(f"| {name} - mmd | " + " | ".join(
-                f"{cells[size]['difference']:+.3f} ± {cells[size]['se']:.3f}" for size in sizes) + " |")
-    lines += ["", f"Targets: new detectors within alpha + 2 SE in every cell: {targets['all_calibrated']}; "
-              f"a new detector >= mmd at every n: {targets['new_at_least_mmd_every_n']}; above mmd at every "
-              f"n <= 200: {targets['new_above_mmd_n_le_200']}."]
-    if trials["skipped_sizes"]:
-        lines.append(f"Sizes skipped (larger than the {trials['pool_size']}-image sample pool): "
-                     f"{', '.join(str(size) for size in trials['skipped_sizes'])}.")
-    return "\n".join(lines)
+    rows = [(name, *(f"{summary['accuracy_by_fraction'][name][key]:.2f}" for key in fractions),
+             *(f"{summary['accuracy_by_severity'][name][key]:.2f}" for key in severities))
+            for name in summary["accuracy"]]
+    return Table(("detector", *(f"{key} affected" for key in fractions),
+                  *(f"severity {key}" for key in severities)), rows,
+                 "Detection accuracy by share of the sample affected and by severity (mean over all sizes):")
 
 
-def _group_lines(summary: dict[str, Any], sizes: Sequence[int], always: bool = False) -> list[str]:
+def _group_blocks(summary: dict[str, Any], sizes: Sequence[int], machine_record: Any = None,
+                  always: bool = False) -> list[Table | str]:
     """Detection accuracy per shift group (ImageNet-C, geometric, capture, label shift) and n, with the
     number of tests per cell."""
     by_group = summary.get("accuracy_by_group") or {}
     groups = list(dict.fromkeys(group for cells in by_group.values() for group in cells))
     if len(groups) < 2 and not always:
         return []
-    lines = ["", "Detection accuracy by kind of shift (geometry and capture kinds at severity 1 / 3 / 5 on "
-             "the whole sample; label shift: the class mix changed, no pixel touched):", "",
-             "| detector | group | " + " | ".join(f"n={size}" for size in sizes) + " |",
-             "|---" * (len(sizes) + 2) + "|"]
-    for group in groups:
-        for name, cells in by_group.items():
-            lines.append(f"| {name} | {group} | " + " | ".join(
-                f"{cells[group][size]['rate']:.2f}" for size in sizes) + " |")
     counts = {group: next(iter(by_group.values()))[group][sizes[0]]["trials"] for group in groups} if sizes \
         else {}
-    lines += ["", "Tests per cell: " + ", ".join(f"{group} {count}" for group, count in counts.items())
-              + " (± one binomial standard error: up to 0.5 / sqrt(tests))."]
-    return lines
+    rows = [(name, group, *(f"{cells[group][size]['rate']:.2f}" for size in sizes))
+            for group in groups for name, cells in by_group.items()]
+    table = Table(("detector", "group", *(f"n={size}" for size in sizes)), rows, caption(
+        "Detection accuracy by kind of shift (geometry and capture kinds at severity 1 / 3 / 5 on the whole "
+        "sample; label shift: the class mix changed, no pixel touched)", n=list(sizes),
+        trials="tests per cell: " + ", ".join(f"{group} {count}" for group, count in counts.items()),
+        standard_error="± one binomial standard error: up to 0.5 / sqrt(tests)",
+        machine_record=machine_record))
+    return [table]
 
 
 # Entry points -----------------------------------------------------------------------------------------------
@@ -477,6 +475,7 @@ def bench_failing_loudly(args: argparse.Namespace, progress: ProgressCallback | 
     result = {"device": device, "torch_threads": torch.get_num_threads(), "features": info,
               "permutations": args.permutations, "trials": trials}
     result["summary"] = summarise(trials)
+    result["machine"] = machine()
     result["markdown"] = markdown(result)
     result["seconds"] = round(time.perf_counter() - start, 1)
     if partial is not None:  # the harness writes the whole result to --out when this returns

@@ -1,7 +1,8 @@
 """What every benchmark shares: one options shape, one machine record, one ``--out``, one table writer.
 
-- ``options_parent()``: the options every action has, ``--json`` (print one JSON object) and ``--out PATH``
-  (write the JSON result to ``PATH``, and the result's ``markdown`` to ``PATH`` with ``.md`` beside it).
+- ``options_parent()``: the options every action has, ``--json`` (print one JSON object), ``--out PATH``
+  (write the JSON result to ``PATH``, and the result's ``markdown`` to ``PATH`` with ``.md`` beside it)
+  and ``--cache DIR`` (the folder of on-disk caches: ``benchmarks._embedding_cache``, adapt's streams).
 - ``machine()`` is the one shape of the machine a number was measured on: cores, architecture, accelerator,
   torch threads, load average (a shared machine is stated as such) and a one-line description for tables.
 - ``finished(handler)`` wraps every action's handler, both under ``python -m benchmarks ACTION`` and
@@ -56,8 +57,11 @@ def options_parent() -> argparse.ArgumentParser:
 
 
 def add_out(parser: argparse.ArgumentParser) -> None:
-    """Add the one output option, ``--out PATH``."""
+    """Add the one output option, ``--out PATH``, and the one cache folder, ``--cache DIR``."""
     parser.add_argument("--out", type=Path, default=None, metavar="PATH", help=OUT_HELP)
+    parser.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                        help="folder of the benchmarks' on-disk caches (embeddings, adapt streams; default: "
+                        "the state folder, ZEAL_STATE_DIR)")
 
 
 def json_path(out: Path | str) -> Path:

@@ -18,7 +18,8 @@ images per corruption (a seeded draw each), batches of ``--batch-size``, on the 
   longest run of batches below the source.
 
 ``source`` is the model without adaptation. Streams are cached (``_adapt_streams``) under
-``--cache`` (default ``$ZEAL_STATE_DIR/bench_adapt``). Results go to stdout (``--json``) and, with
+``--cache DIR`` (the harness's option of every benchmark: ``DIR/bench_adapt``; default
+``$ZEAL_STATE_DIR/bench_adapt``). Results go to stdout (``--json``) and, with
 ``--out PATH``, to a JSON file. Run under ``nice``: it is hours of CPU for Imagenette at the default
 ``--n``; a shorter stream reuses the first images of a longer cached one. On a shared machine run one
 setting per process (``--settings``, ``--out``) and join the parts with ``python -m
@@ -78,7 +79,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-clean-drop", type=float, default=0.02, help="the guard's clean margin (share)")
     parser.add_argument("--no-gate", action="store_true",
                         help="continual runs without the shift gate and the clean check (an ablation)")
-    parser.add_argument("--cache", default=None, help="stream cache folder")
     parser.add_argument("--device", default="cpu")
 
 
@@ -375,7 +375,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from zeal_core.errors import ConfigError
 
         raise ConfigError(f"unknown settings {sorted(unknown)}: use {list(SETTINGS)}")
-    args.cache = args.cache or str(paths.state_dir() / "bench_adapt")
+    args.cache = str((Path(args.cache) if args.cache else paths.state_dir()) / "bench_adapt")
     device = resolve_device(args.device)
     source, card, dataset = load_source(args, device)
     start = time.perf_counter()

@@ -28,11 +28,13 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks import script_main
+from benchmarks._embedding_cache import EmbeddingCache
 from benchmarks._harness import Table, caption, listed, machine, tables
 from zeal_core.progress import ProgressCallback, report
 
@@ -112,8 +114,10 @@ def grid_options(names: Sequence[str], permutations: int, device: str) -> dict[s
 
 
 def _model_features(dataset_name: str, version: str | None, drifts: list[tuple[str, float]], device: str,
-                    progress: ProgressCallback | None) -> tuple[dict[Any, Any], dict[str, Any]]:
-    """Clean and fully-corrupted embeddings of the whole validation split, keyed by None or (name, sev)."""
+                    progress: ProgressCallback | None, cache: Path | None = None
+                    ) -> tuple[dict[Any, Any], dict[str, Any]]:
+    """Clean and fully-corrupted embeddings of the whole validation split, keyed by None or (name, sev);
+    read back from the embedding cache (``--cache``) when a run embedded them before."""
     import torch
 
     from zeal_core.corruptions import DriftSpec
@@ -126,16 +130,21 @@ def _model_features(dataset_name: str, version: str | None, drifts: list[tuple[s
     torch_device = resolve_device(device)
     dataset = load_dataset(dataset_name)
     images, labels = dataset.split("val")
+    store = EmbeddingCache.for_model(card, dataset, torch_device, cache)
     features: dict[Any, Any] = {}
     for index, drift in enumerate([None, *drifts]):
-        batch = images.to(torch_device)
-        if drift is not None:
-            batch = DriftSpec(steps=(drift,), fraction=1.0).apply(batch, seed=index)
-        with torch.inference_mode():
-            features[drift] = compute_embeddings(model, card.model_config, batch, torch_device, labels=labels)
+        spec = DriftSpec(steps=(drift,), fraction=1.0) if drift is not None else DriftSpec(steps=())
+
+        def embed(spec: DriftSpec = spec, index: int = index) -> Any:
+            batch = spec.apply(images.to(torch_device), seed=index) if spec.steps else images.to(torch_device)
+            with torch.inference_mode():
+                return compute_embeddings(model, card.model_config, batch, torch_device, labels=labels)
+
+        features[drift] = store.one(np.arange(len(images)), spec.text, index, embed)
         report(progress, "embed", index + 1, len(drifts) + 1, f"embedded {drift or 'clean'}")
     clean = features[None]
     info = {"version": version, "dataset": dataset_name, "val_images": len(clean),
+            "embedding_cache": store.summary(),
             "clean_accuracy": clean.accuracy,
             "accuracy": {f"{name}:{severity:g}": features[(name, severity)].accuracy
                          for name, severity in drifts}}
@@ -409,7 +418,8 @@ def bench_detectors(args: argparse.Namespace, progress: ProgressCallback | None 
         cells = [(name, severity, float(fraction)) for name, severity in drift_pairs
                  for fraction in args.fractions]
         if args.source == "model":
-            features, info = _model_features(args.dataset, args.model, drift_pairs, device, progress)
+            features, info = _model_features(args.dataset, args.model, drift_pairs, device, progress,
+                                             getattr(args, "cache", None))
         else:
             features, info = _synthetic_features(drift_pairs, args.seed)
         grid = run_grid(features, detectors, args.sizes, cells, args.null_trials, args.trials, args.alpha,

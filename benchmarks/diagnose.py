@@ -18,7 +18,8 @@ so at n close to the pool size the standard errors are too small).
 
 ``--out PATH`` writes the JSON result to ``PATH``, the tables to ``PATH`` with ``.md`` and one confusion
 matrix per dataset beside them (``<stem>_<dataset>_confusion.png``), e.g. ``--datasets digits --out
-reports/bench/diagnose_digits.json``; embeddings are cached under ``<state>/bench_labelfree/<version>/``.
+reports/bench/diagnose_digits.json``; embeddings are cached (``benchmarks._embedding_cache``, under
+``--cache``).
 
 Run: ``python -m benchmarks diagnose --json`` (or ``python -m benchmarks.diagnose``).
 """
@@ -128,7 +129,8 @@ def bench_dataset(dataset: str, args: argparse.Namespace, progress: ProgressCall
     views = build_views(dataset, versions.get(dataset), bank_kinds=args.kinds, new_kinds=args.new_kinds,
                         external=args.external, compounds=args.compounds, severities=args.severities,
                         pool_severities=args.pool_severities, reference_n=args.reference_n,
-                        pool_n=args.pool_n, seed=args.seed, device=args.device, progress=progress)
+                        pool_n=args.pool_n, seed=args.seed, device=args.device, progress=progress,
+                        cache=getattr(args, "cache", None))
     if isinstance(views, str):
         return {"skipped": views}
     options = _options(args.option)
@@ -157,7 +159,8 @@ def bench_dataset(dataset: str, args: argparse.Namespace, progress: ProgressCall
     if args.label_pool_n > pool:  # a larger clean pool for large label-shift samples (no shifted copies)
         larger = build_views(dataset, versions.get(dataset), bank_kinds=args.kinds,
                              severities=args.severities, reference_n=args.reference_n,
-                             pool_n=args.label_pool_n, seed=args.seed, device=args.device, with_pool=False)
+                             pool_n=args.label_pool_n, seed=args.seed, device=args.device, with_pool=False,
+                             cache=getattr(args, "cache", None))
         clean_pool = larger.pool if not isinstance(larger, str) else clean_pool
     label_sizes = [n for n in args.label_sizes if n <= len(clean_pool)]
     result["label_shift"] = score_label_shift(diagnoser, clean_pool, label_sizes, args.label_trials,

@@ -17,7 +17,7 @@ Per dataset (digits and Imagenette; a dataset whose data or model is missing is 
 Targets (issue 25), for the estimate a warm check shows (shift-calibrated) on the held-out groups at
 n = 200: coverage >= 85 %, MAE <= 4 points, no kind over 8.
 
-Embeddings are cached under ``<state>/bench_labelfree/<model version>/``; ``--out PATH`` writes the
+Embeddings are cached (``benchmarks._embedding_cache``, under ``--cache``); ``--out PATH`` writes the
 JSON result to ``PATH``, the tables to ``PATH`` with ``.md`` and one scatter plot per dataset beside them
 (``<stem>_<dataset>.png``), e.g. ``--datasets digits --out reports/bench/estimate_digits.json``.
 
@@ -107,7 +107,8 @@ def bench_dataset(dataset_name: str, args: argparse.Namespace, progress: Progres
                         new_kinds=args.new_kinds, external=args.external, compounds=args.compounds,
                         severities=args.severities, pool_severities=args.pool_severities,
                         reference_n=args.reference_n, pool_n=args.pool_n,
-                        seed=args.seed, device=args.device, progress=progress)
+                        seed=args.seed, device=args.device, progress=progress,
+                        cache=getattr(args, "cache", None))
     if isinstance(views, str):
         print(f"bench estimate: skipping {dataset_name}: {views}", file=sys.stderr)
         return {"skipped": views}

@@ -32,11 +32,13 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks import script_main
+from benchmarks._embedding_cache import EmbeddingCache
 from benchmarks._harness import Table, beside, caption, listed, machine, tables
 from zeal_core.progress import ProgressCallback, report
 
@@ -104,8 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def shift_embeddings(dataset_name: str, version: str | None, specs: Sequence[Any], device: str,
-                     progress: ProgressCallback | None, max_images: int | None = None, seed: int = 0
-                     ) -> tuple[Any, dict[tuple, Any], Any, dict[str, Any]]:
+                     progress: ProgressCallback | None, max_images: int | None = None, seed: int = 0,
+                     cache: Path | None = None) -> tuple[Any, dict[tuple, Any], Any, dict[str, Any]]:
     """Clean embeddings of the validation split and, per distinct corruption chain, its shifted embeddings.
 
     Args:
@@ -117,6 +119,7 @@ def shift_embeddings(dataset_name: str, version: str | None, specs: Sequence[Any
         max_images: Keep a seeded random subset of this many validation images (None: all), which bounds
             the embedding time (46 passes over the images for the default shift set).
         seed: Seed of that subset.
+        cache: ``--cache`` (``benchmarks._embedding_cache``: a second run reads the embeddings back).
 
     Returns:
         (clean Embeddings, {steps: Embeddings of every image under those steps}, dataset, info).
@@ -126,22 +129,28 @@ def shift_embeddings(dataset_name: str, version: str | None, specs: Sequence[Any
     from zeal_core.data import load_dataset
     from zeal_core.device import resolve_device
     from zeal_core.embed import compute_embeddings
-    from zeal_core.shifts import build_shift_bank
+    from zeal_core.shifts import build_shift_bank, replace_spec
 
     model, card = load_bench_model(dataset_name, version, device, progress)
     torch_device = resolve_device(device)
     dataset = load_dataset(dataset_name)
     images, labels = dataset.split("val")
+    positions = np.arange(len(images))
     if max_images is not None and max_images < len(images):
-        keep = np.sort(np.random.default_rng(seed).permutation(len(images))[:max_images])
-        images, labels = images[keep], labels[keep]
+        positions = np.sort(np.random.default_rng(seed).permutation(len(images))[:max_images])
+        images, labels = images[positions], labels[positions]
+    store = EmbeddingCache.for_model(card, dataset, torch_device, cache)
     start = time.perf_counter()
-    clean = compute_embeddings(model, card.model_config, images.to(torch_device), torch_device, labels=labels)
+    clean = store.one(positions, "clean", 0, lambda: compute_embeddings(
+        model, card.model_config, images.to(torch_device), torch_device, labels=labels))
     chains = sorted({spec.steps for spec in specs if spec.steps})
-    bank = build_shift_bank(model, card.model_config, images, labels,
-                            [DriftSpec(steps=steps) for steps in chains], torch_device, progress=progress)
-    shifted = {item.spec.steps: item.embeddings for item in bank}
+    bank_specs = [DriftSpec(steps=steps) for steps in chains]
+    embedded = store.embeddings(positions, [spec.text for spec in bank_specs], 0, lambda: [
+        item.embeddings for item in build_shift_bank(model, card.model_config, images, labels, bank_specs,
+                                                     torch_device, progress=progress)])
+    shifted = {spec.steps: replace_spec(item, spec) for spec, item in zip(bank_specs, embedded, strict=True)}
     info = {"version": card.version, "dataset": dataset_name, "val_images": len(clean),
+            "embedding_cache": store.summary(),
             "clean_accuracy": clean.accuracy, "corruption_chains": len(chains),
             "embed_seconds": round(time.perf_counter() - start, 1),
             "accuracy": {DriftSpec(steps=steps).text: shifted[steps].accuracy for steps in chains}}
@@ -460,7 +469,7 @@ def bench_failing_loudly(args: argparse.Namespace, progress: ProgressCallback | 
     specs = select_specs([DriftSpec.parse(text) for text in texts], args.corruptions)
     detectors = list(args.detectors or list_detectors())
     clean, shifted, dataset, info = shift_embeddings(args.dataset, args.model, specs, device, progress,
-                                                     args.max_images, args.seed)
+                                                     args.max_images, args.seed, getattr(args, "cache", None))
     reference_size = min(args.reference, (len(clean) + 1) // 2)
     options = grid_options(detectors, args.permutations, device)
     partial = beside(args.out, ".partial.json") if getattr(args, "out", None) else None

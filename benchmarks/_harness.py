@@ -107,6 +107,21 @@ def finished(handler: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[s
 
 
 
+def median_seconds(call: Callable[[], Any], repeats: int) -> float:
+    """Median wall seconds of ``call()`` over ``repeats`` runs, after one warm-up run."""
+    import time
+
+    import numpy as np
+
+    call()  # warm-up: caches, lazy imports, allocator
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        runs.append(time.perf_counter() - start)
+    return float(np.median(runs))
+
+
 def caption(what: str, *, machine_record: dict[str, Any] | None = None, n: Any = None, trials: Any = None,
             standard_error: str | None = None) -> str:
     """One caption line: what the table shows, then sample sizes, trials, standard errors and machine.

@@ -211,3 +211,45 @@ def build_views(dataset_name: str, version: str | None, *, bank_kinds: Sequence[
     return LabelFreeViews(reference=reference, bank=tuple(bank), pool=pool, shifted=shifted_pool,
                           groups=groups, class_names=tuple(card.class_names or dataset.class_names),
                           info=info)
+
+
+DATASETS = ("digits", "imagenette")
+
+
+def add_view_arguments(parser: Any) -> None:
+    """The options of ``bench estimate`` and ``bench diagnose`` that choose the model, bank and pool."""
+    from benchmarks._harness import listed
+
+    parser.add_argument("--datasets", type=listed(str), default=DATASETS,
+                        help="comma-separated (default digits,imagenette)")
+    parser.add_argument("--model", action="append", default=[], metavar="DATASET=VERSION",
+                        help="model version per dataset (default: the latest registered for it)")
+    parser.add_argument("--kinds", type=listed(str), default=None,
+                        help="bank kinds, comma-separated (default: the ImageNet-C corruptions)")
+    parser.add_argument("--new-kinds", type=listed(str), default=None,
+                        help="registered kinds never in a bank (default: those outside ImageNet-C)")
+    parser.add_argument("--external", type=listed(str), default=None,
+                        help="independent-implementation shifts (default: all of _external_shifts)")
+    parser.add_argument("--compounds", type=listed(str), default=COMPOUNDS, help="two-kind specs")
+    parser.add_argument("--severities", type=listed(float), default=SEVERITIES, help="comma-separated")
+    parser.add_argument("--pool-severities", type=listed(float), default=None,
+                        help="levels the pool is scored at (default: --severities)")
+    parser.add_argument("--reference-n", type=int, default=500,
+                        help="reference images: fit and bank (capped at the half)")
+    parser.add_argument("--pool-n", type=int, default=1000,
+                        help="sample-pool images embedded per shift (capped at the half)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (embedding)")
+
+
+def views_for(dataset_name: str, args: Any, progress: ProgressCallback | None = None,
+              **overrides: Any) -> LabelFreeViews | str:
+    """``build_views`` with the options of ``add_view_arguments`` (and ``--cache``); ``overrides`` replace
+    some (e.g. ``pool_n``, ``with_pool``)."""
+    versions = dict(item.split("=", 1) for item in args.model)
+    options = {"bank_kinds": args.kinds, "new_kinds": args.new_kinds, "external": args.external,
+               "compounds": args.compounds, "severities": args.severities,
+               "pool_severities": args.pool_severities, "reference_n": args.reference_n,
+               "pool_n": args.pool_n, "seed": args.seed, "device": args.device, "progress": progress,
+               "cache": getattr(args, "cache", None)}
+    return build_views(dataset_name, versions.get(dataset_name), **(options | overrides))

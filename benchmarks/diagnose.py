@@ -49,11 +49,10 @@ from benchmarks._diagnose_score import (
     speed,
 )
 from benchmarks._harness import beside, listed, machine
-from benchmarks._labelfree_views import COMPOUNDS, SEVERITIES, build_views
+from benchmarks._labelfree_views import add_view_arguments, views_for
 from zeal_core.progress import ProgressCallback, report
 
 SIZES = (50, 100, 200, 500)
-DATASETS = ("digits", "imagenette")
 LABEL_SIZES = (100, 200, 500)
 HELD_OUT_SIZES = (100, 200)
 SPEED_SIZES = (100, 500, 1000)
@@ -75,23 +74,9 @@ def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options (shared by the ``bench`` action and ``python -m``)."""
-    parser.add_argument("--datasets", type=listed(str), default=DATASETS, help="comma-separated")
-    parser.add_argument("--model", action="append", default=[], metavar="DATASET=VERSION",
-                        help="model version per dataset (default: the latest registered for it)")
-    parser.add_argument("--kinds", type=listed(str), default=None,
-                        help="bank kinds, comma-separated (default: the ImageNet-C corruptions)")
-    parser.add_argument("--new-kinds", type=listed(str), default=None,
-                        help="registered kinds never in a bank (default: those outside ImageNet-C)")
-    parser.add_argument("--external", type=listed(str), default=None,
-                        help="independent-implementation shifts (default: all of _external_shifts)")
-    parser.add_argument("--compounds", type=listed(str), default=COMPOUNDS, help="two-kind specs")
-    parser.add_argument("--severities", type=listed(float), default=SEVERITIES)
-    parser.add_argument("--pool-severities", type=listed(float), default=None,
-                        help="levels the pool is scored at (default: --severities)")
+    add_view_arguments(parser)
     parser.add_argument("--sizes", type=listed(int), default=SIZES,
                         help="known-kind sample sizes (those above the pool are skipped)")
-    parser.add_argument("--reference-n", type=int, default=500, help="reference images (fit + bank)")
-    parser.add_argument("--pool-n", type=int, default=1000, help="sample-pool images embedded per shift")
     parser.add_argument("--trials", type=int, default=10, help="subsets per kind x severity x size")
     parser.add_argument("--clean-trials", type=int, default=200, help="clean subsets per size")
     parser.add_argument("--label-trials", type=int, default=100, help="label-shifted subsets per size")
@@ -109,8 +94,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--diagnoser", default="signature")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="diagnoser option (JSON value), e.g. components=24")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (embedding only)")
 
 
 def _options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -125,12 +108,7 @@ def bench_dataset(dataset: str, args: argparse.Namespace, progress: ProgressCall
     from zeal_core.diagnose import create_diagnoser
     from zeal_core.jsonable import to_jsonable
 
-    versions = dict(item.split("=", 1) for item in args.model)
-    views = build_views(dataset, versions.get(dataset), bank_kinds=args.kinds, new_kinds=args.new_kinds,
-                        external=args.external, compounds=args.compounds, severities=args.severities,
-                        pool_severities=args.pool_severities, reference_n=args.reference_n,
-                        pool_n=args.pool_n, seed=args.seed, device=args.device, progress=progress,
-                        cache=getattr(args, "cache", None))
+    views = views_for(dataset, args, progress)
     if isinstance(views, str):
         return {"skipped": views}
     options = _options(args.option)
@@ -157,10 +135,7 @@ def bench_dataset(dataset: str, args: argparse.Namespace, progress: ProgressCall
     result["clean"] = score_clean(diagnoser, views.pool, sizes, args.clean_trials, rng)
     clean_pool = views.pool
     if args.label_pool_n > pool:  # a larger clean pool for large label-shift samples (no shifted copies)
-        larger = build_views(dataset, versions.get(dataset), bank_kinds=args.kinds,
-                             severities=args.severities, reference_n=args.reference_n,
-                             pool_n=args.label_pool_n, seed=args.seed, device=args.device, with_pool=False,
-                             cache=getattr(args, "cache", None))
+        larger = views_for(dataset, args, None, pool_n=args.label_pool_n, with_pool=False)
         clean_pool = larger.pool if not isinstance(larger, str) else clean_pool
     label_sizes = [n for n in args.label_sizes if n <= len(clean_pool)]
     result["label_shift"] = score_label_shift(diagnoser, clean_pool, label_sizes, args.label_trials,

@@ -48,10 +48,9 @@ from benchmarks._estimate_score import (
     summarise,
 )
 from benchmarks._harness import beside, listed, machine
-from benchmarks._labelfree_views import COMPOUNDS, SEVERITIES, build_views
+from benchmarks._labelfree_views import add_view_arguments, views_for
 from zeal_core.progress import ProgressCallback
 
-DATASETS = ("digits", "imagenette")
 SIZES = (50, 100, 200)
 
 __all__ = ["bench_dataset", "bench_estimate", "fitted_estimators", "label_shift", "markdown", "score_draws",
@@ -68,28 +67,11 @@ def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options (shared by the ``bench`` action and ``python -m``)."""
-    parser.add_argument("--datasets", type=listed(str), default=DATASETS, help="comma-separated (default "
-                        "digits,imagenette)")
-    parser.add_argument("--model", action="append", default=[], metavar="DATASET=VERSION",
-                        help="model version per dataset (default: the latest registered for it)")
+    add_view_arguments(parser)
     parser.add_argument("--estimators", type=listed(str), default=None,
                         help="comma-separated (default all)")
-    parser.add_argument("--kinds", type=listed(str), default=None,
-                        help="kinds in the bank (default: the 19 ImageNet-C corruptions)")
-    parser.add_argument("--new-kinds", type=listed(str), default=None,
-                        help="registered kinds never in a bank (default: those outside ImageNet-C)")
-    parser.add_argument("--external", type=listed(str), default=None,
-                        help="independent-implementation shifts (default: all of _external_shifts)")
-    parser.add_argument("--compounds", type=listed(str), default=COMPOUNDS, help="two-kind specs")
-    parser.add_argument("--severities", type=listed(float), default=SEVERITIES, help="comma-separated")
-    parser.add_argument("--pool-severities", type=listed(float), default=None,
-                        help="levels the pool is scored at (default: --severities)")
-    parser.add_argument("--reference-n", type=int, default=500, help="reference images (capped at the half)")
-    parser.add_argument("--pool-n", type=int, default=1000, help="sample-pool images (capped at the half)")
     parser.add_argument("--sizes", type=listed(int), default=SIZES, help="draw sizes (default 50,100,200)")
     parser.add_argument("--trials", type=int, default=10, help="draws per shift and size (default 10)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--no-diagnosis", action="store_true",
                         help="skip the diagnosis (then no 'shown by a check' row: its unknown verdicts flag "
                         "extrapolations)")
@@ -102,13 +84,7 @@ def bench_dataset(dataset_name: str, args: argparse.Namespace, progress: Progres
     """The whole benchmark for one dataset (``{"skipped": reason}`` when its data or model is missing)."""
     from zeal_core.estimate import list_estimators
 
-    versions = dict(item.split("=", 1) for item in args.model)
-    views = build_views(dataset_name, versions.get(dataset_name), bank_kinds=args.kinds,
-                        new_kinds=args.new_kinds, external=args.external, compounds=args.compounds,
-                        severities=args.severities, pool_severities=args.pool_severities,
-                        reference_n=args.reference_n, pool_n=args.pool_n,
-                        seed=args.seed, device=args.device, progress=progress,
-                        cache=getattr(args, "cache", None))
+    views = views_for(dataset_name, args, progress)
     if isinstance(views, str):
         print(f"bench estimate: skipping {dataset_name}: {views}", file=sys.stderr)
         return {"skipped": views}

@@ -73,3 +73,13 @@ def test_one_table_writer_gives_markdown_and_csv_with_a_caption() -> None:
                                              "| mmd | 0.050 |", "| a\\|b | 1 |"]
     assert table.csv() == "detector,n=50\nmmd,0.050\na|b,1\n"
     assert listed(int)("50, 100,") == (50, 100)
+
+
+def test_a_benchmarks_markdown_prints_as_its_own_lines_without_json() -> None:
+    from zeal_core.textreport import format_result
+
+    shown = format_result("", {"markdown": "Caption:\n\n| a | b |\n|---|---|\n| 1 | 2 |", "n": 3},
+                          columns=100)
+    lines = [line.strip() for line in shown.splitlines()]
+    assert "| a | b |" in lines and "| 1 | 2 |" in lines, shown
+    assert "\\x0a" not in shown

@@ -16,7 +16,8 @@ def script_main(description: str, add_arguments: Callable[[argparse.ArgumentPars
                 handler: Callable[[argparse.Namespace], dict[str, Any]],
                 show: Callable[[dict[str, Any]], None], argv: Sequence[str] | None = None,
                 prog: str | None = None) -> int:
-    """Entry point of ``python -m benchmarks.<name>``: the action's options plus ``--json``.
+    """Entry point of ``python -m benchmarks.<name>``: the action's options plus the shared ``--json`` and
+    ``--out`` (``benchmarks._harness.options_parent``), the handler wrapped as under ``python -m benchmarks``.
 
     Args:
         description: The ``--help`` text.
@@ -29,11 +30,12 @@ def script_main(description: str, add_arguments: Callable[[argparse.ArgumentPars
     Returns:
         The exit code, 0.
     """
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    from benchmarks._harness import finished, options_parent
+
+    parser = argparse.ArgumentParser(prog=prog, description=description, parents=[options_parent()])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    result = handler(args)
+    result = finished(handler)(args)
     if args.json:
         print(json.dumps(result, default=str))
     else:

@@ -20,7 +20,7 @@ import importlib
 import pkgutil
 from types import ModuleType
 
-from benchmarks._harness import recorded
+from benchmarks._harness import finished, options_parent
 
 # Help order of the known actions; any other module in benchmarks is appended by name.
 ACTION_ORDER = ("train", "corruptions", "detectors", "estimate", "app", "load")
@@ -43,15 +43,13 @@ def bench_actions() -> dict[str, ModuleType]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """``python -m benchmarks``: one subcommand per benchmark module, each with the shared ``--json``."""
-    from zeal_core.cli import json_parent
-
-    parent = json_parent()
+    """``python -m benchmarks``: one subcommand per module, with the shared ``--json``, ``--out``."""
+    parent = options_parent()
     parser = argparse.ArgumentParser(prog="python -m benchmarks",
                                      description="Zeal Drift Lab benchmarks (print numbers; speed targets)")
     actions = parser.add_subparsers(dest="action", required=True)
     for module in bench_actions().values():
         module.register(actions, parent)
-    for sub in actions.choices.values():  # one machine record in every result
-        sub.set_defaults(handler=recorded(sub.get_default("handler")))
+    for sub in actions.choices.values():  # one machine record in every result, one --out
+        sub.set_defaults(handler=finished(sub.get_default("handler")))
     return parser

@@ -1,7 +1,7 @@
 """Join ``python -m benchmarks adapt`` results run one setting per process into one result.
 
 On a shared machine the settings of one benchmark can run as separate processes (``--settings continual``,
-then ``mixed``, then ``episodic``, each with ``--save``), so a slow one does not lose the others' numbers.
+then ``mixed``, then ``episodic``, each with ``--out``), so a slow one does not lose the others' numbers.
 The parts must share the model, streams and seeds (checked); the join recomputes the issue's targets over
 all settings and adds the batch-level paired differences of the new strategy against the others: the same
 batches, served by both, so the difference's standard error is far smaller than either mean's.

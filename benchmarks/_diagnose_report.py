@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._diagnose_score import TARGET_MIN_SEVERITY, TARGET_SIZE, _rate
+from benchmarks._harness import Table
 
 HELD_OUT_SIZE = 200  # the held-out targets are at n = 200
 
@@ -100,59 +101,57 @@ def markdown(result: dict[str, Any]) -> str:
 def _target_lines(goal: dict[str, Any]) -> list[str]:
     if not goal:
         return []
-    lines = ["| measure | value | target |", "|---|---|---|"]
+    rows: list[tuple[str, str, str]] = []
     if "held_out_unknown_or_right" in goal:
-        lines.append(f"| held-out shifts 'unknown' or right family (n = {goal['held_out_n']}, all "
-                     f"severities) | {_pct(goal['held_out_unknown_or_right'])} | >= 80 % |")
-        for name, cell in goal.get("held_out_by_group", {}).items():
-            lines.append(f"| ... {name} | {_pct(cell)} | |")
-    lines.append(f"| prediction-collapse shifts called 'label shift' | {_pct(goal['collapse_label_shift'])} "
-                 f"({goal['collapse_label_shift']['trials']} checks) | 0 |")
-    lines.append(f"| clean -> no drift (all n) | {_pct(goal['clean_no_drift'])} | >= 95 % |")
+        rows.append((f"held-out shifts 'unknown' or right family (n = {goal['held_out_n']}, all severities)",
+                     _pct(goal["held_out_unknown_or_right"]), ">= 80 %"))
+        rows += [(f"... {name}", _pct(cell), "") for name, cell in goal.get("held_out_by_group", {}).items()]
+    rows.append(("prediction-collapse shifts called 'label shift'", f"{_pct(goal['collapse_label_shift'])} "
+                 f"({goal['collapse_label_shift']['trials']} checks)", "0"))
+    rows.append(("clean -> no drift (all n)", _pct(goal["clean_no_drift"]), ">= 95 %"))
     if "label_shift_l1" in goal:
         shift = goal["label_shift_l1"]
-        lines.append(f"| label shift L1 (n = {shift['n']}) | {_num(shift)} | <= 0.15 |")
-        lines.append(f"| label shift: verdict 'label shift' (n = {shift['n']}) | "
-                     f"{_pct(goal['label_shift_verdict'])} | |")
-        lines.append(f"| label shift: assumption check rejects (n = {shift['n']}) | "
-                     f"{_pct(goal['label_shift_assumption_rejected'])} | ~1 % |")
+        rows += [(f"label shift L1 (n = {shift['n']})", _num(shift), "<= 0.15"),
+                 (f"label shift: verdict 'label shift' (n = {shift['n']})", _pct(goal["label_shift_verdict"]),
+                  ""),
+                 (f"label shift: assumption check rejects (n = {shift['n']})",
+                  _pct(goal["label_shift_assumption_rejected"]), "~1 %")]
     for key, label, aim in (("top1", "known kinds top-1 (n = 100, severity >= 3)", ">= 80 %"),
                             ("top3", "known kinds top-3", ">= 95 %"),
                             ("family_top1", "known kinds top-1 family", ">= 90 %"),
                             ("unknown", "known kinds called 'unknown'", "")):
         if key in goal:
-            lines.append(f"| {label} | {_pct(goal[key])} | {aim} |")
+            rows.append((label, _pct(goal[key]), aim))
     if "severity_mae" in goal:
-        lines.append(f"| known kinds severity MAE (levels) | {_num(goal['severity_mae'])} | <= 0.75 |")
-    return [*lines, ""]
+        rows.append(("known kinds severity MAE (levels)", _num(goal["severity_mae"]), "<= 0.75"))
+    return [Table(("measure", "value", "target"), rows).markdown(), ""]
+
+
+def _named(cell: dict[str, Any]) -> str:
+    return ", ".join(f"{kind} {count}" for kind, count in cell["named"].items())
 
 
 def _held_out_lines(result: dict[str, Any]) -> list[str]:
     lines = []
     cells = result.get("held_out_families", {})
     if cells:
-        lines += ["Bank families held out (the diagnoser refitted without the whole family; only 'unknown "
-                  "shift' is right):", "",
-                  "| family | n | severities | 'unknown shift' | own gate detects | called label shift | "
-                  "named instead | trials |", "|---|---|---|---|---|---|---|---|"]
-        for cell in cells.values():
-            named = ", ".join(f"{kind} {count}" for kind, count in cell["named"].items())
-            lines.append(f"| {cell['family']} | {cell['n']} | {cell['severities']} | "
-                         f"{_pct(cell['unknown'])} | {_pct(cell['detected_own_gate'])} | "
-                         f"{_pct(cell['label_shift'])} | {named} | {cell['unknown']['trials']} |")
-        lines.append("")
+        lines += [Table(("family", "n", "severities", "'unknown shift'", "own gate detects",
+                         "called label shift", "named instead", "trials"),
+                        [(cell["family"], cell["n"], cell["severities"], _pct(cell["unknown"]),
+                          _pct(cell["detected_own_gate"]), _pct(cell["label_shift"]), _named(cell),
+                          cell["unknown"]["trials"]) for cell in cells.values()],
+                        "Bank families held out (the diagnoser refitted without the whole family; only "
+                        "'unknown shift' is right):").markdown(), ""]
     unseen = result.get("unseen", {})
     if unseen:
-        lines += ["Kinds never in the bank, full diagnoser (right: 'unknown shift' or a family the shift "
-                  "belongs to; external = independent PIL/numpy code):", "",
-                  "| group | kind | n | 'unknown' | right family | either | called label shift | "
-                  "named instead | trials |", "|---|---|---|---|---|---|---|---|---|"]
-        for cell in unseen.values():
-            named = ", ".join(f"{kind} {count}" for kind, count in cell["named"].items())
-            lines.append(f"| {cell['group']} | {cell['kind']} | {cell['n']} | {_pct(cell['unknown'])} | "
-                         f"{_pct(cell['right_family'])} | {_pct(cell['unknown_or_right'])} | "
-                         f"{_pct(cell['label_shift'])} | {named} | {cell['unknown']['trials']} |")
-        lines.append("")
+        lines += [Table(("group", "kind", "n", "'unknown'", "right family", "either", "called label shift",
+                         "named instead", "trials"),
+                        [(cell["group"], cell["kind"], cell["n"], _pct(cell["unknown"]),
+                          _pct(cell["right_family"]), _pct(cell["unknown_or_right"]),
+                          _pct(cell["label_shift"]), _named(cell), cell["unknown"]["trials"])
+                         for cell in unseen.values()],
+                        "Kinds never in the bank, full diagnoser (right: 'unknown shift' or a family the "
+                        "shift belongs to; external = independent PIL/numpy code):").markdown(), ""]
     collapse = result.get("collapse_known", {})
     if collapse:
         shifts = next(iter(collapse.values()))["shifts"]
@@ -163,32 +162,31 @@ def _held_out_lines(result: dict[str, Any]) -> list[str]:
 
 
 def _known_lines(result: dict[str, Any]) -> list[str]:
-    lines = ["Known kinds (full diagnoser):", "",
-             "| n | severity | top-1 | top-3 | family top-1 | severity MAE | own gate detects | unknown "
-             "| trials |", "|---|---|---|---|---|---|---|---|---|"]
-    for cell in result["corruptions"]["cells"].values():
-        lines.append(f"| {cell['n']} | {cell['severity']:g} | {_pct(cell['top1'])} | {_pct(cell['top3'])} | "
-                     f"{_pct(cell['family_top1'])} | {_num(cell['severity_mae'])} | "
-                     f"{_pct(cell['detected_own_gate'])} | {_pct(cell['unknown'])} | "
-                     f"{cell['top1']['trials']} |")
-    lines += ["", "| n | clean -> no drift | trials |", "|---|---|---|"]
-    for n, cell in result["clean"].items():
-        lines.append(f"| {n} | {_pct(cell['no_drift'])} | {cell['no_drift']['trials']} |")
-    lines += ["", "| n | label shift L1 (vs sample) | L1 (vs prior) | verdict 'label shift' | "
-              "top-1 when forced | assumption rejected | trials |", "|---|---|---|---|---|---|---|"]
-    for n, cell in result["label_shift"].items():
-        lines.append(f"| {n} | {_num(cell['l1_vs_sample'])} | {_num(cell['l1_vs_prior'])} | "
-                     f"{_pct(cell['label_shift_verdict'])} | {_pct(cell['label_shift_top1_forced'])} | "
-                     f"{_pct(cell['assumption_rejected'])} | {cell['l1_vs_sample']['trials']} |")
+    known = Table(("n", "severity", "top-1", "top-3", "family top-1", "severity MAE", "own gate detects",
+                   "unknown", "trials"),
+                  [(cell["n"], f"{cell['severity']:g}", _pct(cell["top1"]), _pct(cell["top3"]),
+                    _pct(cell["family_top1"]), _num(cell["severity_mae"]), _pct(cell["detected_own_gate"]),
+                    _pct(cell["unknown"]), cell["top1"]["trials"])
+                   for cell in result["corruptions"]["cells"].values()], "Known kinds (full diagnoser):")
+    clean = Table(("n", "clean -> no drift", "trials"),
+                  [(n, _pct(cell["no_drift"]), cell["no_drift"]["trials"])
+                   for n, cell in result["clean"].items()])
+    label = Table(("n", "label shift L1 (vs sample)", "L1 (vs prior)", "verdict 'label shift'",
+                   "top-1 when forced", "assumption rejected", "trials"),
+                  [(n, _num(cell["l1_vs_sample"]), _num(cell["l1_vs_prior"]),
+                    _pct(cell["label_shift_verdict"]), _pct(cell["label_shift_top1_forced"]),
+                    _pct(cell["assumption_rejected"]),
+                    cell["l1_vs_sample"]["trials"]) for n, cell in result["label_shift"].items()])
+    lines = [known.markdown(), "", clean.markdown(), "", label.markdown()]
     if result.get("fractions"):
-        lines += ["", "Partial drifts (a share of the images corrupted, n = "
-                  f"{next(iter(result['fractions'].values()))['n']}):", "",
-                  "| share | top-1 | family top-1 | unknown | share error | per-image score AUC | trials |",
-                  "|---|---|---|---|---|---|---|"]
-        for cell in result["fractions"].values():
-            lines.append(f"| {cell['fraction']:g} | {_pct(cell['top1'])} | {_pct(cell['family_top1'])} | "
-                         f"{_pct(cell['unknown'])} | {_num(cell['fraction_mae'])} | "
-                         f"{_num(cell['image_score_auc'])} | {cell['top1']['trials']} |")
+        size = next(iter(result["fractions"].values()))["n"]
+        lines += ["", Table(("share", "top-1", "family top-1", "unknown", "share error",
+                             "per-image score AUC", "trials"),
+                            [(f"{cell['fraction']:g}", _pct(cell["top1"]), _pct(cell["family_top1"]),
+                              _pct(cell["unknown"]), _num(cell["fraction_mae"]),
+                              _num(cell["image_score_auc"]), cell["top1"]["trials"])
+                             for cell in result["fractions"].values()],
+                            f"Partial drifts (a share of the images corrupted, n = {size}):").markdown()]
     return lines
 
 

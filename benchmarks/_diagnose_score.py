@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._harness import median_seconds
 from benchmarks._labelfree_views import (
     LabelFreeViews,
     right_families,
@@ -222,13 +223,7 @@ def speed(diagnoser: Any, pool: Any, sizes: Sequence[int], rng: np.random.Genera
     for n in sizes:
         rows = np.sort(rng.choice(len(pool), n, replace=n > len(pool)))
         sample = pool.subset(rows)
-        diagnoser.diagnose(sample)  # warm-up
-        runs = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            diagnoser.diagnose(sample)
-            runs.append(time.perf_counter() - start)
-        timings[str(n)] = float(np.median(runs))
+        timings[str(n)] = median_seconds(lambda sample=sample: diagnoser.diagnose(sample), repeats)
     return timings
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._harness import Table, caption
+
 HEADLINE = "shift-calibrated"  # the estimator a warm check shows first
 SHOWN = "shown by a check"  # what a check shows first given its diagnosis (``_estimate_score.SHOWN``)
 TARGETS = {"coverage": 0.85, "mae": 0.04, "max_kind_mae": 0.08}  # held-out families at the largest n
@@ -69,15 +71,12 @@ def markdown(result: dict[str, Any]) -> str:
                   f"{_points(goal['mae_se'])} (<= 4: {'met' if met['mae'] else 'missed'}), worst kind "
                   f"{goal['worst_kind']} {_points(goal['worst_kind_mae'])} (<= 8: "
                   f"{'met' if met['max_kind_mae'] else 'missed'}).", ""]
-    lines += ["| estimator | " + " | ".join(f"n={size}: MAE / coverage / flagged" for size in sizes) + " |",
-              "|---" * (len(sizes) + 1) + "|"]
-    for name in names:
-        cells = []
-        for size in sizes:
-            held = draws[size][name].get("held_out", {})
-            cells.append(f"{_points(held.get('mae'))} ± {_points(held.get('mae_se'))} / "
-                         f"{_points(held.get('coverage'), 0)} % / {_points(held.get('extrapolation'), 0)} %")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    held_out = caption("Held-out shifts", n=[int(size) for size in sizes],
+                       trials=f"{result.get('trials', '?')} draws per shift and size",
+                       standard_error="± one standard error", machine_record=result["machine"])
+    lines.append(Table(("estimator", *(f"n={size}: MAE / coverage / flagged" for size in sizes)),
+                       [(name, *(_held_out_cell(draws[size][name].get("held_out", {})) for size in sizes))
+                        for name in names], held_out).markdown())
     lines += _group_lines(draws, names, sizes)
     lines += _kind_lines(draws, sizes)
     lines += _family_lines(result["summary"], names)
@@ -100,6 +99,15 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _held_out_cell(held: dict[str, Any]) -> str:
+    return f"{_points(held.get('mae'))} ± {_points(held.get('mae_se'))} / {_flagged_cell(held)}"
+
+
+def _flagged_cell(cell: dict[str, Any]) -> str:
+    """Coverage and share flagged as an extrapolation, in percent."""
+    return f"{_points(cell.get('coverage'), 0)} % / {_points(cell.get('extrapolation'), 0)} %"
+
+
 def _group_lines(draws: dict[str, Any], names: list[str], sizes: list[str]) -> list[str]:
     if not sizes:
         return []
@@ -108,17 +116,16 @@ def _group_lines(draws: dict[str, Any], names: list[str], sizes: list[str]) -> l
     labels = {"bank": "bank kinds, family held out", "new": "new kinds (geometry, capture)",
               "external": "external (independent code)", "compound": "compounds (whole bank)",
               "clean": "clean"}
-    lines = ["", f"By group at n = {size} (MAE / coverage of the draw's accuracy / of the stream's / "
-             "mean width, points):", "", "| estimator | " + " | ".join(labels[g] for g in groups) + " |",
-             "|---" * (len(groups) + 1) + "|"]
-    for name in names:
-        cells = []
-        for group in groups:
-            cell = draws[size][name].get(group)
-            cells.append("-" if not cell else f"{_points(cell['mae'])} / {_points(cell['coverage'], 0)} % / "
-                         f"{_points(cell['stream_coverage'], 0)} % / {_points(cell['width'], 0)}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
+
+    def cell(group: dict[str, Any] | None) -> str:
+        return "-" if not group else (f"{_points(group['mae'])} / {_points(group['coverage'], 0)} % / "
+                                      f"{_points(group['stream_coverage'], 0)} % / "
+                                      f"{_points(group['width'], 0)}")
+
+    return ["", Table(("estimator", *(labels[g] for g in groups)),
+                      [(name, *(cell(draws[size][name].get(group)) for group in groups)) for name in names],
+                      f"By group at n = {size} (MAE / coverage of the draw's accuracy / of the stream's / "
+                      "mean width, points):").markdown()]
 
 
 def _kind_lines(draws: dict[str, Any], sizes: list[str]) -> list[str]:
@@ -127,56 +134,45 @@ def _kind_lines(draws: dict[str, Any], sizes: list[str]) -> list[str]:
     size = sizes[-1]
     names = [name for name in (HEADLINE, SHOWN) if name in draws[size]]
     kinds = draws[size][HEADLINE].get("by_kind", {})
-    lines = ["", f"Held-out kinds at n = {size} (severities pooled): MAE / coverage / share flagged as an "
-             "extrapolation, for " + " and ".join(names) + ":", "",
-             "| kind | " + " | ".join(names) + " | draws |", "|---" * (len(names) + 2) + "|"]
-    for kind, cell in sorted(kinds.items(), key=lambda item: -item[1]["mae"]):
-        cells = [draws[size][name]["by_kind"][kind] for name in names]
-        lines.append(f"| {kind} | " + " | ".join(
-            f"{_points(c['mae'])} / {_points(c['coverage'], 0)} % / {_points(c['extrapolation'], 0)} %"
-            for c in cells) + f" | {cell['draws']} |")
-    return lines
+    rows = [(kind, *(f"{_points(c['mae'])} / {_flagged_cell(c)}"
+                     for c in (draws[size][name]["by_kind"][kind] for name in names)), cell["draws"])
+            for kind, cell in sorted(kinds.items(), key=lambda item: -item[1]["mae"])]
+    return ["", Table(("kind", *names, "draws"), rows,
+                      f"Held-out kinds at n = {size} (severities pooled): MAE / coverage / share flagged as "
+                      "an extrapolation, for " + " and ".join(names) + ":").markdown()]
 
 
 def _family_lines(summary: dict[str, Any], names: list[str]) -> list[str]:
     families = sorted({family for name in names for family in summary[name]["families"]})
     if not families:
         return []
-    lines = ["", "Whole pool, MAE per bank family, scored by fits without that family (points):", "",
-             "| estimator | " + " | ".join(families) + " | new kinds | external | compound |",
-             "|---" * (len(families) + 4) + "|"]
-    for name in names:
-        entry = summary[name]
-        cells = [_points(entry["families"].get(family, {}).get("mae")) for family in families]
-        cells += [_points(entry.get(group, {}).get("mae")) for group in ("new", "external", "compound")]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return lines
+    others = ("new", "external", "compound")
+    rows = [(name, *(_points(summary[name]["families"].get(family, {}).get("mae")) for family in families),
+             *(_points(summary[name].get(group, {}).get("mae")) for group in others)) for name in names]
+    title = "Whole pool, MAE per bank family, scored by fits without that family (points):"
+    return ["", Table(("estimator", *families, "new kinds", "external", "compound"), rows, title).markdown()]
 
 
 def _ablation_lines(ablate: dict[str, Any] | None) -> list[str]:
     if not ablate:
         return []
     size = ablate["size"]
-    lines = ["", f"What each part of pm-atc adds (MAE in points; whole pool over {ablate['shifts']} bank "
-             f"shifts, and {ablate['trials']} draws of n = {size} per shift; new and external kinds: whole "
-             "pool):", "", f"| variant | MAE | MAE n={size} | MAE new kinds |", "|---|---|---|---|"]
-    for label, value in ablate["variants"].items():
-        lines.append(f"| {label} | {_points(value['mae'])} | {_points(value[f'mae_n{size}'])} | "
-                     f"{_points(value['mae_new_kinds'])} |")
-    return lines
+    rows = [(label, _points(value["mae"]), _points(value[f"mae_n{size}"]),
+             _points(value["mae_new_kinds"])) for label, value in ablate["variants"].items()]
+    return ["", Table(("variant", "MAE", f"MAE n={size}", "MAE new kinds"), rows,
+                      f"What each part of pm-atc adds (MAE in points; whole pool over {ablate['shifts']} "
+                      f"bank shifts, and {ablate['trials']} draws of n = {size} per shift; new and external "
+                      "kinds: whole pool):").markdown()]
 
 
 def _label_shift_lines(rows: list[dict[str, Any]] | None, names: list[str]) -> list[str]:
     if not rows:
         return []
     names = [name for name in names if name in rows[0]["estimates"]]
-    lines = ["", "Label shift (only the listed classes kept; true vs estimated accuracy, points):", "",
-             "| shift | classes | n | true | " + " | ".join(names) + " |", "|---" * (len(names) + 4) + "|"]
-    for row in rows:
-        lines.append(f"| {row['shift']} | {','.join(map(str, row['classes']))} | {row['n']} | "
-                     f"{_points(row['true'])} | "
-                     + " | ".join(_points(row["estimates"][name]) for name in names) + " |")
-    return lines
+    cells = [(row["shift"], ",".join(map(str, row["classes"])), row["n"], _points(row["true"]),
+              *(_points(row["estimates"][name]) for name in names)) for row in rows]
+    title = "Label shift (only the listed classes kept; true vs estimated accuracy, points):"
+    return ["", Table(("shift", "classes", "n", "true", *names), cells, title).markdown()]
 
 
 def scatter(result: dict[str, Any], path: Path) -> Path:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._harness import median_seconds
 from benchmarks._labelfree_views import LabelFreeViews, shift_family, shift_kind
 from zeal_core.progress import ProgressCallback, report
 
@@ -201,13 +202,8 @@ def speed(views: LabelFreeViews, names: Sequence[str], seed: int, repeats: int =
         timings = {}
         for n in (100, 1000):
             sample = large.subset(np.arange(n))
-            estimator.estimate(sample)  # warm-up
-            times = []
-            for _ in range(repeats):
-                begin = time.perf_counter()
-                estimator.estimate(sample)
-                times.append(time.perf_counter() - begin)
-            timings[f"estimate_ms_n{n}"] = round(1000 * float(np.median(times)), 1)
+            seconds = median_seconds(lambda sample=sample, fitted=estimator: fitted.estimate(sample), repeats)
+            timings[f"estimate_ms_n{n}"] = round(1000 * seconds, 1)
         out[name] = {"fit_seconds": round(fit_seconds, 3), "bootstrap": estimator.bootstrap, **timings}
     return out
 

@@ -8,13 +8,13 @@
   capture), ``external`` shifts (``benchmarks._external_shifts``: an independent PIL/numpy implementation,
   never fitted) and ``compound`` shifts (two corruptions at once).
 
-Embeddings are cached per shift (logits, labels, float16 features) under
-``<state>/bench_labelfree/<model version>/``, so a rerun only re-scores, and a new shift only embeds itself.
+Embeddings are cached per shift in the benchmarks' embedding cache (``benchmarks._embedding_cache``: keyed by
+weights, data, image positions, shift and seed; features rounded to float16, probabilities recomputed from
+the logits), so a rerun only re-scores, and a new shift only embeds itself.
 """
 
 from __future__ import annotations
 
-import io
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._embedding_cache import EmbeddingCache
 from benchmarks._external_shifts import EXTERNAL_SHIFTS, apply_external, external_text, parse_external
 from zeal_core.progress import ProgressCallback, report
 
@@ -95,11 +96,6 @@ def right_families(text: str) -> tuple[str, ...]:
     return (shift_family(text),)
 
 
-def _cache_file(cache: Path, part: str, text: str, n: int, seed: int) -> Path:
-    safe = text.replace(":", "-").replace("/", "_").replace("+", "_")
-    return cache / f"{part}-{n}-{seed}-{safe}.npz"
-
-
 def embeddings_from_logits(logits: np.ndarray, labels: np.ndarray, features: np.ndarray) -> Any:
     """Embeddings with probabilities and predictions recomputed from float32 logits."""
     from zeal_core.embed import Embeddings
@@ -113,21 +109,11 @@ def embeddings_from_logits(logits: np.ndarray, labels: np.ndarray, features: np.
                       indices=np.arange(len(logits)), logits=logits)
 
 
-def cached_embeddings(path: Path, make: Any) -> Any:
-    """Embeddings from ``path``, or ``make()`` saved there (logits, labels, float16 features)."""
-    from zeal_core.fileio import atomic_write_bytes
-
-    if path.exists():
-        with np.load(path) as data:
-            return embeddings_from_logits(data["logits"], data["labels"], data["features"])
-    embeddings = make()
-    buffer = io.BytesIO()
-    np.savez(buffer, logits=embeddings.logits, labels=embeddings.labels,
-             features=embeddings.features.astype(np.float16))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buffer.getvalue())
-    return embeddings_from_logits(embeddings.logits, embeddings.labels,
-                                  embeddings.features.astype(np.float16))
+def rounded(embeddings: Any) -> Any:
+    """``embeddings`` as the views keep them: float16-rounded features, probabilities from the logits (a
+    first run and a cached rerun score exactly the same numbers)."""
+    features = embeddings.features.astype(np.float16)
+    return embeddings_from_logits(embeddings.logits, embeddings.labels, features)
 
 
 def pool_shifts(bank_kinds: Sequence[str], new_kinds: Sequence[str], severities: Sequence[float],
@@ -146,11 +132,12 @@ def build_views(dataset_name: str, version: str | None, *, bank_kinds: Sequence[
                 compounds: Sequence[str] = COMPOUNDS, severities: Sequence[float] = SEVERITIES,
                 pool_severities: Sequence[float] | None = None, reference_n: int = 500, pool_n: int = 1000,
                 seed: int = 0, device: str = "auto", with_pool: bool = True,
-                progress: ProgressCallback | None = None) -> LabelFreeViews | str:
+                progress: ProgressCallback | None = None, cache: Path | None = None) -> LabelFreeViews | str:
     """Embed reference, bank and shifted pool (cached); a string says why the dataset is skipped.
 
     ``with_pool=False`` embeds the reference and the bank only (the pool is then the clean pool alone);
-    ``pool_severities`` (default: ``severities``) are the levels the pool is scored at.
+    ``pool_severities`` (default: ``severities``) are the levels the pool is scored at; ``cache`` is the
+    ``--cache`` folder of ``benchmarks._embedding_cache`` (default: the state folder).
     """
     import time
 
@@ -184,7 +171,7 @@ def build_views(dataset_name: str, version: str | None, *, bank_kinds: Sequence[
     reference_rows = draw_positions(len(images), min(reference_n, half), seed=seed, part="reference")
     pool_rows = draw_positions(len(images), min(pool_n, len(images) - half), seed=seed, part="sample")
     reference_rows, pool_rows = reference_rows[keep[reference_rows]], pool_rows[keep[pool_rows]]
-    cache = paths.state_dir() / "bench_labelfree" / card.version
+    store = EmbeddingCache.for_model(card, dataset, torch_device, cache)
 
     def embed(part: str, rows: np.ndarray, text: str, spec_seed: int) -> Any:
         def make() -> Any:
@@ -194,10 +181,10 @@ def build_views(dataset_name: str, version: str | None, *, bank_kinds: Sequence[
                 batch = apply_external(batch, named[0], named[1], seed=spec_seed)
             elif text != "clean":
                 batch = DriftSpec.parse(text).apply(batch, seed=spec_seed)
-            return compute_embeddings(model, card.model_config, batch, torch_device,
-                                      labels=model_labels[rows])
+            return rounded(compute_embeddings(model, card.model_config, batch, torch_device,
+                                              labels=model_labels[rows]))
 
-        return cached_embeddings(_cache_file(cache, part, text, len(rows), spec_seed), make)
+        return store.one(rows, text, spec_seed, make)
 
     start = time.perf_counter()
     reference = embed("reference", reference_rows, "clean", seed)
@@ -219,7 +206,50 @@ def build_views(dataset_name: str, version: str | None, *, bank_kinds: Sequence[
     info = {"dataset": dataset_name, "version": card.version, "image_size": card.model_config.image_size,
             "classes": card.model_config.num_classes, "reference_n": len(reference_rows),
             "pool_n": len(pool_rows), "bank_shifts": len(bank), "reference_accuracy": reference.accuracy,
-            "clean_pool_accuracy": pool.accuracy, "embed_seconds": round(time.perf_counter() - start, 1)}
+            "clean_pool_accuracy": pool.accuracy, "embed_seconds": round(time.perf_counter() - start, 1),
+            "embedding_cache": store.summary()}
     return LabelFreeViews(reference=reference, bank=tuple(bank), pool=pool, shifted=shifted_pool,
                           groups=groups, class_names=tuple(card.class_names or dataset.class_names),
                           info=info)
+
+
+DATASETS = ("digits", "imagenette")
+
+
+def add_view_arguments(parser: Any) -> None:
+    """The options of ``bench estimate`` and ``bench diagnose`` that choose the model, bank and pool."""
+    from benchmarks._harness import listed
+
+    parser.add_argument("--datasets", type=listed(str), default=DATASETS,
+                        help="comma-separated (default digits,imagenette)")
+    parser.add_argument("--model", action="append", default=[], metavar="DATASET=VERSION",
+                        help="model version per dataset (default: the latest registered for it)")
+    parser.add_argument("--kinds", type=listed(str), default=None,
+                        help="bank kinds, comma-separated (default: the ImageNet-C corruptions)")
+    parser.add_argument("--new-kinds", type=listed(str), default=None,
+                        help="registered kinds never in a bank (default: those outside ImageNet-C)")
+    parser.add_argument("--external", type=listed(str), default=None,
+                        help="independent-implementation shifts (default: all of _external_shifts)")
+    parser.add_argument("--compounds", type=listed(str), default=COMPOUNDS, help="two-kind specs")
+    parser.add_argument("--severities", type=listed(float), default=SEVERITIES, help="comma-separated")
+    parser.add_argument("--pool-severities", type=listed(float), default=None,
+                        help="levels the pool is scored at (default: --severities)")
+    parser.add_argument("--reference-n", type=int, default=500,
+                        help="reference images: fit and bank (capped at the half)")
+    parser.add_argument("--pool-n", type=int, default=1000,
+                        help="sample-pool images embedded per shift (capped at the half)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (embedding)")
+
+
+def views_for(dataset_name: str, args: Any, progress: ProgressCallback | None = None,
+              **overrides: Any) -> LabelFreeViews | str:
+    """``build_views`` with the options of ``add_view_arguments`` (and ``--cache``); ``overrides`` replace
+    some (e.g. ``pool_n``, ``with_pool``)."""
+    versions = dict(item.split("=", 1) for item in args.model)
+    options = {"bank_kinds": args.kinds, "new_kinds": args.new_kinds, "external": args.external,
+               "compounds": args.compounds, "severities": args.severities,
+               "pool_severities": args.pool_severities, "reference_n": args.reference_n,
+               "pool_n": args.pool_n, "seed": args.seed, "device": args.device, "progress": progress,
+               "cache": getattr(args, "cache", None)}
+    return build_views(dataset_name, versions.get(dataset_name), **(options | overrides))

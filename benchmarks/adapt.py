@@ -18,10 +18,11 @@ images per corruption (a seeded draw each), batches of ``--batch-size``, on the 
   longest run of batches below the source.
 
 ``source`` is the model without adaptation. Streams are cached (``_adapt_streams``) under
-``--cache`` (default ``$ZEAL_STATE_DIR/bench_adapt``). Results go to stdout (``--json``) and, with
-``--save PATH``, to a JSON file. Run under ``nice``: it is hours of CPU for Imagenette at the default
+``--cache DIR`` (the harness's option of every benchmark: ``DIR/bench_adapt``; default
+``$ZEAL_STATE_DIR/bench_adapt``). Results go to stdout (``--json``) and, with
+``--out PATH``, to a JSON file. Run under ``nice``: it is hours of CPU for Imagenette at the default
 ``--n``; a shorter stream reuses the first images of a longer cached one. On a shared machine run one
-setting per process (``--settings``, ``--save``) and join the parts with ``python -m
+setting per process (``--settings``, ``--out``) and join the parts with ``python -m
 benchmarks._adapt_join`` (targets over all settings, paired differences per batch).
 """
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import logging
 import math
 import time
@@ -40,7 +40,7 @@ import torch
 
 from benchmarks import script_main
 from benchmarks._adapt_streams import Stream, batches, build_stream, interleave
-from benchmarks._harness import machine
+from benchmarks._harness import listed, machine
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,6 @@ STRATEGIES = ("source", "bn-adapt", "tent/plain", "tent", "roid")
 SETTINGS = ("continual", "mixed", "episodic")
 # The literature's table (ImageNet-C severity 5, ResNet-50, error %), for docs/retraining.md.
 LITERATURE = {"source": 82.0, "bn-adapt": 68.6, "tent": 62.6, "eata": 58.0, "roid": 54.5, "tent mixed": 86.4}
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -71,19 +67,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="imagenette", help="digits or imagenette")
     parser.add_argument("--model", default=None, help="model version (default: the latest for the dataset)")
     parser.add_argument("--models-dir", default=None, help="model registry folder (default ZEAL_MODELS_DIR)")
-    parser.add_argument("--corruptions", type=_csv, default=IMAGENET_C, help="comma-separated (default: 15)")
+    parser.add_argument("--corruptions", type=listed(), default=IMAGENET_C,
+                        help="comma-separated (default: 15)")
     parser.add_argument("--severity", type=float, default=5.0)
     parser.add_argument("--n", type=int, default=1024, help="validation images per corruption stream")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seeds", type=lambda text: tuple(int(v) for v in _csv(text)), default=(0,))
-    parser.add_argument("--strategies", type=_csv, default=STRATEGIES,
+    parser.add_argument("--seeds", type=listed(int), default=(0,))
+    parser.add_argument("--strategies", type=listed(), default=STRATEGIES,
                         help="comma-separated; 'source' is the model without adaptation")
-    parser.add_argument("--settings", type=_csv, default=SETTINGS, help="continual, mixed, episodic")
+    parser.add_argument("--settings", type=listed(), default=SETTINGS, help="continual, mixed, episodic")
     parser.add_argument("--max-clean-drop", type=float, default=0.02, help="the guard's clean margin (share)")
     parser.add_argument("--no-gate", action="store_true",
                         help="continual runs without the shift gate and the clean check (an ablation)")
-    parser.add_argument("--cache", default=None, help="stream cache folder")
-    parser.add_argument("--save", default=None, help="also write the result to this JSON file")
     parser.add_argument("--device", default="cpu")
 
 
@@ -380,7 +375,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from zeal_core.errors import ConfigError
 
         raise ConfigError(f"unknown settings {sorted(unknown)}: use {list(SETTINGS)}")
-    args.cache = args.cache or str(paths.state_dir() / "bench_adapt")
+    args.cache = str((Path(args.cache) if args.cache else paths.state_dir()) / "bench_adapt")
     device = resolve_device(args.device)
     source, card, dataset = load_source(args, device)
     start = time.perf_counter()
@@ -400,9 +395,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": time.perf_counter() - start,
         "per_seed": {str(seed): _strip(result) for seed, result in seeds.items()},
     }
-    if args.save:
-        Path(args.save).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.save).write_text(json.dumps(result, indent=1, default=str))
     return result
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import script_main
+from benchmarks._harness import Table, caption, machine, tables
 from zeal_core.corruptions import apply, list_corruptions
 from zeal_core.corruptions.metrics import ssim
 from zeal_core.device import describe_device, resolve_device
@@ -175,6 +176,7 @@ def run_corruption_benchmark(
         result["validation"] = {
             str(side): validation_table(shim, chosen, validate_n, side, progress) for side in validate_sizes
         }
+    result["machine"] = machine()
     result["markdown"] = format_markdown(result)
     return result
 
@@ -201,29 +203,27 @@ def validation_table(shim: Any, names: list[str], n: int, size: int,
 
 def format_markdown(result: dict[str, Any]) -> str:
     """The speed table and (when present) the SSIM tables as markdown."""
-    lines = []
+    blocks: list[Table | str] = []
     if result["rows"]:
-        lines = [f"Speed, {result['n']} images ({result['images']}), severity {result['severity']}, "
-                 f"{result['device']}:", "",
-                 "| corruption | ours img/s | reference img/s | speed-up |", "|---|---:|---:|---:|"]
-    for row in result["rows"]:
-        ref = row.get("reference_images_per_s", "-")
-        speedup = row.get("speedup", "-")
-        lines.append(f"| {row['name']} | {row['ours_images_per_s']:.0f} | {ref} | {speedup} |")
+        blocks.append(Table(("corruption", "ours img/s", "reference img/s", "speed-up"), [
+            (row["name"], f"{row['ours_images_per_s']:.0f}", row.get("reference_images_per_s", "-"),
+             row.get("speedup", "-")) for row in result["rows"]], caption(
+            f"Speed, {result['images']}, severity {result['severity']}, {result['device']}", n=result["n"],
+            machine_record=result.get("machine")), align="lrrr"))
     if "mean_speedup" in result:
-        lines += ["", f"mean speed-up {result['mean_speedup']}x "
-                      f"(geometric {result['geometric_mean_speedup']}x), minimum {result['min_speedup']}x"]
+        blocks.append(f"mean speed-up {result['mean_speedup']}x (geometric "
+                      f"{result['geometric_mean_speedup']}x), minimum {result['min_speedup']}x")
     for size, table in result.get("validation", {}).items():
-        lines += ["", f"Mean SSIM to clean at {size} px, ours / reference (difference):", "",
-                  "| corruption | 1 | 2 | 3 | 4 | 5 |", "|---|---|---|---|---|---|"]
         by_name: dict[str, list[str]] = {}
         for entry in table:
             flag = " !" if abs(entry["difference"]) > SSIM_TOLERANCE else ""
             by_name.setdefault(entry["name"], []).append(
                 f"{entry['ours_ssim']:.3f} / {entry['reference_ssim']:.3f} "
                 f"({entry['difference']:+.3f}){flag}")
-        lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in by_name.items()]
-    return "\n".join(lines)
+        blocks.append(Table(("corruption", "1", "2", "3", "4", "5"),
+                            [(name, *cells) for name, cells in by_name.items()],
+                            f"Mean SSIM to clean at {size} px, ours / reference (difference):"))
+    return tables(*blocks)
 
 
 def _handler(args: argparse.Namespace) -> dict[str, Any]:

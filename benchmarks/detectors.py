@@ -28,24 +28,20 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks import script_main
+from benchmarks._embedding_cache import EmbeddingCache
+from benchmarks._harness import Table, caption, listed, machine, tables
 from zeal_core.progress import ProgressCallback, report
 
 SIZES = (10, 20, 50, 100, 200, 500, 1000)  # sample sizes of the Failing Loudly tables
 CORRUPTIONS = ("gaussian_noise", "defocus_blur", "contrast")  # one each of noise, blur, digital
 SEVERITIES = (1.0, 3.0, 5.0)
 FRACTIONS = (0.1, 0.5, 1.0)
-
-
-def _csv(kind: type) -> Any:
-    def parse(text: str) -> tuple:
-        return tuple(kind(part) for part in text.split(",") if part.strip())
-
-    return parse
 
 
 def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -63,11 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="digits", help="dataset for --source model (default digits)")
     parser.add_argument("--model", default=None, help="model version (default: latest for the dataset; "
                         "trains a digits model if there is none)")
-    parser.add_argument("--detectors", type=_csv(str), default=None, help="comma-separated (default all)")
-    parser.add_argument("--sizes", type=_csv(int), default=SIZES, help="comma-separated sample sizes")
-    parser.add_argument("--corruptions", type=_csv(str), default=CORRUPTIONS, help="comma-separated")
-    parser.add_argument("--severities", type=_csv(float), default=SEVERITIES, help="comma-separated")
-    parser.add_argument("--fractions", type=_csv(float), default=FRACTIONS, help="comma-separated")
+    parser.add_argument("--detectors", type=listed(str), default=None, help="comma-separated (default all)")
+    parser.add_argument("--sizes", type=listed(int), default=SIZES, help="comma-separated sample sizes")
+    parser.add_argument("--corruptions", type=listed(str), default=CORRUPTIONS, help="comma-separated")
+    parser.add_argument("--severities", type=listed(float), default=SEVERITIES, help="comma-separated")
+    parser.add_argument("--fractions", type=listed(float), default=FRACTIONS, help="comma-separated")
     parser.add_argument("--null-trials", type=int, default=100, help="no-drift trials per size (default 100)")
     parser.add_argument("--trials", type=int, default=20, help="trials per drift cell (default 20)")
     parser.add_argument("--permutations", type=int, default=500, help="MMD permutations in the grid")
@@ -118,8 +114,10 @@ def grid_options(names: Sequence[str], permutations: int, device: str) -> dict[s
 
 
 def _model_features(dataset_name: str, version: str | None, drifts: list[tuple[str, float]], device: str,
-                    progress: ProgressCallback | None) -> tuple[dict[Any, Any], dict[str, Any]]:
-    """Clean and fully-corrupted embeddings of the whole validation split, keyed by None or (name, sev)."""
+                    progress: ProgressCallback | None, cache: Path | None = None
+                    ) -> tuple[dict[Any, Any], dict[str, Any]]:
+    """Clean and fully-corrupted embeddings of the whole validation split, keyed by None or (name, sev);
+    read back from the embedding cache (``--cache``) when a run embedded them before."""
     import torch
 
     from zeal_core.corruptions import DriftSpec
@@ -132,16 +130,21 @@ def _model_features(dataset_name: str, version: str | None, drifts: list[tuple[s
     torch_device = resolve_device(device)
     dataset = load_dataset(dataset_name)
     images, labels = dataset.split("val")
+    store = EmbeddingCache.for_model(card, dataset, torch_device, cache)
     features: dict[Any, Any] = {}
     for index, drift in enumerate([None, *drifts]):
-        batch = images.to(torch_device)
-        if drift is not None:
-            batch = DriftSpec(steps=(drift,), fraction=1.0).apply(batch, seed=index)
-        with torch.inference_mode():
-            features[drift] = compute_embeddings(model, card.model_config, batch, torch_device, labels=labels)
+        spec = DriftSpec(steps=(drift,), fraction=1.0) if drift is not None else DriftSpec(steps=())
+
+        def embed(spec: DriftSpec = spec, index: int = index) -> Any:
+            batch = spec.apply(images.to(torch_device), seed=index) if spec.steps else images.to(torch_device)
+            with torch.inference_mode():
+                return compute_embeddings(model, card.model_config, batch, torch_device, labels=labels)
+
+        features[drift] = store.one(np.arange(len(images)), spec.text, index, embed)
         report(progress, "embed", index + 1, len(drifts) + 1, f"embedded {drift or 'clean'}")
     clean = features[None]
     info = {"version": version, "dataset": dataset_name, "val_images": len(clean),
+            "embedding_cache": store.summary(),
             "clean_accuracy": clean.accuracy,
             "accuracy": {f"{name}:{severity:g}": features[(name, severity)].accuracy
                          for name, severity in drifts}}
@@ -255,25 +258,24 @@ def run_grid(features: dict[Any, Any], detectors: Sequence[str], sizes: Sequence
             "detector_seconds": {name: round(value, 2) for name, value in timing.items()}}
 
 
-def grid_markdown(grid: dict[str, Any]) -> str:
+def grid_markdown(grid: dict[str, Any], machine_record: dict[str, Any] | None = None) -> str:
     """The grid as markdown: one FPR table, and one detection table per drift cell."""
     sizes = grid["sizes"]
-    head = "| detector | " + " | ".join(f"n={size}" for size in sizes) + " |"
-    rule = "|---" * (len(sizes) + 1) + "|"
+    head = ("detector", *(f"n={size}" for size in sizes))
     alpha, null_trials = grid.get("alpha", 0.05), grid["null_trials"]
     # Binomial standard error of a calibrated detector's rate: how far a cell may stray from alpha by chance.
     spread = (alpha * (1 - alpha) / max(null_trials, 1)) ** 0.5
-    lines = [f"False-positive rate at alpha {alpha:g}, clean vs clean ({null_trials} trials per size, so a "
-             f"calibrated detector's rate has a standard error of {spread:.3f}; reference "
-             f"n={grid['reference_size']}):", "", head, rule]
-    for name, rates in grid["false_positive_rate"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{rates[size]:.3f}" for size in sizes) + " |")
+    blocks = [Table(head, [(name, *(f"{rates[size]:.3f}" for size in sizes))
+                           for name, rates in grid["false_positive_rate"].items()], caption(
+        f"False-positive rate at alpha {alpha:g}, clean vs clean; reference n={grid['reference_size']}",
+        trials=f"{null_trials} trials per size",
+        standard_error=f"a calibrated detector's rate has a standard error of {spread:.3f}",
+        machine_record=machine_record))]
     drifts = sorted({label for rates in grid["detection_rate"].values() for label in rates})
-    for label in drifts:
-        lines += ["", f"Detection rate, {label} ({grid['trials']} trials):", "", head, rule]
-        for name, cells in grid["detection_rate"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{cells[label][size]:.2f}" for size in sizes) + " |")
-    return "\n".join(lines)
+    blocks += [Table(head, [(name, *(f"{cells[label][size]:.2f}" for size in sizes))
+                            for name, cells in grid["detection_rate"].items()],
+                     caption(f"Detection rate, {label}", trials=grid["trials"])) for label in drifts]
+    return tables(*blocks)
 
 
 # Speed ------------------------------------------------------------------------------------------------------
@@ -416,12 +418,13 @@ def bench_detectors(args: argparse.Namespace, progress: ProgressCallback | None 
         cells = [(name, severity, float(fraction)) for name, severity in drift_pairs
                  for fraction in args.fractions]
         if args.source == "model":
-            features, info = _model_features(args.dataset, args.model, drift_pairs, device, progress)
+            features, info = _model_features(args.dataset, args.model, drift_pairs, device, progress,
+                                             getattr(args, "cache", None))
         else:
             features, info = _synthetic_features(drift_pairs, args.seed)
         grid = run_grid(features, detectors, args.sizes, cells, args.null_trials, args.trials, args.alpha,
                         args.permutations, args.seed, device, progress)
-        output.update({"features": info, "grid": grid, "table": grid_markdown(grid)})
+        output.update({"features": info, "grid": grid, "markdown": grid_markdown(grid, machine())})
     if not args.skip_speed:
         reference, sample = speed_data()  # one case for every kernel detector, in this one process
         speed: dict[str, Any] = {}
@@ -445,8 +448,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _show(result: dict[str, Any]) -> None:
-    if "table" in result:
-        print(result["table"], file=sys.stderr)
+    if "markdown" in result:
+        print(result["markdown"], file=sys.stderr)
     print(json.dumps(result, default=str, indent=1))
 
 

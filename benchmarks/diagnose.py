@@ -16,8 +16,10 @@ so at n close to the pool size the standard errors are too small).
   subsets ("no drift"); label shift with Dirichlet(``--dirichlet``) class priors (BBSE L1, verdicts, how
   often the assumption check rejects a real label shift); partial drifts; speed.
 
-Writes ``reports/bench/diagnose_<dataset>.json`` / ``.md`` / ``_confusion.png`` (``--out``); embeddings are
-cached under ``<state>/bench_labelfree/<version>/``.
+``--out PATH`` writes the JSON result to ``PATH``, the tables to ``PATH`` with ``.md`` and one confusion
+matrix per dataset beside them (``<stem>_<dataset>_confusion.png``), e.g. ``--datasets digits --out
+reports/bench/diagnose_digits.json``; embeddings are cached (``benchmarks._embedding_cache``, under
+``--cache``).
 
 Run: ``python -m benchmarks diagnose --json`` (or ``python -m benchmarks.diagnose``).
 """
@@ -25,11 +27,9 @@ Run: ``python -m benchmarks diagnose --json`` (or ``python -m benchmarks.diagnos
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,12 +48,11 @@ from benchmarks._diagnose_score import (
     score_unseen,
     speed,
 )
-from benchmarks._harness import machine
-from benchmarks._labelfree_views import COMPOUNDS, SEVERITIES, build_views
+from benchmarks._harness import beside, listed, machine
+from benchmarks._labelfree_views import add_view_arguments, views_for
 from zeal_core.progress import ProgressCallback, report
 
 SIZES = (50, 100, 200, 500)
-DATASETS = ("digits", "imagenette")
 LABEL_SIZES = (100, 200, 500)
 HELD_OUT_SIZES = (100, 200)
 SPEED_SIZES = (100, 500, 1000)
@@ -62,13 +61,6 @@ FRACTION_SEVERITIES = (3.0, 5.0)
 
 __all__ = ["bench_dataset", "bench_diagnose", "confusion_figure", "draw_label_shifted", "markdown",
            "score_clean", "score_corruptions", "score_label_shift", "targets"]
-
-
-def _csv(kind: type) -> Any:
-    def parse(text: str) -> tuple:
-        return tuple(kind(part) for part in text.split(",") if part.strip())
-
-    return parse
 
 
 def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -82,43 +74,26 @@ def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options (shared by the ``bench`` action and ``python -m``)."""
-    parser.add_argument("--datasets", type=_csv(str), default=DATASETS, help="comma-separated")
-    parser.add_argument("--model", action="append", default=[], metavar="DATASET=VERSION",
-                        help="model version per dataset (default: the latest registered for it)")
-    parser.add_argument("--kinds", type=_csv(str), default=None,
-                        help="bank kinds, comma-separated (default: the ImageNet-C corruptions)")
-    parser.add_argument("--new-kinds", type=_csv(str), default=None,
-                        help="registered kinds never in a bank (default: those outside ImageNet-C)")
-    parser.add_argument("--external", type=_csv(str), default=None,
-                        help="independent-implementation shifts (default: all of _external_shifts)")
-    parser.add_argument("--compounds", type=_csv(str), default=COMPOUNDS, help="two-kind specs")
-    parser.add_argument("--severities", type=_csv(float), default=SEVERITIES)
-    parser.add_argument("--pool-severities", type=_csv(float), default=None,
-                        help="levels the pool is scored at (default: --severities)")
-    parser.add_argument("--sizes", type=_csv(int), default=SIZES,
+    add_view_arguments(parser)
+    parser.add_argument("--sizes", type=listed(int), default=SIZES,
                         help="known-kind sample sizes (those above the pool are skipped)")
-    parser.add_argument("--reference-n", type=int, default=500, help="reference images (fit + bank)")
-    parser.add_argument("--pool-n", type=int, default=1000, help="sample-pool images embedded per shift")
     parser.add_argument("--trials", type=int, default=10, help="subsets per kind x severity x size")
     parser.add_argument("--clean-trials", type=int, default=200, help="clean subsets per size")
     parser.add_argument("--label-trials", type=int, default=100, help="label-shifted subsets per size")
-    parser.add_argument("--label-sizes", type=_csv(int), default=LABEL_SIZES)
+    parser.add_argument("--label-sizes", type=listed(int), default=LABEL_SIZES)
     parser.add_argument("--label-pool-n", type=int, default=1000,
                         help="clean sample-half images label-shift subsets are drawn from (one pass)")
     parser.add_argument("--dirichlet", type=float, default=1.0, help="concentration of the random priors")
-    parser.add_argument("--held-out-sizes", type=_csv(int), default=HELD_OUT_SIZES)
+    parser.add_argument("--held-out-sizes", type=listed(int), default=HELD_OUT_SIZES)
     parser.add_argument("--held-out-trials", type=int, default=5, help="subsets per held-out shift and size")
     parser.add_argument("--no-family-refits", action="store_true",
                         help="skip refitting without each family (the slow part)")
-    parser.add_argument("--fractions", type=_csv(float), default=FRACTIONS,
+    parser.add_argument("--fractions", type=listed(float), default=FRACTIONS,
                         help="shares of corrupted images for the partial-drift table")
     parser.add_argument("--fraction-trials", type=int, default=4, help="subsets per kind x severity x share")
     parser.add_argument("--diagnoser", default="signature")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="diagnoser option (JSON value), e.g. components=24")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (embedding only)")
-    parser.add_argument("--out", default="reports/bench", help="folder for the JSON/Markdown/PNG ('' = none)")
 
 
 def _options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -133,11 +108,7 @@ def bench_dataset(dataset: str, args: argparse.Namespace, progress: ProgressCall
     from zeal_core.diagnose import create_diagnoser
     from zeal_core.jsonable import to_jsonable
 
-    versions = dict(item.split("=", 1) for item in args.model)
-    views = build_views(dataset, versions.get(dataset), bank_kinds=args.kinds, new_kinds=args.new_kinds,
-                        external=args.external, compounds=args.compounds, severities=args.severities,
-                        pool_severities=args.pool_severities, reference_n=args.reference_n,
-                        pool_n=args.pool_n, seed=args.seed, device=args.device, progress=progress)
+    views = views_for(dataset, args, progress)
     if isinstance(views, str):
         return {"skipped": views}
     options = _options(args.option)
@@ -164,9 +135,7 @@ def bench_dataset(dataset: str, args: argparse.Namespace, progress: ProgressCall
     result["clean"] = score_clean(diagnoser, views.pool, sizes, args.clean_trials, rng)
     clean_pool = views.pool
     if args.label_pool_n > pool:  # a larger clean pool for large label-shift samples (no shifted copies)
-        larger = build_views(dataset, versions.get(dataset), bank_kinds=args.kinds,
-                             severities=args.severities, reference_n=args.reference_n,
-                             pool_n=args.label_pool_n, seed=args.seed, device=args.device, with_pool=False)
+        larger = views_for(dataset, args, None, pool_n=args.label_pool_n, with_pool=False)
         clean_pool = larger.pool if not isinstance(larger, str) else clean_pool
     label_sizes = [n for n in args.label_sizes if n <= len(clean_pool)]
     result["label_shift"] = score_label_shift(diagnoser, clean_pool, label_sizes, args.label_trials,
@@ -187,8 +156,9 @@ def bench_dataset(dataset: str, args: argparse.Namespace, progress: ProgressCall
 
 
 def bench_diagnose(args: argparse.Namespace, progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Run the benchmark on every dataset that can run; write the reports when ``--out`` is set."""
-    from zeal_core.fileio import atomic_write_bytes, atomic_write_text
+    """Run the benchmark on every dataset that can run; draw the confusion matrices when ``--out`` is set
+    (the harness writes the JSON and Markdown)."""
+    from zeal_core.fileio import atomic_write_bytes
 
     start = time.perf_counter()
     output: dict[str, Any] = {"datasets": {}, "skipped": {}}
@@ -199,12 +169,11 @@ def bench_diagnose(args: argparse.Namespace, progress: ProgressCallback | None =
             output["skipped"][dataset] = result["skipped"]
             continue
         output["datasets"][dataset] = result
-        if args.out:
-            folder = Path(args.out)
-            atomic_write_text(folder / f"diagnose_{dataset}.json", json.dumps(result, indent=1) + "\n")
-            atomic_write_text(folder / f"diagnose_{dataset}.md", result["markdown"])
-            atomic_write_bytes(folder / f"diagnose_{dataset}_confusion.png", confusion_figure(result))
+        if getattr(args, "out", None):
+            atomic_write_bytes(beside(args.out, f"_{dataset}_confusion.png"), confusion_figure(result))
     output["seconds"] = round(time.perf_counter() - start, 1)
+    output["markdown"] = "\n\n".join(f"## {name}\n\n{value['markdown']}"
+                                      for name, value in output["datasets"].items())
     return output
 
 

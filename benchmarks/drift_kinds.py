@@ -11,26 +11,23 @@ corruption and the average one, which a few severe corruptions such as fog and c
 median). Looser verdicts: ``in IQR`` (between their 25th and 75th percentiles), ``in range`` (between their
 minimum and maximum), else ``weaker`` / ``stronger``. The table marks every kind.
 
-Run: ``python -m benchmarks drift-kinds --dataset imagenette --n 1000 --report
-reports/bench/drift_kinds_imagenette`` (writes ``.json`` and ``.md``), or ``python -m
+Run: ``python -m benchmarks drift-kinds --dataset imagenette --n 1000 --out
+reports/bench/drift_kinds_imagenette.json`` (also writes the ``.md`` beside it), or ``python -m
 benchmarks.drift_kinds``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks import script_main
+from benchmarks._harness import Table, caption, listed, machine, tables
 from zeal_core.progress import ProgressCallback, report
 
 SEVERITIES = (1.0, 2.0, 3.0, 4.0, 5.0)
@@ -46,38 +43,19 @@ def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParse
     bench.set_defaults(handler=run)
 
 
-def _csv(kind: type) -> Any:
-    def parse(text: str) -> tuple:
-        return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
-
-    return parse
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options (shared by the ``bench`` action and ``python -m``)."""
     parser.add_argument("--dataset", default="digits", help="digits, imagenette or folder:PATH")
     parser.add_argument("--model", default=None, help="model version (default: latest for the dataset)")
     parser.add_argument("--n", type=int, default=1000,
                         help="validation images (all when the split is smaller)")
-    parser.add_argument("--kinds", type=_csv(str), default=None,
+    parser.add_argument("--kinds", type=listed(str), default=None,
                         help="comma-separated pixel kinds (default: every geometric and capture kind)")
-    parser.add_argument("--severities", type=_csv(float), default=SEVERITIES, help="comma-separated")
+    parser.add_argument("--severities", type=listed(float), default=SEVERITIES, help="comma-separated")
     parser.add_argument("--no-imagenet-c", action="store_true", help="skip the ImageNet-C reference rows")
     parser.add_argument("--seed", type=int, default=0, help="seeds the image draw and the corruptions")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=250, help="images per forward pass")
-    parser.add_argument("--report", default=None,
-                        help="also write PATH.json and PATH.md (e.g. reports/bench/drift_kinds_digits)")
-
-
-def _machine(device: Any) -> dict[str, Any]:
-    import torch
-
-    from zeal_core.device import describe_device
-
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return {"device": describe_device(device), "cpu": platform.machine(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "load_average_1min_at_start": load}
 
 
 def _correct(model: Any, card: Any, images: Any, labels: np.ndarray, device: Any,
@@ -111,7 +89,10 @@ def bench_drift_kinds(args: argparse.Namespace, progress: ProgressCallback | Non
 
     start = time.perf_counter()
     device = resolve_device(args.device)
-    machine = _machine(device)  # before the work: the load average it started under
+    from zeal_core.device import describe_device
+
+    # Taken before the work: the load average it started under.
+    machine_start = machine() | {"device": describe_device(device)}
     registry = ModelRegistry()
     card = registry.card(args.model) if args.model else registry.latest(args.dataset)
     if card is None:
@@ -141,7 +122,7 @@ def bench_drift_kinds(args: argparse.Namespace, progress: ProgressCallback | Non
     result: dict[str, Any] = {
         "dataset": args.dataset, "model": card.version, "model_image_size": card.model_config.image_size,
         "image_size": int(images.shape[-1]), "n": n, "seed": args.seed, "severities": list(args.severities),
-        "clean_accuracy": round(100 * float(clean.mean()), 2), "machine": machine,
+        "clean_accuracy": round(100 * float(clean.mean()), 2), "machine": machine_start,
         "kinds": {name: rows[name] for name in kinds},
         "imagenet_c": {name: rows[name] for name in references},
     }
@@ -149,7 +130,7 @@ def bench_drift_kinds(args: argparse.Namespace, progress: ProgressCallback | Non
         result["imagenet_c_summary"] = _reference_summary(result)
         result["calibration"] = _calibration(result)
     result["seconds"] = round(time.perf_counter() - start, 1)
-    result["machine"]["load_average_1min_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    result["machine_after"] = machine()
     result["markdown"] = markdown(result)
     return result
 
@@ -201,58 +182,45 @@ def _cell_text(cell: dict[str, float]) -> str:
 def markdown(result: dict[str, Any]) -> str:
     """The accuracy table (percent, SE in brackets) with the calibration verdicts."""
     levels = [f"{severity:g}" for severity in result["severities"]]
-    machine = result["machine"]
-    load_start = machine.get("load_average_1min_at_start") or 0.0
-    load_end = machine.get("load_average_1min_at_end") or 0.0
-    lines = [
-        f"Accuracy (%) of `{result['model']}` ({result['dataset']} val, n = {result['n']} seeded images of "
-        f"{result['image_size']} px, model input {result['model_image_size']} px; clean "
-        f"{result['clean_accuracy']:.1f} %) under each drift kind. Machine: {machine['device']}, "
-        f"{machine['cores']} cores {machine['cpu']}, 1-min load average {load_start:.1f} at start and "
-        f"{load_end:.1f} at the end (under load when above the core count); {result['seconds']:.0f} s. "
-        "Cells: accuracy (change from clean ± SE of the paired change), percentage points.",
-        "",
-        "| kind | " + " | ".join(f"level {level}" for level in levels) + " | level-3 verdict |",
-        "|---|" + "---|" * len(levels) + "---|",
-    ]
+    after = result.get("machine_after") or {}
     verdicts = result.get("calibration", {})
-    for name, cells in result["kinds"].items():
-        row = [_cell_text(cells[level]) if level in cells else "" for level in levels]
-        lines.append(f"| {name} | " + " | ".join(row) + f" | {verdicts.get(name, '')} |")
+    rows = [(name, *(_cell_text(cells[level]) if level in cells else "" for level in levels),
+             verdicts.get(name, "")) for name, cells in result["kinds"].items()]
     summary = result.get("imagenet_c_summary")
     if summary:
-        lines.append("| **ImageNet-C mean (19)** | " + " | ".join(
-            f"**{summary[level]['mean_accuracy']:.1f}** ({0.0 - summary[level]['mean_drop']:+.1f})"
-            for level in levels) + " | |")
-        lines.append("| ImageNet-C drop: min / q25 / median / q75 / max | " + " | ".join(
+        rows.append(("**ImageNet-C mean (19)**", *(f"**{summary[level]['mean_accuracy']:.1f}** "
+                                                   f"({0.0 - summary[level]['mean_drop']:+.1f})"
+                                                   for level in levels), ""))
+        rows.append(("ImageNet-C drop: min / q25 / median / q75 / max", *(
             f"{summary[level]['min_drop']:.1f} / {summary[level]['q25_drop']:.1f} / "
             f"{summary[level]['median_drop']:.1f} / {summary[level]['q75_drop']:.1f} / "
-            f"{summary[level]['max_drop']:.1f}" for level in levels) + " | |")
-        lines += ["", "ImageNet-C corruptions, accuracy (%):", "",
-                  "| corruption | " + " | ".join(f"level {level}" for level in levels) + " |",
-                  "|---|" + "---|" * len(levels)]
-        for name, cells in result["imagenet_c"].items():
-            accuracies = " | ".join(f"{cells[level]['accuracy']:.1f}" for level in levels)
-            lines.append(f"| {name} | {accuracies} |")
-        lines += ["", "Verdict: **comparable** = level-3 drop between the median and the mean of "
-                  "ImageNet-C's 19 level-3 drops; **in IQR** = between their 25th and 75th percentiles; "
-                  "**in range** = between their minimum and maximum; weaker / stronger otherwise."]
-    return "\n".join(lines) + "\n"
+            f"{summary[level]['max_drop']:.1f}" for level in levels), ""))
+    load_end = (after.get("load_average") or [0.0])[0]
+    head = caption(
+        f"Accuracy (%) of `{result['model']}` ({result['dataset']} val, {result['image_size']} px images, "
+        f"model input {result['model_image_size']} px; clean {result['clean_accuracy']:.1f} %) under each "
+        f"drift kind, {result['machine']['device']}, 1-min load average {load_end:.1f} at the end; "
+        f"{result['seconds']:.0f} s. Cells: accuracy (change from clean ± SE of the paired change), "
+        "percentage points", n=f"{result['n']} seeded images",
+        trials="each image once, clean and drifted (paired)", machine_record=result["machine"])
+    blocks: list[Table | str] = [Table(("kind", *(f"level {level}" for level in levels), "level-3 verdict"),
+                                       rows, head)]
+    if summary:
+        blocks.append(Table(("corruption", *(f"level {level}" for level in levels)),
+                            [(name, *(f"{cells[level]['accuracy']:.1f}" for level in levels))
+                             for name, cells in result["imagenet_c"].items()],
+                            "ImageNet-C corruptions, accuracy (%):"))
+        blocks.append("Verdict: **comparable** = level-3 drop between the median and the mean of "
+                      "ImageNet-C's 19 level-3 drops; **in IQR** = between their 25th and 75th percentiles; "
+                      "**in range** = between their minimum and maximum; weaker / stronger otherwise.")
+    return tables(*blocks) + "\n"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Handler of ``python -m benchmarks drift-kinds``."""
     from zeal_core.cli import stderr_progress
-    from zeal_core.fileio import atomic_write_text
-    from zeal_core.jsonable import to_jsonable
 
-    result = bench_drift_kinds(args, progress=stderr_progress)
-    if args.report:
-        prefix = Path(args.report)
-        prefix.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(prefix.with_suffix(".json"), json.dumps(to_jsonable(result), indent=1) + "\n")
-        atomic_write_text(prefix.with_suffix(".md"), result["markdown"])
-    return result
+    return bench_drift_kinds(args, progress=stderr_progress)
 
 
 def _show(result: dict[str, Any]) -> None:

@@ -17,8 +17,9 @@ Per dataset (digits and Imagenette; a dataset whose data or model is missing is 
 Targets (issue 25), for the estimate a warm check shows (shift-calibrated) on the held-out groups at
 n = 200: coverage >= 85 %, MAE <= 4 points, no kind over 8.
 
-Embeddings are cached under ``$ZEAL_STATE_DIR/bench_labelfree/<model version>/``; ``--save`` writes
-``reports/bench/estimate_<dataset>.json`` / ``.md`` and ``docs/figures/estimation_<dataset>.png``.
+Embeddings are cached (``benchmarks._embedding_cache``, under ``--cache``); ``--out PATH`` writes the
+JSON result to ``PATH``, the tables to ``PATH`` with ``.md`` and one scatter plot per dataset beside them
+(``<stem>_<dataset>.png``), e.g. ``--datasets digits --out reports/bench/estimate_digits.json``.
 
 Run: ``python -m benchmarks estimate --json`` (or ``python -m benchmarks.estimate``).
 """
@@ -30,7 +31,6 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from benchmarks import script_main
@@ -47,22 +47,14 @@ from benchmarks._estimate_score import (
     speed,
     summarise,
 )
-from benchmarks._harness import machine
-from benchmarks._labelfree_views import COMPOUNDS, SEVERITIES, build_views
+from benchmarks._harness import beside, listed, machine
+from benchmarks._labelfree_views import add_view_arguments, views_for
 from zeal_core.progress import ProgressCallback
 
-DATASETS = ("digits", "imagenette")
 SIZES = (50, 100, 200)
 
 __all__ = ["bench_dataset", "bench_estimate", "fitted_estimators", "label_shift", "markdown", "score_draws",
            "score_full", "speed", "summarise"]
-
-
-def _csv(kind: type) -> Any:
-    def parse(text: str) -> tuple:
-        return tuple(kind(part.strip()) for part in text.split(",") if part.strip())
-
-    return parse
 
 
 def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -75,35 +67,16 @@ def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options (shared by the ``bench`` action and ``python -m``)."""
-    parser.add_argument("--datasets", type=_csv(str), default=DATASETS, help="comma-separated (default "
-                        "digits,imagenette)")
-    parser.add_argument("--model", action="append", default=[], metavar="DATASET=VERSION",
-                        help="model version per dataset (default: the latest registered for it)")
-    parser.add_argument("--estimators", type=_csv(str), default=None, help="comma-separated (default all)")
-    parser.add_argument("--kinds", type=_csv(str), default=None,
-                        help="kinds in the bank (default: the 19 ImageNet-C corruptions)")
-    parser.add_argument("--new-kinds", type=_csv(str), default=None,
-                        help="registered kinds never in a bank (default: those outside ImageNet-C)")
-    parser.add_argument("--external", type=_csv(str), default=None,
-                        help="independent-implementation shifts (default: all of _external_shifts)")
-    parser.add_argument("--compounds", type=_csv(str), default=COMPOUNDS, help="two-kind specs, comma-sep.")
-    parser.add_argument("--severities", type=_csv(float), default=SEVERITIES, help="comma-separated")
-    parser.add_argument("--pool-severities", type=_csv(float), default=None,
-                        help="levels the pool is scored at (default: --severities)")
-    parser.add_argument("--reference-n", type=int, default=500, help="reference images (capped at the half)")
-    parser.add_argument("--pool-n", type=int, default=1000, help="sample-pool images (capped at the half)")
-    parser.add_argument("--sizes", type=_csv(int), default=SIZES, help="draw sizes (default 50,100,200)")
+    add_view_arguments(parser)
+    parser.add_argument("--estimators", type=listed(str), default=None,
+                        help="comma-separated (default all)")
+    parser.add_argument("--sizes", type=listed(int), default=SIZES, help="draw sizes (default 50,100,200)")
     parser.add_argument("--trials", type=int, default=10, help="draws per shift and size (default 10)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--no-diagnosis", action="store_true",
                         help="skip the diagnosis (then no 'shown by a check' row: its unknown verdicts flag "
                         "extrapolations)")
     parser.add_argument("--no-extras", action="store_true",
                         help="skip clean re-splits, the pm-atc ablation and the speed runs")
-    parser.add_argument("--save", action="store_true", help="write reports/bench/estimate_<dataset>.json/.md "
-                        "and docs/figures/estimation_<dataset>.png")
-    parser.add_argument("--root", default=".", help="repository root for --save (default: here)")
 
 
 def bench_dataset(dataset_name: str, args: argparse.Namespace, progress: ProgressCallback | None = None
@@ -111,12 +84,7 @@ def bench_dataset(dataset_name: str, args: argparse.Namespace, progress: Progres
     """The whole benchmark for one dataset (``{"skipped": reason}`` when its data or model is missing)."""
     from zeal_core.estimate import list_estimators
 
-    versions = dict(item.split("=", 1) for item in args.model)
-    views = build_views(dataset_name, versions.get(dataset_name), bank_kinds=args.kinds,
-                        new_kinds=args.new_kinds, external=args.external, compounds=args.compounds,
-                        severities=args.severities, pool_severities=args.pool_severities,
-                        reference_n=args.reference_n, pool_n=args.pool_n,
-                        seed=args.seed, device=args.device, progress=progress)
+    views = views_for(dataset_name, args, progress)
     if isinstance(views, str):
         print(f"bench estimate: skipping {dataset_name}: {views}", file=sys.stderr)
         return {"skipped": views}
@@ -143,21 +111,9 @@ def bench_dataset(dataset_name: str, args: argparse.Namespace, progress: Progres
         "estimator") != "shift-calibrated" else None
     result["machine_after"] = machine()
     result["table"] = markdown(result)
-    if args.save:
-        _save(result, dataset_name, Path(args.root))
+    if getattr(args, "out", None):
+        result["figure"] = str(scatter(result, beside(args.out, f"_{dataset_name}.png")))
     return result
-
-
-def _save(result: dict[str, Any], dataset_name: str, root: Path) -> None:
-    from zeal_core.fileio import atomic_write_text
-    from zeal_core.jsonable import to_jsonable
-
-    figure = scatter(result, root / "docs" / "figures" / f"estimation_{dataset_name}.png")
-    result["figure"] = str(figure.relative_to(root))
-    reports = root / "reports" / "bench"
-    atomic_write_text(reports / f"estimate_{dataset_name}.md", result["table"] + "\n")
-    atomic_write_text(reports / f"estimate_{dataset_name}.json",
-                      json.dumps(to_jsonable(result, nan_to_none=True), indent=1) + "\n")
 
 
 def bench_estimate(args: argparse.Namespace, progress: ProgressCallback | None = None) -> dict[str, Any]:
@@ -167,7 +123,9 @@ def bench_estimate(args: argparse.Namespace, progress: ProgressCallback | None =
     start = time.perf_counter()
     output = {name: bench_dataset(name, args, progress) for name in args.datasets}
     seconds = round(time.perf_counter() - start, 1)
-    return to_jsonable({"datasets": output, "seconds": seconds}, nan_to_none=True)
+    tables = "\n\n".join(f"## {name}\n\n{value['table']}" for name, value in output.items()
+                         if "table" in value)
+    return to_jsonable({"datasets": output, "seconds": seconds, "markdown": tables}, nan_to_none=True)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

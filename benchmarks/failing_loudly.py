@@ -20,7 +20,7 @@ A spec may also carry a class mix (label shift): when ``getattr(spec, "class_mix
 draws its sample positions with ``spec.draw_positions(...)`` instead of uniformly (``draw_trial_sample``, the
 one place that knows). New shift kinds are new spec texts in ``SHIFT_SPECS``.
 
-Run: ``python -m benchmarks failing-loudly --dataset digits --json`` (``--out reports/bench/X`` also
+Run: ``python -m benchmarks failing-loudly --dataset digits --json`` (``--out reports/bench/X.json`` also
 writes ``X.json`` and ``X.md``).
 """
 
@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks import script_main
+from benchmarks._embedding_cache import EmbeddingCache
+from benchmarks._harness import Table, beside, caption, listed, machine, tables
 from zeal_core.progress import ProgressCallback, report
 
 SIZES = (10, 20, 50, 100, 200, 500, 1000)  # the paper's Table 1 columns
@@ -64,13 +66,6 @@ NEW_DETECTORS = ("mmd-fuse", "mmd-agg")  # the detectors the targets are about
 BASELINE = "mmd"  # what they must match or beat
 
 
-def _csv(kind: type) -> Any:
-    def parse(text: str) -> tuple:
-        return tuple(kind(part) for part in text.split(",") if part.strip())
-
-    return parse
-
-
 def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
     """Add ``bench failing-loudly``."""
     bench = actions.add_parser("failing-loudly", parents=[parent], help="detection accuracy over a fixed "
@@ -84,14 +79,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options (shared by the ``bench`` action and ``python -m``)."""
     parser.add_argument("--dataset", default="digits", help="dataset (default digits)")
     parser.add_argument("--model", default=None, help="model version (default: latest for the dataset)")
-    parser.add_argument("--detectors", type=_csv(str), default=None, help="comma-separated (default all)")
-    parser.add_argument("--sizes", type=_csv(int), default=SIZES, help="comma-separated sample sizes")
-    parser.add_argument("--specs", type=_csv(str), default=None,
+    parser.add_argument("--detectors", type=listed(str), default=None, help="comma-separated (default all)")
+    parser.add_argument("--sizes", type=listed(int), default=SIZES, help="comma-separated sample sizes")
+    parser.add_argument("--specs", type=listed(str), default=None,
                         help="comma-separated drift specs (default: the documented SHIFT_SPECS, and "
                              "BEYOND_SPECS unless --no-beyond)")
     parser.add_argument("--no-beyond", action="store_true",
                         help="leave out the geometry, capture and label-shift specs (BEYOND_SPECS)")
-    parser.add_argument("--corruptions", type=_csv(str), default=None,
+    parser.add_argument("--corruptions", type=listed(str), default=None,
                         help="keep only the specs whose first step is one of these corruptions (specs "
                              "without corruption steps, e.g. class mixes, are always kept)")
     parser.add_argument("--max-images", type=int, default=None,
@@ -105,15 +100,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--out", default=None, help="write OUT.json and OUT.md (e.g. reports/bench/X)")
 
 
 # Shifts and trials ------------------------------------------------------------------------------------------
 
 
 def shift_embeddings(dataset_name: str, version: str | None, specs: Sequence[Any], device: str,
-                     progress: ProgressCallback | None, max_images: int | None = None, seed: int = 0
-                     ) -> tuple[Any, dict[tuple, Any], Any, dict[str, Any]]:
+                     progress: ProgressCallback | None, max_images: int | None = None, seed: int = 0,
+                     cache: Path | None = None) -> tuple[Any, dict[tuple, Any], Any, dict[str, Any]]:
     """Clean embeddings of the validation split and, per distinct corruption chain, its shifted embeddings.
 
     Args:
@@ -125,6 +119,7 @@ def shift_embeddings(dataset_name: str, version: str | None, specs: Sequence[Any
         max_images: Keep a seeded random subset of this many validation images (None: all), which bounds
             the embedding time (46 passes over the images for the default shift set).
         seed: Seed of that subset.
+        cache: ``--cache`` (``benchmarks._embedding_cache``: a second run reads the embeddings back).
 
     Returns:
         (clean Embeddings, {steps: Embeddings of every image under those steps}, dataset, info).
@@ -134,22 +129,28 @@ def shift_embeddings(dataset_name: str, version: str | None, specs: Sequence[Any
     from zeal_core.data import load_dataset
     from zeal_core.device import resolve_device
     from zeal_core.embed import compute_embeddings
-    from zeal_core.shifts import build_shift_bank
+    from zeal_core.shifts import build_shift_bank, replace_spec
 
     model, card = load_bench_model(dataset_name, version, device, progress)
     torch_device = resolve_device(device)
     dataset = load_dataset(dataset_name)
     images, labels = dataset.split("val")
+    positions = np.arange(len(images))
     if max_images is not None and max_images < len(images):
-        keep = np.sort(np.random.default_rng(seed).permutation(len(images))[:max_images])
-        images, labels = images[keep], labels[keep]
+        positions = np.sort(np.random.default_rng(seed).permutation(len(images))[:max_images])
+        images, labels = images[positions], labels[positions]
+    store = EmbeddingCache.for_model(card, dataset, torch_device, cache)
     start = time.perf_counter()
-    clean = compute_embeddings(model, card.model_config, images.to(torch_device), torch_device, labels=labels)
+    clean = store.one(positions, "clean", 0, lambda: compute_embeddings(
+        model, card.model_config, images.to(torch_device), torch_device, labels=labels))
     chains = sorted({spec.steps for spec in specs if spec.steps})
-    bank = build_shift_bank(model, card.model_config, images, labels,
-                            [DriftSpec(steps=steps) for steps in chains], torch_device, progress=progress)
-    shifted = {item.spec.steps: item.embeddings for item in bank}
+    bank_specs = [DriftSpec(steps=steps) for steps in chains]
+    embedded = store.embeddings(positions, [spec.text for spec in bank_specs], 0, lambda: [
+        item.embeddings for item in build_shift_bank(model, card.model_config, images, labels, bank_specs,
+                                                     torch_device, progress=progress)])
+    shifted = {spec.steps: replace_spec(item, spec) for spec, item in zip(bank_specs, embedded, strict=True)}
     info = {"version": card.version, "dataset": dataset_name, "val_images": len(clean),
+            "embedding_cache": store.summary(),
             "clean_accuracy": clean.accuracy, "corruption_chains": len(chains),
             "embed_seconds": round(time.perf_counter() - start, 1),
             "accuracy": {DriftSpec(steps=steps).text: shifted[steps].accuracy for steps in chains}}
@@ -371,82 +372,80 @@ def markdown(result: dict[str, Any]) -> str:
 
     trials, summary = result["trials"], result["summary"]
     sizes = trials["sizes"]
-    head = "| detector | " + " | ".join(f"n={size}" for size in sizes) + " |"
-    rule = "|---" * (len(sizes) + 1) + "|"
+    head = ("detector", *(f"n={size}" for size in sizes))
+    machine_record = result.get("machine")
     core_count = sum(1 for text in trials["specs"] if shift_group(DriftSpec.parse(text)) == "imagenet-c")
     if not core_count:  # only shifts beyond ImageNet-C: their table by group is all there is
-        return "\n".join(_group_lines(summary, sizes, always=True)).strip()
+        return tables(*_group_blocks(summary, sizes, machine_record, always=True))
     tests = core_count * trials["trials_per_spec"]
-    lines = [f"Detection accuracy at alpha {trials['alpha']:g}, averaged over {core_count} ImageNet-C shifts "
-             f"({trials['trials_per_spec']} trial(s) each, so {tests} tests per cell; ± one binomial "
-             f"standard error, an upper bound for a mix of shifts); reference {trials['reference_size']} "
-             "images:",
-             "", head, rule]
-    for label, row in PAPER_ROWS.items():
-        values = dict(zip(SIZES, row, strict=True))
-        lines.append(f"| {label} | " + " | ".join(f"{values[size]:.2f}" if size in values else "-"
-                                                   for size in sizes) + " |")
-    for name, cells in summary["accuracy"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{cells[size]['rate']:.2f} ± {cells[size]['se']:.2f}"
-                                                  for size in sizes) + " |")
+    rows = [(label, *(f"{dict(zip(SIZES, row, strict=True))[size]:.2f}" if size in SIZES else "-"
+                      for size in sizes)) for label, row in PAPER_ROWS.items()]
+    rows += [(name, *(f"{cells[size]['rate']:.2f} ± {cells[size]['se']:.2f}" for size in sizes))
+             for name, cells in summary["accuracy"].items()]
+    blocks: list[Table | str] = [Table(head, rows, caption(
+        f"Detection accuracy at alpha {trials['alpha']:g}, averaged over {core_count} ImageNet-C shifts "
+        f"({trials['trials_per_spec']} trial(s) each); reference {trials['reference_size']} images",
+        n=sizes, trials=f"{tests} tests per cell",
+        standard_error="± one binomial standard error (an upper bound for a mix of shifts)",
+        machine_record=machine_record))]
     se = next(iter(summary["calibrated_se"].values()), float("nan"))
     if trials["null_trials"]:
-        lines += ["", f"False-positive rate, clean vs clean ({trials['null_trials']} trials per size; a "
-                  f"calibrated detector's standard error is {se:.3f}, so alpha + 2 SE = "
-                  f"{trials['alpha'] + 2 * se:.3f}):", "", head, rule]
-        for name, cells in summary["false_positive_rate"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{cells[size]['rate']:.3f}" for size in sizes) + " |")
+        blocks.append(Table(head, [(name, *(f"{cells[size]['rate']:.3f}" for size in sizes))
+                                   for name, cells in summary["false_positive_rate"].items()], caption(
+            "False-positive rate, clean vs clean", trials=f"{trials['null_trials']} trials per size",
+            standard_error=f"a calibrated detector's standard error is {se:.3f}, so alpha + 2 SE = "
+                           f"{trials['alpha'] + 2 * se:.3f}")))
+    blocks.append(_share_table(summary))
+    blocks += _group_blocks(summary, sizes, machine_record)
+    targets = summary["targets"]
+    if targets["paired_difference_vs_mmd"]:
+        blocks.append(Table(head, [(f"{name} - mmd", *(f"{cells[size]['difference']:+.3f} ± "
+                                                       f"{cells[size]['se']:.3f}" for size in sizes))
+                                   for name, cells in targets["paired_difference_vs_mmd"].items()],
+                            caption("Paired difference in detection rate against mmd (same trials)",
+                                    standard_error="± standard error")))
+    closing = (f"Targets: new detectors within alpha + 2 SE in every cell: {targets['all_calibrated']}; "
+               f"a new detector >= mmd at every n: {targets['new_at_least_mmd_every_n']}; above mmd at every "
+               f"n <= 200: {targets['new_above_mmd_n_le_200']}.")
+    if trials["skipped_sizes"]:
+        closing += (f"\nSizes skipped (larger than the {trials['pool_size']}-image sample pool): "
+                    f"{', '.join(str(size) for size in trials['skipped_sizes'])}.")
+    return tables(*blocks, closing)
+
+
+def _share_table(summary: dict[str, Any]) -> Table:
+    """Detection accuracy by share of the sample affected and by severity (mean over all sizes)."""
     fractions = sorted({key for cells in summary["accuracy_by_fraction"].values() for key in cells},
                        key=float)
     severities = sorted({key for cells in summary["accuracy_by_severity"].values() for key in cells},
                         key=float)
-    lines += ["", "Detection accuracy by share of the sample affected and by severity (mean over all sizes):",
-              "",
-              "| detector | " + " | ".join(f"{key} affected" for key in fractions) + " | "
-              + " | ".join(f"severity {key}" for key in severities) + " |",
-              "|---" * (len(fractions) + len(severities) + 1) + "|"]
-    for name in summary["accuracy"]:
-        lines.append(f"| {name} | " + " | ".join(f"{summary['accuracy_by_fraction'][name][key]:.2f}"
-                                                  for key in fractions) + " | "
-                     + " | ".join(f"{summary['accuracy_by_severity'][name][key]:.2f}" for key in severities)
-                     + " |")
-    lines += _group_lines(summary, sizes)
-    targets = summary["targets"]
-    if targets["paired_difference_vs_mmd"]:
-        lines += ["", "Paired difference in detection rate against mmd (same trials; ± standard error):", "",
-                  head, rule]
-        for name, cells in targets["paired_difference_vs_mmd"].items():
-            lines.append(f"| {name} - mmd | " + " | ".join(
-                f"{cells[size]['difference']:+.3f} ± {cells[size]['se']:.3f}" for size in sizes) + " |")
-    lines += ["", f"Targets: new detectors within alpha + 2 SE in every cell: {targets['all_calibrated']}; "
-              f"a new detector >= mmd at every n: {targets['new_at_least_mmd_every_n']}; above mmd at every "
-              f"n <= 200: {targets['new_above_mmd_n_le_200']}."]
-    if trials["skipped_sizes"]:
-        lines.append(f"Sizes skipped (larger than the {trials['pool_size']}-image sample pool): "
-                     f"{', '.join(str(size) for size in trials['skipped_sizes'])}.")
-    return "\n".join(lines)
+    rows = [(name, *(f"{summary['accuracy_by_fraction'][name][key]:.2f}" for key in fractions),
+             *(f"{summary['accuracy_by_severity'][name][key]:.2f}" for key in severities))
+            for name in summary["accuracy"]]
+    return Table(("detector", *(f"{key} affected" for key in fractions),
+                  *(f"severity {key}" for key in severities)), rows,
+                 "Detection accuracy by share of the sample affected and by severity (mean over all sizes):")
 
 
-def _group_lines(summary: dict[str, Any], sizes: Sequence[int], always: bool = False) -> list[str]:
+def _group_blocks(summary: dict[str, Any], sizes: Sequence[int], machine_record: Any = None,
+                  always: bool = False) -> list[Table | str]:
     """Detection accuracy per shift group (ImageNet-C, geometric, capture, label shift) and n, with the
     number of tests per cell."""
     by_group = summary.get("accuracy_by_group") or {}
     groups = list(dict.fromkeys(group for cells in by_group.values() for group in cells))
     if len(groups) < 2 and not always:
         return []
-    lines = ["", "Detection accuracy by kind of shift (geometry and capture kinds at severity 1 / 3 / 5 on "
-             "the whole sample; label shift: the class mix changed, no pixel touched):", "",
-             "| detector | group | " + " | ".join(f"n={size}" for size in sizes) + " |",
-             "|---" * (len(sizes) + 2) + "|"]
-    for group in groups:
-        for name, cells in by_group.items():
-            lines.append(f"| {name} | {group} | " + " | ".join(
-                f"{cells[group][size]['rate']:.2f}" for size in sizes) + " |")
     counts = {group: next(iter(by_group.values()))[group][sizes[0]]["trials"] for group in groups} if sizes \
         else {}
-    lines += ["", "Tests per cell: " + ", ".join(f"{group} {count}" for group, count in counts.items())
-              + " (± one binomial standard error: up to 0.5 / sqrt(tests))."]
-    return lines
+    rows = [(name, group, *(f"{cells[group][size]['rate']:.2f}" for size in sizes))
+            for group in groups for name, cells in by_group.items()]
+    table = Table(("detector", "group", *(f"n={size}" for size in sizes)), rows, caption(
+        "Detection accuracy by kind of shift (geometry and capture kinds at severity 1 / 3 / 5 on the whole "
+        "sample; label shift: the class mix changed, no pixel touched)", n=list(sizes),
+        trials="tests per cell: " + ", ".join(f"{group} {count}" for group, count in counts.items()),
+        standard_error="± one binomial standard error: up to 0.5 / sqrt(tests)",
+        machine_record=machine_record))
+    return [table]
 
 
 # Entry points -----------------------------------------------------------------------------------------------
@@ -470,10 +469,10 @@ def bench_failing_loudly(args: argparse.Namespace, progress: ProgressCallback | 
     specs = select_specs([DriftSpec.parse(text) for text in texts], args.corruptions)
     detectors = list(args.detectors or list_detectors())
     clean, shifted, dataset, info = shift_embeddings(args.dataset, args.model, specs, device, progress,
-                                                     args.max_images, args.seed)
+                                                     args.max_images, args.seed, getattr(args, "cache", None))
     reference_size = min(args.reference, (len(clean) + 1) // 2)
     options = grid_options(detectors, args.permutations, device)
-    partial = Path(f"{args.out}.partial.json") if args.out else None
+    partial = beside(args.out, ".partial.json") if getattr(args, "out", None) else None
 
     def checkpoint(done: dict[str, Any]) -> None:
         if partial is not None:  # what a long run has done survives an interruption
@@ -485,13 +484,11 @@ def bench_failing_loudly(args: argparse.Namespace, progress: ProgressCallback | 
     result = {"device": device, "torch_threads": torch.get_num_threads(), "features": info,
               "permutations": args.permutations, "trials": trials}
     result["summary"] = summarise(trials)
-    result["table"] = markdown(result)
+    result["machine"] = machine()
+    result["markdown"] = markdown(result)
     result["seconds"] = round(time.perf_counter() - start, 1)
-    if args.out:
-        out = Path(args.out)
-        atomic_write_text(out.with_suffix(".json"), json.dumps(to_jsonable(result)))
-        atomic_write_text(out.with_suffix(".md"), result["table"] + "\n")
-        Path(f"{args.out}.partial.json").unlink(missing_ok=True)
+    if partial is not None:  # the harness writes the whole result to --out when this returns
+        partial.unlink(missing_ok=True)
     return result
 
 
@@ -503,7 +500,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _show(result: dict[str, Any]) -> None:
-    print(result["table"], file=sys.stderr)
+    print(result["markdown"], file=sys.stderr)
     print(json.dumps({key: value for key, value in result.items() if key != "trials"}, default=str, indent=1))
 
 

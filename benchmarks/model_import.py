@@ -13,7 +13,6 @@ Run: ``python -m benchmarks import --version active --json``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -40,7 +39,6 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=int, default=3, help="counted imports per format (default 3)")
     parser.add_argument("--reset-head", action="store_true", help="also fit a new head (adds its stage)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
-    parser.add_argument("--report", help="also write the JSON result to this file")
 
 
 def register(actions: argparse._SubParsersAction, parent: argparse.ArgumentParser) -> None:
@@ -123,12 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["load_average_after"] = _load_average()
     loads = [value for value in (result["load_average_before"], result["load_average_after"]) if value]
     result["under_load"] = bool(loads) and max(loads) > (os.cpu_count() or 1)
-    result = to_jsonable(result, nan_to_none=True)
-    if args.report:
-        from zeal_core.fileio import atomic_write_text
-
-        atomic_write_text(Path(args.report), json.dumps(result, indent=1))
-    return result
+    return to_jsonable(result, nan_to_none=True)
 
 
 def _show(result: dict[str, Any]) -> None:

@@ -578,6 +578,7 @@ def test_train_classes_flag_refuses_an_unknown_class() -> None:
 def test_bench_drift_kinds_reports_accuracy_drops_and_verdicts(tmp_path) -> None:
     import argparse
 
+    from benchmarks._harness import finished
     from benchmarks.drift_kinds import run
     from zeal_core.data import load_dataset
     from zeal_core.models.factory import ModelConfig, build_model
@@ -591,8 +592,8 @@ def test_bench_drift_kinds_reports_accuracy_drops_and_verdicts(tmp_path) -> None
                                 dataset_fingerprint=digits.fingerprint, recipe={}, metrics={})
     args = argparse.Namespace(dataset="digits", model=card.version, n=12, kinds=("rotation", "gamma"),
                               severities=(3.0,), no_imagenet_c=False, seed=0, device="cpu",
-                              batch_size=12, report=str(tmp_path / "out" / "drift_kinds_test"))
-    result = run(args)
+                              batch_size=12, out=tmp_path / "out" / "drift_kinds_test.json")
+    result = finished(run)(args)
     assert result["n"] == 12 and set(result["kinds"]) == {"rotation", "gamma"}
     assert list(result["imagenet_c"]) == list_corruptions()
     for cells in [*result["kinds"].values(), *result["imagenet_c"].values()]:

@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,21 +38,39 @@ def bank_key(weights_sha256: str, dataset_fingerprint: str, positions: np.ndarra
     return digest.hexdigest()[:20]
 
 
-def save_bank(path: Path, bank: Sequence[ShiftedSet]) -> Path:
-    """Write ``bank`` to ``path`` (``.npz``, written atomically so a reader never sees half a file)."""
+def embeddings_arrays(embeddings: Sequence[Embeddings]) -> dict[str, np.ndarray]:
+    """Arrays ``{number}_{field}`` of several ``Embeddings`` (what ``embeddings_from_arrays`` reads back)."""
+    return {f"{number}_{name}": np.asarray(getattr(embedded, name))
+            for number, embedded in enumerate(embeddings) for name in _FIELDS
+            if getattr(embedded, name) is not None}
+
+
+def embeddings_from_arrays(stored: Any, count: int) -> list[Embeddings]:
+    """The ``count`` ``Embeddings`` of ``embeddings_arrays`` from an open ``.npz`` (or any mapping)."""
+    embedded = []
+    for number in range(count):
+        values = {name: stored.get(f"{number}_{name}") for name in _FIELDS}
+        embedded.append(Embeddings(features=values["features"], probs=values["probs"],
+                                   preds=values["preds"], labels=values["labels"], indices=values["indices"],
+                                   logits=values["logits"]))
+    return embedded
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` to ``path`` (``.npz``, written atomically so a reader never sees half a file)."""
     import io
 
-    arrays: dict[str, np.ndarray] = {"specs": np.array([shifted.spec.text for shifted in bank])}
-    for number, shifted in enumerate(bank):
-        for name in _FIELDS:
-            value = getattr(shifted.embeddings, name)
-            if value is not None:
-                arrays[f"{number}_{name}"] = np.asarray(value)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def save_bank(path: Path, bank: Sequence[ShiftedSet]) -> Path:
+    """Write ``bank`` to ``path`` (``.npz``, written atomically so a reader never sees half a file)."""
+    return save_arrays(path, {"specs": np.array([shifted.spec.text for shifted in bank]),
+                              **embeddings_arrays([shifted.embeddings for shifted in bank])})
 
 
 def load_bank(path: Path) -> tuple[ShiftedSet, ...] | None:
@@ -62,11 +81,7 @@ def load_bank(path: Path) -> tuple[ShiftedSet, ...] | None:
         with np.load(path, allow_pickle=False) as stored:
             texts = [str(text) for text in stored["specs"]]
             bank = []
-            for number, text in enumerate(texts):
-                values = {name: stored.get(f"{number}_{name}") for name in _FIELDS}
-                embedded = Embeddings(features=values["features"], probs=values["probs"],
-                                      preds=values["preds"], labels=values["labels"],
-                                      indices=values["indices"], logits=values["logits"])
+            for text, embedded in zip(texts, embeddings_from_arrays(stored, len(texts)), strict=True):
                 spec = DriftSpec.parse(text)
                 bank.append(ShiftedSet(spec=spec, embeddings=replace_spec(embedded, spec)))
     except (OSError, KeyError, ValueError):

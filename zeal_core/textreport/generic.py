@@ -15,7 +15,7 @@ from zeal_core.textreport import TextOptions
 from zeal_core.textreport.layout import clip, number, percent, safe, table, wrap
 
 SKIPPED_KEYS = {"exit_code"}  # the process's exit code says it already
-PRE_RENDERED_KEYS = {"table"}  # multi-line text a handler laid out itself (its lines are kept)
+PRE_RENDERED_KEYS = {"table", "markdown"}  # multi-line text a handler laid out itself (its lines are kept)
 ROWS_SHOWN = 10  # list rows shown without --verbose
 ITEMS_SHOWN = 20  # scalar list items shown without --verbose
 DEPTH_SHOWN = 2  # nested sections shown without --verbose; deeper ones become a count

@@ -199,7 +199,7 @@ def episodic_one(source: torch.nn.Module, model_config: Any, strategy: str, stre
             "clean_after": verdict.clean_after, "estimated_before": verdict.estimated_before,
             "estimated_after": verdict.estimated_after, "reasons": list(verdict.reasons),
             "changed_predictions": verdict.changed_predictions, "gain_bound": verdict.gain_bound,
-            "declined": bool(verdict.reasons) and all(r.startswith("declined") for r in verdict.reasons)}
+            "declined": verdict.declined}
 
 
 # --------------------------------------------------------------------------------------------- one seed

@@ -63,6 +63,10 @@ def test_the_guard_declines_a_version_that_is_not_credibly_better_on_the_drift()
     tie = judge(parent, parent, drifted_before, embeddings(61, labels=False, seed=1), strict)
     assert not tie.passed and tie.reasons[0].startswith("declined: no credible gain")
     assert tie.changed_predictions == 1 and tie.gain_bound == pytest.approx(0.01645)
+    assert tie.declined and tie.label == "declined" and tie.summary.startswith("guard declined: no credible")
+    worse = judge(parent, parent, drifted_before, embeddings(50, labels=False, seed=1), strict)
+    assert not worse.declined and worse.label == "refused" and worse.gain_bound is None
+    assert GuardVerdict.from_dict(tie.to_dict()) == tie and tie.to_dict()["declined"] is True
     assert "parent keeps serving" in tie.summary
     # A version that changed nothing is declined too, even when it grew more confident (estimate up).
     assert not judge(parent, parent, drifted_before, drifted_before, strict).passed
@@ -74,7 +78,8 @@ def test_the_guard_declines_a_version_that_is_not_credibly_better_on_the_drift()
     assert not confident.passed and confident.changed_predictions == 0
     assert "+0.0 points" in confident.reasons[0]
     clear = judge(parent, parent, drifted_before, embeddings(75, labels=False, seed=1), strict)
-    assert clear.passed and clear.changed_predictions == 15 and clear.gain_bound < 0.15
+    assert clear.passed and clear.label == "passed"
+    assert clear.changed_predictions == 15 and clear.gain_bound < 0.15
     # The requirement is opt-in: by default not worse suffices.
     default = judge(parent, parent, drifted_before, embeddings(61, labels=False, seed=1))
     assert default.passed and default.gain_bound is None and default.changed_predictions == 1

@@ -105,6 +105,16 @@ class GuardVerdict:
         return self.clean_before - self.clean_after
 
     @property
+    def declined(self) -> bool:
+        """Not passed only for want of a credible gain (``min_gain_z``): not worse, not credibly better."""
+        return bool(self.reasons) and all(reason.startswith("declined:") for reason in self.reasons)
+
+    @property
+    def label(self) -> str:
+        """The verdict in a word: passed, declined or refused (the Retrain page's versions table)."""
+        return "passed" if self.passed else ("declined" if self.declined else "refused")
+
+    @property
     def summary(self) -> str:
         """One line for a page, a log or a policy event."""
         parts = [f"clean {self.clean_before:.1%} -> {self.clean_after:.1%}"]
@@ -113,7 +123,13 @@ class GuardVerdict:
                          f"{self.estimated_after:.1%}")
         if self.measured_before is not None and self.measured_after is not None:
             parts.append(f"measured drifted {self.measured_before:.1%} -> {self.measured_after:.1%}")
-        head = "guard passed" if self.passed else "guard refused: " + "; ".join(self.reasons)
+        if self.passed:
+            head = "guard passed"
+        elif self.declined:  # not worse, only not credibly better
+            head = "guard declined: " + "; ".join(reason.removeprefix("declined: ")
+                                                  for reason in self.reasons)
+        else:
+            head = "guard refused: " + "; ".join(self.reasons)
         return f"{head} ({', '.join(parts)})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,6 +137,7 @@ class GuardVerdict:
         values = asdict(self)
         values["reasons"] = list(self.reasons)
         values["clean_drop"] = self.clean_drop
+        values["declined"] = self.declined
         values["summary"] = self.summary
         return values
 

@@ -35,10 +35,10 @@ def paired(per_seed: dict[str, Any], setting: str, new: str, old: str) -> dict[s
     return {"mean": mean, "se": math.sqrt(variance / len(diffs)), "batches": len(diffs)}
 
 
-def _load(part: dict[str, Any], setting: str) -> Any:
-    """The load average a part ran under; a part that is itself joined has one per setting."""
-    load = part["machine"]["load_average"]
-    return load[setting] if isinstance(load, dict) else load
+def _per_setting(values: dict[str, Any], key: str, setting: str) -> Any:
+    """``values[key]`` for ``setting``: a part that is itself joined has one per setting."""
+    value = values[key]
+    return value[setting] if isinstance(value, dict) else value
 
 
 def join(parts: list[dict[str, Any]], new: str = "roid") -> dict[str, Any]:
@@ -56,8 +56,9 @@ def join(parts: list[dict[str, Any]], new: str = "roid") -> dict[str, Any]:
     comparisons = {f"{setting}: {new} - {old}": paired(per_seed, setting, new, old)
                    for setting in ("continual", "mixed") for old in table.get(setting, {}) if old != new}
     return {
-        "machine": {**first["machine"], "load_average": {setting: _load(part, setting)
-                                                         for part in parts for setting in part["table"]}},
+        "machine": {**first["machine"],
+                    "load_average": {setting: _per_setting(part["machine"], "load_average", setting)
+                                     for part in parts for setting in part["table"]}},
         "model": first["model"],
         "protocol": {**first["protocol"], "settings": list(table),
                      "strategies": {setting: list(rows) for setting, rows in table.items()},
@@ -68,7 +69,8 @@ def join(parts: list[dict[str, Any]], new: str = "roid") -> dict[str, Any]:
         "targets": targets(table, new=new, margin=first["protocol"]["max_clean_drop"]),
         "paired_batches": {name: value for name, value in comparisons.items() if value},
         "literature_error_percent": LITERATURE,
-        "seconds": {setting: part["seconds"] for part in parts for setting in part["table"]},
+        "seconds": {setting: _per_setting(part, "seconds", setting)
+                    for part in parts for setting in part["table"]},
         "per_seed": per_seed,
     }
 

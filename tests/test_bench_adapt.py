@@ -85,6 +85,7 @@ def test_a_joined_result_joins_again_with_one_setting_rerun() -> None:
     assert again["table"]["continual"] == first["table"]["continual"]
     assert again["targets"]["episodic_never_below_source"]["met"] is True
     assert again["machine"]["load_average"] == {"continual": [1.0], "episodic": [1.0]}
+    assert again["seconds"] == {"continual": 1.0, "episodic": 1.0}
 
 
 @dataclass

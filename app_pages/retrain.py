@@ -83,7 +83,7 @@ def activation_check(card) -> str | None:
 def guard_label(card) -> str:
     """The guard's verdict in a word, for the versions table ("" for trained or imported versions)."""
     verdict = verdict_of(card)
-    return "" if verdict is None else ("passed" if verdict.passed else "refused")
+    return "" if verdict is None else verdict.label
 
 
 def show_accuracy_change(card, container) -> None:

@@ -2,9 +2,11 @@
 
 On a shared machine the settings of one benchmark can run as separate processes (``--settings continual``,
 then ``mixed``, then ``episodic``, each with ``--out``), so a slow one does not lose the others' numbers.
-The parts must share the model, streams and seeds (checked); the join recomputes the issue's targets over
-all settings and adds the batch-level paired differences of the new strategy against the others: the same
-batches, served by both, so the difference's standard error is far smaller than either mean's.
+The parts must share the model, streams and seeds (checked); a later part's setting replaces an earlier
+one's (so a joined result can be a part, with one setting rerun); the join recomputes the issue's
+targets over all settings and adds the batch-level paired differences of the new strategy against the
+others: the same batches, served by both, so the difference's standard error is far smaller than either
+mean's.
 
 Usage: ``python -m benchmarks._adapt_join OUT.json PART.json [PART.json ...]``
 """
@@ -34,6 +36,12 @@ def paired(per_seed: dict[str, Any], setting: str, new: str, old: str) -> dict[s
     return {"mean": mean, "se": math.sqrt(variance / len(diffs)), "batches": len(diffs)}
 
 
+def _per_setting(values: dict[str, Any], key: str, setting: str) -> Any:
+    """``values[key]`` for ``setting``: a part that is itself joined has one per setting."""
+    value = values[key]
+    return value[setting] if isinstance(value, dict) else value
+
+
 def join(parts: list[dict[str, Any]], new: str = "roid") -> dict[str, Any]:
     """One result from per-setting results of the same model, streams and seeds."""
     first = parts[0]
@@ -49,17 +57,21 @@ def join(parts: list[dict[str, Any]], new: str = "roid") -> dict[str, Any]:
     comparisons = {f"{setting}: {new} - {old}": paired(per_seed, setting, new, old)
                    for setting in ("continual", "mixed") for old in table.get(setting, {}) if old != new}
     return {
-        "machine": {**first["machine"], "load_average": {setting: part["machine"]["load_average"]
-                                                         for part in parts for setting in part["table"]}},
+        "machine": {**first["machine"],
+                    "load_average": {setting: _per_setting(part["machine"], "load_average", setting)
+                                     for part in parts for setting in part["table"]}},
         "model": first["model"],
         "protocol": {**first["protocol"], "settings": list(table),
                      "strategies": {setting: list(rows) for setting, rows in table.items()},
+                     "min_gain_z": next((part["protocol"].get("min_gain_z") for part in reversed(parts)
+                                         if "episodic" in part["table"]), None),  # the episodic guard's
                      "joined": "one process per setting (same model, streams, seeds), joined"},
         "table": table,
         "targets": targets(table, new=new, margin=first["protocol"]["max_clean_drop"]),
         "paired_batches": {name: value for name, value in comparisons.items() if value},
         "literature_error_percent": LITERATURE,
-        "seconds": {setting: part["seconds"] for part in parts for setting in part["table"]},
+        "seconds": {setting: _per_setting(part, "seconds", setting)
+                    for part in parts for setting in part["table"]},
         "per_seed": per_seed,
     }
 
@@ -74,8 +86,9 @@ def main(argv: list[str]) -> int:
     for setting, rows in result["table"].items():
         for name, row in rows.items():
             extras = " ".join(f"{key}={row[key]:.3g}" for key in (
-                "clean_after", "resets", "gated", "guard_refused", "longest_run_below_source",
-                "batches_below_source", "unguarded_mean", "clean_after_passed_min", "seconds")
+                "clean_after", "resets", "gated", "guard_refused", "guard_declined",
+                "longest_run_below_source", "batches_below_source", "unguarded_mean",
+                "clean_after_passed_min", "seconds")
                 if row.get(key) is not None)
             print(f"{setting:9s} {name:10s} {100 * row['mean']:5.1f} ± {100 * row['se_images']:.1f} {extras}")
     print(json.dumps({"targets": result["targets"], "paired_batches": result["paired_batches"]}, indent=1))

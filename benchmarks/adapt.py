@@ -77,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated; 'source' is the model without adaptation")
     parser.add_argument("--settings", type=listed(), default=SETTINGS, help="continual, mixed, episodic")
     parser.add_argument("--max-clean-drop", type=float, default=0.02, help="the guard's clean margin (share)")
+    parser.add_argument("--min-gain-z", type=float, default=None,
+                        help="episodic guard: require a credible estimated gain at this z (1.645; default: "
+                             "the guard's default, not worse suffices)")
     parser.add_argument("--no-gate", action="store_true",
                         help="continual runs without the shift gate and the clean check (an ablation)")
     parser.add_argument("--device", default="cpu")
@@ -189,7 +192,9 @@ def episodic_one(source: torch.nn.Module, model_config: Any, strategy: str, stre
     return {"source": source_held, "adapted": adapted_held,
             "served": adapted_held if verdict.passed else source_held, "passed": verdict.passed,
             "clean_after": verdict.clean_after, "estimated_before": verdict.estimated_before,
-            "estimated_after": verdict.estimated_after, "reasons": list(verdict.reasons)}
+            "estimated_after": verdict.estimated_after, "reasons": list(verdict.reasons),
+            "changed_predictions": verdict.changed_predictions, "gain_bound": verdict.gain_bound,
+            "declined": verdict.declined}
 
 
 # --------------------------------------------------------------------------------------------- one seed
@@ -245,7 +250,7 @@ def run_seed(source: torch.nn.Module, model_config: Any, dataset: Any, args: arg
     orders = {"continual": [(stream.corruption, *batch) for stream in streams
                             for batch in batches(stream, args.batch_size)],
               "mixed": interleave(streams, args.batch_size)}
-    guard = GuardConfig(max_clean_drop=args.max_clean_drop)
+    guard = GuardConfig(max_clean_drop=args.max_clean_drop, min_gain_z=args.min_gain_z)
     index = len(args.corruptions) + 1  # the clean stream took len(corruptions): another draw
     reference = None if args.no_gate else gate_reference(dataset, size, seed, index, cache)
     out: dict[str, Any] = {}
@@ -296,6 +301,7 @@ def summary_row(runs: list[dict[str, Any]], setting: str, strategy: str, args: a
     if setting == "episodic" and strategy != "source":
         verdicts = [entry for run in runs for entry in run["runs"].values()]
         row["guard_refused"] = sum(not entry["passed"] for entry in verdicts)
+        row["guard_declined"] = sum(bool(entry.get("declined")) for entry in verdicts)  # no credible gain
         row["unguarded_mean"] = _mean(_mean(run["unguarded"].values()) for run in runs)
         row["clean_after_min"] = min(entry["clean_after"] for entry in verdicts)
         row["clean_after_passed_min"] = min((entry["clean_after"] for entry in verdicts if entry["passed"]),
@@ -388,7 +394,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "protocol": {"corruptions": list(args.corruptions), "severity": args.severity, "n": args.n,
                      "batch_size": args.batch_size, "seeds": list(args.seeds),
                      "strategies": list(args.strategies), "settings": list(args.settings),
-                     "max_clean_drop": args.max_clean_drop, "gate": not args.no_gate},
+                     "max_clean_drop": args.max_clean_drop, "min_gain_z": args.min_gain_z,
+                     "gate": not args.no_gate},
         "table": table,
         "targets": targets(table, margin=args.max_clean_drop),
         "literature_error_percent": LITERATURE,
@@ -416,8 +423,8 @@ def show(result: dict[str, Any]) -> None:
         names = list(next(iter(rows.values()))["per_corruption"])
         print(f"\n{setting}: accuracy % (mean ± SE) | " + " ".join(name[:6] for name in names))
         for strategy, row in rows.items():
-            extra = "".join(f" {key}={row[key]:.3g}" for key in ("clean_after", "resets", "guard_refused",
-                                                                 "longest_run_below_source") if key in row)
+            keys = ("clean_after", "resets", "guard_refused", "guard_declined", "longest_run_below_source")
+            extra = "".join(f" {key}={row[key]:.3g}" for key in keys if key in row)
             print(f"  {strategy:9s} {100 * row['mean']:5.1f} ± {100 * row['se_images']:.1f} | "
                   + " ".join(f"{100 * row['per_corruption'][name]:6.1f}" for name in names) + extra)
     print("\ntargets:")

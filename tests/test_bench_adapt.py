@@ -69,6 +69,25 @@ def test_joined_parts_keep_every_setting_and_pair_the_same_batches() -> None:
         join([continual, part("mixed", {"source": [0.5]}, n=256)])
 
 
+def episodic_part(served: float) -> dict:
+    result = part("episodic", {"source": [0.5], "roid": [served]})
+    result["table"]["episodic"]["roid"].update(clean_after_passed_min=0.7, clean_source=0.7)
+    return result
+
+
+def test_a_joined_result_joins_again_with_one_setting_rerun() -> None:
+    first = join([part("continual", {"source": [0.5, 0.6], "roid": [0.6, 0.7]}), episodic_part(0.48)])
+    assert first["targets"]["episodic_never_below_source"]["met"] is False
+    rerun = episodic_part(0.5)
+    rerun["protocol"]["min_gain_z"] = 1.645  # the rerun's guard declines versions without a credible gain
+    again = join([first, rerun])
+    assert list(again["table"]) == ["continual", "episodic"] and again["protocol"]["min_gain_z"] == 1.645
+    assert again["table"]["continual"] == first["table"]["continual"]
+    assert again["targets"]["episodic_never_below_source"]["met"] is True
+    assert again["machine"]["load_average"] == {"continual": [1.0], "episodic": [1.0]}
+    assert again["seconds"] == {"continual": 1.0, "episodic": 1.0}
+
+
 @dataclass
 class TinyDataset:
     fingerprint: str

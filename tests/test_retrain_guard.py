@@ -15,6 +15,7 @@ from zeal_core.embed import Embeddings
 from zeal_core.errors import ConfigError
 from zeal_core.models.registry import ModelRegistry
 from zeal_core.retrain import GuardConfig, GuardVerdict, adapt, judge, strategy_info, verdict_of
+from zeal_core.retrain.guard import CREDIBLE_GAIN_Z
 
 # The module, not the function of the same name that zeal_core.retrain exports.
 adapt_module = importlib.import_module("zeal_core.retrain.adapt")
@@ -53,6 +54,37 @@ def test_the_guard_refuses_a_version_worse_on_the_drift() -> None:
     measured = judge(parent, parent, None, None, measured=(0.7, 0.65))
     assert not measured.passed and "validation" in measured.reasons[0]
     assert GuardVerdict.from_dict(json.loads(json.dumps(verdict.to_dict()))) == verdict
+
+
+def test_the_guard_declines_a_version_that_is_not_credibly_better_on_the_drift() -> None:
+    parent, drifted_before = embeddings(90), embeddings(60, labels=False, seed=1)
+    strict = GuardConfig(min_gain_z=CREDIBLE_GAIN_Z)
+    # One image of 100 better: within what the one changed prediction gives by chance (1.645 points).
+    tie = judge(parent, parent, drifted_before, embeddings(61, labels=False, seed=1), strict)
+    assert not tie.passed and tie.reasons[0].startswith("declined: no credible gain")
+    assert tie.changed_predictions == 1 and tie.gain_bound == pytest.approx(0.01645)
+    assert tie.declined and tie.label == "declined" and tie.summary.startswith("guard declined: no credible")
+    worse = judge(parent, parent, drifted_before, embeddings(50, labels=False, seed=1), strict)
+    assert not worse.declined and worse.label == "refused" and worse.gain_bound is None
+    assert GuardVerdict.from_dict(tie.to_dict()) == tie and tie.to_dict()["declined"] is True
+    assert "parent keeps serving" in tie.summary
+    # A version that changed nothing is declined too, even when it grew more confident (estimate up).
+    assert not judge(parent, parent, drifted_before, drifted_before, strict).passed
+    probs = np.full_like(drifted_before.probs, 0.1 / 3)  # the parent's predictions, each at 0.9
+    probs[np.arange(len(probs)), drifted_before.preds] = 0.9
+    bolder = dataclasses.replace(drifted_before, probs=probs, logits=np.log(probs))
+    confident = judge(parent, parent, drifted_before, bolder, strict)
+    assert confident.estimated_after > confident.estimated_before + 0.3
+    assert not confident.passed and confident.changed_predictions == 0
+    assert "+0.0 points" in confident.reasons[0]
+    clear = judge(parent, parent, drifted_before, embeddings(75, labels=False, seed=1), strict)
+    assert clear.passed and clear.label == "passed"
+    assert clear.changed_predictions == 15 and clear.gain_bound < 0.15
+    # The requirement is opt-in: by default not worse suffices.
+    default = judge(parent, parent, drifted_before, embeddings(61, labels=False, seed=1))
+    assert default.passed and default.gain_bound is None and default.changed_predictions == 1
+    with pytest.raises(ConfigError, match="min_gain_z"):
+        GuardConfig(min_gain_z=-1)
 
 
 def test_bad_guard_settings_are_refused() -> None:
@@ -112,3 +144,14 @@ def test_a_version_that_passes_the_guard_is_activated_on_request(monkeypatch, tm
     assert registry.get_active() == card.version
     assert card.recipe["guard"]["max_clean_drop"] == 0.5
     assert torch.isfinite(torch.tensor(card.metrics["guard"]["estimated_after"]))
+
+
+def test_the_retrain_command_can_require_a_credible_gain() -> None:
+    import argparse
+
+    from zeal_core.commands.retrain import guard_settings
+
+    strict = guard_settings(argparse.Namespace(max_clean_drop=0.01, require_gain=True))
+    assert strict == {"max_clean_drop": 0.01, "min_gain_z": CREDIBLE_GAIN_Z}
+    assert GuardConfig.from_dict(strict).min_gain_z == CREDIBLE_GAIN_Z
+    assert guard_settings(argparse.Namespace(max_clean_drop=None, require_gain=False)) is None

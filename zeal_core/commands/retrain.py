@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction, parent: argparse.ArgumentPa
                          help="strategy option (repeatable), e.g. --option epochs=2; VALUE is JSON or text")
     command.add_argument("--max-clean-drop", type=float, default=None, metavar="SHARE",
                          help="the guard's clean-accuracy margin, e.g. 0.02 (2 points; the default)")
+    command.add_argument("--require-gain", action="store_true",
+                         help="the guard also declines a version that is not credibly better on the drifted "
+                              "images by the label-free estimate (one-sided 95 %%); the parent keeps serving")
     command.add_argument("--activate", action="store_true",
                          help="make the new version active if (and only if) the guard passed it")
     command.add_argument("--background", action="store_true",
@@ -48,13 +51,25 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return parse_pairs(pairs, "option", "epochs=2")
 
 
+def guard_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The guard's settings from ``--max-clean-drop`` and ``--require-gain`` (None: its defaults)."""
+    from zeal_core.retrain.guard import CREDIBLE_GAIN_Z
+
+    guard: dict[str, Any] = {}
+    if args.max_clean_drop is not None:
+        guard["max_clean_drop"] = args.max_clean_drop
+    if args.require_gain:
+        guard["min_gain_z"] = CREDIBLE_GAIN_Z
+    return guard or None
+
+
 def _retrain(args: argparse.Namespace) -> dict:
     from zeal_core.cli import stderr_progress
     from zeal_core.retrain import strategy_info
 
     strategy_info(args.strategy)  # an unknown name fails here, listing the registered ones
     options = parse_options(args.option)
-    guard = None if args.max_clean_drop is None else {"max_clean_drop": args.max_clean_drop}
+    guard = guard_settings(args)
     if args.background:
         from zeal_core.jobs import JobQueue
 

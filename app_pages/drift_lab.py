@@ -254,7 +254,9 @@ def show_typical(report) -> None:
 def show_curves(reference, spec: DriftSpec, n: int, seed: int, report) -> None:
     """The sweep picker and the curves for it, the current severity marked. A sweep not computed yet is
     computed in the background (live checks go first) while the rest of the page is usable; a small
-    fragment asks for it every ``CURVES_POLL_S`` seconds and redraws the page once it is ready."""
+    fragment asks for it every ``CURVES_POLL_S`` seconds and draws the curves in place once it is ready
+    (never a rerun of the whole page, which would redraw every element). The asking stops at the next
+    change of a control, when the sweep is found ready at once."""
     choices = sweep_choices(spec)
     if not choices:
         return
@@ -267,7 +269,7 @@ def show_curves(reference, spec: DriftSpec, n: int, seed: int, report) -> None:
     with user_errors():
         sweep = ready_sweep(reference, spec, choice, n, seed)
         if sweep is None:
-            st.fragment(wait_for_curves, run_every=CURVES_POLL_S)(reference, spec, choice, n, seed)
+            st.fragment(curves_when_ready, run_every=CURVES_POLL_S)(reference, spec, choice, n, seed, report)
         else:
             draw_curves(sweep, spec, choice, report)
 
@@ -278,11 +280,13 @@ def ready_sweep(reference, spec: DriftSpec, choice: str, n: int, seed: int):
     return sweep_when_ready(reference, spec, choice, n=n, seed=seed, parts=SWEEP_PARTS, owner=owner)
 
 
-def wait_for_curves(reference, spec: DriftSpec, choice: str, n: int, seed: int) -> None:
-    """A placeholder until the sweep is ready, then one rerun of the page to draw it."""
+def curves_when_ready(reference, spec: DriftSpec, choice: str, n: int, seed: int, report) -> None:
+    """A placeholder until the sweep is ready, then the curves."""
     with user_errors():
-        if ready_sweep(reference, spec, choice, n, seed) is not None:
-            st.rerun()
+        sweep = ready_sweep(reference, spec, choice, n, seed)
+        if sweep is not None:
+            draw_curves(sweep, spec, choice, report)
+            return
     st.info(f"Severity curves for {choice}: computing in the background ({len(SEVERITIES)} checks of n = "
             f"{n}). Everything above is ready; checks of people moving a slider go first.",
             icon=":material/hourglass_top:")

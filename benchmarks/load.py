@@ -147,6 +147,7 @@ async def _wait_for_spec(page: Any, expected: str) -> None:
 
 async def _slider_value(page: Any, corruption: str) -> float:
     slider = page.locator(f'input[type="range"][aria-label="{corruption} severity"]')
+    await _one_left(slider)  # a full rerun (the curves arriving) briefly shows the old slider beside the new
     return float(await slider.input_value())
 
 
@@ -166,11 +167,13 @@ async def _user(browser: Any, url: str, user: int, corruption: str, n: int, step
     slider = page.locator(f'input[type="range"][aria-label="{corruption} severity"]')
     for _ in range(steps):
         severity += SEVERITY_STEP
+        await _one_left(slider)
         await slider.focus()
         begin = time.monotonic()
         await page.keyboard.press("ArrowRight")
         await _wait_for_spec(page, spec_text(corruption, severity))
         record["checks_s"].append(time.monotonic() - begin)
+    await _one_left(slider)
     await slider.focus()
     for _ in range(burst):  # a fast drag: every press asks for a rerun while the last one still runs
         await page.keyboard.press("ArrowRight")
@@ -196,6 +199,14 @@ async def _one_left(locator: Any) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{await locator.count()} elements still match {locator} after {WAIT_S:.0f} s")
         await asyncio.sleep(0.05)
+
+
+async def _retrain_form_state(page: Any) -> dict[str, Any]:
+    """What the Retrain page showed when a click queued no job: the spec box and any messages."""
+    box = page.get_by_label("Drift spec")
+    alerts = page.locator('[data-testid="stAlert"]')
+    return {"spec_box": await box.input_value() if await box.count() else None,
+            "messages": [" ".join(text.split())[:200] for text in await alerts.all_inner_texts()]}
 
 
 def _retrain_jobs() -> int:
@@ -229,6 +240,7 @@ async def _retrainer(browser: Any, url: str, retrains: int, record: dict[str, An
             if _retrain_jobs() > index:
                 break
             record["click_retries"] += 1
+            record.setdefault("click_failures", []).append(await _retrain_form_state(page))
     record["clicked"] = retrains + record["click_retries"]
     await context.close()
 
@@ -262,6 +274,7 @@ async def _drive(url: str, sessions: int, steps: int, burst: int, retrains: int,
             severity = await _slider_value(page, first["corruption"])
             for _ in range(steps):
                 severity += SEVERITY_STEP
+                await _one_left(slider)
                 await slider.focus()
                 begin = time.monotonic()
                 await page.keyboard.press("ArrowRight")

@@ -169,3 +169,16 @@ def test_the_umap_warm_up_starts_only_in_a_lull(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(projection, "_warm", lambda: calls.append("warm"))
     projection._warm_in_background()
     assert calls == [f"quiet {projection.QUIET_BEFORE_WARM_S}", "yield", "warm"]
+
+
+def test_stop_drops_the_queue_and_ends_the_worker_between_checks(reference: FittedReference) -> None:
+    """At exit the worker must not be inside torch when the interpreter goes (that aborts the process):
+    stop() empties the queue, the worker ends after the check it runs, and later requests are ignored."""
+    sweeps = BackgroundSweeps()
+    for level in (1, 2, 3):
+        sweeps.get(reference, DriftSpec.parse(f"gaussian_noise:3+contrast:{level}"), "gaussian_noise", n=30,
+                   severities=LEVELS, owner=f"user {level}")
+    sweeps.stop(timeout=300)
+    assert sweeps.pending() == 0 and (sweeps._thread is None or not sweeps._thread.is_alive())
+    assert sweeps.get(reference, DriftSpec.parse("gaussian_noise:2"), "gaussian_noise", n=30,
+                      severities=LEVELS) is None and sweeps.pending() == 0

@@ -18,6 +18,7 @@ without their images and features (the curves need only p-values and accuracies)
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import threading
@@ -66,6 +67,7 @@ class BackgroundSweeps:
         self._thread: threading.Thread | None = None
         self._idle = threading.Event()
         self._idle.set()
+        self._stopping = False  # set at exit: the worker ends after the check it is running
 
     def get(self, reference: FittedReference, spec: DriftSpec, choice: str, *, n: int, seed: int = 0,
             parts: Sequence[str] = ("detectors",), severities: Sequence[float] = SEVERITIES,
@@ -100,12 +102,24 @@ class BackgroundSweeps:
         """Block until every queued sweep is done (tests, scripts); False if ``timeout`` s passed first."""
         return self._idle.wait(timeout)
 
+    def stop(self, timeout: float = 60.0) -> None:
+        """Drop the queued sweeps and let the worker end after its current check (called at exit: a thread
+        killed inside torch at interpreter shutdown aborts the whole process)."""
+        with self._lock:
+            self._stopping = True
+            self._waiting.clear()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def _enqueue(self, request: _Request, reference: FittedReference) -> None:
         """Queue ``request`` unless the same question is queued or running (call with the lock held)."""
         running = self._running
         if running is not None and running.key == request.key and running.reference() is reference:
             return
         if any(item.key == request.key and item.reference() is reference for item in self._waiting):
+            return
+        if self._stopping:
             return
         if request.owner is not None:  # the owner moved on: its older waiting request is not wanted any more
             self._waiting = [item for item in self._waiting if item.owner != request.owner]
@@ -117,12 +131,10 @@ class BackgroundSweeps:
         self._wake.notify()
 
     def _work(self) -> None:
-        """The worker: computes queued sweeps until none is left."""
-        from zeal_core.scheduling import check_gate
-
+        """The worker: computes queued sweeps until none is left (or the process exits)."""
         while True:
             with self._lock:
-                if not self._waiting:
+                if not self._waiting or self._stopping:
                     self._running = None
                     self._idle.set()
                     self._thread = None
@@ -132,16 +144,28 @@ class BackgroundSweeps:
             if reference is None:  # the reference was dropped (a new model): nobody wants this sweep
                 continue
             try:
-                with check_gate().background():
-                    sweep = severity_sweep(reference, request.spec, request.choice, n=request.n,
-                                           seed=request.seed, severities=request.severities,
-                                           parts=request.parts)
+                sweep = self._sweep(reference, request)
             except Exception as error:  # handed to the page that asks next, which shows it
                 log.warning("severity sweep %s of %s failed: %s", request.choice, request.spec.text, error)
                 with self._lock:
                     self._errors.setdefault(reference, {})[request.key] = error
                 continue
-            self._keep(reference, request.key, _slim(sweep))
+            if sweep is not None:
+                self._keep(reference, request.key, _slim(sweep))
+
+    def _sweep(self, reference: FittedReference, request: _Request) -> SeveritySweep | None:
+        """The request's sweep, one background check per severity; None when stopped half-way."""
+        from zeal_core.scheduling import check_gate
+
+        reports = []
+        for level in request.severities:
+            if self._stopping:
+                return None
+            with check_gate().background():
+                point = severity_sweep(reference, request.spec, request.choice, n=request.n,
+                                       seed=request.seed, severities=(level,), parts=request.parts)
+            reports.extend(point.reports)
+        return SeveritySweep(choice=request.choice, severities=request.severities, reports=tuple(reports))
 
     def _keep(self, reference: FittedReference, key: tuple, sweep: SeveritySweep) -> None:
         with self._lock:
@@ -167,6 +191,7 @@ def _slim_report(report: CheckReport) -> CheckReport:
 
 
 _SWEEPS = BackgroundSweeps()
+atexit.register(_SWEEPS.stop)
 
 
 def background_sweeps() -> BackgroundSweeps:

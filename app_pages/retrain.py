@@ -143,29 +143,25 @@ def activate(version: str) -> None:
     st.rerun()
 
 
-def seed_drift_spec() -> None:
-    """Carry the Drift Lab's current spec into the form whenever it changed there (else keep what was typed).
-
-    Without a Drift Lab visit: a drift strong enough to cost accuracy on every dataset (digits shrugs off
-    severity 3 noise), so the before/after comparison shows something to fix.
-    """
-    lab_spec = st.session_state.get(KEY_DRIFT_SPEC)
-    if lab_spec and lab_spec != st.session_state.get("retrain_spec_from_lab"):
-        st.session_state["retrain_spec"] = lab_spec
-        st.session_state["retrain_spec_from_lab"] = lab_spec
-    st.session_state.setdefault("retrain_spec", "gaussian_noise:5")
+def default_drift_spec() -> str:
+    """The Drift Lab's current spec; without a Drift Lab visit, a drift strong enough to cost accuracy on
+    every dataset (digits shrugs off severity 3 noise), so the before/after comparison shows something."""
+    return st.session_state.get(KEY_DRIFT_SPEC) or "gaussian_noise:5"
 
 
 # -------------------------------------------------------------------------------------------- the form
 parent = active_version()
 strategies = retrain.list_strategies()
-seed_drift_spec()
+DRIFT_SPEC = default_drift_spec()
 with st.form("retrain_form"):
     left, right = st.columns(2)
     strategy = left.selectbox(
         "Strategy", strategies, key="retrain_strategy",
         help="; ".join(f"{name}: {retrain.strategy_info(name).description}" for name in strategies))
-    spec_text = right.text_input("Drift spec", key="retrain_spec",
+    # The box starts from the Drift Lab's spec, as the widget's own value (the widget keyed by it, so a new
+    # Drift Lab spec replaces what was typed and an unchanged one keeps it). A value preset through
+    # session state instead was lost when the browser redrew the form, and the box came back empty.
+    spec_text = right.text_input("Drift spec", value=DRIFT_SPEC, key=f"retrain_spec:{DRIFT_SPEC}",
                                  help="Follows the Drift Lab's current setting; edit it here, e.g. "
                                       "gaussian_noise:3@0.5")
     st.caption(f"Parent model: **{parent}** (the active version). Every new version passes the guard: clean "

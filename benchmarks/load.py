@@ -203,7 +203,7 @@ async def _one_left(locator: Any) -> None:
 
 async def _retrain_form_state(page: Any) -> dict[str, Any]:
     """What the Retrain page showed when a click queued no job: the spec box and any messages."""
-    box = page.get_by_label("Drift spec")
+    box = page.get_by_role("textbox", name="Drift spec")
     alerts = page.locator('[data-testid="stAlert"]')
     return {"spec_box": await box.input_value() if await box.count() else None,
             "messages": [" ".join(text.split())[:200] for text in await alerts.all_inner_texts()]}

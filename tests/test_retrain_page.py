@@ -81,14 +81,23 @@ def test_a_version_the_guard_passed_is_activated_in_one_click(registry) -> None:
 
 def test_the_drift_spec_follows_the_drift_lab_and_every_strategy_is_offered(registry) -> None:
     at = retrain_page(**{KEY_DRIFT_SPEC: "fog:3"})
-    assert at.text_input(key="retrain_spec").value == "fog:3"
+    assert spec_box(at).value == "fog:3"
     assert at.selectbox(key="retrain_strategy").options == list_strategies()
     assert "roid" in at.selectbox(key="retrain_strategy").options
     at.session_state[KEY_DRIFT_SPEC] = "contrast:4@0.5"  # the user moved the Drift Lab's sliders
     at.run()
-    assert at.text_input(key="retrain_spec").value == "contrast:4@0.5"
+    assert spec_box(at).value == "contrast:4@0.5"
+    at.run()  # a rerun (a job's progress, a redrawn form) keeps the spec in the box, never empties it
+    assert spec_box(at).value == "contrast:4@0.5"
     fresh = retrain_page()  # no Drift Lab visit: a drift strong enough to cost accuracy
-    assert fresh.text_input(key="retrain_spec").value == "gaussian_noise:5"
+    assert spec_box(fresh).value == "gaussian_noise:5"
+
+
+def spec_box(at):
+    """The Retrain form's drift spec box (exactly one)."""
+    boxes = [box for box in at.text_input if box.label == "Drift spec"]
+    assert len(boxes) == 1
+    return boxes[0]
 
 
 def test_the_page_says_when_the_data_page_choice_is_not_the_active_models_dataset(registry) -> None:

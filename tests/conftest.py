@@ -37,3 +37,18 @@ def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory):
+    """A random-init digits ResNet-18's fitted reference with one cheap detector (ks, 100 images), for the
+    modules that test sharing and scheduling; a module may define a ``reference`` fixture of its own."""
+    from tests.test_reliability_edges import save_random_model
+    from zeal_core.models.registry import ModelRegistry
+    from zeal_core.reference import ReferenceConfig, forget_references, get_reference
+
+    models = ModelRegistry(tmp_path_factory.mktemp("models"))
+    save_random_model(models)
+    forget_references()
+    return get_reference("latest", config=ReferenceConfig(reference_n=100, detectors=("ks",)), device="cpu",
+                         registry=models)

@@ -9,31 +9,16 @@ import time
 
 import pytest
 
-from tests.test_reliability_edges import save_random_model
 from zeal_core.corruptions import DriftSpec
 from zeal_core.errors import ConfigError
-from zeal_core.models.registry import ModelRegistry
 from zeal_core.reference import (
     BackgroundSweeps,
     FittedReference,
-    ReferenceConfig,
-    forget_references,
-    get_reference,
     severity_sweep,
 )
 from zeal_core.scheduling import CheckGate
 
-FAST = ReferenceConfig(reference_n=100, detectors=("ks",))
 LEVELS = (0.0, 2.0, 4.0)  # a short sweep keeps the tests quick
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> FittedReference:
-    """A random-init digits ResNet-18's reference with one cheap detector."""
-    models = ModelRegistry(tmp_path_factory.mktemp("models"))
-    save_random_model(models)
-    forget_references()
-    return get_reference("latest", config=FAST, device="cpu", registry=models)
 
 
 @pytest.mark.parametrize("first_is_background", [True, False])

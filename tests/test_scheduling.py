@@ -11,22 +11,9 @@ import time
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_reliability_edges import save_random_model
-from zeal_core.models.registry import ModelRegistry
-from zeal_core.reference import FittedReference, ReferenceConfig, forget_references, get_reference
+from zeal_core.reference import FittedReference
 from zeal_core.scheduling import CheckGate
 from zeal_core.settings import load_settings
-
-FAST = ReferenceConfig(reference_n=100, detectors=("ks",))
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> FittedReference:
-    """A random-init digits ResNet-18's reference with one cheap detector."""
-    models = ModelRegistry(tmp_path_factory.mktemp("models"))
-    save_random_model(models)
-    forget_references()
-    return get_reference("latest", config=FAST, device="cpu", registry=models)
 
 
 def _together(count: int, work) -> list:

@@ -59,7 +59,6 @@ class BackgroundSweeps:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
         self._waiting: list[_Request] = []  # oldest first
         self._running: _Request | None = None
         self._done: weakref.WeakKeyDictionary[FittedReference, OrderedDict] = weakref.WeakKeyDictionary()
@@ -128,7 +127,6 @@ class BackgroundSweeps:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._work, name="severity-sweeps", daemon=True)
             self._thread.start()
-        self._wake.notify()
 
     def _work(self) -> None:
         """The worker: computes queued sweeps until none is left (or the process exits)."""
